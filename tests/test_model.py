@@ -1,0 +1,131 @@
+"""The executable models behave as designed, and the properties checker catches what it should."""
+
+import pytest
+
+from model.config import default_config
+from model.crc import ip
+from model.design import make_design
+from model.errors import ConfigError, PlanError
+from model.ops import Drain, Fail, Heal, Scale
+from model.p4lb import P4lbState, Variant, check_plan, p4lb_plan
+from model.packet import ACK, FIN, RST, SYN, DropReason, Fate, Packet
+from model.pool import Pool
+from model.spec import Prop
+from model.trace import OpStep, Run
+
+CLIENT = ip("10.0.1.1")
+
+
+def syn(port, t=0):
+    return Packet(CLIENT, port, SYN, t)
+
+
+def test_seed_round_robin_then_retransmitted_syn_moves_the_flow():
+    run = Run.start(make_design("seed"), Pool.initial(4))
+    got = [run.step(syn(1000 + i, i)).outcome.backend for i in range(5)]
+    assert got == [1, 2, 3, 4, 1]
+    res = run.step(syn(1000, 10))
+    assert res.outcome.backend == 2 and Prop.P4 in [p for p, _ in res.violations]
+
+
+def test_seed_all_failed_still_dispatches_to_backend_4():
+    run = Run.start(make_design("seed"), Pool.initial(4))
+    for b in (1, 2, 3, 4):
+        run.step(OpStep(Fail(b)))
+    assert run.step(syn(2000)).outcome.backend == 4
+
+
+def test_p4lb_round_robin_pins_and_closes():
+    run = Run.start(make_design("p4lb", 4), Pool.initial(4))
+    got = [run.step(syn(1000 + i, i)).outcome.backend for i in range(4)]
+    assert got == [1, 2, 3, 4]
+    assert run.step(Packet(CLIENT, 1000, ACK, 10)).outcome.backend == 1
+    assert run.step(syn(1000, 11)).outcome.backend == 1  # retransmitted SYN stays
+    assert run.step(Packet(CLIENT, 1000, FIN | ACK, 12)).outcome.backend == 1
+    assert run.step(Packet(CLIENT, 1000, ACK, 13)).outcome.backend == 1  # closing handshake still forwarded
+    assert run.step(syn(1000, 14)).outcome.admitted  # a new flow after the close
+    assert all(not r.violations for r in run.results)
+
+
+def test_p4lb_fail_drain_scale_keep_open_flows():
+    run = Run.start(make_design("p4lb", 4), Pool.initial(4))
+    assert run.step(syn(1000)).outcome.backend == 1
+    for op in (Fail(1), Drain(2), Scale(3)):
+        run.step(OpStep(op))
+    assert run.step(Packet(CLIENT, 1000, ACK, 5)).outcome.backend == 1
+    assert [run.step(syn(2000 + i, 10 + i)).outcome.backend for i in range(3)] == [3, 3, 3]
+    run.step(OpStep(Heal(1)))
+    assert sorted(run.step(syn(3000 + i, 20 + i)).outcome.backend for i in range(2)) == [1, 3]
+    assert all(not r.violations for r in run.results)
+
+
+def test_p4lb_no_eligible_is_dropped_and_counted():
+    run = Run.start(make_design("p4lb", 2), Pool.initial(2))
+    run.step(OpStep(Scale(0)))
+    out = run.step(syn(1000)).outcome
+    assert out.fate is Fate.DROP and out.reason is DropReason.NO_ELIGIBLE
+    assert run.state.lb_drops[DropReason.NO_ELIGIBLE] == 1
+
+
+def test_p4lb_collision_refused_and_counted():
+    design = make_design("p4lb", 4, flow_table_bits=1)
+    run = Run.start(design, Pool.initial(4))
+    first = run.step(syn(1000)).outcome
+    slot = design.slot(syn(1000))
+    other = next(p for p in range(1001, 1100) if design.slot(syn(p)) == slot)
+    out = run.step(syn(other, 1)).outcome
+    assert first.admitted and out.reason is DropReason.FLOW_TABLE_FULL
+    assert run.step(Packet(CLIENT, 1000, ACK, 2)).outcome.backend == first.backend
+
+
+def test_p4lb_idle_flow_expires():
+    design = make_design("p4lb", 4, idle_timeout_us=100)
+    run = Run.start(design, Pool.initial(4))
+    run.step(syn(1000, 0))
+    assert run.step(Packet(CLIENT, 1000, ACK, 100)).outcome.fate is Fate.BACKEND
+    assert run.step(Packet(CLIENT, 1000, ACK, 201)).outcome.reason is DropReason.UNKNOWN_FLOW
+
+
+def test_malformed_flags_change_nothing():
+    design = make_design("p4lb", 4)
+    run = Run.start(design, Pool.initial(4))
+    run.step(syn(1000))
+    before = run.state
+    for flags in (SYN | FIN, SYN | RST, SYN | FIN | RST | ACK):
+        assert run.step(Packet(CLIENT, 1000, flags, 1)).outcome.reason is DropReason.MALFORMED
+    assert before.flows == run.state.flows and before.rr_next == run.state.rr_next
+
+
+def test_plan_stages_then_commits_and_in_place_is_rejected():
+    st = make_design("p4lb", 4).initial(Pool.initial(4))
+    after = Fail(2).apply(Pool.initial(4))
+    plan = p4lb_plan(Variant(), st, after)
+    assert plan[-1].target == "vip" and all(w.index[0] != st.vip for w in plan[:-1])
+    check_plan(st, plan, after)
+    with pytest.raises(PlanError, match="live version"):
+        check_plan(st, p4lb_plan(Variant(in_place_updates=True), st, after), after)
+
+
+def test_empty_plan_when_eligibility_unchanged():
+    st = make_design("p4lb", 4).initial(Pool.initial(4, active=2))
+    assert p4lb_plan(Variant(), st, Fail(4).apply(Pool.initial(4, active=2))) == []
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [({"vip_port": 0}, "vip_port"), ({"idle_timeout_us": 0}, "idle_timeout"), ({"flow_table_bits": 40}, "flow_table_bits")],
+)
+def test_bad_config_names_the_field(kw, field):
+    with pytest.raises(ConfigError) as err:
+        default_config(4, **kw)
+    assert err.value.field == field and "invalid" in str(err.value)
+
+
+def test_bad_backend_id_in_op():
+    with pytest.raises(ConfigError, match="backend"):
+        Fail(9).apply(Pool.initial(4))
+
+
+def test_state_is_immutable():
+    with pytest.raises(AttributeError):
+        P4lbState().vip = 1  # type: ignore[misc]
