@@ -1,0 +1,135 @@
+"""`p4lb`: deploy, status, scale, fail, heal, drain, undrain, run (health loop), prove.
+
+Exit codes: 0 done; 1 the prover found a problem; 2 bad input (config or arguments, nothing written);
+3 switch unreachable or refused a request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from model.errors import ConfigError
+from model.ops import Drain, Fail, Heal, Scale, Undrain
+from runtime.controller import Controller
+from runtime.errors import ConfigFileError, ControllerError, SwitchError
+from runtime.health import HealthMonitor
+from runtime.settings import Settings, load
+from runtime.switch import ModelSwitch, P4RuntimeSwitch, Switch
+
+log = logging.getLogger("p4lb")
+EXIT_OK, EXIT_PROVER, EXIT_INPUT, EXIT_SWITCH = 0, 1, 2, 3
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="p4lb", description="Operate a p4lb load balancer on a P4Runtime switch.")
+    p.add_argument("-c", "--config", type=Path, default=Path("p4lb.toml"), help="TOML configuration (default p4lb.toml)")
+    p.add_argument("--dry-run", action="store_true", help="run against the executable model instead of a switch")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("deploy", help="push the pipeline, backends and group (reconciles if already deployed)")
+    st = sub.add_parser("status", help="table of backends")
+    st.add_argument("--json", action="store_true")
+    sc = sub.add_parser("scale", help="make backends 1..K active")
+    sc.add_argument("--active", type=int, required=True)
+    for name in ("fail", "heal", "drain", "undrain"):
+        sub.add_parser(name, help=f"{name} one backend").add_argument("backend", type=int)
+    run = sub.add_parser("run", help="health-check loop: fail/heal backends automatically")
+    run.add_argument("--rounds", type=int, default=0, help="stop after this many rounds (0: forever)")
+    sub.add_parser("prove", help="run the prover (python -m verify)")
+    return p
+
+
+def make_switch(settings: Settings, dry_run: bool) -> Switch:
+    """The switch to talk to."""
+    if dry_run:
+        return ModelSwitch(settings.lb)
+    t = settings.switch
+    return P4RuntimeSwitch(t.grpc, t.device_id, t.election_id, t.p4info, t.bmv2_json, settings.lb)
+
+
+def show_status(ctl: Controller, as_json: bool, console: Console) -> None:
+    """Print the status table."""
+    rows = ctl.status()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title="p4lb backends")
+    for col in rows[0]:
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*[str(v) for v in r.values()])
+    console.print(t)
+
+
+def health_loop(ctl: Controller, rounds: int) -> None:
+    """Probe every interval; a transition becomes a fail/heal operation."""
+    s = ctl.settings
+    monitor = HealthMonitor(s.health_addresses, s.health)
+    n = 0
+    try:
+        while rounds == 0 or n < rounds:
+            started = time.monotonic()
+            for tr in monitor.round():
+                applied = ctl.apply(Heal(tr.backend) if tr.healthy else Fail(tr.backend))
+                log.warning("%s: %s (%d writes)", applied.op, tr.reason, len(applied.writes))
+            n += 1
+            time.sleep(max(0.0, s.health.interval_ms / 1000 - (time.monotonic() - started)))
+    finally:
+        monitor.close()
+
+
+def dispatch(args: argparse.Namespace, ctl: Controller, console: Console) -> int:
+    """Run one subcommand."""
+    ops = {"fail": Fail, "heal": Heal, "drain": Drain, "undrain": Undrain}
+    if args.cmd == "deploy":
+        writes = ctl.deploy()
+        console.print(f"deployed: {len(writes)} writes")
+    elif args.cmd == "status":
+        show_status(ctl, args.json, console)
+    elif args.cmd == "scale":
+        console.print(f"{ctl.apply(Scale(args.active)).op}")
+    elif args.cmd in ops:
+        applied = ctl.apply(ops[args.cmd](args.backend))
+        console.print(f"{applied.op}: {len(applied.writes)} writes; eligible now {sorted(applied.after.eligible)}")
+    elif args.cmd == "run":
+        health_loop(ctl, args.rounds)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `p4lb` console script."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    console = Console()
+    if args.cmd == "prove":
+        from verify.__main__ import main as prove_main  # noqa: PLC0415
+
+        return prove_main(["prove"])
+    try:
+        settings = load(args.config)
+        ctl = Controller(settings, make_switch(settings, args.dry_run))
+        if args.dry_run:
+            ctl.deploy()
+        return dispatch(args, ctl, console)
+    except (ConfigFileError, ConfigError) as exc:
+        console.print(f"[red]config error: {exc}[/]")
+        return EXIT_INPUT
+    except SwitchError as exc:
+        console.print(f"[red]switch error: {exc}[/]")
+        return EXIT_SWITCH
+    except ControllerError as exc:
+        console.print(f"[red]error: {exc}[/]")
+        return EXIT_SWITCH
+
+
+if __name__ == "__main__":
+    sys.exit(main())

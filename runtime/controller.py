@@ -1,0 +1,106 @@
+"""The controller: carries out operations as exactly the writes the model plans and the prover checks (P7)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from model.errors import PlanError
+from model.ops import Op, Write
+from model.p4lb import P4LB, P4lbState, check_plan, p4lb_plan
+from model.pool import Pool
+from runtime.errors import ControllerError, SwitchError
+from runtime.settings import Settings
+from runtime.switch import Switch, SwitchView
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one operation did."""
+
+    op: str
+    before: Pool
+    after: Pool
+    writes: tuple[Write, ...]
+
+
+def _mirror(view: SwitchView) -> P4lbState:
+    """The model state of the controller-written part of the switch, as read back."""
+    members = {(v, i): b for v in (0, 1) for i, b in enumerate(view.groups[v])}
+    sizes = (len(view.groups[0]), len(view.groups[1]))
+    return P4lbState(vip=view.vip or 0, rr_group=sizes, rr_member=members, rr_next=view.rr_next)
+
+
+class Controller:
+    """Owns the operator's sets and the switch's control-plane state; one operation at a time."""
+
+    def __init__(self, settings: Settings, switch: Switch, grace_s: float | None = None) -> None:
+        self.settings = settings
+        self.switch = switch
+        self.pool = Pool.initial(settings.lb.n, settings.active)
+        self.grace_s = settings.lb.drain_grace_ms / 1000 if grace_s is None else grace_s
+        self.last_commit = 0.0
+
+    def deploy(self) -> list[Write]:
+        """Push the pipeline and backends, then commit the configured group (or reconcile if already running)."""
+        try:
+            view = self.switch.read()
+        except SwitchError:
+            view = None  # no pipeline yet
+        if view is not None and view.vip is not None:
+            return self.reconcile(view)
+        self.switch.install_pipeline()
+        self.switch.install_backends(self.settings.lb)
+        return self._execute(P4lbState(), self.pool, "deploy")
+
+    def reconcile(self, view: SwitchView | None = None) -> list[Write]:
+        """Make the committed group match the operator's sets, without touching open flows; idempotent."""
+        view = view or self.switch.read()
+        return self._execute(_mirror(view), self.pool, "reconcile")
+
+    def apply(self, op: Op) -> Applied:
+        """Carry out one operation: validate it, plan its writes, check the plan, write them in order."""
+        before = self.pool
+        after = op.apply(before)
+        state = _mirror(self.switch.read())
+        writes = self._execute(state, after, str(op))
+        self.pool = after
+        return Applied(str(op), before, after, tuple(writes))
+
+    def _execute(self, state: P4lbState, after: Pool, why: str) -> list[Write]:
+        plan = p4lb_plan(P4LB, state, after)
+        try:
+            check_plan(state, plan, after)
+        except PlanError as exc:
+            raise ControllerError(f"{why}: refusing a plan the proof does not cover: {exc}") from exc
+        wait = self.grace_s - (time.monotonic() - self.last_commit)
+        if plan and wait > 0:
+            time.sleep(wait)  # packets that read the old version before the last commit have left the pipeline
+        for w in plan:
+            self.switch.write(w)
+        if plan:
+            self.last_commit = time.monotonic()
+            log.info("%s: %d writes, committed version %d, group %s", why, len(plan), plan[-1].value, after.members())
+        return plan
+
+    def status(self) -> list[dict]:
+        """One row per backend: its sets, whether it is in the committed group, new flows dispatched to it."""
+        view = self.switch.read()
+        group = view.groups[view.vip] if view.vip is not None else ()
+        rows = []
+        for b in self.settings.lb.backends:
+            rows.append(
+                {
+                    "backend": b.id,
+                    "address": str(b),
+                    "active": b.id in self.pool.active,
+                    "healthy": b.id in self.pool.healthy,
+                    "draining": b.id in self.pool.draining,
+                    "in_group": b.id in group,
+                    "flows_dispatched": view.backend_flows.get(b.id, 0),
+                }
+            )
+        return rows

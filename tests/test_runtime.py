@@ -1,0 +1,209 @@
+"""Controller: configuration errors, health checks on 127.0.0.1, plans executed as proven, reconcile."""
+
+import http.server
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from model.ops import Drain, Fail, Heal, Scale
+from model.p4lb import P4LB, p4lb_plan
+from model.pool import Pool
+from runtime import cli
+from runtime.controller import Controller
+from runtime.errors import ConfigFileError
+from runtime.health import Hysteresis, probe
+from runtime.settings import HealthCheck, load, parse
+from runtime.switch import ModelSwitch
+
+BACKENDS = [{"address": f"10.0.{i + 1}.{i + 1}", "mac": f"00:00:00:00:0{i + 1}:0{i + 1}", "port": i + 1} for i in range(1, 5)]
+
+
+def config(**over):
+    data = {"vip": {"address": "10.0.0.1", "port": 80}, "backend": [dict(b) for b in BACKENDS], "health": {"kind": "tcp", "interval_ms": 100, "timeout_ms": 50}}
+    for key, value in over.items():
+        section, _, field = key.partition("__")
+        if field:
+            if section == "backend0":
+                data["backend"][0][field] = value
+            else:
+                data.setdefault(section, {})[field] = value
+        else:
+            data[section] = value
+    return data
+
+
+BAD = [
+    ("vip__address", "10.0.0", "vip.address"),
+    ("vip__port", 0, "vip.port"),
+    ("backend0__mac", "zz:00", "backend[0].mac"),
+    ("backend0__port", 600, "backend[0].port"),
+    ("backend0__address", "10.0.0.1", "backend[0].address"),
+    ("health__kind", "icmp", "health.kind"),
+    ("health__timeout_ms", 500, "health.timeout_ms"),
+    ("health__rise", 0, "health.rise"),
+    ("flows__table_bits", 99, "flows.table_bits"),
+    ("active", 9, "active"),
+    ("switch__grpc", "nowhere", "switch.grpc"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "field"), BAD)
+def test_bad_config_field_is_named_and_nothing_is_written(key, value, field, tmp_path, monkeypatch):
+    with pytest.raises(ConfigFileError) as err:
+        parse(config(**{key: value}))
+    assert err.value.field == field and "invalid" in str(err.value)
+    path = tmp_path / "p4lb.toml"
+    path.write_text(_toml(config(**{key: value})))
+    made = []
+    monkeypatch.setattr(cli, "make_switch", lambda *a: made.append(a) or ModelSwitch(None))
+    assert cli.main(["-c", str(path), "deploy"]) == cli.EXIT_INPUT
+    assert made == []  # no switch was even contacted
+
+
+def _toml(data) -> str:
+    lines = []
+    for key, value in data.items():
+        if not isinstance(value, (dict, list)):
+            lines.append(f"{key} = {json.dumps(value)}")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
+        elif isinstance(value, list):
+            for item in value:
+                lines.append(f"[[{key}]]")
+                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_config_file_roundtrip(tmp_path):
+    path = tmp_path / "p4lb.toml"
+    path.write_text(_toml(config()))
+    s = load(path)
+    assert s.lb.n == 4 and s.health.interval_ms == 100 and s.active == 4
+
+
+# ---- health checks against real servers on 127.0.0.1 -------------------------------------------------------
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    status = 200
+    delay = 0.0
+
+    def do_GET(self):  # noqa: N802
+        time.sleep(self.delay)
+        self.send_response(self.status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    started = []
+
+    def start(status=200, delay=0.0):
+        handler = type("H", (Handler,), {"status": status, "delay": delay})
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        started.append(srv)
+        return srv.server_address[1]
+
+    yield start
+    for srv in started:
+        srv.shutdown()
+        srv.server_close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tcp_up_and_down(server):
+    assert probe("127.0.0.1", HealthCheck("tcp", server(), timeout_ms=200)).ok
+    assert not probe("127.0.0.1", HealthCheck("tcp", free_port(), timeout_ms=200)).ok
+
+
+def test_http_status_and_slow(server):
+    assert probe("127.0.0.1", HealthCheck("http", server(200), "/", 200, timeout_ms=500)).ok
+    bad = probe("127.0.0.1", HealthCheck("http", server(500), "/", 200, timeout_ms=500))
+    assert not bad.ok and "status 500" in bad.reason
+    slow = probe("127.0.0.1", HealthCheck("http", server(200, delay=0.5), "/", 200, timeout_ms=100))
+    assert not slow.ok and "timeout" in slow.reason.lower()
+
+
+def test_flapping_is_damped_by_rise_and_fall():
+    check = HealthCheck(rise=2, fall=3)
+    h = Hysteresis(True)
+    seen = []
+    for ok in [False, False, True, False, False, False, True, True]:
+        h = h.feed(ok, check)
+        seen.append(h.healthy)
+    assert seen == [True, True, True, True, True, False, False, True]
+
+
+# ---- controller on the executable model -------------------------------------------------------------------
+
+
+def controller(active=4):
+    s = parse(config(active=active))
+    return Controller(s, ModelSwitch(s.lb), grace_s=0)
+
+
+def test_operations_execute_the_models_plan():
+    ctl = controller()
+    ctl.deploy()
+    before = ctl.switch.state
+    expected = p4lb_plan(P4LB, before, Fail(2).apply(ctl.pool))
+    applied = ctl.apply(Fail(2))
+    assert list(applied.writes) == expected
+    assert ctl.switch.state.members(ctl.switch.state.vip) == (1, 3, 4)
+    for op, group in ((Drain(3), (1, 4)), (Scale(2), (1,)), (Heal(2), (1, 2))):
+        ctl.apply(op)
+        assert ctl.switch.state.members(ctl.switch.state.vip) == group
+
+
+def test_redeploy_and_reconcile_write_nothing():
+    ctl = controller()
+    ctl.deploy()
+    n = len(ctl.switch.log)
+    assert ctl.deploy() == [] and ctl.reconcile() == [] and len(ctl.switch.log) == n
+
+
+def test_restart_after_partial_operation_converges():
+    ctl = controller()
+    ctl.deploy()
+    live = ctl.switch.state.vip
+    target = Fail(1).apply(ctl.pool)
+    plan = p4lb_plan(P4LB, ctl.switch.state, target)
+    for w in plan[:2]:  # killed after staging two writes: the live version is untouched
+        ctl.switch.write(w)
+    assert ctl.switch.state.vip == live and ctl.switch.state.members(live) == (1, 2, 3, 4)
+    restarted = Controller(ctl.settings, ctl.switch, grace_s=0)
+    restarted.pool = target
+    restarted.reconcile()
+    assert ctl.switch.state.members(ctl.switch.state.vip) == (2, 3, 4)
+    assert restarted.reconcile() == []
+
+
+def test_bad_backend_writes_nothing():
+    ctl = controller()
+    ctl.deploy()
+    n = len(ctl.switch.log)
+    with pytest.raises(Exception, match="backend"):
+        ctl.apply(Fail(7))
+    assert len(ctl.switch.log) == n and ctl.pool == Pool.initial(4)
+
+
+def test_cli_dry_run_status_json(tmp_path, capsys):
+    path = tmp_path / "p4lb.toml"
+    path.write_text(_toml(config()))
+    assert cli.main(["-c", str(path), "--dry-run", "status", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["in_group"] for r in rows] == [True] * 4
