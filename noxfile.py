@@ -34,3 +34,17 @@ def bench(session: nox.Session) -> None:
     """Prove time and peak memory per design and property for N = 4, 16, 64, 128."""
     session.install("-e", ".")
     session.run("python", "-m", "verify.bench", *session.posargs)
+
+
+@nox.session(python=False)
+def build_p4(session: nox.Session) -> None:
+    """Compile p4/p4lb.p4 and p4/seed.p4 into p4/build/ (BMv2 JSON + P4Info); needs p4c-bm2-ss."""
+    for program in ("p4lb", "seed"):
+        session.run("p4c-bm2-ss", "--arch", "v1model", "--p4runtime-files", f"p4/build/{program}.p4info.txtpb", "-o", f"p4/build/{program}.json", f"p4/{program}.p4", external=True)
+
+
+@nox.session
+def switch(session: nox.Session) -> None:
+    """The BMv2 packet tests only (they skip, printing why, where BMv2 or the artifacts are missing)."""
+    session.install("-e", ".[test,switch]")
+    session.run("pytest", "ptf_tests", "-rs", *session.posargs)

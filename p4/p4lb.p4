@@ -1,0 +1,278 @@
+/* p4lb: L4 load balancer, P4_16 for BMv2 v1model. Implements model/p4lb.py exactly; names are the model's.
+ *
+ * Controller-written tables: vip (lb_select(version): the single atomic commit point), rr_group
+ * (set_group(size) per version), rr_member (set_member(backend) per version and position), backend
+ * (set_backend(mac, addr, port)), forward and send_frame (plain L3 for the return path).
+ * Data-plane registers: rr_next (per version), flow_state, flow_key, flow_backend, flow_last_seen (per flow slot),
+ * idle_timeout (written once at deploy). Counters: lb_drops (index = model.packet.DropReason), backend_flows.
+ * No loop over backends: one group size, one member and one flow slot per packet.
+ */
+#include <core.p4>
+#include <v1model.p4>
+
+#define FLOW_SLOTS 65536
+#define MAX_BACKENDS 128
+
+const bit<16> ETH_IPV4 = 0x0800;
+const bit<8>  PROTO_TCP = 6;
+const bit<8>  F_FIN = 0x01;
+const bit<8>  F_SYN = 0x02;
+const bit<8>  F_RST = 0x04;
+const bit<8>  F_ACK = 0x10;
+const bit<2>  FREE = 0;
+const bit<2>  OPEN = 1;
+const bit<2>  CLOSING = 2;
+const bit<32> NO_ELIGIBLE = 1;
+const bit<32> FLOW_TABLE_FULL = 2;
+const bit<32> UNKNOWN_FLOW = 3;
+const bit<32> MALFORMED = 4;
+
+header ethernet_t {
+    bit<48> dstAddr;
+    bit<48> srcAddr;
+    bit<16> etherType;
+}
+
+header ipv4_t {
+    bit<4>  version;
+    bit<4>  ihl;
+    bit<8>  diffserv;
+    bit<16> totalLen;
+    bit<16> identification;
+    bit<3>  flags;
+    bit<13> fragOffset;
+    bit<8>  ttl;
+    bit<8>  protocol;
+    bit<16> hdrChecksum;
+    bit<32> srcAddr;
+    bit<32> dstAddr;
+}
+
+header tcp_t {
+    bit<16> srcPort;
+    bit<16> dstPort;
+    bit<32> seqNo;
+    bit<32> ackNo;
+    bit<4>  dataOffset;
+    bit<4>  res;
+    bit<8>  flags;
+    bit<16> window;
+    bit<16> checksum;
+    bit<16> urgentPtr;
+}
+
+struct headers {
+    ethernet_t ethernet;
+    ipv4_t     ipv4;
+    tcp_t      tcp;
+}
+
+struct lb_meta_t {
+    bit<1>  version;
+    bit<8>  size;
+    bit<8>  position;
+    bit<8>  backend;
+    bit<32> slot;
+    bit<16> tcp_len;
+}
+
+struct metadata {
+    lb_meta_t lb;
+}
+
+parser MyParser(packet_in pkt, out headers hdr, inout metadata meta, inout standard_metadata_t std) {
+    state start {
+        pkt.extract(hdr.ethernet);
+        transition select(hdr.ethernet.etherType) {
+            ETH_IPV4: parse_ipv4;
+            default: accept;
+        }
+    }
+    state parse_ipv4 {
+        pkt.extract(hdr.ipv4);
+        meta.lb.tcp_len = hdr.ipv4.totalLen - 16w20;
+        /* only option-less, unfragmented IPv4 carries a TCP header the balancer reads */
+        transition select(hdr.ipv4.version, hdr.ipv4.ihl, hdr.ipv4.fragOffset, hdr.ipv4.flags[0:0], hdr.ipv4.protocol) {
+            (4w4, 4w5, 13w0, 1w0, PROTO_TCP): parse_tcp;
+            default: accept;
+        }
+    }
+    state parse_tcp {
+        pkt.extract(hdr.tcp);
+        transition accept;
+    }
+}
+
+control MyVerifyChecksum(inout headers hdr, inout metadata meta) {
+    apply {
+        verify_checksum(hdr.ipv4.isValid(), { hdr.ipv4.version, hdr.ipv4.ihl, hdr.ipv4.diffserv, hdr.ipv4.totalLen,
+            hdr.ipv4.identification, hdr.ipv4.flags, hdr.ipv4.fragOffset, hdr.ipv4.ttl, hdr.ipv4.protocol,
+            hdr.ipv4.srcAddr, hdr.ipv4.dstAddr }, hdr.ipv4.hdrChecksum, HashAlgorithm.csum16);
+    }
+}
+
+control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadata_t std) {
+    register<bit<8>>(2) rr_next;
+    register<bit<2>>(FLOW_SLOTS) flow_state;
+    register<bit<48>>(FLOW_SLOTS) flow_key;
+    register<bit<8>>(FLOW_SLOTS) flow_backend;
+    register<bit<48>>(FLOW_SLOTS) flow_last_seen;
+    register<bit<48>>(1) idle_timeout;
+    counter(8, CounterType.packets) lb_drops;
+    counter(MAX_BACKENDS + 1, CounterType.packets) backend_flows;
+
+    action drop_counted(bit<32> reason) {
+        lb_drops.count(reason);
+        mark_to_drop(std);
+    }
+    action lb_select(bit<1> version) { meta.lb.version = version; }
+    action set_group(bit<8> size) { meta.lb.size = size; }
+    action set_member(bit<8> backend) { meta.lb.backend = backend; }
+    action set_backend(bit<48> mac, bit<32> addr, bit<9> port) {
+        hdr.ethernet.dstAddr = mac;
+        hdr.ipv4.dstAddr = addr;
+        std.egress_spec = port;
+    }
+    action set_nhop(bit<48> mac, bit<9> port) {
+        hdr.ethernet.dstAddr = mac;
+        std.egress_spec = port;
+    }
+    action drop() { mark_to_drop(std); }
+
+    table vip {
+        key = { hdr.ipv4.dstAddr: exact; hdr.tcp.dstPort: exact; }
+        actions = { lb_select; NoAction; }
+        default_action = NoAction();
+        size = 16;
+    }
+    table rr_group {
+        key = { meta.lb.version: exact; }
+        actions = { set_group; }
+        default_action = set_group(0);
+        size = 2;
+    }
+    table rr_member {
+        key = { meta.lb.version: exact; meta.lb.position: exact; }
+        actions = { set_member; }
+        default_action = set_member(0);
+        size = 256;
+    }
+    table backend {
+        key = { meta.lb.backend: exact; }
+        actions = { set_backend; NoAction; }
+        default_action = NoAction();  /* a miss leaves egress_spec at 0: nothing is attached there */
+        size = MAX_BACKENDS;
+    }
+    table forward {
+        key = { hdr.ipv4.dstAddr: lpm; }
+        actions = { set_nhop; drop; }
+        default_action = drop();
+        size = 1024;
+    }
+
+    apply {
+        if (!hdr.ipv4.isValid()) {
+            mark_to_drop(std);
+            return;
+        }
+        if (std.checksum_error == 1) {
+            drop_counted(MALFORMED);
+            return;
+        }
+        if (!hdr.tcp.isValid() || !vip.apply().hit) {
+            forward.apply();
+            return;
+        }
+        bit<8> flags = hdr.tcp.flags;
+        bool syn = (flags & F_SYN) != 0;
+        bool close = (flags & (F_FIN | F_RST)) != 0;
+        if (syn && close) {
+            drop_counted(MALFORMED);
+            return;
+        }
+        bool new_syn = syn && (flags & F_ACK) == 0;
+        hash(meta.lb.slot, HashAlgorithm.crc16, 32w0,
+             { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol, hdr.tcp.srcPort, hdr.tcp.dstPort }, 32w65536);
+        bit<48> key = hdr.ipv4.srcAddr ++ hdr.tcp.srcPort;
+        bit<48> now = std.ingress_global_timestamp;
+        bit<2> fs; bit<48> fk; bit<8> fb; bit<48> fl; bit<48> timeout;
+        flow_state.read(fs, meta.lb.slot);
+        flow_key.read(fk, meta.lb.slot);
+        flow_backend.read(fb, meta.lb.slot);
+        flow_last_seen.read(fl, meta.lb.slot);
+        idle_timeout.read(timeout, 32w0);
+        bool live = fs != FREE && now - fl <= timeout;
+        bool mine = fk == key;
+        if (live && mine && fs == OPEN) {
+            flow_state.write(meta.lb.slot, close ? CLOSING : OPEN);
+            flow_last_seen.write(meta.lb.slot, now);
+            meta.lb.backend = fb;
+        } else if (new_syn) {
+            if (live && fs == OPEN) {
+                drop_counted(FLOW_TABLE_FULL);
+                return;
+            }
+            rr_group.apply();
+            if (meta.lb.size == 0) {
+                drop_counted(NO_ELIGIBLE);
+                return;
+            }
+            bit<8> i;
+            rr_next.read(i, (bit<32>)meta.lb.version);
+            if (i >= meta.lb.size) { i = 0; }
+            meta.lb.position = i;
+            rr_member.apply();
+            bit<8> nxt = i + 1;
+            if (nxt >= meta.lb.size) { nxt = 0; }
+            rr_next.write((bit<32>)meta.lb.version, nxt);
+            flow_state.write(meta.lb.slot, OPEN);
+            flow_key.write(meta.lb.slot, key);
+            flow_backend.write(meta.lb.slot, meta.lb.backend);
+            flow_last_seen.write(meta.lb.slot, now);
+            backend_flows.count((bit<32>)meta.lb.backend);
+        } else if (live && mine && fs == CLOSING) {
+            flow_last_seen.write(meta.lb.slot, now);
+            meta.lb.backend = fb;
+        } else {
+            drop_counted(UNKNOWN_FLOW);
+            return;
+        }
+        backend.apply();
+    }
+}
+
+control MyEgress(inout headers hdr, inout metadata meta, inout standard_metadata_t std) {
+    action rewrite_sip(bit<32> sip) { hdr.ipv4.srcAddr = sip; }
+    table send_frame {
+        key = { std.egress_port: exact; }
+        actions = { rewrite_sip; NoAction; }
+        default_action = NoAction();
+        size = 256;
+    }
+    apply {
+        if (hdr.ipv4.isValid()) {
+            send_frame.apply();
+        }
+    }
+}
+
+control MyComputeChecksum(inout headers hdr, inout metadata meta) {
+    apply {
+        update_checksum(hdr.ipv4.isValid(), { hdr.ipv4.version, hdr.ipv4.ihl, hdr.ipv4.diffserv, hdr.ipv4.totalLen,
+            hdr.ipv4.identification, hdr.ipv4.flags, hdr.ipv4.fragOffset, hdr.ipv4.ttl, hdr.ipv4.protocol,
+            hdr.ipv4.srcAddr, hdr.ipv4.dstAddr }, hdr.ipv4.hdrChecksum, HashAlgorithm.csum16);
+        update_checksum_with_payload(hdr.tcp.isValid(), { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, 8w0, hdr.ipv4.protocol,
+            meta.lb.tcp_len, hdr.tcp.srcPort, hdr.tcp.dstPort, hdr.tcp.seqNo, hdr.tcp.ackNo, hdr.tcp.dataOffset,
+            hdr.tcp.res, hdr.tcp.flags, hdr.tcp.window, hdr.tcp.urgentPtr }, hdr.tcp.checksum, HashAlgorithm.csum16);
+    }
+}
+
+control MyDeparser(packet_out pkt, in headers hdr) {
+    apply {
+        pkt.emit(hdr.ethernet);
+        pkt.emit(hdr.ipv4);
+        pkt.emit(hdr.tcp);
+    }
+}
+
+V1Switch(MyParser(), MyVerifyChecksum(), MyIngress(), MyEgress(), MyComputeChecksum(), MyDeparser()) main;

@@ -1,0 +1,53 @@
+"""Where the P4 toolchain is, and why switch tests cannot run when it is not."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+P4_DIR = ROOT / "p4"
+BUILD = P4_DIR / "build"
+PROGRAMS = ("p4lb", "seed")
+
+
+def artifacts(program: str) -> tuple[Path, Path]:
+    """(BMv2 JSON, P4Info text) of a program."""
+    return BUILD / f"{program}.json", BUILD / f"{program}.p4info.txtpb"
+
+
+def compile_p4(program: str, out_dir: Path) -> tuple[Path, Path]:
+    """Run p4c-bm2-ss on p4/PROGRAM.p4 into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, p4info = out_dir / f"{program}.json", out_dir / f"{program}.p4info.txtpb"
+    subprocess.run(["p4c-bm2-ss", "--arch", "v1model", "--p4runtime-files", str(p4info), "-o", str(json_path), str(P4_DIR / f"{program}.p4")], check=True)
+    return json_path, p4info
+
+
+def missing_compiler() -> str | None:
+    """Why p4c cannot be used here, or None."""
+    if shutil.which("p4c-bm2-ss") is None:
+        return "p4c-bm2-ss (p4lang/p4c) is not on PATH: install p4c to compile the P4 programs"
+    return None
+
+
+def missing_switch() -> str | None:
+    """Why the BMv2 tests cannot run here, or None."""
+    if shutil.which("simple_switch_grpc") is None:
+        return "simple_switch_grpc (p4lang/behavioral-model built with PI) is not on PATH"
+    if shutil.which("ip") is None:
+        return "iproute2 (`ip`) is missing: the tests build their hosts with network namespaces and veth pairs"
+    if os.geteuid() != 0:
+        return "the switch tests need root to create network namespaces"
+    for program in PROGRAMS:
+        for path in artifacts(program):
+            if not path.exists():
+                return f"{path.relative_to(ROOT)} is missing: run `nox -s build_p4` (needs p4c)"
+    try:
+        import p4runtime_sh  # noqa: F401, PLC0415
+        import scapy  # noqa: F401, PLC0415
+    except ImportError as exc:
+        return f"{exc.name} is not installed: pip install -e '.[switch]'"
+    return None
