@@ -31,9 +31,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Prove time and peak memory per design and property for N = 4, 16, 64, 128."""
+    """Prove time and peak memory per design and property for N = 4..128; controller failover time vs the seed's loop."""
     session.install("-e", ".")
     session.run("python", "-m", "verify.bench", *session.posargs)
+    session.run("python", "-m", "runtime.bench")
 
 
 @nox.session(python=False)

@@ -82,7 +82,7 @@ def health_loop(ctl: Controller, rounds: int) -> None:
                 applied = ctl.apply(Heal(tr.backend) if tr.healthy else Fail(tr.backend))
                 log.warning("%s: %s (%d writes)", applied.op, tr.reason, len(applied.writes))
             n += 1
-            time.sleep(max(0.0, s.health.interval_ms / 1000 - (time.monotonic() - started)))
+            time.sleep(max(0.0, monitor.next_delay() - (time.monotonic() - started)))
     finally:
         monitor.close()
 

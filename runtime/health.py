@@ -89,6 +89,15 @@ class HealthMonitor:
                 log.info("backend %d -> %s (%s)", backend, "healthy" if new.healthy else "failed", res.reason)
         return out
 
+    def suspect(self) -> bool:
+        """Some backend's last probe disagreed with its state: re-check sooner (like HAProxy's fastinter)."""
+        return any(h.streak for h in self.states.values())
+
+    def next_delay(self) -> float:
+        """Seconds until the next round: the interval, halved while a transition is pending."""
+        interval = self.check.interval_ms / 1000
+        return interval / 2 if self.suspect() else interval
+
     def close(self) -> None:
         """Stop the worker threads."""
         self.pool.shutdown(wait=True)

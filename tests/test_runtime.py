@@ -207,3 +207,17 @@ def test_cli_dry_run_status_json(tmp_path, capsys):
     assert cli.main(["-c", str(path), "--dry-run", "status", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["in_group"] for r in rows] == [True] * 4
+
+
+def test_suspect_backend_is_rechecked_sooner():
+    from runtime.health import HealthMonitor
+
+    m = HealthMonitor(("127.0.0.1",), HealthCheck("tcp", free_port(), interval_ms=100, timeout_ms=50, fall=2))
+    try:
+        assert m.next_delay() == 0.1
+        assert m.round() == []  # first failure: still healthy, now suspect
+        assert m.next_delay() == 0.05
+        (tr,) = m.round()
+        assert not tr.healthy and "refused" in tr.reason.lower()
+    finally:
+        m.close()
