@@ -106,13 +106,26 @@ class P4RuntimeSwitch:
         self._connect(push=True)
 
     def install_backends(self, cfg: LbConfig) -> None:
-        """One `backend` entry per backend: set_backend(mac, ip, port)."""
+        """Static state: `backend` entries, the return path (`forward` to backends, `send_frame` SNAT), idle_timeout."""
         self._connect(push=False)
+        sh = self.sh
         for b in cfg.backends:
-            te = self.sh.TableEntry("MyIngress.backend")(action="MyIngress.set_backend")
+            te = sh.TableEntry("MyIngress.backend")(action="MyIngress.set_backend")
             te.match["meta.lb.backend"] = str(b.id)
             te.action["mac"], te.action["addr"], te.action["port"] = str(b.mac), str(b.ip), str(b.port)
             self._upsert(te)
+            fw = sh.TableEntry("MyIngress.forward")(action="MyIngress.set_nhop")
+            fw.match["hdr.ipv4.dstAddr"] = f"{b.ip}/32"
+            fw.action["mac"], fw.action["port"] = str(b.mac), str(b.port)
+            self._upsert(fw)
+        snat = sh.TableEntry("MyEgress.send_frame")(action="MyEgress.rewrite_sip")
+        snat.match["std.egress_port"] = str(cfg.client_port)
+        snat.action["sip"] = str(cfg.vip)
+        self._upsert(snat)
+        reg = sh.RegisterEntry("MyIngress.idle_timeout")
+        reg.index = 0
+        reg.data = sh.P4Data.bitstring(cfg.idle_timeout_us)  # type: ignore[attr-defined]
+        reg.modify()
 
     def _upsert(self, te) -> None:
         try:
