@@ -122,16 +122,28 @@ class P4RuntimeSwitch:
         snat.match["std.egress_port"] = str(cfg.client_port)
         snat.action["sip"] = str(cfg.vip)
         self._upsert(snat)
-        reg = sh.RegisterEntry("MyIngress.idle_timeout")
-        reg.index = 0
-        reg.data = sh.P4Data.bitstring(cfg.idle_timeout_us)  # type: ignore[attr-defined]
-        reg.modify()
+        self._write_register("MyIngress.idle_timeout", 0, cfg.idle_timeout_us)
 
     def _upsert(self, te) -> None:
         try:
             te.insert()
         except Exception:  # already there: modify instead (idempotent deploys)
             te.modify()
+
+    def _write_register(self, name: str, index: int, value: int) -> None:
+        """One register cell, as a P4Runtime RegisterEntry MODIFY (canonical bytestring)."""
+        from p4.v1 import p4runtime_pb2  # noqa: PLC0415
+        from p4runtime_sh.context import P4Type  # noqa: PLC0415
+
+        update = p4runtime_pb2.Update(type=p4runtime_pb2.Update.MODIFY)
+        entry = update.entity.register_entry
+        entry.register_id = self.sh.context.get_obj_id(P4Type.register, name)
+        entry.index.index = index
+        entry.data.bitstring = value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
+        try:
+            self.sh.client.write_update(update)
+        except Exception as exc:
+            raise SwitchError(f"writing {name}[{index}] = {value} failed: {exc}") from exc
 
     def write(self, w: Write) -> None:
         """One atomic write, as the model names it."""
@@ -154,10 +166,7 @@ class P4RuntimeSwitch:
                 te.action["size"] = str(w.value)
             self._upsert(te)
         elif w.target == "rr_next":
-            re = sh.RegisterEntry("MyIngress.rr_next")
-            re.index = w.index[0]
-            re.data = sh.P4Data.bitstring(w.value)  # type: ignore[attr-defined]
-            re.modify()
+            self._write_register("MyIngress.rr_next", w.index[0], w.value)
         else:
             raise SwitchError(f"no such switch target {w.target!r}")
 
