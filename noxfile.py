@@ -18,7 +18,7 @@ def prove(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit, cross-check and proof tests; switch tests skip with a printed reason where BMv2/p4c are missing."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,switch]")
     session.run("pytest", *session.posargs)
 
 

@@ -35,6 +35,9 @@ class LbConfig:
     flow_table_bits: int = 16
     client_port: int = 1
     drain_grace_ms: int = 50
+    client_net: int = ip("10.0.0.0")  # the return path: replies to client_net/client_prefix leave on client_port
+    client_prefix: int = 24
+    client_mac: int = 0x0101
 
     def __post_init__(self) -> None:
         validate(self)
@@ -71,6 +74,10 @@ def validate(cfg: LbConfig) -> None:
         raise ConfigError("backends", [ip_str(b.ip) for b in cfg.backends], "give each backend its own address")
     if not 1 <= cfg.idle_timeout_us < 1 << 47:
         raise ConfigError("idle_timeout", cfg.idle_timeout_us, "use a positive timeout below 2**47 microseconds")
+    if not 0 <= cfg.client_prefix <= 32 or cfg.client_net & ((1 << (32 - cfg.client_prefix)) - 1):
+        raise ConfigError("client_net", f"{ip_str(cfg.client_net)}/{cfg.client_prefix}", "use a network address with its prefix length, e.g. 10.0.0.0/24")
+    if not 0 <= cfg.client_mac < 1 << 48:
+        raise ConfigError("client_mac", cfg.client_mac, "use a 48-bit MAC address")
     if not 1 <= cfg.flow_table_bits <= 20:
         raise ConfigError("flow_table_bits", cfg.flow_table_bits, "use 1..20 (2..1M flow slots)")
 

@@ -32,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="p4lb", description="Operate a p4lb load balancer on a P4Runtime switch.")
     p.add_argument("-c", "--config", type=Path, default=Path("p4lb.toml"), help="TOML configuration (default p4lb.toml)")
+    p.add_argument("--state", type=Path, default=None, help="where the operator's sets persist between commands (default: CONFIG with .state.json)")
     p.add_argument("--dry-run", action="store_true", help="run against the executable model instead of a switch")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -59,8 +60,9 @@ def make_switch(settings: Settings, dry_run: bool) -> Switch:
 def show_status(ctl: Controller, as_json: bool, console: Console) -> None:
     """Print the status table."""
     rows = ctl.status()
+    drops = ctl.drops()
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"backends": rows, "lb_drops": drops}, indent=2))
         return
     t = Table(title="p4lb backends")
     for col in rows[0]:
@@ -68,6 +70,7 @@ def show_status(ctl: Controller, as_json: bool, console: Console) -> None:
     for r in rows:
         t.add_row(*[str(v) for v in r.values()])
     console.print(t)
+    console.print("lb_drops: " + ", ".join(f"{k}={v}" for k, v in drops.items()) + "  (flow_table_full = refused SYNs; no black-holes: proven, P3)")
 
 
 def health_loop(ctl: Controller, rounds: int) -> None:
@@ -116,10 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         return prove_main(["prove"])
     try:
         settings = load(args.config)
-        ctl = Controller(settings, make_switch(settings, args.dry_run))
-        if args.dry_run:
-            ctl.deploy()
-        return dispatch(args, ctl, console)
+        state = args.state or args.config.with_suffix(".state.json")
+        switch = make_switch(settings, args.dry_run)
+        ctl = Controller(settings, switch, state_file=None if args.dry_run else state)
+        try:
+            if args.dry_run:
+                ctl.deploy()
+            return dispatch(args, ctl, console)
+        finally:
+            switch.close()
     except (ConfigFileError, ConfigError) as exc:
         console.print(f"[red]config error: {exc}[/]")
         return EXIT_INPUT

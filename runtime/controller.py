@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from model.errors import PlanError
 from model.ops import Op, Write
@@ -37,10 +40,11 @@ def _mirror(view: SwitchView) -> P4lbState:
 class Controller:
     """Owns the operator's sets and the switch's control-plane state; one operation at a time."""
 
-    def __init__(self, settings: Settings, switch: Switch, grace_s: float | None = None) -> None:
+    def __init__(self, settings: Settings, switch: Switch, grace_s: float | None = None, state_file: Path | None = None) -> None:
         self.settings = settings
         self.switch = switch
-        self.pool = Pool.initial(settings.lb.n, settings.active)
+        self.state_file = state_file
+        self.pool = load_pool(state_file, settings) if state_file else Pool.initial(settings.lb.n, settings.active)
         self.grace_s = settings.lb.drain_grace_ms / 1000 if grace_s is None else grace_s
         self.last_commit = 0.0
 
@@ -51,6 +55,7 @@ class Controller:
         except SwitchError:
             view = None  # no pipeline yet
         if view is not None and view.vip is not None:
+            self.switch.install_backends(self.settings.lb)  # upserts: identical entries change nothing
             return self.reconcile(view)
         self.switch.install_pipeline()
         self.switch.install_backends(self.settings.lb)
@@ -68,6 +73,8 @@ class Controller:
         state = _mirror(self.switch.read())
         writes = self._execute(state, after, str(op))
         self.pool = after
+        if self.state_file:
+            save_pool(self.state_file, after)
         return Applied(str(op), before, after, tuple(writes))
 
     def _execute(self, state: P4lbState, after: Pool, why: str) -> list[Write]:
@@ -86,10 +93,15 @@ class Controller:
             log.info("%s: %d writes, committed version %d, group %s", why, len(plan), plan[-1].value, after.members())
         return plan
 
+    def drops(self) -> dict[str, int]:
+        """The lb_drops counter by reason: refused SYNs (flow_table_full), no_eligible, unknown_flow, malformed."""
+        return self.switch.read().lb_drops
+
     def status(self) -> list[dict]:
         """One row per backend: its sets, whether it is in the committed group, new flows dispatched to it."""
         view = self.switch.read()
         group = view.groups[view.vip] if view.vip is not None else ()
+        open_flows = self.switch.open_flows()
         rows = []
         for b in self.settings.lb.backends:
             rows.append(
@@ -100,7 +112,31 @@ class Controller:
                     "healthy": b.id in self.pool.healthy,
                     "draining": b.id in self.pool.draining,
                     "in_group": b.id in group,
+                    "open_flows": open_flows.get(b.id, 0),
                     "flows_dispatched": view.backend_flows.get(b.id, 0),
                 }
             )
         return rows
+
+
+def save_pool(path: Path, pool: Pool) -> None:
+    """Write the operator's sets atomically (rename), so a killed controller never leaves half a file."""
+    data = {"n": pool.n, "active": sorted(pool.active), "healthy": sorted(pool.healthy), "draining": sorted(pool.draining)}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data) + "\n")
+    os.replace(tmp, path)
+
+
+def load_pool(path: Path, settings: Settings) -> Pool:
+    """The operator's sets saved by the last operation, or the configured start (all healthy, `active` active)."""
+    n = settings.lb.n
+    if not path.exists():
+        return Pool.initial(n, settings.active)
+    try:
+        data = json.loads(path.read_text())
+        pool = Pool(n, frozenset(data["active"]), frozenset(data["healthy"]), frozenset(data["draining"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ControllerError(f"state file {path} is unreadable ({exc}): delete it to start from the config") from None
+    if data.get("n") != n or any(not 1 <= b <= n for b in pool.active | pool.healthy | pool.draining):
+        raise ControllerError(f"state file {path} is for {data.get('n')} backends, the config has {n}: delete it to start from the config")
+    return pool

@@ -68,6 +68,14 @@ def _address(value: object, field: str) -> int:
         raise ConfigFileError(field, value, "use a dotted IPv4 address such as 10.0.2.2") from None
 
 
+def _network(value: object, field: str) -> tuple[int, int]:
+    try:
+        net = ipaddress.IPv4Network(str(value))
+    except ValueError:
+        raise ConfigFileError(field, value, "use a network with its prefix length, e.g. 10.0.0.0/24 (host bits zero)") from None
+    return int(net.network_address), net.prefixlen
+
+
 def _mac(value: object, field: str) -> int:
     if not isinstance(value, str) or not MAC_RE.match(value):
         raise ConfigFileError(field, value, "use a MAC address such as 00:00:00:00:02:02")
@@ -126,7 +134,7 @@ def _switch(data: dict) -> SwitchTarget:
 
 def _toml_field(field: str) -> str:
     """The model's field name as it is spelled in the TOML file."""
-    for old, new in (("backends[", "backend["), ("].ip", "].address"), ("vip_port", "vip.port"), ("idle_timeout", "flows.idle_timeout_s"), ("flow_table_bits", "flows.table_bits")):
+    for old, new in (("backends[", "backend["), ("].ip", "].address"), ("vip_port", "vip.port"), ("idle_timeout", "flows.idle_timeout_s"), ("flow_table_bits", "flows.table_bits"), ("client_", "vip.client_")):
         field = field.replace(old, new)
     return "backend" if field == "backends" else field
 
@@ -136,6 +144,7 @@ def parse(data: dict) -> Settings:
     vip = data.get("vip", {})
     backends, health_addresses = _backends(data)
     flows = data.get("flows", {})
+    net = _network(vip.get("client_net", "10.0.0.0/24"), "vip.client_net")
     try:
         lb = LbConfig(
             vip=_address(vip.get("address", "10.0.0.1"), "vip.address"),
@@ -144,6 +153,9 @@ def parse(data: dict) -> Settings:
             idle_timeout_us=int(_get(flows, "idle_timeout_s", int, 60, "flows")) * 1_000_000,
             flow_table_bits=int(_get(flows, "table_bits", int, 16, "flows")),
             client_port=int(_get(vip, "client_port", int, 1, "vip")),
+            client_net=net[0],
+            client_prefix=net[1],
+            client_mac=_mac(vip.get("client_mac", "00:00:00:00:01:01"), "vip.client_mac"),
         )
     except ConfigError as exc:
         raise ConfigFileError(_toml_field(exc.field), exc.value, exc.fix) from None

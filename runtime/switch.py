@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from model.config import LbConfig
 from model.ops import Write
-from model.p4lb import P4lbState, p4lb_write
+from model.p4lb import P4lbState, SlotState, p4lb_write
 from model.packet import DropReason
 from runtime.errors import SwitchError
+from runtime.p4rt import P4rt
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ class Switch(Protocol):
     def write(self, w: Write) -> None: ...
     def install_backends(self, cfg: LbConfig) -> None: ...
     def read(self) -> SwitchView: ...
+    def open_flows(self) -> dict[int, int]: ...
+    def close(self) -> None: ...
 
 
 class ModelSwitch:
@@ -46,19 +50,33 @@ class ModelSwitch:
         self.cfg = cfg
         self.state = P4lbState()
         self.deployed = False
+        self.installed: LbConfig | None = None
         self.log: list[Write] = []
 
     def install_pipeline(self) -> None:
         self.deployed = True
 
     def install_backends(self, cfg: LbConfig) -> None:
-        self.log.append(Write("backend", (), cfg.n))
+        if self.installed != cfg:  # upserts of identical entries change nothing, so they are not logged
+            self.log.append(Write("backend", (), cfg.n))
+            self.installed = cfg
 
     def write(self, w: Write) -> None:
         self.state = p4lb_write(self.state, w)
         if w.target == "vip":
             self.deployed = True
         self.log.append(w)
+
+    def open_flows(self) -> dict[int, int]:
+        """Open slots per backend."""
+        out: dict[int, int] = {}
+        for e in self.state.flows.values():
+            if e.state is SlotState.OPEN:
+                out[e.backend] = out.get(e.backend, 0) + 1
+        return out
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def read(self) -> SwitchView:
         st = self.state
@@ -71,123 +89,82 @@ class ModelSwitch:
         )
 
 
-def _require_shell():
-    try:
-        import p4runtime_sh.shell as sh  # noqa: PLC0415
-    except ImportError as exc:
-        raise SwitchError("p4runtime-shell is not installed: pip install -e '.[switch]'") from exc
-    return sh
-
-
 class P4RuntimeSwitch:
-    """BMv2 over P4Runtime. Table, register and action names are the model's."""
+    """BMv2 over P4Runtime (one `P4rt` session). Table, register, counter and action names are the model's."""
 
     def __init__(self, grpc: str, device_id: int, election_id: tuple[int, int], p4info: str, bmv2_json: str, cfg: LbConfig) -> None:
-        self.sh = _require_shell()
         self.cfg = cfg
-        self.args = {"grpc_addr": grpc, "device_id": device_id, "election_id": election_id}
-        self.files = (p4info, bmv2_json)
-        self.connected = False
+        self.files = (Path(p4info), Path(bmv2_json))
+        self.rt = P4rt(grpc, device_id, election_id)
 
-    def _connect(self, push: bool) -> None:
-        if self.connected and not push:
-            return
-        if self.connected:
-            self.sh.teardown()
-        try:
-            config = self.sh.FwdPipeConfig(*self.files) if push else None
-            self.sh.setup(**self.args, config=config)
-        except Exception as exc:  # p4runtime-shell raises plain exceptions and grpc errors
-            raise SwitchError(f"cannot reach the switch at {self.args['grpc_addr']} (device {self.args['device_id']}): {exc}") from exc
-        self.connected = True
+    def _ready(self) -> P4rt:
+        """The session, with names learned from the running pipeline."""
+        if self.rt.context is None:
+            self.rt.load_p4info(self.files[0] if self.files[0].is_file() else None)
+        return self.rt
 
     def install_pipeline(self) -> None:
-        """Push the P4 program (p4info + BMv2 JSON)."""
-        self._connect(push=True)
+        """Push the P4 program (P4Info + BMv2 JSON); this empties every table and register."""
+        self.rt.push(*self.files)
 
     def install_backends(self, cfg: LbConfig) -> None:
-        """Static state: `backend` entries, the return path (`forward` to backends, `send_frame` SNAT), idle_timeout."""
-        self._connect(push=False)
-        sh = self.sh
+        """Static state: `backend` entries, the return path (`forward`, `send_frame` SNAT), `idle_timeout`."""
+        rt = self._ready()
         for b in cfg.backends:
-            te = sh.TableEntry("MyIngress.backend")(action="MyIngress.set_backend")
-            te.match["meta.lb.backend"] = str(b.id)
-            te.action["mac"], te.action["addr"], te.action["port"] = str(b.mac), str(b.ip), str(b.port)
-            self._upsert(te)
-            fw = sh.TableEntry("MyIngress.forward")(action="MyIngress.set_nhop")
-            fw.match["hdr.ipv4.dstAddr"] = f"{b.ip}/32"
-            fw.action["mac"], fw.action["port"] = str(b.mac), str(b.port)
-            self._upsert(fw)
-        snat = sh.TableEntry("MyEgress.send_frame")(action="MyEgress.rewrite_sip")
-        snat.match["std.egress_port"] = str(cfg.client_port)
-        snat.action["sip"] = str(cfg.vip)
-        self._upsert(snat)
-        self._write_register("MyIngress.idle_timeout", 0, cfg.idle_timeout_us)
-
-    def _upsert(self, te) -> None:
-        try:
-            te.insert()
-        except Exception:  # already there: modify instead (idempotent deploys)
-            te.modify()
-
-    def _write_register(self, name: str, index: int, value: int) -> None:
-        """One register cell, as a P4Runtime RegisterEntry MODIFY (canonical bytestring)."""
-        from p4.v1 import p4runtime_pb2  # noqa: PLC0415
-        from p4runtime_sh.context import P4Type  # noqa: PLC0415
-
-        update = p4runtime_pb2.Update(type=p4runtime_pb2.Update.MODIFY)
-        entry = update.entity.register_entry
-        entry.register_id = self.sh.context.get_obj_id(P4Type.register, name)
-        entry.index.index = index
-        entry.data.bitstring = value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
-        try:
-            self.sh.client.write_update(update)
-        except Exception as exc:
-            raise SwitchError(f"writing {name}[{index}] = {value} failed: {exc}") from exc
+            rt.upsert("backend", {"meta.lb.backend": b.id}, "set_backend", {"mac": b.mac, "addr": b.ip, "port": b.port})
+            rt.upsert("forward", {"hdr.ipv4.dstAddr": (b.ip, 32)}, "set_nhop", {"mac": b.mac, "port": b.port})
+        rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.vip, 32)}, "drop")  # the VIP answers nothing but TCP to vip_port
+        rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.client_net, cfg.client_prefix)}, "set_nhop", {"mac": cfg.client_mac, "port": cfg.client_port})
+        rt.upsert("send_frame", {"std.egress_port": cfg.client_port}, "rewrite_sip", {"sip": cfg.vip})
+        rt.register_write("idle_timeout", 0, cfg.idle_timeout_us)
 
     def write(self, w: Write) -> None:
         """One atomic write, as the model names it."""
-        self._connect(push=False)
-        sh = self.sh
+        rt = self._ready()
         if w.target == "vip":
-            te = sh.TableEntry("MyIngress.vip")(action="MyIngress.lb_select")
-            te.match["hdr.ipv4.dstAddr"] = str(self.cfg.vip)
-            te.match["hdr.tcp.dstPort"] = str(self.cfg.vip_port)
-            te.action["version"] = str(w.value)
-            self._upsert(te)
-        elif w.target in ("rr_group", "rr_member"):
-            action = "set_group" if w.target == "rr_group" else "set_member"
-            te = sh.TableEntry(f"MyIngress.{w.target}")(action=f"MyIngress.{action}")
-            te.match["meta.lb.version"] = str(w.index[0])
-            if w.target == "rr_member":
-                te.match["meta.lb.position"] = str(w.index[1])
-                te.action["backend"] = str(w.value)
-            else:
-                te.action["size"] = str(w.value)
-            self._upsert(te)
+            rt.upsert("vip", {"hdr.ipv4.dstAddr": self.cfg.vip, "hdr.tcp.dstPort": self.cfg.vip_port}, "lb_select", {"version": w.value})
+        elif w.target == "rr_group":
+            rt.upsert("rr_group", {"meta.lb.version": w.index[0]}, "set_group", {"size": w.value})
+        elif w.target == "rr_member":
+            rt.upsert("rr_member", {"meta.lb.version": w.index[0], "meta.lb.position": w.index[1]}, "set_member", {"backend": w.value})
         elif w.target == "rr_next":
-            self._write_register("MyIngress.rr_next", w.index[0], w.value)
+            rt.register_write("rr_next", w.index[0], w.value)
         else:
-            raise SwitchError(f"no such switch target {w.target!r}")
+            raise SwitchError(f"no such switch target {w.target!r}: use vip, rr_group, rr_member or rr_next")
 
     def read(self) -> SwitchView:
-        """Read the committed version and both groups back."""
-        self._connect(push=False)
-        sh = self.sh
-        vip = None
-        for te in sh.TableEntry("MyIngress.vip").read():
-            vip = int(te.action["version"].value, 0) if hasattr(te.action["version"], "value") else int(str(te.action["version"]), 0)
-        sizes, members = [0, 0], [{}, {}]
-        for te in sh.TableEntry("MyIngress.rr_group").read():
-            sizes[int(te.match["meta.lb.version"].exact.value.hex(), 16)] = int(te.action["size"].value.hex(), 16)
-        for te in sh.TableEntry("MyIngress.rr_member").read():
-            v = int(te.match["meta.lb.version"].exact.value.hex(), 16)
-            members[v][int(te.match["meta.lb.position"].exact.value.hex(), 16)] = int(te.action["backend"].value.hex(), 16)
+        """The committed version, both groups, rr_next and the counters, read back from the switch."""
+        rt = self._ready()
+        vips = rt.read_table("vip")
+        vip = vips[0].params["version"] if vips else None
+        sizes = [0, 0]
+        for row in rt.read_table("rr_group"):
+            sizes[int(row.match["meta.lb.version"])] = row.params["size"]
+        members: list[dict[int, int]] = [{}, {}]
+        for row in rt.read_table("rr_member"):
+            members[int(row.match["meta.lb.version"])][int(row.match["meta.lb.position"])] = row.params["backend"]
         groups = tuple(tuple(members[v].get(i, 0) for i in range(sizes[v])) for v in (0, 1))
-        return SwitchView(vip, groups)  # type: ignore[arg-type]
+        nxt = rt.register_read("rr_next")
+        drops = rt.counter_read("lb_drops")
+        return SwitchView(
+            vip=vip,
+            groups=groups,  # type: ignore[arg-type]
+            rr_next=(nxt.get(0, 0), nxt.get(1, 0)),
+            lb_drops={r.name.lower(): drops.get(int(r), 0) for r in DropReason if r.counted},
+            backend_flows={i: c for i, c in rt.counter_read("backend_flows").items() if c},
+        )
+
+    def open_flows(self) -> dict[int, int]:
+        """Slots in state OPEN per backend (flow_state and flow_backend read back; idle expiry not applied)."""
+        rt = self._ready()
+        states = rt.register_read("flow_state")
+        backends = rt.register_read("flow_backend")
+        out: dict[int, int] = {}
+        for slot, st in states.items():
+            if st == SlotState.OPEN:
+                out[backends.get(slot, 0)] = out.get(backends.get(slot, 0), 0) + 1
+        return out
 
     def close(self) -> None:
-        """Drop the P4Runtime session."""
-        if self.connected:
-            self.sh.teardown()
-            self.connected = False
+        """End the P4Runtime session."""
+        self.rt.close()

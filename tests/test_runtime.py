@@ -13,7 +13,7 @@ from model.p4lb import P4LB, p4lb_plan
 from model.pool import Pool
 from runtime import cli
 from runtime.controller import Controller
-from runtime.errors import ConfigFileError
+from runtime.errors import ConfigFileError, ControllerError
 from runtime.health import Hysteresis, probe
 from runtime.settings import HealthCheck, load, parse
 from runtime.switch import ModelSwitch
@@ -205,8 +205,31 @@ def test_cli_dry_run_status_json(tmp_path, capsys):
     path = tmp_path / "p4lb.toml"
     path.write_text(_toml(config()))
     assert cli.main(["-c", str(path), "--dry-run", "status", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [r["in_group"] for r in rows] == [True] * 4
+    out = json.loads(capsys.readouterr().out)
+    assert [r["in_group"] for r in out["backends"]] == [True] * 4
+    assert out["lb_drops"] == {"no_eligible": 0, "flow_table_full": 0, "unknown_flow": 0, "malformed": 0}
+
+
+def test_cli_operations_persist_between_commands(tmp_path):
+    path = tmp_path / "p4lb.toml"
+    path.write_text(_toml(config()))
+    settings = load(path)
+    state = tmp_path / "p4lb.state.json"
+    first = Controller(settings, ModelSwitch(settings.lb), grace_s=0, state_file=state)
+    first.deploy()
+    first.apply(Fail(2))
+    second = Controller(settings, first.switch, grace_s=0, state_file=state)
+    assert second.pool.healthy == frozenset({1, 3, 4})
+    assert second.reconcile() == []
+
+
+def test_state_file_for_another_config_is_refused(tmp_path):
+    path = tmp_path / "p4lb.toml"
+    path.write_text(_toml(config()))
+    state = tmp_path / "p4lb.state.json"
+    state.write_text('{"n": 9, "active": [1], "healthy": [1], "draining": []}')
+    with pytest.raises(ControllerError, match="delete it"):
+        Controller(load(path), ModelSwitch(load(path).lb), state_file=state)
 
 
 def test_suspect_backend_is_rechecked_sooner():
