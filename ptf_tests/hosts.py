@@ -56,6 +56,23 @@ class NetNs:
         os.close(self.home)
 
 
+@dataclass(frozen=True)
+class HostSpec:
+    """A host to build: name, switch port, MAC, 'address/prefix' (None: silent), extra commands, management link."""
+
+    name: str
+    port: int
+    mac: int
+    ip: str | None = None
+    setup: tuple[tuple[str, ...], ...] = ()  # run inside the namespace after eth0 is up
+    mgmt: int | None = None  # k: a second veth to the test's namespace, 169.254.77.(4k+1) here, .(4k+2) there
+
+
+def mgmt_addresses(k: int) -> tuple[str, str]:
+    """(test side, host side) addresses of management link k (a /30: a connected route to this veth only)."""
+    return f"169.254.77.{4 * k + 1}", f"169.254.77.{4 * k + 2}"
+
+
 @dataclass
 class Host:
     """One namespace with `eth0`, attached to switch port `port`."""
@@ -66,6 +83,8 @@ class Host:
     switch_if: str
     mac: int
     ip: str | None = None
+    mgmt_ip: str | None = None
+    mgmt_if: str | None = None
     sock: socket.socket | None = field(default=None, repr=False)
 
     def exec(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -111,8 +130,7 @@ def mac_str(mac: int) -> str:
 class Topology:
     """Hosts on switch ports; `with Topology(...) as topo:` creates them and always removes them."""
 
-    def __init__(self, specs: list[tuple[str, int, int, str | None]]) -> None:
-        """specs: (name, switch port, MAC, 'ip/prefix' or None for a silent host)."""
+    def __init__(self, specs: list[HostSpec]) -> None:
         self.tag = str(os.getpid())  # "p4lb" + pid + "s" + port fits the 15 characters of a link name
         self.specs = specs
         self.hosts: dict[str, Host] = {}
@@ -120,8 +138,8 @@ class Topology:
     def __enter__(self) -> Topology:
         cleanup_stale()
         try:
-            for name, port, mac, ip in self.specs:
-                self.hosts[name] = self._add(name, port, mac, ip)
+            for spec in self.specs:
+                self.hosts[spec.name] = self._add(spec)
         except BaseException:
             self.close()
             raise
@@ -130,7 +148,8 @@ class Topology:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _add(self, name: str, port: int, mac: int, ip: str | None) -> Host:
+    def _add(self, spec: HostSpec) -> Host:
+        name, port, mac, ip = spec.name, spec.port, spec.mac, spec.ip
         ns = f"{PREFIX}{self.tag}-{name}"
         sw, peer = f"{PREFIX}{self.tag}s{port}", f"{PREFIX}{self.tag}h{port}"
         run("ip", "netns", "add", ns)
@@ -147,8 +166,24 @@ class Topology:
         host.exec("ip", "link", "set", "eth0", "up")
         host.exec("ip", "link", "set", "lo", "up")
         run("ip", "link", "set", sw, "up")
-        run("ip", "link", "set", sw, "mtu", "9000", check=False)
+        for cmd in spec.setup:
+            host.exec(*cmd)
+        if spec.mgmt is not None:
+            self._mgmt(host, spec.mgmt)
         return host
+
+    def _mgmt(self, host: Host, k: int) -> None:
+        """A management link from the test's namespace to the host (health checks reach backends over it)."""
+        here, there = mgmt_addresses(k)
+        local, peer = f"{PREFIX}{self.tag}m{k}", f"{PREFIX}{self.tag}n{k}"
+        run("ip", "link", "add", local, "type", "veth", "peer", "name", peer)
+        run("ip", "link", "set", peer, "netns", host.ns)
+        run("ip", "addr", "add", f"{here}/30", "dev", local)
+        run("ip", "link", "set", local, "up")
+        host.exec("ip", "link", "set", peer, "name", "mgmt0")
+        host.exec("ip", "addr", "add", f"{there}/30", "dev", "mgmt0")
+        host.exec("ip", "link", "set", "mgmt0", "up")
+        host.mgmt_ip, host.mgmt_if = there, local
 
     def close(self) -> None:
         """Remove every namespace and link this topology made."""
@@ -156,6 +191,8 @@ class Topology:
             if host.sock is not None:
                 host.sock.close()
             run("ip", "link", "del", host.switch_if, check=False)
+            if host.mgmt_if:
+                run("ip", "link", "del", host.mgmt_if, check=False)
             run("ip", "netns", "del", host.ns, check=False)
         self.hosts.clear()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from model.config import LbConfig, default_config
 from model.crc import ip, ip_str
-from ptf_tests.hosts import Host, Topology, wait_until
+from ptf_tests.hosts import Host, HostSpec, Topology, wait_until
 from ptf_tests.toolchain import artifacts
 from runtime.p4rt import P4rt
 from runtime.switch import P4RuntimeSwitch
@@ -90,23 +90,40 @@ class Seen:
     frame: bytes = b""
 
 
-def host_specs(cfg: LbConfig, silent: bool = True) -> list[tuple[str, int, int, str | None]]:
-    """sink (port 0), client (port client_port), one host per backend at its port and MAC."""
-    specs: list[tuple[str, int, int, str | None]] = [("sink", 0, 0x00EE00000000, None)]
-    specs.append(("client", cfg.client_port, cfg.client_mac, None if silent else "10.0.0.10/24"))
+CLIENT_IP = "10.0.0.10"
+
+
+def host_specs(cfg: LbConfig, silent: bool = True) -> list[HostSpec]:
+    """sink (port 0), client (port client_port), one host per backend at its port and MAC.
+
+    Silent hosts have no address (raw frames only). Otherwise the client is CLIENT_IP with the VIP as a static
+    neighbour, and each backend has its address, a route back to the client network over the switch, and a
+    management link for health checks.
+    """
+    specs = [HostSpec("sink", 0, 0x00EE00000000)]
+    nbr = ("lladdr", mac(SWITCH_MAC), "dev", "eth0", "nud", "permanent")
+    net = f"{ip_str(cfg.client_net)}/{cfg.client_prefix}"
+    if silent:
+        specs.append(HostSpec("client", cfg.client_port, cfg.client_mac))
+        specs += [HostSpec(f"b{b.id}", b.port, b.mac) for b in cfg.backends]
+        return specs
+    specs.append(HostSpec("client", cfg.client_port, cfg.client_mac, f"{CLIENT_IP}/{cfg.client_prefix}", (("ip", "neigh", "replace", ip_str(cfg.vip), *nbr),)))
     for b in cfg.backends:
-        specs.append((f"b{b.id}", b.port, b.mac, None if silent else f"{ip_str(b.ip)}/32"))
+        setup = (("ip", "route", "add", net, "dev", "eth0"), ("ip", "neigh", "replace", CLIENT_IP, *nbr))
+        specs.append(HostSpec(f"b{b.id}", b.port, b.mac, f"{ip_str(b.ip)}/32", setup, mgmt=b.id))
     return specs
 
 
 class Lab(contextlib.ExitStack):
     """Hosts + BMv2 running `program` + a P4Runtime session; packets sent from the client, fates observed."""
 
-    def __init__(self, program: str, cfg: LbConfig | None = None, silent: bool = True) -> None:
+    def __init__(self, program: str, cfg: LbConfig | None = None, silent: bool = True, push: bool = True) -> None:
+        """push=False: hold no P4Runtime session (the controller under test will); reset() pushes with a brief one."""
         super().__init__()
         self.program = program
         self.cfg = cfg or default_config(4)
         self.silent = silent
+        self.push = push
 
     def __enter__(self) -> Lab:
         super().__enter__()
@@ -115,6 +132,8 @@ class Lab(contextlib.ExitStack):
             self.topo = self.enter_context(Topology(host_specs(self.cfg, self.silent)))
             self.bmv2 = self.enter_context(Bmv2(self.topo.interfaces(), self.tmp))
             p4info, bmv2_json = artifacts(self.program)
+            if not self.push:
+                return self
             if self.program == "p4lb":
                 self.switch = P4RuntimeSwitch(self.bmv2.grpc, 0, (0, 1), str(p4info), str(bmv2_json), self.cfg)
                 self.callback(self.switch.close)
@@ -130,7 +149,11 @@ class Lab(contextlib.ExitStack):
 
     def reset(self) -> None:
         """Push the pipeline again: every table, register and counter back to empty."""
-        self.rt.push(*artifacts(self.program))
+        if self.push:
+            self.rt.push(*artifacts(self.program))
+            return
+        with P4rt(self.bmv2.grpc, election_id=(0, 100)) as rt:
+            rt.push(*artifacts(self.program))
 
     @property
     def hosts(self) -> dict[str, Host]:

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 P4_DIR = ROOT / "p4"
 BUILD = P4_DIR / "build"
-PROGRAMS = ("p4lb", "seed")
+PROGRAMS = ("p4lb", "seed", "forward")
 
 
 def artifacts(program: str) -> tuple[Path, Path]:
@@ -22,8 +22,16 @@ def compile_p4(program: str, out_dir: Path) -> tuple[Path, Path]:
     """Run p4c-bm2-ss on p4/PROGRAM.p4 into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, p4info = out_dir / f"{program}.json", out_dir / f"{program}.p4info.txtpb"
-    subprocess.run(["p4c-bm2-ss", "--arch", "v1model", "--p4runtime-files", str(p4info), "-o", str(json_path), str(P4_DIR / f"{program}.p4")], check=True)
+    source = f"p4/{program}.p4"  # relative, from the repository root: the JSON's source_info names it
+    subprocess.run(["p4c-bm2-ss", "--arch", "v1model", "--p4runtime-files", str(p4info), "-o", str(json_path), source], check=True, cwd=ROOT)
     return json_path, p4info
+
+
+def build_all() -> None:
+    """Regenerate the committed artifacts of every program (`nox -s build_p4`)."""
+    for program in PROGRAMS:
+        compile_p4(program, BUILD)
+        print(f"built {program}: {', '.join(str(p.relative_to(ROOT)) for p in artifacts(program))}")
 
 
 def missing_compiler() -> str | None:

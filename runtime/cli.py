@@ -49,12 +49,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_switch(settings: Settings, dry_run: bool) -> Switch:
-    """The switch to talk to."""
+def make_switch(settings: Settings, dry_run: bool, one_shot: bool = True) -> Switch:
+    """The switch to talk to. A one-shot command takes the election id above the health loop's, so it can write
+    while `p4lb run` holds its session (the state-file lock keeps their operations apart)."""
     if dry_run:
         return ModelSwitch(settings.lb)
     t = settings.switch
-    return P4RuntimeSwitch(t.grpc, t.device_id, t.election_id, t.p4info, t.bmv2_json, settings.lb)
+    election = (t.election_id[0], t.election_id[1] + 1) if one_shot else t.election_id
+    return P4RuntimeSwitch(t.grpc, t.device_id, election, t.p4info, t.bmv2_json, settings.lb)
 
 
 def show_status(ctl: Controller, as_json: bool, console: Console) -> None:
@@ -74,16 +76,29 @@ def show_status(ctl: Controller, as_json: bool, console: Console) -> None:
 
 
 def health_loop(ctl: Controller, rounds: int) -> None:
-    """Probe every interval; a transition becomes a fail/heal operation."""
+    """Probe every interval; where the checker's verdict and the operator's healthy set differ, fail or heal.
+
+    Comparing verdicts with the (re-read) healthy set each round, rather than acting on transitions only, makes
+    the loop converge after a restart, after a manual fail/heal, and after a write the switch refused.
+    """
     s = ctl.settings
-    monitor = HealthMonitor(s.health_addresses, s.health)
+    pool = ctl.current_pool()
+    monitor = HealthMonitor(s.health_addresses, s.health, initial={b: b in pool.healthy for b in range(1, s.lb.n + 1)})
     n = 0
     try:
         while rounds == 0 or n < rounds:
             started = time.monotonic()
-            for tr in monitor.round():
-                applied = ctl.apply(Heal(tr.backend) if tr.healthy else Fail(tr.backend))
-                log.warning("%s: %s (%d writes)", applied.op, tr.reason, len(applied.writes))
+            monitor.round()
+            healthy = ctl.current_pool().healthy
+            for backend, ok in monitor.verdicts().items():
+                if ok == (backend in healthy):
+                    continue
+                try:
+                    applied = ctl.apply(Heal(backend) if ok else Fail(backend))
+                except SwitchError as exc:
+                    log.error("backend %d: %s failed, retrying next round: %s", backend, "heal" if ok else "fail", exc)
+                    continue
+                log.warning("%s: %s (%d writes)", applied.op, monitor.reasons[backend], len(applied.writes))
             n += 1
             time.sleep(max(0.0, monitor.next_delay() - (time.monotonic() - started)))
     finally:
@@ -120,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load(args.config)
         state = args.state or args.config.with_suffix(".state.json")
-        switch = make_switch(settings, args.dry_run)
+        switch = make_switch(settings, args.dry_run, one_shot=args.cmd != "run")
         ctl = Controller(settings, switch, state_file=None if args.dry_run else state)
         try:
             if args.dry_run:

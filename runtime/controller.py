@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -68,14 +70,34 @@ class Controller:
 
     def apply(self, op: Op) -> Applied:
         """Carry out one operation: validate it, plan its writes, check the plan, write them in order."""
-        before = self.pool
-        after = op.apply(before)
-        state = _mirror(self.switch.read())
-        writes = self._execute(state, after, str(op))
-        self.pool = after
-        if self.state_file:
-            save_pool(self.state_file, after)
+        with self._locked():
+            before = self.current_pool()
+            after = op.apply(before)
+            state = _mirror(self.switch.read())
+            writes = self._execute(state, after, str(op))
+            self.pool = after
+            if self.state_file:
+                save_pool(self.state_file, after)
         return Applied(str(op), before, after, tuple(writes))
+
+    def current_pool(self) -> Pool:
+        """The operator's sets: re-read from the state file, which other `p4lb` commands may have changed."""
+        if self.state_file:
+            self.pool = load_pool(self.state_file, self.settings)
+        return self.pool
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """One operation at a time across processes (the health loop and an operator's command)."""
+        if not self.state_file:
+            yield
+            return
+        with open(self.state_file.with_suffix(self.state_file.suffix + ".lock"), "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def _execute(self, state: P4lbState, after: Pool, why: str) -> list[Write]:
         plan = p4lb_plan(P4LB, state, after)

@@ -70,10 +70,12 @@ class Transition:
 class HealthMonitor:
     """Probes every backend each round, in parallel, and reports the transitions."""
 
-    def __init__(self, addresses: tuple[str, ...], check: HealthCheck, initially_healthy: bool = True) -> None:
+    def __init__(self, addresses: tuple[str, ...], check: HealthCheck, initially_healthy: bool = True, initial: dict[int, bool] | None = None) -> None:
         self.addresses = addresses
         self.check = check
-        self.states = {i + 1: Hysteresis(initially_healthy) for i in range(len(addresses))}
+        start = initial or {}
+        self.states = {i + 1: Hysteresis(start.get(i + 1, initially_healthy)) for i in range(len(addresses))}
+        self.reasons = {i + 1: "not probed yet" for i in range(len(addresses))}
         self.pool = ThreadPoolExecutor(max_workers=min(32, max(1, len(addresses))), thread_name_prefix="health")
 
     def round(self) -> list[Transition]:
@@ -84,10 +86,15 @@ class HealthMonitor:
             old = self.states[backend]
             new = old.feed(res.ok, self.check)
             self.states[backend] = new
+            self.reasons[backend] = res.reason
             if new.healthy != old.healthy:
                 out.append(Transition(backend, new.healthy, res.reason))
                 log.info("backend %d -> %s (%s)", backend, "healthy" if new.healthy else "failed", res.reason)
         return out
+
+    def verdicts(self) -> dict[int, bool]:
+        """What the checker believes now: backend -> healthy."""
+        return {b: h.healthy for b, h in self.states.items()}
 
     def suspect(self) -> bool:
         """Some backend's last probe disagreed with its state: re-check sooner (like HAProxy's fastinter)."""
