@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.crc import ip_str
 from model.errors import PlanError
 from model.ops import Op, Write
 from model.p4lb import P4LB, P4lbState, check_plan, p4lb_plan
@@ -51,17 +52,27 @@ class Controller:
         self.last_commit = 0.0
 
     def deploy(self) -> list[Write]:
-        """Push the pipeline and backends, then commit the configured group (or reconcile if already running)."""
-        try:
-            view = self.switch.read()
-        except SwitchError:
-            view = None  # no pipeline yet
-        if view is not None and view.vip is not None:
-            self.switch.install_backends(self.settings.lb)  # upserts: identical entries change nothing
-            return self.reconcile(view)
-        self.switch.install_pipeline()
-        self.switch.install_backends(self.settings.lb)
-        return self._execute(P4lbState(), self.pool, "deploy")
+        """Push the pipeline and backends, then commit the configured group (or reconcile if already running).
+
+        Re-running it after adding backends at the end of the config (or removing the last ones) installs the new
+        `backend` entries and commits the new group; a removed backend's entry stays, so its open flows finish.
+        """
+        with self._locked():
+            pool = self.current_pool()
+            try:
+                view = self.switch.read()
+            except SwitchError:
+                view = None  # no pipeline yet
+            if view is not None and view.vip is not None:
+                self.switch.install_backends(self.settings.lb)  # upserts: identical entries change nothing
+                writes = self._execute(_mirror(view), pool, "reconcile")
+            else:
+                self.switch.install_pipeline()
+                self.switch.install_backends(self.settings.lb)
+                writes = self._execute(P4lbState(), pool, "deploy")
+            if self.state_file:
+                save_pool(self.state_file, pool, self.settings)
+        return writes
 
     def reconcile(self, view: SwitchView | None = None) -> list[Write]:
         """Make the committed group match the operator's sets, without touching open flows; idempotent."""
@@ -77,7 +88,7 @@ class Controller:
             writes = self._execute(state, after, str(op))
             self.pool = after
             if self.state_file:
-                save_pool(self.state_file, after)
+                save_pool(self.state_file, after, self.settings)
         return Applied(str(op), before, after, tuple(writes))
 
     def current_pool(self) -> Pool:
@@ -141,24 +152,35 @@ class Controller:
         return rows
 
 
-def save_pool(path: Path, pool: Pool) -> None:
-    """Write the operator's sets atomically (rename), so a killed controller never leaves half a file."""
-    data = {"n": pool.n, "active": sorted(pool.active), "healthy": sorted(pool.healthy), "draining": sorted(pool.draining)}
+def save_pool(path: Path, pool: Pool, settings: Settings | None = None) -> None:
+    """Write the operator's sets (and the backends' addresses) atomically, so a kill never leaves half a file."""
+    data: dict = {"n": pool.n, "active": sorted(pool.active), "healthy": sorted(pool.healthy), "draining": sorted(pool.draining)}
+    if settings is not None:
+        data["backends"] = [ip_str(b.ip) for b in settings.lb.backends]
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data) + "\n")
     os.replace(tmp, path)
 
 
 def load_pool(path: Path, settings: Settings) -> Pool:
-    """The operator's sets saved by the last operation, or the configured start (all healthy, `active` active)."""
+    """The operator's sets saved by the last operation, or the configured start (all healthy, `active` active).
+
+    Backends added at the end of the config since then join healthy (and active if within `active`); backends
+    removed from the end leave every set. A backend id whose address changed is refused: pinned flows name ids.
+    """
     n = settings.lb.n
     if not path.exists():
         return Pool.initial(n, settings.active)
     try:
         data = json.loads(path.read_text())
-        pool = Pool(n, frozenset(data["active"]), frozenset(data["healthy"]), frozenset(data["draining"]))
+        old_n = int(data["n"])
+        sets = {k: frozenset(int(b) for b in data[k]) for k in ("active", "healthy", "draining")}
     except (ValueError, KeyError, TypeError) as exc:
         raise ControllerError(f"state file {path} is unreadable ({exc}): delete it to start from the config") from None
-    if data.get("n") != n or any(not 1 <= b <= n for b in pool.active | pool.healthy | pool.draining):
-        raise ControllerError(f"state file {path} is for {data.get('n')} backends, the config has {n}: delete it to start from the config")
-    return pool
+    for i, (old, b) in enumerate(zip(data.get("backends", []), settings.lb.backends, strict=False), start=1):
+        if old != ip_str(b.ip):
+            raise ControllerError(f"backend {i} was {old} and is now {ip_str(b.ip)} in the config: keep ids stable (append new backends at the end), or delete {path}")
+    keep = frozenset(range(1, n + 1))
+    added = frozenset(range(old_n + 1, n + 1))
+    active = (sets["active"] | frozenset(b for b in added if b <= settings.active)) & keep
+    return Pool(n, active, (sets["healthy"] | added) & keep, sets["draining"] & keep)

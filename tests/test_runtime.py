@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from model.config import default_backends
 from model.ops import Drain, Fail, Heal, Scale
 from model.p4lb import P4LB, p4lb_plan
 from model.pool import Pool
@@ -223,13 +224,30 @@ def test_cli_operations_persist_between_commands(tmp_path):
     assert second.reconcile() == []
 
 
-def test_state_file_for_another_config_is_refused(tmp_path):
+def test_state_file_whose_backend_changed_address_is_refused(tmp_path):
     path = tmp_path / "p4lb.toml"
     path.write_text(_toml(config()))
     state = tmp_path / "p4lb.state.json"
-    state.write_text('{"n": 9, "active": [1], "healthy": [1], "draining": []}')
-    with pytest.raises(ControllerError, match="delete it"):
+    state.write_text('{"n": 4, "active": [1], "healthy": [1], "draining": [], "backends": ["10.9.9.9"]}')
+    with pytest.raises(ControllerError, match="keep ids stable"):
         Controller(load(path), ModelSwitch(load(path).lb), state_file=state)
+
+
+def test_adding_and_removing_backends_at_the_end(tmp_path):
+    path, state = tmp_path / "p4lb.toml", tmp_path / "p4lb.state.json"
+    path.write_text(_toml(config()))
+    first = Controller(load(path), ModelSwitch(load(path).lb), grace_s=0, state_file=state)
+    first.deploy()
+    first.apply(Fail(2))
+    grown = load(path)
+    grown = type(grown)(type(grown.lb)(backends=default_backends(5)), grown.health, grown.switch, 5, grown.health_addresses + ("127.0.0.1",))
+    ctl = Controller(grown, first.switch, grace_s=0, state_file=state)
+    assert ctl.pool.healthy == frozenset({1, 3, 4, 5}) and ctl.pool.active == frozenset({1, 2, 3, 4, 5})
+    ctl.deploy()
+    assert ctl.switch.state.members(ctl.switch.state.vip) == (1, 3, 4, 5)
+    shrunk = Controller(load(path), first.switch, grace_s=0, state_file=state)
+    shrunk.deploy()
+    assert shrunk.switch.state.members(shrunk.switch.state.vip) == (1, 3, 4)
 
 
 def test_suspect_backend_is_rechecked_sooner():
