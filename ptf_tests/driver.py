@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from model.config import LbConfig
+from model.crc import ip_str
 from model.design import Design, make_design
 from model.ops import Write
 from model.p4lb import P4lbState, p4lb_plan
@@ -18,21 +19,31 @@ from model.packet import DropReason, Fate, Outcome, Packet
 from model.pool import Pool
 from model.seed import SEED_BACKENDS, SeedState, seed_plan
 from model.trace import OpStep, Run, Step, Trace
-from ptf_tests.lab import Lab, Seen, mac
+from ptf_tests.lab import SWITCH_MAC, Lab, Seen, mac
 
 CLIENT_TTL = 64
 
 
-def tcp_frame(cfg: LbConfig, pkt: Packet, payload: bytes = b"") -> bytes:
-    """The packet as the client sends it: to the VIP's MAC-less next hop, TCP to vip:vip_port."""
-    from scapy.layers.inet import IP, TCP  # noqa: PLC0415
-    from scapy.layers.l2 import Ether  # noqa: PLC0415
+def _tcp_packet(cfg: LbConfig, pkt: Packet, eth_dst: str, ip_dst: str, ttl: int, pktlen: int):
+    """ptf's simple_tcp_packet with the model packet's 5-tuple and flags."""
+    import ptf.testutils as tu  # noqa: PLC0415
 
-    from model.crc import ip_str  # noqa: PLC0415
+    return tu.simple_tcp_packet(
+        pktlen=pktlen, eth_dst=eth_dst, eth_src=mac(cfg.client_mac), ip_src=ip_str(pkt.src_ip), ip_dst=ip_dst, ip_ttl=ttl,
+        tcp_sport=pkt.src_port, tcp_dport=cfg.vip_port, tcp_flags=pkt.flags, ip_id=1,
+    )
 
-    f = Ether(src=mac(cfg.client_mac), dst=mac(0x00AA00000001)) / IP(src=ip_str(pkt.src_ip), dst=ip_str(cfg.vip), ttl=CLIENT_TTL)
-    f = f / TCP(sport=pkt.src_port, dport=cfg.vip_port, flags=pkt.flags, seq=1000, window=8192) / payload
-    return bytes(f)
+
+def tcp_frame(cfg: LbConfig, pkt: Packet, pktlen: int = 64) -> bytes:
+    """The packet as the client sends it: TCP to vip:vip_port (ptf.testutils, padded to pktlen)."""
+    return bytes(_tcp_packet(cfg, pkt, mac(SWITCH_MAC), ip_str(cfg.vip), CLIENT_TTL, pktlen))
+
+
+def expected_frame(design: Design, pkt: Packet, backend: int, pktlen: int = 64) -> bytes:
+    """The frame the model says leaves towards `backend`: MAC and address rewritten (TTL-1 in the seed), checksums right."""
+    b = design.cfg.backend(backend)
+    ttl = CLIENT_TTL - 1 if design.is_seed else CLIENT_TTL
+    return bytes(_tcp_packet(design.cfg, pkt, mac(b.mac), ip_str(b.ip), ttl, pktlen))
 
 
 @dataclass(frozen=True)
@@ -107,10 +118,22 @@ def same(model: Outcome, switch: Outcome) -> bool:
     return True
 
 
+def frame_problems(design: Design, pkt: Packet, backend: int, frame: bytes) -> list[str]:
+    """Differences between the frame that left and the model's expected frame (ptf Mask, every byte cared for)."""
+    from ptf.mask import Mask  # noqa: PLC0415
+    from scapy.layers.l2 import Ether  # noqa: PLC0415
+
+    want = expected_frame(design, pkt, backend)
+    if Mask(Ether(want)).pkt_match(frame):
+        return []
+    exp, got = expected_headers(design, pkt, backend), frame_headers(frame)
+    diffs = [f"{k}: switch {got[k]!r}, expected {v!r}" for k, v in exp.items() if got[k] != v]
+    diffs += [k for k in ("ip_checksum_ok", "tcp_checksum_ok") if not got[k]]
+    return diffs or [f"frame differs: switch {frame.hex()}, expected {want.hex()}"]
+
+
 def expected_headers(design: Design, pkt: Packet, backend: int) -> dict[str, object]:
     """The header fields the frame to `backend` must carry (the `backend` / `ecmp_nhop` action's rewrite)."""
-    from model.crc import ip_str  # noqa: PLC0415
-
     b = design.cfg.backend(backend)
     return {
         "dst_mac": mac(b.mac),
@@ -176,9 +199,7 @@ def run_both(lab: Lab, design: Design, pool: Pool, steps: list[Step]) -> tuple[R
             obs = drv.packet(step)
             problems = []
             if obs.outcome.fate is Fate.BACKEND and res.outcome is not None and res.outcome.fate is Fate.BACKEND:
-                want, got = expected_headers(design, step, obs.outcome.backend), frame_headers(obs.frame)
-                problems = [f"{k}: switch {got[k]!r}, expected {v!r}" for k, v in want.items() if got[k] != v]
-                problems += [k for k in ("ip_checksum_ok", "tcp_checksum_ok") if not got[k]]
+                problems = frame_problems(design, step, obs.outcome.backend, obs.frame)
             out.append(StepCompare(i, step, res.outcome, obs.outcome, problems))
         else:
             for w in res.writes if isinstance(step, OpStep) else [step.write]:
