@@ -6,6 +6,11 @@
  * Data-plane registers: rr_next (per version), flow_state, flow_key, flow_backend, flow_last_seen (per flow slot),
  * idle_timeout (written once at deploy). Counters: lb_drops (index = model.packet.DropReason), backend_flows.
  * No loop over backends: one group size, one member and one flow slot per packet.
+ *
+ * The CPU port (CPU_PORT, simple_switch_grpc --cpu-port 510) carries the controller's register access: BMv2's
+ * P4Runtime server reads and writes tables and counters but not registers, so a P4Runtime PacketOut with a
+ * `cpu_out` header asks the ingress to write rr_next / idle_timeout and to read one flow slot, and the answer
+ * comes back as a PacketIn (`cpu_in`). Only packets from the CPU port are parsed this way: clients cannot.
  */
 #include <core.p4>
 #include <v1model.p4>
@@ -26,6 +31,32 @@ const bit<32> NO_ELIGIBLE = 1;
 const bit<32> FLOW_TABLE_FULL = 2;
 const bit<32> UNKNOWN_FLOW = 3;
 const bit<32> MALFORMED = 4;
+const bit<9>  CPU_PORT = 510;
+const bit<8>  CPU_READ = 1;           /* read flow slot `index` (and the dispatch registers) */
+const bit<8>  CPU_WRITE_RR_NEXT = 2;  /* rr_next[index] := value */
+const bit<8>  CPU_WRITE_TIMEOUT = 3;  /* idle_timeout := value */
+
+@controller_header("packet_out")
+header cpu_out_t {
+    bit<8>  op;
+    bit<32> index;
+    bit<48> value;
+}
+
+@controller_header("packet_in")
+header cpu_in_t {
+    bit<8>  op;
+    bit<32> index;
+    bit<48> value;
+    bit<8>  flow_state;
+    bit<48> flow_key;
+    bit<8>  flow_backend;
+    bit<48> flow_last_seen;
+    bit<8>  rr_next0;
+    bit<8>  rr_next1;
+    bit<48> idle_timeout;
+    bit<48> now;
+}
 
 header ethernet_t {
     bit<48> dstAddr;
@@ -62,6 +93,8 @@ header tcp_t {
 }
 
 struct headers {
+    cpu_out_t  cpu_out;
+    cpu_in_t   cpu_in;
     ethernet_t ethernet;
     ipv4_t     ipv4;
     tcp_t      tcp;
@@ -82,6 +115,16 @@ struct metadata {
 
 parser MyParser(packet_in pkt, out headers hdr, inout metadata meta, inout standard_metadata_t std) {
     state start {
+        transition select(std.ingress_port) {
+            CPU_PORT: parse_cpu_out;
+            default: parse_ethernet;
+        }
+    }
+    state parse_cpu_out {
+        pkt.extract(hdr.cpu_out);
+        transition accept;
+    }
+    state parse_ethernet {
         pkt.extract(hdr.ethernet);
         transition select(hdr.ethernet.etherType) {
             ETH_IPV4: parse_ipv4;
@@ -170,7 +213,37 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         size = 1024;
     }
 
+    /* the controller's register access (CPU port only): writes first, then the slot and the dispatch registers */
+    action cpu_access() {
+        hdr.cpu_in.setValid();
+        hdr.cpu_in.op = hdr.cpu_out.op;
+        hdr.cpu_in.index = hdr.cpu_out.index;
+        hdr.cpu_in.value = hdr.cpu_out.value;
+        hdr.cpu_out.setInvalid();
+        std.egress_spec = CPU_PORT;
+    }
+
     apply {
+        if (hdr.cpu_out.isValid()) {
+            cpu_access();
+            bit<32> cell = hdr.cpu_in.index & (FLOW_SLOTS - 1);
+            if (hdr.cpu_in.op == CPU_WRITE_RR_NEXT) {
+                rr_next.write(hdr.cpu_in.index & 1, hdr.cpu_in.value[7:0]);
+            } else if (hdr.cpu_in.op == CPU_WRITE_TIMEOUT) {
+                idle_timeout.write(0, hdr.cpu_in.value);
+            }
+            bit<2> st;
+            flow_state.read(st, cell);
+            hdr.cpu_in.flow_state = (bit<8>)st;
+            flow_key.read(hdr.cpu_in.flow_key, cell);
+            flow_backend.read(hdr.cpu_in.flow_backend, cell);
+            flow_last_seen.read(hdr.cpu_in.flow_last_seen, cell);
+            rr_next.read(hdr.cpu_in.rr_next0, 0);
+            rr_next.read(hdr.cpu_in.rr_next1, 1);
+            idle_timeout.read(hdr.cpu_in.idle_timeout, 0);
+            hdr.cpu_in.now = std.ingress_global_timestamp;
+            return;
+        }
         if (!hdr.ipv4.isValid()) {
             mark_to_drop(std);
             return;
@@ -269,6 +342,7 @@ control MyComputeChecksum(inout headers hdr, inout metadata meta) {
 
 control MyDeparser(packet_out pkt, in headers hdr) {
     apply {
+        pkt.emit(hdr.cpu_in);
         pkt.emit(hdr.ethernet);
         pkt.emit(hdr.ipv4);
         pkt.emit(hdr.tcp);

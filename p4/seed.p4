@@ -3,6 +3,10 @@
  * widths, same order of checks, same names for what the controller writes (set_max, set_status1..4,
  * ecmp_group, ecmp_nhop, forward, send_frame) and for the registers (flowlet_select, myselect, mymax).
  * model/seed.py is the executable model of this program.
+ *
+ * Added for the tests only (the seed read its registers with the thrift CLI, which BMv2's P4Runtime server does
+ * not replace): a PacketOut on the CPU port (510) reads flowlet_select[index], myselect and mymax, answered by a
+ * PacketIn. Nothing else reaches that path, so the seed's behaviour is unchanged.
  */
 #include <core.p4>
 #include <v1model.p4>
@@ -16,7 +20,11 @@ header tcp_t {
     bit<16> srcPort; bit<16> dstPort; bit<32> seqNo; bit<32> ackNo; bit<4> dataOffset; bit<4> res;
     bit<8> flags; bit<16> window; bit<16> checksum; bit<16> urgentPtr;
 }
-struct headers { ethernet_t ethernet; ipv4_t ipv4; tcp_t tcp; }
+@controller_header("packet_out")
+header cpu_out_t { bit<8> op; bit<32> index; }
+@controller_header("packet_in")
+header cpu_in_t { bit<8> op; bit<32> index; bit<8> flowlet_select; bit<8> myselect; bit<8> mymax; }
+struct headers { cpu_out_t cpu_out; cpu_in_t cpu_in; ethernet_t ethernet; ipv4_t ipv4; tcp_t tcp; }
 struct sel_t {
     bit<13> index;
     bit<3>  flowlet;
@@ -40,6 +48,10 @@ parser SeedParser(packet_in pkt, out headers hdr, inout metadata meta, inout sta
         meta.sel.server2 = 0;
         meta.sel.server3 = 0;
         meta.sel.server4 = 0;
+        transition select(std.ingress_port) { 510: parse_cpu_out; default: parse_ethernet; }
+    }
+    state parse_cpu_out { pkt.extract(hdr.cpu_out); transition accept; }
+    state parse_ethernet {
         pkt.extract(hdr.ethernet);
         transition select(hdr.ethernet.etherType) { 0x0800: parse_ipv4; default: accept; }
     }
@@ -116,6 +128,21 @@ control SeedIngress(inout headers hdr, inout metadata meta, inout standard_metad
     table set_status4 { key = { hdr.ipv4.dstAddr: lpm; } actions = { _fail4; } size = 1; }
 
     apply {
+        if (hdr.cpu_out.isValid()) {  /* test-only register read (see the header comment) */
+            hdr.cpu_in.setValid();
+            hdr.cpu_in.op = hdr.cpu_out.op;
+            hdr.cpu_in.index = hdr.cpu_out.index;
+            bit<3> v;
+            flowlet_select.read(v, hdr.cpu_out.index & 8191);
+            hdr.cpu_in.flowlet_select = (bit<8>)v;
+            myselect.read(v, 0);
+            hdr.cpu_in.myselect = (bit<8>)v;
+            mymax.read(v, 0);
+            hdr.cpu_in.mymax = (bit<8>)v;
+            hdr.cpu_out.setInvalid();
+            std.egress_spec = 510;
+            return;
+        }
         bool syn = (hdr.tcp.flags & 8w2) != 8w0;
         forward.apply();
         if (set_max.apply().hit) {
@@ -194,7 +221,7 @@ control SeedCompute(inout headers hdr, inout metadata meta) {
 }
 
 control SeedDeparser(packet_out pkt, in headers hdr) {
-    apply { pkt.emit(hdr.ethernet); pkt.emit(hdr.ipv4); pkt.emit(hdr.tcp); }
+    apply { pkt.emit(hdr.cpu_in); pkt.emit(hdr.ethernet); pkt.emit(hdr.ipv4); pkt.emit(hdr.tcp); }
 }
 
 V1Switch(SeedParser(), SeedVerify(), SeedIngress(), SeedEgress(), SeedCompute(), SeedDeparser()) main;

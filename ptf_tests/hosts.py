@@ -130,8 +130,12 @@ def mac_str(mac: int) -> str:
 class Topology:
     """Hosts on switch ports; `with Topology(...) as topo:` creates them and always removes them."""
 
+    made = 0  # serial number of topologies made by this process (part of their names)
+
     def __init__(self, specs: list[HostSpec]) -> None:
-        self.tag = str(os.getpid())  # "p4lb" + pid + "s" + port fits the 15 characters of a link name
+        Topology.made += 1
+        # "p4lb" + pid in hex + one serial character + "s" + port fits the 15 characters of a link name
+        self.tag = f"{os.getpid():x}{'0123456789abcdefghijklmnopqrstuvwxyz'[Topology.made % 36]}"
         self.specs = specs
         self.hosts: dict[str, Host] = {}
 
@@ -219,8 +223,12 @@ def cleanup_stale() -> None:
         ns = line.split()[0] if line.split() else ""
         if not ns.startswith(PREFIX):
             continue
-        pid = ns[len(PREFIX) :].split("-")[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        tag = ns[len(PREFIX) :].split("-")[0]
+        try:
+            pid = int(tag[:-1], 16)
+        except ValueError:
+            continue
+        if not Path(f"/proc/{pid}").exists():
             run("ip", "netns", "del", ns, check=False)
             log.info("removed stale namespace %s", ns)
 

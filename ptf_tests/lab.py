@@ -32,6 +32,7 @@ SWITCH_MAC = 0x00AA00000001  # source MAC of frames the client sends (any value:
 PROBE_DST = ip("10.0.0.250")
 PROBE_SPORT = 7
 GRACE_S = 0.004
+CPU_PORT = 510  # the programs' register access port (PacketOut / PacketIn)
 TIMEOUT_S = 2.0
 
 
@@ -53,7 +54,7 @@ class Bmv2:
             cmd += ["-i", f"{port}@{ifname}"]
         if os.environ.get("P4LB_BMV2_LOG"):
             cmd += ["--log-file", str(log_dir / "bmv2-trace"), "--log-flush", "--log-level", "trace"]
-        cmd += ["--", "--grpc-server-addr", self.grpc]
+        cmd += ["--", "--grpc-server-addr", self.grpc, "--cpu-port", str(CPU_PORT)]
         self.cmd = cmd
 
     def __enter__(self) -> Bmv2:
@@ -154,6 +155,16 @@ class Lab(contextlib.ExitStack):
             return
         with P4rt(self.bmv2.grpc, election_id=(0, 100)) as rt:
             rt.push(*artifacts(self.program))
+
+    def read_slot(self, index: int) -> dict[str, int]:
+        """Registers at one index, through the CPU port: p4lb's flow slot (+ rr_next, idle_timeout, now), or the
+        seed's flowlet_select cell (+ myselect, mymax)."""
+        if self.program == "p4lb":
+            return self.switch.read_slot(index)
+        self.rt.packet_out({"op": 1, "index": index})
+        got = self.rt.packet_in()
+        assert got["index"] == index, got
+        return got
 
     @property
     def hosts(self) -> dict[str, Host]:

@@ -13,10 +13,10 @@ def test_artifacts_match_sources(program, tmp_path):
     if reason:
         print(f"\nSKIP {program} artifacts check: {reason}")
         pytest.skip(reason)
-    committed_json, committed_p4info = artifacts(program)
+    committed_p4info, committed_json = artifacts(program)
     if not committed_json.exists():
         pytest.fail(f"{committed_json} is not committed: run `nox -s build_p4` and commit p4/build/")
-    fresh_json, fresh_p4info = compile_p4(program, tmp_path)
+    fresh_p4info, fresh_json = compile_p4(program, tmp_path)
     strip = lambda d: {k: v for k, v in d.items() if k != "program"}  # noqa: E731  (the source path differs)
     assert strip(json.loads(fresh_json.read_text())) == strip(json.loads(committed_json.read_text()))
     assert fresh_p4info.read_text() == committed_p4info.read_text()

@@ -103,10 +103,11 @@ def test_p4_pinning_through_scaling_and_failures(p4lb_sw):
     assert first == [1, 2, 3, 4]
     assert backends_of(cmp)[4:] == first * 3
     # the flow table on the switch holds what the model holds, at the model's crc16 slot
-    state, backend = p4lb_sw.rt.register_read("flow_state"), p4lb_sw.rt.register_read("flow_backend")
     for p, b in zip(flows, first, strict=True):
         slot = flow_slot(p4lb_sw.cfg, syn(p))
-        assert state[slot] == SlotState.OPEN and backend[slot] == b == run.state.flows[slot].backend
+        regs = p4lb_sw.read_slot(slot)
+        assert regs["flow_state"] == SlotState.OPEN and regs["flow_backend"] == b == run.state.flows[slot].backend
+        assert regs["flow_key"] == run.state.flows[slot].key
 
 
 def test_p5_round_robin_is_fair_and_counted(p4lb_sw):
@@ -123,7 +124,7 @@ def test_p6_isolation_a_colliding_client_cannot_move_or_kill_an_open_flow(p4lb_s
     steps: list[Step] = [victim, attacker, Packet(attacker.src_ip, attacker.src_port, ACK), Packet(attacker.src_ip, attacker.src_port, RST), data(5000)]
     _, cmp = check(p4lb_sw, steps)
     assert backends_of(cmp) == [1, 0, 0, 0, 1]
-    assert p4lb_sw.rt.register_read("flow_key", slot)[slot] == (victim.src_ip << 16) | victim.src_port
+    assert p4lb_sw.read_slot(slot)["flow_key"] == (victim.src_ip << 16) | victim.src_port
 
 
 def test_p7_packets_between_every_single_write_of_an_operation(p4lb_sw):

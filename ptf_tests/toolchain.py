@@ -14,8 +14,8 @@ PROGRAMS = ("p4lb", "seed", "forward")
 
 
 def artifacts(program: str) -> tuple[Path, Path]:
-    """(BMv2 JSON, P4Info text) of a program."""
-    return BUILD / f"{program}.json", BUILD / f"{program}.p4info.txtpb"
+    """(P4Info text, BMv2 JSON) of a program: the order P4Runtime's pipeline push takes them."""
+    return BUILD / f"{program}.p4info.txtpb", BUILD / f"{program}.json"
 
 
 def compile_p4(program: str, out_dir: Path) -> tuple[Path, Path]:
@@ -24,7 +24,7 @@ def compile_p4(program: str, out_dir: Path) -> tuple[Path, Path]:
     json_path, p4info = out_dir / f"{program}.json", out_dir / f"{program}.p4info.txtpb"
     source = f"p4/{program}.p4"  # relative, from the repository root: the JSON's source_info names it
     subprocess.run(["p4c-bm2-ss", "--arch", "v1model", "--p4runtime-files", str(p4info), "-o", str(json_path), source], check=True, cwd=ROOT)
-    return json_path, p4info
+    return p4info, json_path
 
 
 def build_all() -> None:

@@ -84,6 +84,10 @@ def health_loop(ctl: Controller, rounds: int) -> None:
     s = ctl.settings
     pool = ctl.current_pool()
     monitor = HealthMonitor(s.health_addresses, s.health, initial={b: b in pool.healthy for b in range(1, s.lb.n + 1)})
+    try:
+        ctl.switch.read()  # open the P4Runtime session now, not at the first failover (it takes ~0.2 s)
+    except SwitchError as exc:
+        log.error("switch not reachable yet, will retry at the first transition: %s", exc)
     n = 0
     try:
         while rounds == 0 or n < rounds:

@@ -84,7 +84,7 @@ class Controller:
         with self._locked():
             before = self.current_pool()
             after = op.apply(before)
-            state = _mirror(self.switch.read())
+            state = _mirror(self.switch.read(full=False))
             writes = self._execute(state, after, str(op))
             self.pool = after
             if self.state_file:
@@ -145,7 +145,7 @@ class Controller:
                     "healthy": b.id in self.pool.healthy,
                     "draining": b.id in self.pool.draining,
                     "in_group": b.id in group,
-                    "open_flows": open_flows.get(b.id, 0),
+                    "open_flows": None if open_flows is None else open_flows.get(b.id, 0),
                     "flows_dispatched": view.backend_flows.get(b.id, 0),
                 }
             )

@@ -129,9 +129,7 @@ class P4rt:
         self._set_context(info)
 
     def _set_context(self, info) -> None:
-        context = self.mods[3]()
-        context.set_p4info(info)
-        self.context = context
+        self.context = Names(info)
 
     def _rpc(self, what: str, call):
         """Run one RPC; on a dropped connection reconnect once and retry (every write here is idempotent)."""
@@ -152,8 +150,7 @@ class P4rt:
     def _obj(self, kind: str, name: str):
         if self.context is None:
             raise SwitchError("no P4Info loaded: push the pipeline or load its P4Info first")
-        p4type = getattr(self.mods[4], kind)
-        obj = self.context.get_obj(p4type, name)
+        obj = self.context.get(kind, name)
         if obj is None:
             raise SwitchError(f"the P4 program has no {kind} named {name!r}: check the program and the P4Info")
         return obj
@@ -232,39 +229,38 @@ class P4rt:
                 te = ent.table_entry
                 match: dict[str, Key] = {}
                 for fm in te.match:
-                    kind = fm.WhichOneof("field_match")
+                    kind = fm.WhichOneof("field_match_type")
                     match[names[fm.field_id]] = (decode(fm.lpm.value), fm.lpm.prefix_len) if kind == "lpm" else decode(fm.exact.value)
-                act = self.context.get_obj_by_id(te.action.action.action_id)
+                act = self.context.by_id[te.action.action.action_id]
                 pnames = {p.id: p.name for p in act.params}
                 params = {pnames[p.param_id]: decode(p.value) for p in te.action.action.params}
                 rows.append(TableRow(table, match, act.preamble.name, params))
         return rows
 
-    # ---- registers and counters ----------------------------------------------------------------------------
-    def register_write(self, register: str, index: int, value: int) -> None:
-        """One register cell (RegisterEntry MODIFY)."""
+    # ---- packet I/O and counters ----------------------------------------------------------------------------
+    def packet_out(self, metadata: dict[str, int], payload: bytes = b"\0" * 14) -> None:
+        """Send a PacketOut whose controller header carries `metadata` (field name -> value)."""
         pb = self.mods[2]
         self.connect()
-        r = self._obj("register", register)
-        width = r.type_spec.bitstring.bit.bitwidth
-        entry = pb.RegisterEntry(register_id=r.preamble.id)
-        entry.index.index = index
-        entry.data.bitstring = encode(value, width, f"{register}[{index}]")
-        self._write(f"write {register}[{index}] = {value}", [pb.Update(type=pb.Update.MODIFY, entity=pb.Entity(register_entry=entry))])
+        header = self._obj("controller_packet_metadata", "packet_out")
+        fields = {m.name: m for m in header.metadata}
+        req = pb.StreamMessageRequest()
+        req.packet.payload = payload
+        for name, value in metadata.items():
+            m = fields.get(name)
+            if m is None:
+                raise SwitchError(f"packet_out has no field {name!r}: use one of {sorted(fields)}")
+            req.packet.metadata.add(metadata_id=m.id, value=encode(value, m.bitwidth, f"packet_out.{name}"))
+        self.client.stream_out_q.put(req)
 
-    def register_read(self, register: str, index: int | None = None) -> dict[int, int]:
-        """Cells of a register: one index, or all of them."""
-        pb = self.mods[2]
-        self.connect()
-        r = self._obj("register", register)
-        entry = pb.RegisterEntry(register_id=r.preamble.id)
-        if index is not None:
-            entry.index.index = index
-        out = {}
-        for rep in self._rpc(f"read {register}", lambda: list(self.client.read_one(pb.Entity(register_entry=entry)))):
-            for ent in rep.entities:
-                out[ent.register_entry.index.index] = decode(ent.register_entry.data.bitstring)
-        return out
+    def packet_in(self, timeout_s: float = 2.0) -> dict[str, int]:
+        """The next PacketIn's controller header as field name -> value."""
+        header = self._obj("controller_packet_metadata", "packet_in")
+        names = {m.id: m.name for m in header.metadata}
+        msg = self.client.get_stream_packet("packet", timeout=timeout_s)
+        if msg is None:
+            raise SwitchError(f"no PacketIn from {self.addr} within {timeout_s:g} s: is simple_switch_grpc running with --cpu-port 510?")
+        return {names[m.metadata_id]: decode(m.value) for m in msg.packet.metadata}
 
     def counter_read(self, counter: str) -> dict[int, int]:
         """Packet counts of every cell of a counter."""
@@ -277,6 +273,34 @@ class P4rt:
             for ent in rep.entities:
                 out[ent.counter_entry.index.index] = ent.counter_entry.data.packet_count
         return out
+
+
+class Names:
+    """P4Info objects by kind and name: the full name ("MyIngress.vip") or any suffix that is unique ("vip")."""
+
+    KINDS = {"table": "tables", "action": "actions", "register": "registers", "counter": "counters", "controller_packet_metadata": "controller_packet_metadata"}
+
+    def __init__(self, info) -> None:
+        self.info = info
+        self.by_id = {}
+        self.names: dict[tuple[str, str], object] = {}
+        ambiguous: set[tuple[str, str]] = set()
+        for kind, attr in self.KINDS.items():
+            for obj in getattr(info, attr):
+                self.by_id[obj.preamble.id] = obj
+                parts = obj.preamble.name.split(".")
+                for i in range(len(parts)):
+                    key = (kind, ".".join(parts[i:]))
+                    if key in self.names and self.names[key] is not obj:
+                        ambiguous.add(key)
+                    self.names[key] = obj
+        for key in ambiguous:
+            if key[1] != self.names[key].preamble.name:
+                del self.names[key]
+
+    def get(self, kind: str, name: str):
+        """The object, or None."""
+        return self.names.get((kind, name))
 
 
 def _unavailable(exc: Exception) -> bool:
@@ -292,5 +316,5 @@ def _short(exc: Exception) -> str:
             return f"{exc.code().name}: {details()}"
         except Exception:  # not a grpc.Call
             pass
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines())
+    return text or type(exc).__name__

@@ -20,6 +20,8 @@ from runtime.p4rt import P4rt
 
 log = logging.getLogger(__name__)
 
+CPU_READ, CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT = 1, 2, 3  # cpu_out.op in p4/p4lb.p4
+
 
 @dataclass(frozen=True)
 class SwitchView:
@@ -38,8 +40,8 @@ class Switch(Protocol):
     def install_pipeline(self) -> None: ...
     def write(self, w: Write) -> None: ...
     def install_backends(self, cfg: LbConfig) -> None: ...
-    def read(self) -> SwitchView: ...
-    def open_flows(self) -> dict[int, int]: ...
+    def read(self, full: bool = True) -> SwitchView: ...
+    def open_flows(self) -> dict[int, int] | None: ...
     def close(self) -> None: ...
 
 
@@ -78,7 +80,7 @@ class ModelSwitch:
     def close(self) -> None:
         """Nothing to release."""
 
-    def read(self) -> SwitchView:
+    def read(self, full: bool = True) -> SwitchView:
         st = self.state
         return SwitchView(
             vip=st.vip if self.deployed else None,
@@ -116,7 +118,22 @@ class P4RuntimeSwitch:
         rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.vip, 32)}, "drop")  # the VIP answers nothing but TCP to vip_port
         rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.client_net, cfg.client_prefix)}, "set_nhop", {"mac": cfg.client_mac, "port": cfg.client_port})
         rt.upsert("send_frame", {"std.egress_port": cfg.client_port}, "rewrite_sip", {"sip": cfg.vip})
-        rt.register_write("idle_timeout", 0, cfg.idle_timeout_us)
+        self.cpu(CPU_WRITE_TIMEOUT, 0, cfg.idle_timeout_us)
+
+    def cpu(self, op: int, index: int = 0, value: int = 0) -> dict[str, int]:
+        """One register access through the CPU port, waited for (so it is done before the next write)."""
+        rt = self._ready()
+        rt.packet_out({"op": op, "index": index, "value": value})
+        for _ in range(8):
+            got = rt.packet_in()
+            if got.get("op") == op and got.get("index") == index:
+                return got
+            log.debug("stray PacketIn %s", got)
+        raise SwitchError(f"no answer to CPU-port request op={op} index={index} from {rt.addr}")
+
+    def read_slot(self, slot: int) -> dict[str, int]:
+        """flow_state, flow_key, flow_backend, flow_last_seen of one slot, rr_next0/1, idle_timeout, now."""
+        return self.cpu(CPU_READ, slot)
 
     def write(self, w: Write) -> None:
         """One atomic write, as the model names it."""
@@ -128,12 +145,12 @@ class P4RuntimeSwitch:
         elif w.target == "rr_member":
             rt.upsert("rr_member", {"meta.lb.version": w.index[0], "meta.lb.position": w.index[1]}, "set_member", {"backend": w.value})
         elif w.target == "rr_next":
-            rt.register_write("rr_next", w.index[0], w.value)
+            self.cpu(CPU_WRITE_RR_NEXT, w.index[0], w.value)
         else:
             raise SwitchError(f"no such switch target {w.target!r}: use vip, rr_group, rr_member or rr_next")
 
-    def read(self) -> SwitchView:
-        """The committed version, both groups, rr_next and the counters, read back from the switch."""
+    def read(self, full: bool = True) -> SwitchView:
+        """The committed version and both groups read back; with `full`, rr_next and the counters too."""
         rt = self._ready()
         vips = rt.read_table("vip")
         vip = vips[0].params["version"] if vips else None
@@ -144,26 +161,21 @@ class P4RuntimeSwitch:
         for row in rt.read_table("rr_member"):
             members[int(row.match["meta.lb.version"])][int(row.match["meta.lb.position"])] = row.params["backend"]
         groups = tuple(tuple(members[v].get(i, 0) for i in range(sizes[v])) for v in (0, 1))
-        nxt = rt.register_read("rr_next")
+        if not full:
+            return SwitchView(vip=vip, groups=groups)  # type: ignore[arg-type]
+        regs = self.read_slot(0)
         drops = rt.counter_read("lb_drops")
         return SwitchView(
             vip=vip,
             groups=groups,  # type: ignore[arg-type]
-            rr_next=(nxt.get(0, 0), nxt.get(1, 0)),
+            rr_next=(regs["rr_next0"], regs["rr_next1"]),
             lb_drops={r.name.lower(): drops.get(int(r), 0) for r in DropReason if r.counted},
             backend_flows={i: c for i, c in rt.counter_read("backend_flows").items() if c},
         )
 
-    def open_flows(self) -> dict[int, int]:
-        """Slots in state OPEN per backend (flow_state and flow_backend read back; idle expiry not applied)."""
-        rt = self._ready()
-        states = rt.register_read("flow_state")
-        backends = rt.register_read("flow_backend")
-        out: dict[int, int] = {}
-        for slot, st in states.items():
-            if st == SlotState.OPEN:
-                out[backends.get(slot, 0)] = out.get(backends.get(slot, 0), 0) + 1
-        return out
+    def open_flows(self) -> dict[int, int] | None:
+        """Not available: BMv2's P4Runtime cannot read registers, and the CPU port reads one slot per packet."""
+        return None
 
     def close(self) -> None:
         """End the P4Runtime session."""
