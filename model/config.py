@@ -9,6 +9,7 @@ from model.errors import ConfigError
 
 MAX_BACKENDS = 128  # the P4 program's compile-time bound on N (positions and ids are bit<8>)
 SEED_BACKENDS = 4
+CPU_PORT = 510  # the P4 programs' controller port (PacketOut/PacketIn): simple_switch_grpc --cpu-port 510
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,16 @@ def validate(cfg: LbConfig) -> None:
     for pos, b in enumerate(cfg.backends, start=1):
         if b.id != pos:
             raise ConfigError(f"backends[{pos - 1}].id", b.id, f"number backends 1..N in order (expected {pos})")
-        if not 0 < b.port < 511:
-            raise ConfigError(f"backends[{pos - 1}].port", b.port, "use a switch port in 1..510")
+        if not 0 < b.port < CPU_PORT:
+            raise ConfigError(f"backends[{pos - 1}].port", b.port, f"use a switch port in 1..{CPU_PORT - 1} ({CPU_PORT} is the CPU port)")
         if b.port == cfg.client_port:
             raise ConfigError(f"backends[{pos - 1}].port", b.port, "a backend port must differ from client_port")
         if b.ip == cfg.vip:
             raise ConfigError(f"backends[{pos - 1}].ip", ip_str(b.ip), "a backend address must differ from the VIP")
     if len({b.ip for b in cfg.backends}) != len(cfg.backends):
         raise ConfigError("backends", [ip_str(b.ip) for b in cfg.backends], "give each backend its own address")
+    if not 0 < cfg.client_port < CPU_PORT:
+        raise ConfigError("client_port", cfg.client_port, f"use a switch port in 1..{CPU_PORT - 1} ({CPU_PORT} is the CPU port)")
     if not 1 <= cfg.idle_timeout_us < 1 << 47:
         raise ConfigError("idle_timeout", cfg.idle_timeout_us, "use a positive timeout below 2**47 microseconds")
     if not 0 <= cfg.client_prefix <= 32 or cfg.client_net & ((1 << (32 - cfg.client_prefix)) - 1):

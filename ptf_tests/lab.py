@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.config import LbConfig, default_config
+from model.config import CPU_PORT, LbConfig, default_config
 from model.crc import ip, ip_str
 from ptf_tests.hosts import Host, HostSpec, Topology, wait_until
 from ptf_tests.toolchain import artifacts
@@ -32,7 +32,7 @@ SWITCH_MAC = 0x00AA00000001  # source MAC of frames the client sends (any value:
 PROBE_DST = ip("10.0.0.250")
 PROBE_SPORT = 7
 GRACE_S = 0.004
-CPU_PORT = 510  # the programs' register access port (PacketOut / PacketIn)
+
 TIMEOUT_S = 2.0
 
 

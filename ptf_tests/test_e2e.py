@@ -111,3 +111,13 @@ def test_unreachable_switch_is_a_clear_error(e2e, tmp_path):
     path.write_text(cfg)
     res = subprocess.run([sys.executable, "-m", "runtime.cli", "-c", str(path), "status"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert res.returncode == 3 and "unreachable" in res.stdout
+
+
+def test_flow_command_shows_the_slot_of_a_connection(e2e):
+    s = e2e.connect()
+    port = s.getsockname()[1]
+    out = e2e.cli("flow", f"10.0.0.10:{port}").stdout
+    assert "OPEN, held by this connection, backend 1" in out, out
+    assert e2e.get(s) == 1
+    bad = e2e.cli("flow", "10.0.0.10", check=False)
+    assert bad.returncode == 2 and "CLIENT_IP:PORT" in bad.stdout

@@ -16,8 +16,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from model.crc import ip, ip_str
 from model.errors import ConfigError
 from model.ops import Drain, Fail, Heal, Scale, Undrain
+from model.p4lb import SlotState, flow_slot
+from model.packet import Packet
 from runtime.controller import Controller
 from runtime.errors import ConfigFileError, ControllerError, SwitchError
 from runtime.health import HealthMonitor
@@ -45,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"{name} one backend").add_argument("backend", type=int)
     run = sub.add_parser("run", help="health-check loop: fail/heal backends automatically")
     run.add_argument("--rounds", type=int, default=0, help="stop after this many rounds (0: forever)")
+    fl = sub.add_parser("flow", help="show the flow slot of one client connection (CLIENT_IP:PORT)")
+    fl.add_argument("client", help="client address and port, e.g. 10.0.0.10:40000")
     sub.add_parser("prove", help="run the prover (python -m verify)")
     return p
 
@@ -73,6 +78,24 @@ def show_status(ctl: Controller, as_json: bool, console: Console) -> None:
         t.add_row(*[str(v) for v in r.values()])
     console.print(t)
     console.print("lb_drops: " + ", ".join(f"{k}={v}" for k, v in drops.items()) + "  (flow_table_full = refused SYNs; no black-holes: proven, P3)")
+
+
+def show_flow(ctl: Controller, client: str, console: Console) -> None:
+    """Print the slot a client's connection hashes to: state, owner, backend, idle time."""
+    addr, _, port = client.rpartition(":")
+    try:
+        pkt = Packet(ip(addr), int(port), 0)
+        if not 0 < pkt.src_port < 65536:
+            raise ValueError
+    except ValueError:
+        raise ConfigError("client", client, "give CLIENT_IP:PORT, e.g. 10.0.0.10:40000") from None
+    slot = flow_slot(ctl.settings.lb, pkt)
+    regs = ctl.switch.read_slot(slot)
+    owner = regs["flow_key"]
+    state = SlotState(regs["flow_state"]).name
+    mine = "this connection" if owner == pkt.key else f"{ip_str(owner >> 16)}:{owner & 0xFFFF}"
+    idle_s = (regs["now"] - regs["flow_last_seen"]) / 1e6
+    console.print(f"slot {slot}: {state}, held by {mine}, backend {regs['flow_backend']}, idle {idle_s:.1f} s (timeout {regs['idle_timeout'] / 1e6:g} s)")
 
 
 def health_loop(ctl: Controller, rounds: int) -> None:
@@ -124,6 +147,8 @@ def dispatch(args: argparse.Namespace, ctl: Controller, console: Console) -> int
         console.print(f"{applied.op}: {len(applied.writes)} writes; eligible now {sorted(applied.after.eligible)}")
     elif args.cmd == "run":
         health_loop(ctl, args.rounds)
+    elif args.cmd == "flow":
+        show_flow(ctl, args.client, console)
     return EXIT_OK
 
 

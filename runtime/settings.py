@@ -8,7 +8,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.config import MAX_BACKENDS, Backend, LbConfig
+from model.config import CPU_PORT, MAX_BACKENDS, Backend, LbConfig
 from model.crc import ip_str
 from model.errors import ConfigError
 from runtime.errors import ConfigFileError
@@ -99,7 +99,7 @@ def _backends(data: dict) -> tuple[tuple[Backend, ...], tuple[str, ...]]:
         where = f"backend[{i}]"
         addr = _address(b.get("address"), f"{where}.address")
         mac = _mac(b.get("mac"), f"{where}.mac")
-        port = _range(int(_get(b, "port", int, 0, where)), 1, 510, f"{where}.port", "use the switch port the server is attached to (1..510)")
+        port = _range(int(_get(b, "port", int, 0, where)), 1, CPU_PORT - 1, f"{where}.port", f"use the switch port the server is attached to (1..{CPU_PORT - 1}; {CPU_PORT} is the CPU port)")
         out.append(Backend(i + 1, addr, mac, port))
         health.append(str(b.get("health_address", ip_str(addr))))
     return tuple(out), tuple(health)

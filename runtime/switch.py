@@ -13,7 +13,7 @@ from typing import Protocol
 
 from model.config import LbConfig
 from model.ops import Write
-from model.p4lb import P4lbState, SlotState, p4lb_write
+from model.p4lb import FREE, P4lbState, SlotState, p4lb_write
 from model.packet import DropReason
 from runtime.errors import SwitchError
 from runtime.p4rt import P4rt
@@ -42,6 +42,7 @@ class Switch(Protocol):
     def install_backends(self, cfg: LbConfig) -> None: ...
     def read(self, full: bool = True) -> SwitchView: ...
     def open_flows(self) -> dict[int, int] | None: ...
+    def read_slot(self, slot: int) -> dict[str, int]: ...
     def close(self) -> None: ...
 
 
@@ -76,6 +77,12 @@ class ModelSwitch:
             if e.state is SlotState.OPEN:
                 out[e.backend] = out.get(e.backend, 0) + 1
         return out
+
+    def read_slot(self, slot: int) -> dict[str, int]:
+        """The model's flow slot, in the CPU port's field names."""
+        e = self.state.flows.get(slot, FREE)
+        return {"flow_state": int(e.state), "flow_key": e.key, "flow_backend": e.backend, "flow_last_seen": e.last_seen,
+                "rr_next0": self.state.rr_next[0], "rr_next1": self.state.rr_next[1], "idle_timeout": self.cfg.idle_timeout_us, "now": self.state.now}
 
     def close(self) -> None:
         """Nothing to release."""

@@ -262,3 +262,11 @@ def test_suspect_backend_is_rechecked_sooner():
         assert not tr.healthy and "refused" in tr.reason.lower()
     finally:
         m.close()
+
+
+def test_cli_flow_on_the_model(tmp_path, capsys):
+    path = tmp_path / "p4lb.toml"
+    path.write_text(_toml(config()))
+    assert cli.main(["-c", str(path), "--dry-run", "flow", "10.0.1.1:1000"]) == 0
+    assert "FREE" in capsys.readouterr().out
+    assert cli.main(["-c", str(path), "--dry-run", "flow", "10.0.1.1"]) == 2
