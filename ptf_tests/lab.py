@@ -65,6 +65,11 @@ class Bmv2:
             raise RuntimeError(f"simple_switch_grpc did not open {self.grpc}: {self.log_path.read_text()[-2000:]}")
         return self
 
+    def restart(self) -> None:
+        """Stop the switch and start it again on the same ports and gRPC address (it comes back with no pipeline)."""
+        self.__exit__()
+        self.__enter__()
+
     def _listening(self) -> bool:
         if self.proc.poll() is not None:
             raise RuntimeError(f"simple_switch_grpc exited ({self.proc.returncode}): {self.log_path.read_text()[-2000:]}")

@@ -143,7 +143,8 @@ class P4rt:
                     time.sleep(0.2)
                     self.connect()
                     continue
-                raise SwitchError(f"{what} failed at {self.addr}: {_short(exc)}") from exc
+                hint = " (another controller with a higher election id is primary)" if "Not primary" in str(exc) else ""
+                raise SwitchError(f"{what} failed at {self.addr}: {_short(exc)}{hint}") from exc
         raise AssertionError("unreachable")
 
     # ---- names ---------------------------------------------------------------------------------------------
@@ -304,8 +305,9 @@ class Names:
 
 
 def _unavailable(exc: Exception) -> bool:
-    text = f"{exc!r} {getattr(exc, '__cause__', '')}"
-    return "UNAVAILABLE" in text or "StatusCode.CANCELLED" in text
+    """The session is gone: the switch went away, or restarted and no longer knows us as primary."""
+    text = f"{exc!r} {exc} {getattr(exc, '__cause__', '')}"
+    return any(s in text for s in ("UNAVAILABLE", "StatusCode.CANCELLED", "Not primary"))
 
 
 def _short(exc: Exception) -> str:
