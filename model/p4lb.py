@@ -44,6 +44,11 @@ class FlowEntry:
 FREE = FlowEntry()
 
 
+def is_open(e: FlowEntry, now: int, idle_timeout_us: int) -> bool:
+    """An OPEN slot idle for no longer than the timeout: a flow the balancer still pins and protects."""
+    return e.state is SlotState.OPEN and now - e.last_seen <= idle_timeout_us
+
+
 @dataclass(frozen=True)
 class Variant:
     """Deliberate bugs (mutants); all False is p4lb. Each one is meant to break the property in its doc."""
@@ -135,7 +140,7 @@ def p4lb_packet(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tupl
         state = SlotState.CLOSING if cls is FlagClass.CLOSE else SlotState.OPEN
         return _put(st, slot, replace(e, state=state, last_seen=t)), _forward(cfg, e.backend)
     if cls is FlagClass.SYN:
-        return _new_flow(cfg, var, st, pkt, slot, live and e.state is SlotState.OPEN and not mine)
+        return _new_flow(cfg, var, st, pkt, slot, is_open(e, t, cfg.idle_timeout_us) and not mine)
     if live and mine and e.state is SlotState.CLOSING:
         return _put(st, slot, replace(e, last_seen=t)), _forward(cfg, e.backend)
     return _count_drop(st, DropReason.UNKNOWN_FLOW), dropped(DropReason.UNKNOWN_FLOW)

@@ -10,13 +10,16 @@
  * The CPU port (CPU_PORT, simple_switch_grpc --cpu-port 510) carries the controller's register access: BMv2's
  * P4Runtime server reads and writes tables and counters but not registers, so a P4Runtime PacketOut with a
  * `cpu_out` header asks the ingress to write rr_next / idle_timeout and to read one flow slot, and the answer
- * comes back as a PacketIn (`cpu_in`). Only packets from the CPU port are parsed this way: clients cannot.
+ * comes back as a PacketIn (`cpu_in`). CPU_SCAN reads SCAN_WIDTH consecutive slots into a `scan` header stack
+ * carried in the request's payload and filled in place (the controller's open-flow count and flow listing). Only packets from the CPU
+ * port are parsed this way: clients cannot.
  */
 #include <core.p4>
 #include <v1model.p4>
 
 #define FLOW_SLOTS 65536
 #define MAX_BACKENDS 128
+#define SCAN_WIDTH 64
 
 const bit<16> ETH_IPV4 = 0x0800;
 const bit<8>  PROTO_TCP = 6;
@@ -35,6 +38,7 @@ const bit<9>  CPU_PORT = 510;
 const bit<8>  CPU_READ = 1;           /* read flow slot `index` (and the dispatch registers) */
 const bit<8>  CPU_WRITE_RR_NEXT = 2;  /* rr_next[index] := value */
 const bit<8>  CPU_WRITE_TIMEOUT = 3;  /* idle_timeout := value */
+const bit<8>  CPU_SCAN = 4;           /* read slots index*SCAN_WIDTH .. +SCAN_WIDTH-1 into hdr.scan */
 
 @controller_header("packet_out")
 header cpu_out_t {
@@ -56,6 +60,14 @@ header cpu_in_t {
     bit<8>  rr_next1;
     bit<48> idle_timeout;
     bit<48> now;
+}
+
+/* one flow slot as CPU_SCAN returns it (in the PacketIn payload, in slot order) */
+header flow_scan_t {
+    bit<8>  flow_state;
+    bit<8>  flow_backend;
+    bit<48> flow_key;
+    bit<48> flow_last_seen;
 }
 
 header ethernet_t {
@@ -95,6 +107,7 @@ header tcp_t {
 struct headers {
     cpu_out_t  cpu_out;
     cpu_in_t   cpu_in;
+    flow_scan_t[SCAN_WIDTH] scan;
     ethernet_t ethernet;
     ipv4_t     ipv4;
     tcp_t      tcp;
@@ -122,6 +135,29 @@ parser MyParser(packet_in pkt, out headers hdr, inout metadata meta, inout stand
     }
     state parse_cpu_out {
         pkt.extract(hdr.cpu_out);
+        transition select(hdr.cpu_out.op) {
+            CPU_SCAN: parse_scan;
+            default: accept;
+        }
+    }
+    /* CPU_SCAN's payload is SCAN_WIDTH empty slots, filled in place (BMv2 cannot grow a packet by that much) */
+    state parse_scan {
+        pkt.extract(hdr.scan[0]); pkt.extract(hdr.scan[1]); pkt.extract(hdr.scan[2]); pkt.extract(hdr.scan[3]);
+        pkt.extract(hdr.scan[4]); pkt.extract(hdr.scan[5]); pkt.extract(hdr.scan[6]); pkt.extract(hdr.scan[7]);
+        pkt.extract(hdr.scan[8]); pkt.extract(hdr.scan[9]); pkt.extract(hdr.scan[10]); pkt.extract(hdr.scan[11]);
+        pkt.extract(hdr.scan[12]); pkt.extract(hdr.scan[13]); pkt.extract(hdr.scan[14]); pkt.extract(hdr.scan[15]);
+        pkt.extract(hdr.scan[16]); pkt.extract(hdr.scan[17]); pkt.extract(hdr.scan[18]); pkt.extract(hdr.scan[19]);
+        pkt.extract(hdr.scan[20]); pkt.extract(hdr.scan[21]); pkt.extract(hdr.scan[22]); pkt.extract(hdr.scan[23]);
+        pkt.extract(hdr.scan[24]); pkt.extract(hdr.scan[25]); pkt.extract(hdr.scan[26]); pkt.extract(hdr.scan[27]);
+        pkt.extract(hdr.scan[28]); pkt.extract(hdr.scan[29]); pkt.extract(hdr.scan[30]); pkt.extract(hdr.scan[31]);
+        pkt.extract(hdr.scan[32]); pkt.extract(hdr.scan[33]); pkt.extract(hdr.scan[34]); pkt.extract(hdr.scan[35]);
+        pkt.extract(hdr.scan[36]); pkt.extract(hdr.scan[37]); pkt.extract(hdr.scan[38]); pkt.extract(hdr.scan[39]);
+        pkt.extract(hdr.scan[40]); pkt.extract(hdr.scan[41]); pkt.extract(hdr.scan[42]); pkt.extract(hdr.scan[43]);
+        pkt.extract(hdr.scan[44]); pkt.extract(hdr.scan[45]); pkt.extract(hdr.scan[46]); pkt.extract(hdr.scan[47]);
+        pkt.extract(hdr.scan[48]); pkt.extract(hdr.scan[49]); pkt.extract(hdr.scan[50]); pkt.extract(hdr.scan[51]);
+        pkt.extract(hdr.scan[52]); pkt.extract(hdr.scan[53]); pkt.extract(hdr.scan[54]); pkt.extract(hdr.scan[55]);
+        pkt.extract(hdr.scan[56]); pkt.extract(hdr.scan[57]); pkt.extract(hdr.scan[58]); pkt.extract(hdr.scan[59]);
+        pkt.extract(hdr.scan[60]); pkt.extract(hdr.scan[61]); pkt.extract(hdr.scan[62]); pkt.extract(hdr.scan[63]);
         transition accept;
     }
     state parse_ethernet {
@@ -223,7 +259,37 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         std.egress_spec = CPU_PORT;
     }
 
+    /* slot `base + i` into scan[i]; unrolled, as P4 has no loops */
+#define SCAN_SLOT(i) \
+        flow_state.read(scan_state, base + i); \
+        hdr.scan[i].flow_state = (bit<8>)scan_state; \
+        flow_backend.read(hdr.scan[i].flow_backend, base + i); \
+        flow_key.read(hdr.scan[i].flow_key, base + i); \
+        flow_last_seen.read(hdr.scan[i].flow_last_seen, base + i);
+
     apply {
+        if (hdr.cpu_out.isValid() && hdr.cpu_out.op == CPU_SCAN) {
+            if (!hdr.scan[SCAN_WIDTH - 1].isValid()) {  /* a short request: nothing to fill */
+                mark_to_drop(std);
+                return;
+            }
+            cpu_access();
+            bit<32> base = (hdr.cpu_in.index * SCAN_WIDTH) & (FLOW_SLOTS - 1);
+            bit<2> scan_state;
+            SCAN_SLOT(0) SCAN_SLOT(1) SCAN_SLOT(2) SCAN_SLOT(3) SCAN_SLOT(4) SCAN_SLOT(5) SCAN_SLOT(6) SCAN_SLOT(7)
+            SCAN_SLOT(8) SCAN_SLOT(9) SCAN_SLOT(10) SCAN_SLOT(11) SCAN_SLOT(12) SCAN_SLOT(13) SCAN_SLOT(14) SCAN_SLOT(15)
+            SCAN_SLOT(16) SCAN_SLOT(17) SCAN_SLOT(18) SCAN_SLOT(19) SCAN_SLOT(20) SCAN_SLOT(21) SCAN_SLOT(22) SCAN_SLOT(23)
+            SCAN_SLOT(24) SCAN_SLOT(25) SCAN_SLOT(26) SCAN_SLOT(27) SCAN_SLOT(28) SCAN_SLOT(29) SCAN_SLOT(30) SCAN_SLOT(31)
+            SCAN_SLOT(32) SCAN_SLOT(33) SCAN_SLOT(34) SCAN_SLOT(35) SCAN_SLOT(36) SCAN_SLOT(37) SCAN_SLOT(38) SCAN_SLOT(39)
+            SCAN_SLOT(40) SCAN_SLOT(41) SCAN_SLOT(42) SCAN_SLOT(43) SCAN_SLOT(44) SCAN_SLOT(45) SCAN_SLOT(46) SCAN_SLOT(47)
+            SCAN_SLOT(48) SCAN_SLOT(49) SCAN_SLOT(50) SCAN_SLOT(51) SCAN_SLOT(52) SCAN_SLOT(53) SCAN_SLOT(54) SCAN_SLOT(55)
+            SCAN_SLOT(56) SCAN_SLOT(57) SCAN_SLOT(58) SCAN_SLOT(59) SCAN_SLOT(60) SCAN_SLOT(61) SCAN_SLOT(62) SCAN_SLOT(63)
+            rr_next.read(hdr.cpu_in.rr_next0, 0);
+            rr_next.read(hdr.cpu_in.rr_next1, 1);
+            idle_timeout.read(hdr.cpu_in.idle_timeout, 0);
+            hdr.cpu_in.now = std.ingress_global_timestamp;
+            return;
+        }
         if (hdr.cpu_out.isValid()) {
             cpu_access();
             bit<32> cell = hdr.cpu_in.index & (FLOW_SLOTS - 1);
@@ -343,6 +409,7 @@ control MyComputeChecksum(inout headers hdr, inout metadata meta) {
 control MyDeparser(packet_out pkt, in headers hdr) {
     apply {
         pkt.emit(hdr.cpu_in);
+        pkt.emit(hdr.scan);
         pkt.emit(hdr.ethernet);
         pkt.emit(hdr.ipv4);
         pkt.emit(hdr.tcp);

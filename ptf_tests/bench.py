@@ -177,9 +177,12 @@ def controller_figures(writes: int = 300) -> dict[str, float]:
             for _ in range(20):
                 sw.read()
             read_ms = (time.perf_counter() - t0) / 20 * 1000
+            t0 = time.perf_counter()
+            sw.open_flows()
+            scan_s = time.perf_counter() - t0
         finally:
             sw.close()
-    return {"deploy_s (N=64)": deploy_s, "table writes/s": ops, "state read-back ms": read_ms}
+    return {"deploy_s (N=64)": deploy_s, "table writes/s": ops, "state read-back ms": read_ms, "open-flow scan s (65,536 slots)": scan_s}
 
 
 def failover_figures(rounds: int = 5) -> list[float]:

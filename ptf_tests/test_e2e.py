@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -43,6 +44,12 @@ def test_round_robin_through_the_vip(e2e):
     assert got == [1, 2, 3, 4, 1, 2, 3, 4]
     status = e2e.status()
     assert [r["flows_dispatched"] for r in status["backends"]] == [2, 2, 2, 2]
+    assert [r["open_flows"] for r in status["backends"]] == [0, 0, 0, 0]  # each GET closed its connection
+    with e2e.connect() as kept:  # the 9th connection, open: backend 1
+        port = kept.getsockname()[1]
+        assert [r["open_flows"] for r in e2e.status()["backends"]] == [1, 0, 0, 0]
+        flows = json.loads(e2e.cli("flows", "--json").stdout)
+        assert [(f["client"].rsplit(":", 1)[1], f["backend"]) for f in flows] == [(str(port), 1)]
 
 
 def test_seed_demo_the_vip_keeps_working_after_a_server_dies(e2e):

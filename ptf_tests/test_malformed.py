@@ -60,13 +60,14 @@ def opened(p4lb_sw):
 
 
 def _snapshot(lab) -> dict:
-    """The open flows' slots, the slots the bad packets' 5-tuples hash to, rr_next, the group, the counters."""
+    """The open flows' slots, the slots the bad packets' 5-tuples hash to, every open flow (all slots scanned),
+    rr_next, the group, the counters."""
     from model.p4lb import flow_slot  # noqa: PLC0415
 
     slots = {flow_slot(lab.cfg, p) for p in FLOWS} | {flow_slot(lab.cfg, Packet(FLOWS[0].src_ip, port, SYN)) for port in (4444, 4445)}
     regs = {slot: {k: v for k, v in lab.read_slot(slot).items() if k != "now"} for slot in sorted(slots)}
     view = lab.switch.read()
-    return {"registers": regs, "group": view.groups, "vip": view.vip, "rr_next": view.rr_next, "backend_flows": view.backend_flows}
+    return {"registers": regs, "open_flows": lab.switch.open_flows(), "group": view.groups, "vip": view.vip, "rr_next": view.rr_next, "backend_flows": view.backend_flows}
 
 
 def test_malformed_input_changes_no_flow_and_no_dispatch_state(opened):
@@ -99,3 +100,12 @@ def test_bad_tcp_checksum_goes_to_the_pinned_backend_and_changes_nothing(opened)
     assert [lab.backend_at(s.port) for s in seen] == [backends[1]]
     after = lab.read_slot(slot)
     assert (after["flow_state"], after["flow_key"], after["flow_backend"]) == (before["flow_state"], before["flow_key"], before["flow_backend"])
+
+
+def test_short_cpu_scan_request_is_dropped_and_the_switch_keeps_answering(p4lb_sw):
+    """A CPU_SCAN whose payload is too short to fill is dropped (BMv2 would abort growing the packet)."""
+    from runtime.switch import CPU_SCAN  # noqa: PLC0415
+
+    p4lb_sw.rt.packet_out({"op": CPU_SCAN, "index": 0}, bytes(10))
+    assert p4lb_sw.read_slot(5)["op"] == 1  # the next answer is the read's: the short scan produced none
+    assert p4lb_sw.switch.open_flows() == {}

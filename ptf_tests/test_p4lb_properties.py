@@ -161,3 +161,13 @@ def test_p8_full_slot_refuses_and_counts_instead_of_evicting(p4lb_sw):
 def test_unknown_flow_is_dropped_and_counted(p4lb_sw):
     _, cmp = check(p4lb_sw, [data(9000), Packet(CLIENT, 9001, FIN)])
     assert [c.switch.reason for c in cmp] == [DropReason.UNKNOWN_FLOW] * 2
+
+
+def test_open_flows_read_from_every_slot_match_the_model(p4lb_sw):
+    """`p4lb status`/`p4lb flows` on BMv2: a CPU_SCAN of all slots finds exactly the model's open flows."""
+    others = [syn(port, CLIENT + 1) for port in range(7000, 7005)]
+    run, _ = check(p4lb_sw, [syn(7000), syn(7001), data(7000), Packet(CLIENT, 7001, FIN | ACK), *others, Packet(CLIENT, 7002, ACK)])
+    want = {slot: e for slot, e in run.state.flows.items() if e.state is SlotState.OPEN}
+    got = p4lb_sw.switch.open_flows()
+    assert len(want) == 6
+    assert {s: (e.key, e.backend) for s, e in got.items()} == {s: (e.key, e.backend) for s, e in want.items()}

@@ -1,4 +1,4 @@
-"""`p4lb`: deploy, status, scale, fail, heal, drain, undrain, run (health loop), prove.
+"""`p4lb`: deploy, status, scale, fail, heal, drain, undrain, run (health loop), flows, flow, prove.
 
 Exit codes: 0 done; 1 the prover found a problem; 2 bad input (config or arguments, nothing written);
 3 switch unreachable or refused a request.
@@ -48,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"{name} one backend").add_argument("backend", type=int)
     run = sub.add_parser("run", help="health-check loop: fail/heal backends automatically")
     run.add_argument("--rounds", type=int, default=0, help="stop after this many rounds (0: forever)")
+    fs = sub.add_parser("flows", help="list the open flows (client, backend) read from every flow slot")
+    fs.add_argument("--json", action="store_true")
     fl = sub.add_parser("flow", help="show the flow slot of one client connection (CLIENT_IP:PORT)")
     fl.add_argument("client", help="client address and port, e.g. 10.0.0.10:40000")
     sub.add_parser("prove", help="run the prover (python -m verify)")
@@ -96,6 +98,22 @@ def show_flow(ctl: Controller, client: str, console: Console) -> None:
     mine = "this connection" if owner == pkt.key else f"{ip_str(owner >> 16)}:{owner & 0xFFFF}"
     idle_s = (regs["now"] - regs["flow_last_seen"]) / 1e6
     console.print(f"slot {slot}: {state}, held by {mine}, backend {regs['flow_backend']}, idle {idle_s:.1f} s (timeout {regs['idle_timeout'] / 1e6:g} s)")
+
+
+def show_flows(ctl: Controller, as_json: bool, console: Console) -> None:
+    """Print every open flow: slot, client address and port, backend."""
+    addresses = {b.id: str(b) for b in ctl.settings.lb.backends}
+    rows = [{"slot": slot, "client": f"{ip_str(e.key >> 16)}:{e.key & 0xFFFF}", "backend": e.backend, "address": addresses.get(e.backend, "?")}
+            for slot, e in sorted(ctl.switch.open_flows().items())]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title=f"p4lb open flows: {len(rows)}")
+    for col in ("slot", "client", "backend", "address"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*[str(v) for v in r.values()])
+    console.print(t)
 
 
 def health_loop(ctl: Controller, rounds: int) -> None:
@@ -147,6 +165,8 @@ def dispatch(args: argparse.Namespace, ctl: Controller, console: Console) -> int
         console.print(f"{applied.op}: {len(applied.writes)} writes; eligible now {sorted(applied.after.eligible)}")
     elif args.cmd == "run":
         health_loop(ctl, args.rounds)
+    elif args.cmd == "flows":
+        show_flows(ctl, args.json, console)
     elif args.cmd == "flow":
         show_flow(ctl, args.client, console)
     return EXIT_OK

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +135,7 @@ class Controller:
         """One row per backend: its sets, whether it is in the committed group, new flows dispatched to it."""
         view = self.switch.read()
         group = view.groups[view.vip] if view.vip is not None else ()
-        open_flows = self.switch.open_flows()
+        open_flows = Counter(e.backend for e in self.switch.open_flows().values())
         rows = []
         for b in self.settings.lb.backends:
             rows.append(
@@ -145,7 +146,7 @@ class Controller:
                     "healthy": b.id in self.pool.healthy,
                     "draining": b.id in self.pool.draining,
                     "in_group": b.id in group,
-                    "open_flows": None if open_flows is None else open_flows.get(b.id, 0),
+                    "open_flows": open_flows.get(b.id, 0),
                     "flows_dispatched": view.backend_flows.get(b.id, 0),
                 }
             )

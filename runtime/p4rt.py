@@ -256,12 +256,20 @@ class P4rt:
 
     def packet_in(self, timeout_s: float = 2.0) -> dict[str, int]:
         """The next PacketIn's controller header as field name -> value."""
+        return self.packet_in_with_payload(timeout_s)[0]
+
+    def packet_in_with_payload(self, timeout_s: float = 2.0) -> tuple[dict[str, int], bytes]:
+        """The next PacketIn: its controller header (field name -> value) and the bytes after it."""
         header = self._obj("controller_packet_metadata", "packet_in")
         names = {m.id: m.name for m in header.metadata}
         msg = self.client.get_stream_packet("packet", timeout=timeout_s)
         if msg is None:
             raise SwitchError(f"no PacketIn from {self.addr} within {timeout_s:g} s: is simple_switch_grpc running with --cpu-port 510?")
-        return {names[m.metadata_id]: decode(m.value) for m in msg.packet.metadata}
+        return {names[m.metadata_id]: decode(m.value) for m in msg.packet.metadata}, bytes(msg.packet.payload)
+
+    def register_size(self, register: str) -> int:
+        """How many cells the loaded P4Info gives a register."""
+        return int(self._obj("register", register).size)
 
     def counter_read(self, counter: str) -> dict[int, int]:
         """Packet counts of every cell of a counter."""

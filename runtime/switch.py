@@ -7,20 +7,24 @@ Two implementations of one interface: `ModelSwitch` (the executable model; for t
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from model.config import LbConfig
 from model.ops import Write
-from model.p4lb import FREE, P4lbState, SlotState, p4lb_write
+from model.p4lb import FREE, FlowEntry, P4lbState, SlotState, is_open, p4lb_write
 from model.packet import DropReason
-from runtime.errors import SwitchError
+from runtime.errors import ConfigFileError, SwitchError
 from runtime.p4rt import P4rt
 
 log = logging.getLogger(__name__)
 
-CPU_READ, CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT = 1, 2, 3  # cpu_out.op in p4/p4lb.p4
+CPU_READ, CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT, CPU_SCAN = 1, 2, 3, 4  # cpu_out.op in p4/p4lb.p4
+SCAN_WIDTH = 64  # slots per CPU_SCAN answer (p4/p4lb.p4)
+SCAN_SLOT = struct.Struct("!BB6s6s")  # flow_scan_t: flow_state, flow_backend, flow_key, flow_last_seen
+SCAN_WINDOW = 64  # CPU_SCAN requests in flight
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Switch(Protocol):
     def write(self, w: Write) -> None: ...
     def install_backends(self, cfg: LbConfig) -> None: ...
     def read(self, full: bool = True) -> SwitchView: ...
-    def open_flows(self) -> dict[int, int] | None: ...
+    def open_flows(self) -> dict[int, FlowEntry]: ...
     def read_slot(self, slot: int) -> dict[str, int]: ...
     def close(self) -> None: ...
 
@@ -70,13 +74,9 @@ class ModelSwitch:
             self.deployed = True
         self.log.append(w)
 
-    def open_flows(self) -> dict[int, int]:
-        """Open slots per backend."""
-        out: dict[int, int] = {}
-        for e in self.state.flows.values():
-            if e.state is SlotState.OPEN:
-                out[e.backend] = out.get(e.backend, 0) + 1
-        return out
+    def open_flows(self) -> dict[int, FlowEntry]:
+        """The open flow slots (slot -> entry), idle timeout applied at the model's clock."""
+        return {i: e for i, e in self.state.flows.items() if is_open(e, self.state.now, self.cfg.idle_timeout_us)}
 
     def read_slot(self, slot: int) -> dict[str, int]:
         """The model's flow slot, in the CPU port's field names."""
@@ -110,10 +110,21 @@ class P4RuntimeSwitch:
         """The session, with names learned from the running pipeline."""
         if self.rt.context is None:
             self.rt.load_p4info(self.files[0] if self.files[0].is_file() else None)
+            self._check_program()
         return self.rt
+
+    def _check_program(self) -> None:
+        """The program's flow table is the one the config (and so the model) hashes into."""
+        slots = self.rt.register_size("flow_state")
+        if slots != 1 << self.cfg.flow_table_bits:
+            self.rt.context = None
+            raise ConfigFileError("flows.table_bits", self.cfg.flow_table_bits, f"the P4 program has {slots} flow slots: set {slots.bit_length() - 1} (or rebuild p4/p4lb.p4 with another FLOW_SLOTS)")
 
     def install_pipeline(self) -> None:
         """Push the P4 program (P4Info + BMv2 JSON); this empties every table and register."""
+        if self.files[0].is_file():
+            self.rt.load_p4info(self.files[0])
+            self._check_program()
         self.rt.push(*self.files)
 
     def install_backends(self, cfg: LbConfig) -> None:
@@ -180,10 +191,38 @@ class P4RuntimeSwitch:
             backend_flows={i: c for i, c in rt.counter_read("backend_flows").items() if c},
         )
 
-    def open_flows(self) -> dict[int, int] | None:
-        """Not available: BMv2's P4Runtime cannot read registers, and the CPU port reads one slot per packet."""
-        return None
+    def open_flows(self) -> dict[int, FlowEntry]:
+        """The open flow slots (slot -> entry): every slot read through the CPU port, SCAN_WIDTH per request,
+        SCAN_WINDOW requests in flight; each block is judged open or idle at the switch clock of its own read."""
+        rt = self._ready()
+        blocks, sent, got, out = rt.register_size("flow_state") // SCAN_WIDTH, 0, 0, {}
+        while got < blocks:
+            while sent < blocks and sent - got < SCAN_WINDOW:
+                rt.packet_out({"op": CPU_SCAN, "index": sent}, bytes(SCAN_WIDTH * SCAN_SLOT.size))
+                sent += 1
+            meta, payload = rt.packet_in_with_payload()
+            if meta.get("op") != CPU_SCAN:
+                log.debug("stray PacketIn %s", meta)
+                continue
+            got += 1
+            out.update(scan_block(meta, payload))
+        return out
 
     def close(self) -> None:
         """End the P4Runtime session."""
         self.rt.close()
+
+
+def scan_block(meta: dict[str, int], payload: bytes) -> dict[int, FlowEntry]:
+    """The open slots of one CPU_SCAN answer."""
+    if len(payload) < SCAN_WIDTH * SCAN_SLOT.size:
+        raise SwitchError(f"CPU_SCAN answer of {len(payload)} bytes, expected {SCAN_WIDTH * SCAN_SLOT.size}: is the switch running p4/p4lb.p4?")
+    out = {}
+    for i in range(SCAN_WIDTH):
+        state, backend, key, seen = SCAN_SLOT.unpack_from(payload, i * SCAN_SLOT.size)
+        if state != SlotState.OPEN:
+            continue
+        e = FlowEntry(SlotState(state & 3), int.from_bytes(key, "big"), backend, int.from_bytes(seen, "big"))
+        if is_open(e, meta["now"], meta["idle_timeout"]):
+            out[meta["index"] * SCAN_WIDTH + i] = e
+    return out

@@ -270,3 +270,47 @@ def test_cli_flow_on_the_model(tmp_path, capsys):
     assert cli.main(["-c", str(path), "--dry-run", "flow", "10.0.1.1:1000"]) == 0
     assert "FREE" in capsys.readouterr().out
     assert cli.main(["-c", str(path), "--dry-run", "flow", "10.0.1.1"]) == 2
+
+
+def test_status_and_flows_count_open_flows_only(capsys):
+    from model.p4lb import p4lb_packet  # noqa: PLC0415
+    from model.packet import ACK, FIN, SYN, Packet  # noqa: PLC0415
+
+    ctl = controller()
+    ctl.deploy()
+    sw = ctl.switch
+    for pkt in (Packet(0x0A000101, 1000, SYN, 0), Packet(0x0A000101, 1001, SYN, 1), Packet(0x0A000101, 1002, SYN, 2), Packet(0x0A000101, 1001, FIN | ACK, 3)):
+        sw.state = p4lb_packet(sw.cfg, P4LB, sw.state, pkt)[0]
+    assert [r["open_flows"] for r in ctl.status()] == [1, 0, 1, 0]  # 1001 (backend 2) is closing
+    cli.show_flows(ctl, True, cli.Console())
+    flows = json.loads(capsys.readouterr().out)
+    assert sorted((f["client"], f["backend"]) for f in flows) == [("10.0.1.1:1000", 1), ("10.0.1.1:1002", 3)]
+    late = Packet(0x0A000102, 5, ACK, sw.cfg.idle_timeout_us + 10)  # the clock passes the idle timeout
+    sw.state = p4lb_packet(sw.cfg, P4LB, sw.state, late)[0]
+    assert [r["open_flows"] for r in ctl.status()] == [0, 0, 0, 0]
+
+
+def test_cpu_scan_answer_decodes_open_slots_only():
+    from runtime.switch import SCAN_SLOT, SCAN_WIDTH, scan_block  # noqa: PLC0415
+
+    cells = [(0, 0, 0, 0)] * SCAN_WIDTH
+    cells[3] = (1, 2, (0x0A000101 << 16) | 1000, 500)  # open, idle 500 us
+    cells[4] = (2, 1, 7, 900)  # closing
+    cells[5] = (1, 4, 8, 10)  # open but idle past the timeout
+    payload = b"".join(SCAN_SLOT.pack(s, b, k.to_bytes(6, "big"), t.to_bytes(6, "big")) for s, b, k, t in cells)
+    got = scan_block({"index": 2, "now": 1000, "idle_timeout": 600}, payload)
+    assert {slot: (e.backend, e.key) for slot, e in got.items()} == {2 * SCAN_WIDTH + 3: (2, (0x0A000101 << 16) | 1000)}
+    with pytest.raises(ControllerError, match="CPU_SCAN answer"):
+        scan_block({"index": 0, "now": 0, "idle_timeout": 1}, payload[:20])
+
+
+def test_flow_table_size_must_match_the_p4_program():
+    from ptf_tests.toolchain import artifacts  # noqa: PLC0415
+    from runtime.switch import P4RuntimeSwitch  # noqa: PLC0415
+
+    s = parse(config(flows={"table_bits": 12}))
+    p4info, bmv2_json = artifacts("p4lb")
+    sw = P4RuntimeSwitch("127.0.0.1:1", 0, (0, 1), str(p4info), str(bmv2_json), s.lb)
+    with pytest.raises(ConfigFileError) as err:
+        sw.install_pipeline()  # refused before any connection is made
+    assert err.value.field == "flows.table_bits" and "65536" in str(err.value)
