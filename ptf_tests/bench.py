@@ -216,18 +216,26 @@ def failover_figures(rounds: int = 5) -> list[float]:
     return out
 
 
+def median_figures(runs: list[Figures]) -> Figures:
+    """Per column, the median over rounds of one program and kind of traffic (lost: the worst round)."""
+    med = statistics.median
+    return Figures(runs[0].program, runs[0].kind, med(f.pps for f in runs), med(f.lat_median_us for f in runs), med(f.lat_p99_us for f in runs), max(f.lost for f in runs))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the figures (or why they cannot be measured here)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=2000, help="frames per throughput case (default 2000)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of forward, seed, p4lb in turn; the median round is shown (default 3)")
     args = ap.parse_args(argv)
     console = Console()
     reason = missing_switch()
     if reason:
         console.print(f"switch benchmark skipped: {reason}")
         return 0
-    figures = [f for program in ("forward", "seed", "p4lb") for f in measure(program, args.count)]
-    t = Table(title=f"BMv2 simple_switch_grpc, {args.count} frames per case, window {WINDOW}")
+    rounds = [[f for program in ("forward", "seed", "p4lb") for f in measure(program, args.count)] for _ in range(max(1, args.rounds))]
+    figures = [median_figures([r[i] for r in rounds]) for i in range(len(rounds[0]))]
+    t = Table(title=f"BMv2 simple_switch_grpc, {args.count} frames per case, window {WINDOW}, median of {len(rounds)} interleaved rounds")
     for col in ("program", "traffic", "packets/s", "latency median us", "latency p99 us", "lost"):
         t.add_column(col)
     for f in figures:
