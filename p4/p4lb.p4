@@ -114,6 +114,7 @@ struct headers {
 }
 
 struct lb_meta_t {
+    bit<1>  vip_hit;
     bit<1>  version;
     bit<8>  size;
     bit<8>  position;
@@ -204,7 +205,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         lb_drops.count(reason);
         mark_to_drop(std);
     }
-    action lb_select(bit<1> version) { meta.lb.version = version; }
+    action lb_select(bit<1> version) { meta.lb.version = version; meta.lb.vip_hit = 1; }
     action set_group(bit<8> size) { meta.lb.size = size; }
     action set_member(bit<8> backend) { meta.lb.backend = backend; }
     action set_backend(bit<48> mac, bit<32> addr, bit<9> port) {
@@ -250,6 +251,22 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
     }
 
     /* the controller's register access (CPU port only): writes first, then the slot and the dispatch registers */
+    /* the version's round-robin position: rr_next, or 0 if the group shrank below it (actions keep `?:` inline) */
+    action rr_position() {
+        rr_next.read(meta.lb.position, (bit<32>)meta.lb.version);
+        meta.lb.position = meta.lb.position >= meta.lb.size ? 8w0 : meta.lb.position;
+    }
+    /* rr_next moves one past the position, wrapping at the group's size */
+    action rr_advance() {
+        bit<8> nxt = meta.lb.position + 1;
+        rr_next.write((bit<32>)meta.lb.version, nxt >= meta.lb.size ? 8w0 : nxt);
+    }
+    action cpu_read_globals() {
+        rr_next.read(hdr.cpu_in.rr_next0, 0);
+        rr_next.read(hdr.cpu_in.rr_next1, 1);
+        idle_timeout.read(hdr.cpu_in.idle_timeout, 0);
+        hdr.cpu_in.now = std.ingress_global_timestamp;
+    }
     action cpu_access() {
         hdr.cpu_in.setValid();
         hdr.cpu_in.op = hdr.cpu_out.op;
@@ -267,116 +284,105 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         flow_key.read(hdr.scan[i].flow_key, base + i); \
         flow_last_seen.read(hdr.scan[i].flow_last_seen, base + i);
 
+    /* if/else rather than early returns: p4c turns each `return` into a flag tested before every later block */
     apply {
-        if (hdr.cpu_out.isValid() && hdr.cpu_out.op == CPU_SCAN) {
-            if (!hdr.scan[SCAN_WIDTH - 1].isValid()) {  /* a short request: nothing to fill */
-                mark_to_drop(std);
-                return;
-            }
-            cpu_access();
-            bit<32> base = (hdr.cpu_in.index * SCAN_WIDTH) & (FLOW_SLOTS - 1);
-            bit<2> scan_state;
-            SCAN_SLOT(0) SCAN_SLOT(1) SCAN_SLOT(2) SCAN_SLOT(3) SCAN_SLOT(4) SCAN_SLOT(5) SCAN_SLOT(6) SCAN_SLOT(7)
-            SCAN_SLOT(8) SCAN_SLOT(9) SCAN_SLOT(10) SCAN_SLOT(11) SCAN_SLOT(12) SCAN_SLOT(13) SCAN_SLOT(14) SCAN_SLOT(15)
-            SCAN_SLOT(16) SCAN_SLOT(17) SCAN_SLOT(18) SCAN_SLOT(19) SCAN_SLOT(20) SCAN_SLOT(21) SCAN_SLOT(22) SCAN_SLOT(23)
-            SCAN_SLOT(24) SCAN_SLOT(25) SCAN_SLOT(26) SCAN_SLOT(27) SCAN_SLOT(28) SCAN_SLOT(29) SCAN_SLOT(30) SCAN_SLOT(31)
-            SCAN_SLOT(32) SCAN_SLOT(33) SCAN_SLOT(34) SCAN_SLOT(35) SCAN_SLOT(36) SCAN_SLOT(37) SCAN_SLOT(38) SCAN_SLOT(39)
-            SCAN_SLOT(40) SCAN_SLOT(41) SCAN_SLOT(42) SCAN_SLOT(43) SCAN_SLOT(44) SCAN_SLOT(45) SCAN_SLOT(46) SCAN_SLOT(47)
-            SCAN_SLOT(48) SCAN_SLOT(49) SCAN_SLOT(50) SCAN_SLOT(51) SCAN_SLOT(52) SCAN_SLOT(53) SCAN_SLOT(54) SCAN_SLOT(55)
-            SCAN_SLOT(56) SCAN_SLOT(57) SCAN_SLOT(58) SCAN_SLOT(59) SCAN_SLOT(60) SCAN_SLOT(61) SCAN_SLOT(62) SCAN_SLOT(63)
-            rr_next.read(hdr.cpu_in.rr_next0, 0);
-            rr_next.read(hdr.cpu_in.rr_next1, 1);
-            idle_timeout.read(hdr.cpu_in.idle_timeout, 0);
-            hdr.cpu_in.now = std.ingress_global_timestamp;
-            return;
-        }
         if (hdr.cpu_out.isValid()) {
-            cpu_access();
-            bit<32> cell = hdr.cpu_in.index & (FLOW_SLOTS - 1);
-            if (hdr.cpu_in.op == CPU_WRITE_RR_NEXT) {
-                rr_next.write(hdr.cpu_in.index & 1, hdr.cpu_in.value[7:0]);
-            } else if (hdr.cpu_in.op == CPU_WRITE_TIMEOUT) {
-                idle_timeout.write(0, hdr.cpu_in.value);
+            if (hdr.cpu_out.op == CPU_SCAN && !hdr.scan[SCAN_WIDTH - 1].isValid()) {
+                mark_to_drop(std);  /* a scan request too short to fill */
+            } else if (hdr.cpu_out.op == CPU_SCAN) {
+                cpu_access();
+                bit<32> base = (hdr.cpu_in.index * SCAN_WIDTH) & (FLOW_SLOTS - 1);
+                bit<2> scan_state;
+                SCAN_SLOT(0) SCAN_SLOT(1) SCAN_SLOT(2) SCAN_SLOT(3) SCAN_SLOT(4) SCAN_SLOT(5) SCAN_SLOT(6) SCAN_SLOT(7)
+                SCAN_SLOT(8) SCAN_SLOT(9) SCAN_SLOT(10) SCAN_SLOT(11) SCAN_SLOT(12) SCAN_SLOT(13) SCAN_SLOT(14) SCAN_SLOT(15)
+                SCAN_SLOT(16) SCAN_SLOT(17) SCAN_SLOT(18) SCAN_SLOT(19) SCAN_SLOT(20) SCAN_SLOT(21) SCAN_SLOT(22) SCAN_SLOT(23)
+                SCAN_SLOT(24) SCAN_SLOT(25) SCAN_SLOT(26) SCAN_SLOT(27) SCAN_SLOT(28) SCAN_SLOT(29) SCAN_SLOT(30) SCAN_SLOT(31)
+                SCAN_SLOT(32) SCAN_SLOT(33) SCAN_SLOT(34) SCAN_SLOT(35) SCAN_SLOT(36) SCAN_SLOT(37) SCAN_SLOT(38) SCAN_SLOT(39)
+                SCAN_SLOT(40) SCAN_SLOT(41) SCAN_SLOT(42) SCAN_SLOT(43) SCAN_SLOT(44) SCAN_SLOT(45) SCAN_SLOT(46) SCAN_SLOT(47)
+                SCAN_SLOT(48) SCAN_SLOT(49) SCAN_SLOT(50) SCAN_SLOT(51) SCAN_SLOT(52) SCAN_SLOT(53) SCAN_SLOT(54) SCAN_SLOT(55)
+                SCAN_SLOT(56) SCAN_SLOT(57) SCAN_SLOT(58) SCAN_SLOT(59) SCAN_SLOT(60) SCAN_SLOT(61) SCAN_SLOT(62) SCAN_SLOT(63)
+                cpu_read_globals();
+            } else {
+                cpu_access();
+                bit<32> cell = hdr.cpu_in.index & (FLOW_SLOTS - 1);
+                if (hdr.cpu_in.op == CPU_WRITE_RR_NEXT) {
+                    rr_next.write(hdr.cpu_in.index & 1, hdr.cpu_in.value[7:0]);
+                } else if (hdr.cpu_in.op == CPU_WRITE_TIMEOUT) {
+                    idle_timeout.write(0, hdr.cpu_in.value);
+                }
+                bit<2> st;
+                flow_state.read(st, cell);
+                hdr.cpu_in.flow_state = (bit<8>)st;
+                flow_key.read(hdr.cpu_in.flow_key, cell);
+                flow_backend.read(hdr.cpu_in.flow_backend, cell);
+                flow_last_seen.read(hdr.cpu_in.flow_last_seen, cell);
+                cpu_read_globals();
             }
-            bit<2> st;
-            flow_state.read(st, cell);
-            hdr.cpu_in.flow_state = (bit<8>)st;
-            flow_key.read(hdr.cpu_in.flow_key, cell);
-            flow_backend.read(hdr.cpu_in.flow_backend, cell);
-            flow_last_seen.read(hdr.cpu_in.flow_last_seen, cell);
-            rr_next.read(hdr.cpu_in.rr_next0, 0);
-            rr_next.read(hdr.cpu_in.rr_next1, 1);
-            idle_timeout.read(hdr.cpu_in.idle_timeout, 0);
-            hdr.cpu_in.now = std.ingress_global_timestamp;
-            return;
-        }
-        if (!hdr.ipv4.isValid()) {
+        } else if (!hdr.ipv4.isValid()) {
             mark_to_drop(std);
-            return;
-        }
-        if (std.checksum_error == 1) {
+        } else if (std.checksum_error == 1) {
             drop_counted(MALFORMED);
-            return;
-        }
-        if (!hdr.tcp.isValid() || !vip.apply().hit) {
-            forward.apply();
-            return;
-        }
-        bit<8> flags = hdr.tcp.flags;
-        bool syn = (flags & F_SYN) != 0;
-        bool close = (flags & (F_FIN | F_RST)) != 0;
-        if (syn && close) {
-            drop_counted(MALFORMED);
-            return;
-        }
-        bool new_syn = syn && (flags & F_ACK) == 0;
-        hash(meta.lb.slot, HashAlgorithm.crc16, 32w0,
-             { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol, hdr.tcp.srcPort, hdr.tcp.dstPort }, 32w65536);
-        bit<48> key = hdr.ipv4.srcAddr ++ hdr.tcp.srcPort;
-        bit<48> now = std.ingress_global_timestamp;
-        bit<2> fs; bit<48> fk; bit<8> fb; bit<48> fl; bit<48> timeout;
-        flow_state.read(fs, meta.lb.slot);
-        flow_key.read(fk, meta.lb.slot);
-        flow_backend.read(fb, meta.lb.slot);
-        flow_last_seen.read(fl, meta.lb.slot);
-        idle_timeout.read(timeout, 32w0);
-        bool live = fs != FREE && now - fl <= timeout;
-        bool mine = fk == key;
-        if (live && mine && fs == OPEN) {
-            flow_state.write(meta.lb.slot, close ? CLOSING : OPEN);
-            flow_last_seen.write(meta.lb.slot, now);
-            meta.lb.backend = fb;
-        } else if (new_syn) {
-            if (live && fs == OPEN) {
-                drop_counted(FLOW_TABLE_FULL);
-                return;
-            }
-            rr_group.apply();
-            if (meta.lb.size == 0) {
-                drop_counted(NO_ELIGIBLE);
-                return;
-            }
-            bit<8> i;
-            rr_next.read(i, (bit<32>)meta.lb.version);
-            if (i >= meta.lb.size) { i = 0; }
-            meta.lb.position = i;
-            rr_member.apply();
-            bit<8> nxt = i + 1;
-            if (nxt >= meta.lb.size) { nxt = 0; }
-            rr_next.write((bit<32>)meta.lb.version, nxt);
-            flow_state.write(meta.lb.slot, OPEN);
-            flow_key.write(meta.lb.slot, key);
-            flow_backend.write(meta.lb.slot, meta.lb.backend);
-            flow_last_seen.write(meta.lb.slot, now);
-            backend_flows.count((bit<32>)meta.lb.backend);
-        } else if (live && mine && fs == CLOSING) {
-            flow_last_seen.write(meta.lb.slot, now);
-            meta.lb.backend = fb;
         } else {
-            drop_counted(UNKNOWN_FLOW);
-            return;
+            if (hdr.tcp.isValid()) {
+                vip.apply();
+            }
+            if (meta.lb.vip_hit == 0) {
+                forward.apply();
+            } else {
+                /* one straight-line block: flags, the slot (crc16 of the 5-tuple) and what it holds */
+                bit<8> flags = hdr.tcp.flags;
+                bool syn = (flags & F_SYN) != 0;
+                bool close = (flags & (F_FIN | F_RST)) != 0;
+                bool new_syn = syn && (flags & F_ACK) == 0;
+                hash(meta.lb.slot, HashAlgorithm.crc16, 32w0,
+                     { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol, hdr.tcp.srcPort, hdr.tcp.dstPort }, 32w65536);
+                bit<48> key = hdr.ipv4.srcAddr ++ hdr.tcp.srcPort;
+                bit<48> now = std.ingress_global_timestamp;
+                bit<2> fs; bit<48> fk; bit<8> fb; bit<48> fl; bit<48> timeout;
+                flow_state.read(fs, meta.lb.slot);
+                flow_key.read(fk, meta.lb.slot);
+                flow_backend.read(fb, meta.lb.slot);
+                flow_last_seen.read(fl, meta.lb.slot);
+                idle_timeout.read(timeout, 32w0);
+                bool live = fs != FREE && now - fl <= timeout;
+                bool mine = fk == key;
+                bool admitted = false;
+                if (syn && close) {
+                    drop_counted(MALFORMED);  /* nothing was written: the reads above change no state */
+                } else if (live && mine && fs == OPEN) {
+                    flow_state.write(meta.lb.slot, OPEN + (bit<2>)(bit<1>)close);  /* CLOSING (= OPEN + 1) on FIN/RST */
+                    flow_last_seen.write(meta.lb.slot, now);
+                    meta.lb.backend = fb;
+                    admitted = true;
+                } else if (new_syn && live && fs == OPEN) {
+                    drop_counted(FLOW_TABLE_FULL);
+                } else if (new_syn) {
+                    rr_group.apply();
+                    if (meta.lb.size == 0) {
+                        drop_counted(NO_ELIGIBLE);
+                    } else {
+                        rr_position();
+                        rr_member.apply();
+                        rr_advance();
+                        flow_state.write(meta.lb.slot, OPEN);
+                        flow_key.write(meta.lb.slot, key);
+                        flow_backend.write(meta.lb.slot, meta.lb.backend);
+                        flow_last_seen.write(meta.lb.slot, now);
+                        backend_flows.count((bit<32>)meta.lb.backend);
+                        admitted = true;
+                    }
+                } else if (live && mine && fs == CLOSING) {
+                    flow_last_seen.write(meta.lb.slot, now);
+                    meta.lb.backend = fb;
+                    admitted = true;
+                } else {
+                    drop_counted(UNKNOWN_FLOW);
+                }
+                if (admitted) {
+                    backend.apply();
+                }
+            }
         }
-        backend.apply();
     }
 }
 
