@@ -81,6 +81,7 @@ class DropReason(enum.IntEnum):
     FLOW_TABLE_FULL = 2  # a new flow's SYN whose slot holds another open flow
     UNKNOWN_FLOW = 3  # a non-SYN packet of no open flow
     MALFORMED = 4  # contradictory flags (SYN+FIN, SYN+RST)
+    NO_BACKEND_ENTRY = 5  # the chosen backend has no `backend` entry: would be a black hole (never, if deployed by the controller)
     UNCOUNTED = 7  # dropped without any counter (the seed's only kind of drop)
 
     @property

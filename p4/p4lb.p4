@@ -34,6 +34,7 @@ const bit<32> NO_ELIGIBLE = 1;
 const bit<32> FLOW_TABLE_FULL = 2;
 const bit<32> UNKNOWN_FLOW = 3;
 const bit<32> MALFORMED = 4;
+const bit<32> NO_BACKEND_ENTRY = 5;
 const bit<9>  CPU_PORT = 510;
 const bit<8>  CPU_READ = 1;           /* read flow slot `index` (and the dispatch registers) */
 const bit<8>  CPU_WRITE_RR_NEXT = 2;  /* rr_next[index] := value */
@@ -240,7 +241,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
     table backend {
         key = { meta.lb.backend: exact; }
         actions = { set_backend; NoAction; }
-        default_action = NoAction();  /* a miss leaves egress_spec at 0: nothing is attached there */
+        default_action = NoAction();  /* a miss is dropped and counted as NO_BACKEND_ENTRY */
         size = MAX_BACKENDS;
     }
     table forward {
@@ -379,7 +380,9 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                     drop_counted(UNKNOWN_FLOW);
                 }
                 if (admitted) {
-                    backend.apply();
+                    if (!backend.apply().hit) {
+                        drop_counted(NO_BACKEND_ENTRY);  /* counted, never sent to port 0: black holes show in lb_drops */
+                    }
                 }
             }
         }

@@ -9,7 +9,7 @@ from model.p4lb import SlotState, flow_slot
 from model.packet import ACK, FIN, PSH, RST, SYN, DropReason, Fate, Packet
 from model.pool import Pool
 from model.trace import OpStep, Run, Step
-from ptf_tests.driver import StepCompare, p4lb_design, run_both
+from ptf_tests.driver import StepCompare, p4lb_design, run_both, tcp_frame
 
 CLIENT = ip("10.0.1.1")
 
@@ -171,3 +171,13 @@ def test_open_flows_read_from_every_slot_match_the_model(p4lb_sw):
     got = p4lb_sw.switch.open_flows()
     assert len(want) == 6
     assert {s: (e.key, e.backend) for s, e in got.items()} == {s: (e.key, e.backend) for s, e in want.items()}
+
+
+def test_a_missing_backend_entry_is_counted_not_black_holed(p4lb_sw):
+    """A state the controller never creates (a group member without its `backend` entry): dropped and counted as
+    no_backend_entry, never sent to port 0, so `p4lb status` would show a black hole instead of hiding it."""
+    check(p4lb_sw, [syn(9100)])  # deploys; the flow goes to backend 1
+    p4lb_sw.rt.delete("backend", {"meta.lb.backend": 2})
+    seen = p4lb_sw.send(tcp_frame(p4lb_sw.cfg, syn(9101)))  # round robin: backend 2
+    assert seen == []  # neither backend 2's port nor the sink on port 0
+    assert p4lb_sw.switch.read().lb_drops["no_backend_entry"] == 1

@@ -74,12 +74,19 @@ def show_status(ctl: Controller, as_json: bool, console: Console) -> None:
         print(json.dumps({"backends": rows, "lb_drops": drops}, indent=2))
         return
     t = Table(title="p4lb backends")
-    for col in rows[0]:
-        t.add_column(col)
+    for col in ("backend", "address", "state", "in group", "open flows", "dispatched"):
+        t.add_column(col, justify="right" if col in ("open flows", "dispatched") else "left")
     for r in rows:
-        t.add_row(*[str(v) for v in r.values()])
+        t.add_row(str(r["backend"]), r["address"].split(" ", 1)[-1], backend_state(r), "yes" if r["in_group"] else "no", str(r["open_flows"]), str(r["flows_dispatched"]))
     console.print(t)
-    console.print("lb_drops: " + ", ".join(f"{k}={v}" for k, v in drops.items()) + "  (flow_table_full = refused SYNs; no black-holes: proven, P3)")
+    console.print(f"refused SYNs: {drops['flow_table_full']}   black holes: {drops['no_backend_entry']} (P3 proves none)")
+    console.print("lb_drops: " + ", ".join(f"{k}={v}" for k, v in drops.items()))
+
+
+def backend_state(row: dict) -> str:
+    """One word (or two) for the operator's sets: serving, inactive (scaled out), draining, failed."""
+    words = [w for w, on in (("failed", not row["healthy"]), ("draining", row["draining"]), ("inactive", not row["active"])) if on]
+    return ", ".join(words) or "serving"
 
 
 def show_flow(ctl: Controller, client: str, console: Console) -> None:

@@ -128,7 +128,8 @@ class Controller:
         return plan
 
     def drops(self) -> dict[str, int]:
-        """The lb_drops counter by reason: refused SYNs (flow_table_full), no_eligible, unknown_flow, malformed."""
+        """The lb_drops counter by reason: refused SYNs (flow_table_full), no_eligible, unknown_flow, malformed,
+        black holes (no_backend_entry)."""
         return self.switch.read().lb_drops
 
     def status(self) -> list[dict]:

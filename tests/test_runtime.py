@@ -208,7 +208,7 @@ def test_cli_dry_run_status_json(tmp_path, capsys):
     assert cli.main(["-c", str(path), "--dry-run", "status", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["in_group"] for r in out["backends"]] == [True] * 4
-    assert out["lb_drops"] == {"no_eligible": 0, "flow_table_full": 0, "unknown_flow": 0, "malformed": 0}
+    assert out["lb_drops"] == {"no_eligible": 0, "flow_table_full": 0, "unknown_flow": 0, "malformed": 0, "no_backend_entry": 0}
 
 
 def test_cli_operations_persist_between_commands(tmp_path):
@@ -314,3 +314,15 @@ def test_flow_table_size_must_match_the_p4_program():
     with pytest.raises(ConfigFileError) as err:
         sw.install_pipeline()  # refused before any connection is made
     assert err.value.field == "flows.table_bits" and "65536" in str(err.value)
+
+
+def test_status_table_names_each_backends_state(tmp_path, capsys):
+    ctl = controller(active=3)
+    ctl.deploy()
+    ctl.apply(Fail(2))
+    ctl.apply(Drain(1))
+    cli.show_status(ctl, False, cli.Console(width=120))
+    out = capsys.readouterr().out
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
+    assert "draining" in lines["1"] and "failed" in lines["2"] and "serving" in lines["3"] and "inactive" in lines["4"]
+    assert "refused SYNs: 0   black holes: 0" in out

@@ -27,7 +27,7 @@ def reason(r: DropReason) -> z3.BitVecRef:
     return z3.BitVecVal(int(r), 3)
 
 
-COUNTED = (DropReason.NO_ELIGIBLE, DropReason.FLOW_TABLE_FULL, DropReason.UNKNOWN_FLOW, DropReason.MALFORMED)
+COUNTED = (DropReason.NO_ELIGIBLE, DropReason.FLOW_TABLE_FULL, DropReason.UNKNOWN_FLOW, DropReason.MALFORMED, DropReason.NO_BACKEND_ENTRY)
 
 
 @dataclass
