@@ -195,16 +195,17 @@ class P4RuntimeSwitch:
         """The open flow slots (slot -> entry): every slot read through the CPU port, SCAN_WIDTH per request,
         SCAN_WINDOW requests in flight; each block is judged open or idle at the switch clock of its own read."""
         rt = self._ready()
-        blocks, sent, got, out = rt.register_size("flow_state") // SCAN_WIDTH, 0, 0, {}
-        while got < blocks:
-            while sent < blocks and sent - got < SCAN_WINDOW:
+        blocks = rt.register_size("flow_state") // SCAN_WIDTH
+        sent, done, out = 0, set(), {}
+        while len(done) < blocks:
+            while sent < blocks and sent - len(done) < SCAN_WINDOW:
                 rt.packet_out({"op": CPU_SCAN, "index": sent}, bytes(SCAN_WIDTH * SCAN_SLOT.size))
                 sent += 1
             meta, payload = rt.packet_in_with_payload()
-            if meta.get("op") != CPU_SCAN:
-                log.debug("stray PacketIn %s", meta)
+            if meta.get("op") != CPU_SCAN or meta.get("index", blocks) >= sent or meta["index"] in done:
+                log.debug("stray PacketIn %s", meta)  # e.g. the late answer of an earlier, abandoned request
                 continue
-            got += 1
+            done.add(meta["index"])
             out.update(scan_block(meta, payload))
         return out
 
