@@ -206,11 +206,12 @@ def failover_figures(rounds: int = 5) -> list[float]:
                 time.sleep(0.5)
                 t0 = time.monotonic()
                 env.stop_server(3)
-                if not wait_until(lambda i=i: env.loop_text().count("fail 3") > i, 10.0, 0.002):
+                if not wait_until(lambda i=i: env.transitions("fail 3") > i, 10.0, 0.002):
                     break
                 out.append((time.monotonic() - t0) * 1000)
                 env.start_server(3)
-                wait_until(lambda i=i: env.loop_text().count("heal 3") > i, 10.0, 0.01)
+                if not wait_until(lambda i=i: env.transitions("heal 3") > i, 10.0, 0.01):
+                    break
         finally:
             env.close()
     return out

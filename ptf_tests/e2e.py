@@ -90,10 +90,17 @@ class E2E:
         """`p4lb run` in the background, logging each transition."""
         self.loop_log = (self.tmp / "run.log").open("w")
         self.loop = subprocess.Popen([sys.executable, "-m", "runtime.cli", "-c", str(self.config), "-v", "run"], stdout=self.loop_log, stderr=subprocess.STDOUT, cwd=ROOT)
+        # started = its P4Runtime session is open (Python and gRPC start-up is not part of any failover time)
+        assert wait_until(lambda: "P4Runtime session with" in self.loop_text(), 15.0, 0.02), f"p4lb run did not start: {self.loop_text()}"
 
     def loop_text(self) -> str:
         """What `p4lb run` has logged so far."""
         return (self.tmp / "run.log").read_text()
+
+    def transitions(self, op: str) -> int:
+        """How many times the loop has logged the transition `op` ("fail 3"): its own line, "fail 3: REASON (N
+        writes)", not the controller's "fail 3: N writes, committed ..." that -v adds."""
+        return sum(1 for line in self.loop_text().splitlines() if f" {op}: " in line and line.rstrip().endswith("writes)"))
 
     def stop_loop(self) -> None:
         """Kill the health loop (SIGKILL: no clean-up of any kind)."""
