@@ -11,8 +11,9 @@
  * P4Runtime server reads and writes tables and counters but not registers, so a P4Runtime PacketOut with a
  * `cpu_out` header asks the ingress to write rr_next / idle_timeout and to read one flow slot, and the answer
  * comes back as a PacketIn (`cpu_in`). CPU_SCAN reads SCAN_WIDTH consecutive slots into a `scan` header stack
- * carried in the request's payload and filled in place (the controller's open-flow count and flow listing). Only packets from the CPU
- * port are parsed this way: clients cannot.
+ * carried in the request's payload and filled in place (the controller's open-flow count and flow listing).
+ * Only packets from the CPU port are parsed this way: clients cannot.
+ * A packet whose backend has no `backend` entry is dropped and counted (NO_BACKEND_ENTRY), never sent to port 0.
  */
 #include <core.p4>
 #include <v1model.p4>
