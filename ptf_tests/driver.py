@@ -187,6 +187,12 @@ class StepCompare:
         return self.switch is not None and same(self.model, self.switch) and not self.header_problems
 
 
+def assert_agree(cmp: list[StepCompare]) -> None:
+    """Fail, listing every step where the switch did not do what the model did."""
+    bad = [c for c in cmp if not c.agree]
+    assert not bad, "\n".join(f"step {c.index} {c.step}: model {c.model}, switch {c.switch} {c.header_problems}" for c in bad)
+
+
 def run_both(lab: Lab, design: Design, pool: Pool, steps: list[Step]) -> tuple[Run, list[StepCompare]]:
     """Deploy `pool`, then run `steps` on the model and on the switch; compare every packet."""
     drv = SwitchDriver(lab, design)

@@ -11,14 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.crc import ip
-from model.design import make_design
+from model.design import Design, make_design
 from model.ops import Drain, Fail, Heal, Scale, Undrain
 from model.p4lb import flow_slot
 from model.packet import ACK, FIN, PSH, RST, SYN, Packet
 from model.pool import Pool
 from model.seed import seed_index
-from model.trace import OpStep
-from ptf_tests.driver import run_both
+from model.trace import OpStep, Run
+from ptf_tests.driver import assert_agree, run_both
 
 FLAGS = (SYN, SYN, ACK, PSH | ACK, FIN | ACK, RST, SYN | ACK, SYN | FIN, SYN | RST, 0)
 N = 4
@@ -35,18 +35,19 @@ def steps(seed_ops: bool):
     return st.lists(st.one_of(packet, packet, packet, st.one_of(*ops).map(OpStep)), min_size=1, max_size=14)
 
 
-def _agree(cmp) -> None:
-    bad = [c for c in cmp if not c.agree]
-    assert not bad, "\n".join(f"step {c.index} {c.step}: model {c.model}, switch {c.switch} {c.header_problems}" for c in bad)
+def _run_agreeing(lab, program: str, raw) -> tuple[Design, Run]:
+    """A fresh pipeline, then the steps on the model and on the switch, which must agree at every packet."""
+    lab.reset()
+    design = make_design(program, N)
+    run, cmp = run_both(lab, design, Pool.initial(N), raw)
+    assert_agree(cmp)
+    return design, run
 
 
 @SLOW
 @given(raw=steps(seed_ops=False))
 def test_p4lb_model_equals_bmv2(p4lb_lab, raw):
-    p4lb_lab.reset()
-    design = make_design("p4lb", N)
-    run, cmp = run_both(p4lb_lab, design, Pool.initial(N), raw)
-    _agree(cmp)
+    design, run = _run_agreeing(p4lb_lab, "p4lb", raw)
     # every slot a packet of this run hashes to, read back through the CPU port: the model's crc16 index is BMv2's
     slots = {flow_slot(design.cfg, p) for p in raw if isinstance(p, Packet)}
     for slot in sorted(slots):
@@ -61,10 +62,7 @@ def test_p4lb_model_equals_bmv2(p4lb_lab, raw):
 @SLOW
 @given(raw=steps(seed_ops=True))
 def test_seed_model_equals_bmv2(seed_lab, raw):
-    seed_lab.reset()
-    design = make_design("seed", N)
-    run, cmp = run_both(seed_lab, design, Pool.initial(N), raw)
-    _agree(cmp)
+    design, run = _run_agreeing(seed_lab, "seed", raw)
     cells = {seed_index(design.cfg, p) for p in raw if isinstance(p, Packet)}
     for cell in sorted(cells):
         assert seed_lab.read_slot(cell)["flowlet_select"] == run.state.flowlet_select.get(cell, 0), f"flowlet_select[{cell}]"

@@ -9,7 +9,7 @@ from model.p4lb import SlotState, flow_slot
 from model.packet import ACK, FIN, PSH, RST, SYN, DropReason, Fate, Packet
 from model.pool import Pool
 from model.trace import OpStep, Run, Step
-from ptf_tests.driver import StepCompare, p4lb_design, run_both, tcp_frame
+from ptf_tests.driver import StepCompare, assert_agree, p4lb_design, run_both, tcp_frame
 
 CLIENT = ip("10.0.1.1")
 
@@ -60,8 +60,7 @@ def check(lab, steps: list[Step], pool: Pool | None = None) -> tuple[Run, list[S
     """Run on both, require agreement at every packet and no property violation in the model's run."""
     design = p4lb_design(lab.cfg)
     run, cmp = run_both(lab, design, pool or Pool.initial(lab.cfg.n), steps)
-    bad = [c for c in cmp if not c.agree]
-    assert not bad, "\n".join(f"step {c.index} {c.step}: model {c.model}, switch {c.switch} {c.header_problems}" for c in bad)
+    assert_agree(cmp)
     broken = [(r.index, v) for r in run.results for v in r.violations]
     assert not broken, broken
     return run, cmp

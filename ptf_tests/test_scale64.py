@@ -12,7 +12,7 @@ from model.packet import ACK, PSH, SYN, Fate, Packet
 from model.pool import Pool
 from model.trace import OpStep
 from ptf_tests.conftest import require_switch
-from ptf_tests.driver import p4lb_design, run_both
+from ptf_tests.driver import assert_agree, p4lb_design, run_both
 
 N = 64
 
@@ -33,8 +33,7 @@ def test_64_backends_round_robin_fail_scale_drain(lab64):
     later = [Packet(ip("10.0.2.1") + i // 8, 4000 + i, SYN) for i in range(40)]
     pinned = [Packet(p.src_ip, p.src_port, PSH | ACK) for p in (first[4], first[9], first[50], first[63])]
     run, cmp = run_both(lab64, p4lb_design(lab64.cfg), Pool.initial(N), [*first, *ops, *later, *pinned])
-    bad = [c for c in cmp if not c.agree]
-    assert not bad, "\n".join(f"step {c.index} {c.step}: model {c.model}, switch {c.switch} {c.header_problems}" for c in bad)
+    assert_agree(cmp)
     went = [c.switch.backend if c.switch.fate is Fate.BACKEND else 0 for c in cmp if c.switch is not None]
     assert went[:N] == list(range(1, N + 1))  # one new flow to each backend in turn
     assert not {5, 10} & set(went[N : N + 40]) and max(went[N : N + 40]) <= 40  # failed, draining, scaled out: no new flows

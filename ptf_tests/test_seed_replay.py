@@ -6,7 +6,7 @@ import pytest
 
 from model.packet import Fate
 from model.spec import Prop
-from ptf_tests.driver import replay_trace
+from ptf_tests.driver import assert_agree, replay_trace
 from verify.engine import Task, bmc
 from verify.results import Verdict
 
@@ -26,8 +26,7 @@ def seed_traces():
 def test_seed_counterexample_fails_on_the_switch_as_predicted(seed_sw, seed_traces, prop):
     trace = seed_traces[prop]
     run, cmp = replay_trace(seed_sw, trace)
-    bad = [c for c in cmp if not c.agree]
-    assert not bad, "\n".join(f"step {c.index} {c.step}: model {c.model}, switch {c.switch} {c.header_problems}" for c in bad)
+    assert_agree(cmp)
     at = trace.expect_step if trace.expect_step is not None else len(cmp) - 1
     last = cmp[at]
     broken = {p for p, _ in run.results[at].violations}
