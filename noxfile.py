@@ -12,13 +12,13 @@ nox.options.sessions = ["prove", "tests", "lint"]
 def prove(session: nox.Session) -> None:
     """Prove P1-P8 for p4lb (N=64 by default), refute the seed and every mutant with minimal traces."""
     session.install("-e", ".")
-    session.run("python", "-m", "verify", "prove", *session.posargs)
+    session.run("python", "-m", "p4lb.verify", "prove", *session.posargs)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit, cross-check and proof tests; switch tests skip with a printed reason where BMv2/p4c are missing."""
-    session.install("-e", ".[test,switch]")
+    session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
 
 
@@ -33,19 +33,19 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Prove time/memory for N = 4..128; failover vs the seed's loop; BMv2 packets/s and latency, P4Runtime ops/s."""
     session.install("-e", ".[switch]")
-    session.run("python", "-m", "verify.bench", *session.posargs)
-    session.run("python", "-m", "runtime.bench")
-    session.run("python", "-m", "ptf_tests.bench")
+    session.run("python", "-m", "p4lb.verify.bench", *session.posargs)
+    session.run("python", "-m", "p4lb.controller.bench")
+    session.run("python", "-m", "p4lb.lab.bench")
 
 
 @nox.session(python=False)
 def build_p4(session: nox.Session) -> None:
     """Compile p4/p4lb.p4, p4/seed.p4 and p4/forward.p4 into p4/build/ (BMv2 JSON + P4Info); needs p4c-bm2-ss."""
-    session.run("python3", "-c", "from ptf_tests.toolchain import build_all; build_all()", external=True)
+    session.run("python3", "-c", "import sys; sys.path.insert(0, 'src'); from p4lb.lab.toolchain import build_all; build_all()", external=True)
 
 
 @nox.session
 def switch(session: nox.Session) -> None:
     """The BMv2 packet tests only (they skip, printing why, where BMv2 or the artifacts are missing)."""
-    session.install("-e", ".[test,switch]")
-    session.run("pytest", "ptf_tests", "-rs", *session.posargs)
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/switch", "-rs", *session.posargs)

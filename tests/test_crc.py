@@ -4,9 +4,9 @@ import random
 
 import z3
 
-from model.config import default_config
-from model.crc import crc16, flow_index
-from verify.hashing import crc_slot
+from p4lb.model.config import default_config
+from p4lb.model.crc import crc16, flow_index
+from p4lb.verify.hashing import crc_slot
 
 
 def test_crc16_is_crc16_arc():

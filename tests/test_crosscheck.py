@@ -3,15 +3,15 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.crc import ip
-from model.design import make_design
-from model.ops import Drain, Fail, Heal, Scale, Undrain
-from model.p4lb import Variant
-from model.packet import ACK, FIN, PSH, RST, SYN, Packet
-from model.pool import Pool
-from model.trace import OpStep, Run
-from verify.crosscheck import comparable, z3_outcomes
-from verify.mutants import MUTANTS
+from p4lb.model.crc import ip
+from p4lb.model.design import make_design
+from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain
+from p4lb.model.p4lb import Variant
+from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, Packet
+from p4lb.model.pool import Pool
+from p4lb.model.trace import OpStep, Run
+from p4lb.verify.crosscheck import comparable, z3_outcomes
+from p4lb.verify.mutants import MUTANTS
 
 FLAGS = [SYN, SYN, SYN, ACK, PSH | ACK, FIN | ACK, RST, SYN | ACK, SYN | FIN, 0]
 

@@ -2,16 +2,16 @@
 
 import pytest
 
-from model.config import default_config
-from model.crc import ip
-from model.design import make_design
-from model.errors import ConfigError, PlanError
-from model.ops import Drain, Fail, Heal, Scale
-from model.p4lb import P4lbState, Variant, check_plan, p4lb_plan
-from model.packet import ACK, FIN, RST, SYN, DropReason, Fate, Packet
-from model.pool import Pool
-from model.spec import Prop
-from model.trace import OpStep, Run
+from p4lb.model.config import default_config
+from p4lb.model.crc import ip
+from p4lb.model.design import make_design
+from p4lb.model.errors import ConfigError, PlanError
+from p4lb.model.ops import Drain, Fail, Heal, Scale
+from p4lb.model.p4lb import P4lbState, Variant, check_plan, p4lb_plan
+from p4lb.model.packet import ACK, FIN, RST, SYN, DropReason, Fate, Packet
+from p4lb.model.pool import Pool
+from p4lb.model.spec import Prop
+from p4lb.model.trace import OpStep, Run
 
 CLIENT = ip("10.0.1.1")
 

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from model.spec import Prop
-from verify.engine import Task, bmc, check_invariant, prove, replay
-from verify.mutants import MUTANTS
-from verify.results import Result, Verdict
-from verify.runner import Report, check_p4lb
+from p4lb.model.spec import Prop
+from p4lb.verify.engine import Task, bmc, check_invariant, prove, replay
+from p4lb.verify.mutants import MUTANTS
+from p4lb.verify.results import Result, Verdict
+from p4lb.verify.runner import Report, check_p4lb
 
 
 @pytest.mark.parametrize("n", [4, 64])
@@ -60,14 +60,14 @@ def test_unknown_is_a_failure():
 
 
 def test_cli_json_and_replay(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "verify", "prove", "--design", "seed", "-p", "P4", "--no-mutants", "--json", "--out", str(tmp_path)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "p4lb.verify", "prove", "--design", "seed", "-p", "P4", "--no-mutants", "--json", "--out", str(tmp_path)], capture_output=True, text=True, check=True)
     data = json.loads(out.stdout)
     (res,) = data["results"]
     assert res["verdict"] == "refuted" and res["trace_file"]
-    rep = subprocess.run([sys.executable, "-m", "verify", "replay", res["trace_file"]], capture_output=True, text=True)
+    rep = subprocess.run([sys.executable, "-m", "p4lb.verify", "replay", res["trace_file"]], capture_output=True, text=True)
     assert rep.returncode == 0 and "P4" in rep.stdout
 
 
 def test_cli_rejects_bad_property():
-    out = subprocess.run([sys.executable, "-m", "verify", "prove", "-p", "P9"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "p4lb.verify", "prove", "-p", "P9"], capture_output=True, text=True)
     assert out.returncode == 2 and "P1..P8" in out.stdout

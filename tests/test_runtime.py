@@ -8,16 +8,16 @@ import time
 
 import pytest
 
-from model.config import default_backends
-from model.ops import Drain, Fail, Heal, Scale
-from model.p4lb import P4LB, p4lb_plan
-from model.pool import Pool
-from runtime import cli
-from runtime.controller import Controller
-from runtime.errors import ConfigFileError, ControllerError
-from runtime.health import Hysteresis, probe
-from runtime.settings import HealthCheck, load, parse
-from runtime.switch import ModelSwitch
+from p4lb.controller import cli
+from p4lb.controller.controller import Controller
+from p4lb.controller.errors import ConfigFileError, ControllerError
+from p4lb.controller.health import Hysteresis, probe
+from p4lb.controller.settings import HealthCheck, load, parse
+from p4lb.controller.switch import ModelSwitch
+from p4lb.model.config import default_backends
+from p4lb.model.ops import Drain, Fail, Heal, Scale
+from p4lb.model.p4lb import P4LB, p4lb_plan
+from p4lb.model.pool import Pool
 
 BACKENDS = [{"address": f"10.0.{i + 1}.{i + 1}", "mac": f"00:00:00:00:0{i + 1}:0{i + 1}", "port": i + 1} for i in range(1, 5)]
 
@@ -251,7 +251,7 @@ def test_adding_and_removing_backends_at_the_end(tmp_path):
 
 
 def test_suspect_backend_is_rechecked_sooner():
-    from runtime.health import HealthMonitor
+    from p4lb.controller.health import HealthMonitor
 
     m = HealthMonitor(("127.0.0.1",), HealthCheck("tcp", free_port(), interval_ms=100, timeout_ms=50, fall=2))
     try:
@@ -273,8 +273,8 @@ def test_cli_flow_on_the_model(tmp_path, capsys):
 
 
 def test_status_and_flows_count_open_flows_only(capsys):
-    from model.p4lb import p4lb_packet  # noqa: PLC0415
-    from model.packet import ACK, FIN, SYN, Packet  # noqa: PLC0415
+    from p4lb.model.p4lb import p4lb_packet  # noqa: PLC0415
+    from p4lb.model.packet import ACK, FIN, SYN, Packet  # noqa: PLC0415
 
     ctl = controller()
     ctl.deploy()
@@ -291,7 +291,7 @@ def test_status_and_flows_count_open_flows_only(capsys):
 
 
 def test_cpu_scan_answer_decodes_open_slots_only():
-    from runtime.switch import SCAN_SLOT, SCAN_WIDTH, scan_block  # noqa: PLC0415
+    from p4lb.controller.switch import SCAN_SLOT, SCAN_WIDTH, scan_block  # noqa: PLC0415
 
     cells = [(0, 0, 0, 0)] * SCAN_WIDTH
     cells[3] = (1, 2, (0x0A000101 << 16) | 1000, 500)  # open, idle 500 us
@@ -305,8 +305,8 @@ def test_cpu_scan_answer_decodes_open_slots_only():
 
 
 def test_flow_table_size_must_match_the_p4_program():
-    from ptf_tests.toolchain import artifacts  # noqa: PLC0415
-    from runtime.switch import P4RuntimeSwitch  # noqa: PLC0415
+    from p4lb.controller.switch import P4RuntimeSwitch  # noqa: PLC0415
+    from p4lb.lab.toolchain import artifacts  # noqa: PLC0415
 
     s = parse(config(flows={"table_bits": 12}))
     p4info, bmv2_json = artifacts("p4lb")

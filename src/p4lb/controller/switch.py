@@ -1,0 +1,229 @@
+"""The switch as the controller sees it: the model's writes in, table and register contents out.
+
+Two implementations of one interface: `ModelSwitch` (the executable model; for tests and --dry-run) and
+`P4RuntimeSwitch` (BMv2 through p4runtime-shell, whose global client is wrapped here and nowhere else).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from p4lb.controller.errors import ConfigFileError, SwitchError
+from p4lb.controller.p4rt import P4rt
+from p4lb.model.config import LbConfig
+from p4lb.model.ops import Write
+from p4lb.model.p4lb import FREE, FlowEntry, P4lbState, SlotState, is_open, p4lb_write
+from p4lb.model.packet import DropReason
+
+log = logging.getLogger(__name__)
+
+CPU_READ, CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT, CPU_SCAN = 1, 2, 3, 4  # cpu_out.op in p4/p4lb.p4
+SCAN_WIDTH = 64  # slots per CPU_SCAN answer (p4/p4lb.p4)
+SCAN_SLOT = struct.Struct("!BB6s6s")  # flow_scan_t: flow_state, flow_backend, flow_key, flow_last_seen
+SCAN_WINDOW = 64  # CPU_SCAN requests in flight
+
+
+@dataclass(frozen=True)
+class SwitchView:
+    """What the controller reads back: the committed version and both versions' groups."""
+
+    vip: int | None  # None when no vip entry exists (not deployed)
+    groups: tuple[tuple[int, ...], tuple[int, ...]]
+    rr_next: tuple[int, int] = (0, 0)
+    lb_drops: dict[str, int] = field(default_factory=dict)
+    backend_flows: dict[int, int] = field(default_factory=dict)
+
+
+class Switch(Protocol):
+    """What the controller needs from a switch."""
+
+    def install_pipeline(self) -> None: ...
+    def write(self, w: Write) -> None: ...
+    def install_backends(self, cfg: LbConfig) -> None: ...
+    def read(self, full: bool = True) -> SwitchView: ...
+    def open_flows(self) -> dict[int, FlowEntry]: ...
+    def read_slot(self, slot: int) -> dict[str, int]: ...
+    def close(self) -> None: ...
+
+
+class ModelSwitch:
+    """The executable model standing in for the switch; records every write in order."""
+
+    def __init__(self, cfg: LbConfig) -> None:
+        self.cfg = cfg
+        self.state = P4lbState()
+        self.deployed = False
+        self.installed: LbConfig | None = None
+        self.log: list[Write] = []
+
+    def install_pipeline(self) -> None:
+        self.deployed = True
+
+    def install_backends(self, cfg: LbConfig) -> None:
+        if self.installed != cfg:  # upserts of identical entries change nothing, so they are not logged
+            self.log.append(Write("backend", (), cfg.n))
+            self.installed = cfg
+
+    def write(self, w: Write) -> None:
+        self.state = p4lb_write(self.state, w)
+        if w.target == "vip":
+            self.deployed = True
+        self.log.append(w)
+
+    def open_flows(self) -> dict[int, FlowEntry]:
+        """The open flow slots (slot -> entry), idle timeout applied at the model's clock."""
+        return {i: e for i, e in self.state.flows.items() if is_open(e, self.state.now, self.cfg.idle_timeout_us)}
+
+    def read_slot(self, slot: int) -> dict[str, int]:
+        """The model's flow slot, in the CPU port's field names."""
+        e = self.state.flows.get(slot, FREE)
+        return {"flow_state": int(e.state), "flow_key": e.key, "flow_backend": e.backend, "flow_last_seen": e.last_seen,
+                "rr_next0": self.state.rr_next[0], "rr_next1": self.state.rr_next[1], "idle_timeout": self.cfg.idle_timeout_us, "now": self.state.now}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def read(self, full: bool = True) -> SwitchView:
+        st = self.state
+        return SwitchView(
+            vip=st.vip if self.deployed else None,
+            groups=(st.members(0), st.members(1)),
+            rr_next=st.rr_next,
+            lb_drops={r.name.lower(): st.lb_drops[r] for r in DropReason if r.counted},
+            backend_flows=dict(st.backend_flows),
+        )
+
+
+class P4RuntimeSwitch:
+    """BMv2 over P4Runtime (one `P4rt` session). Table, register, counter and action names are the model's."""
+
+    def __init__(self, grpc: str, device_id: int, election_id: tuple[int, int], p4info: str, bmv2_json: str, cfg: LbConfig) -> None:
+        self.cfg = cfg
+        self.files = (Path(p4info), Path(bmv2_json))
+        self.rt = P4rt(grpc, device_id, election_id)
+
+    def _ready(self) -> P4rt:
+        """The session, with names learned from the running pipeline."""
+        if self.rt.context is None:
+            self.rt.load_p4info(self.files[0] if self.files[0].is_file() else None)
+            self._check_program()
+        return self.rt
+
+    def _check_program(self) -> None:
+        """The program's flow table is the one the config (and so the model) hashes into."""
+        slots = self.rt.register_size("flow_state")
+        if slots != 1 << self.cfg.flow_table_bits:
+            self.rt.context = None
+            raise ConfigFileError("flows.table_bits", self.cfg.flow_table_bits, f"the P4 program has {slots} flow slots: set {slots.bit_length() - 1} (or rebuild p4/p4lb.p4 with another FLOW_SLOTS)")
+
+    def install_pipeline(self) -> None:
+        """Push the P4 program (P4Info + BMv2 JSON); this empties every table and register."""
+        if self.files[0].is_file():
+            self.rt.load_p4info(self.files[0])
+            self._check_program()
+        self.rt.push(*self.files)
+
+    def install_backends(self, cfg: LbConfig) -> None:
+        """Static state: `backend` entries, the return path (`forward`, `send_frame` SNAT), `idle_timeout`."""
+        rt = self._ready()
+        for b in cfg.backends:
+            rt.upsert("backend", {"meta.lb.backend": b.id}, "set_backend", {"mac": b.mac, "addr": b.ip, "port": b.port})
+            rt.upsert("forward", {"hdr.ipv4.dstAddr": (b.ip, 32)}, "set_nhop", {"mac": b.mac, "port": b.port})
+        rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.vip, 32)}, "drop")  # the VIP answers nothing but TCP to vip_port
+        rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.client_net, cfg.client_prefix)}, "set_nhop", {"mac": cfg.client_mac, "port": cfg.client_port})
+        rt.upsert("send_frame", {"std.egress_port": cfg.client_port}, "rewrite_sip", {"sip": cfg.vip})
+        self.cpu(CPU_WRITE_TIMEOUT, 0, cfg.idle_timeout_us)
+
+    def cpu(self, op: int, index: int = 0, value: int = 0) -> dict[str, int]:
+        """One register access through the CPU port, waited for (so it is done before the next write)."""
+        rt = self._ready()
+        rt.packet_out({"op": op, "index": index, "value": value})
+        for _ in range(8):
+            got = rt.packet_in()
+            if got.get("op") == op and got.get("index") == index:
+                return got
+            log.debug("stray PacketIn %s", got)
+        raise SwitchError(f"no answer to CPU-port request op={op} index={index} from {rt.addr}")
+
+    def read_slot(self, slot: int) -> dict[str, int]:
+        """flow_state, flow_key, flow_backend, flow_last_seen of one slot, rr_next0/1, idle_timeout, now."""
+        return self.cpu(CPU_READ, slot)
+
+    def write(self, w: Write) -> None:
+        """One atomic write, as the model names it."""
+        rt = self._ready()
+        if w.target == "vip":
+            rt.upsert("vip", {"hdr.ipv4.dstAddr": self.cfg.vip, "hdr.tcp.dstPort": self.cfg.vip_port}, "lb_select", {"version": w.value})
+        elif w.target == "rr_group":
+            rt.upsert("rr_group", {"meta.lb.version": w.index[0]}, "set_group", {"size": w.value})
+        elif w.target == "rr_member":
+            rt.upsert("rr_member", {"meta.lb.version": w.index[0], "meta.lb.position": w.index[1]}, "set_member", {"backend": w.value})
+        elif w.target == "rr_next":
+            self.cpu(CPU_WRITE_RR_NEXT, w.index[0], w.value)
+        else:
+            raise SwitchError(f"no such switch target {w.target!r}: use vip, rr_group, rr_member or rr_next")
+
+    def read(self, full: bool = True) -> SwitchView:
+        """The committed version and both groups read back; with `full`, rr_next and the counters too."""
+        rt = self._ready()
+        vips = rt.read_table("vip")
+        vip = vips[0].params["version"] if vips else None
+        sizes = [0, 0]
+        for row in rt.read_table("rr_group"):
+            sizes[int(row.match["meta.lb.version"])] = row.params["size"]
+        members: list[dict[int, int]] = [{}, {}]
+        for row in rt.read_table("rr_member"):
+            members[int(row.match["meta.lb.version"])][int(row.match["meta.lb.position"])] = row.params["backend"]
+        groups = tuple(tuple(members[v].get(i, 0) for i in range(sizes[v])) for v in (0, 1))
+        if not full:
+            return SwitchView(vip=vip, groups=groups)  # type: ignore[arg-type]
+        regs = self.read_slot(0)
+        drops = rt.counter_read("lb_drops")
+        return SwitchView(
+            vip=vip,
+            groups=groups,  # type: ignore[arg-type]
+            rr_next=(regs["rr_next0"], regs["rr_next1"]),
+            lb_drops={r.name.lower(): drops.get(int(r), 0) for r in DropReason if r.counted},
+            backend_flows={i: c for i, c in rt.counter_read("backend_flows").items() if c},
+        )
+
+    def open_flows(self) -> dict[int, FlowEntry]:
+        """The open flow slots (slot -> entry): every slot read through the CPU port, SCAN_WIDTH per request,
+        SCAN_WINDOW requests in flight; each block is judged open or idle at the switch clock of its own read."""
+        rt = self._ready()
+        blocks = rt.register_size("flow_state") // SCAN_WIDTH
+        sent, done, out = 0, set(), {}
+        while len(done) < blocks:
+            while sent < blocks and sent - len(done) < SCAN_WINDOW:
+                rt.packet_out({"op": CPU_SCAN, "index": sent}, bytes(SCAN_WIDTH * SCAN_SLOT.size))
+                sent += 1
+            meta, payload = rt.packet_in_with_payload()
+            if meta.get("op") != CPU_SCAN or meta.get("index", blocks) >= sent or meta["index"] in done:
+                log.debug("stray PacketIn %s", meta)  # e.g. the late answer of an earlier, abandoned request
+                continue
+            done.add(meta["index"])
+            out.update(scan_block(meta, payload))
+        return out
+
+    def close(self) -> None:
+        """End the P4Runtime session."""
+        self.rt.close()
+
+
+def scan_block(meta: dict[str, int], payload: bytes) -> dict[int, FlowEntry]:
+    """The open slots of one CPU_SCAN answer."""
+    if len(payload) < SCAN_WIDTH * SCAN_SLOT.size:
+        raise SwitchError(f"CPU_SCAN answer of {len(payload)} bytes, expected {SCAN_WIDTH * SCAN_SLOT.size}: is the switch running p4/p4lb.p4?")
+    out = {}
+    for i in range(SCAN_WIDTH):
+        state, backend, key, seen = SCAN_SLOT.unpack_from(payload, i * SCAN_SLOT.size)
+        if state != SlotState.OPEN:
+            continue
+        e = FlowEntry(SlotState(state & 3), int.from_bytes(key, "big"), backend, int.from_bytes(seen, "big"))
+        if is_open(e, meta["now"], meta["idle_timeout"]):
+            out[meta["index"] * SCAN_WIDTH + i] = e
+    return out

@@ -1,0 +1,257 @@
+"""Switch benchmark: packets/s and latency through BMv2 for p4lb.p4, seed.p4 and forward.p4, side by side.
+
+For each program, the same lab (client, 4 backends, sink) and the same frames: new-flow SYNs (a fresh 5-tuple
+each) and packets of 16 established flows. Throughput keeps at most WINDOW frames in flight (no input-queue
+loss); latency sends one frame at a time (send -> frame seen at the backend). Also the P4Runtime side: a full
+deploy's time and single-write operations per second. Bounded: COUNT frames per case, TIME_LIMIT_S each.
+
+    python -m p4lb.lab.bench [--count N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import select
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from p4lb.controller.controller import Controller
+from p4lb.controller.settings import HealthCheck, Settings, SwitchTarget
+from p4lb.lab.driver import install_seed, tcp_frame
+from p4lb.lab.lab import Lab
+from p4lb.lab.toolchain import missing_switch
+from p4lb.model.config import default_config
+from p4lb.model.crc import ip
+from p4lb.model.ops import Write
+from p4lb.model.p4lb import flow_slot
+from p4lb.model.packet import ACK, PSH, SYN, Packet
+from p4lb.model.pool import Pool
+
+WINDOW = 32
+TIME_LIMIT_S = 20.0
+FLOWS = 16
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One program, one kind of traffic."""
+
+    program: str
+    kind: str
+    pps: float
+    lat_median_us: float
+    lat_p99_us: float
+    lost: int
+
+
+def _syn_packets(count: int) -> list[Packet]:
+    """SYNs of distinct flows whose p4lb slots are all distinct (none is refused for a full slot)."""
+    cfg, seen, out = default_config(4), set(), []
+    src, port = ip("10.1.0.1"), 1024
+    while len(out) < count:
+        p = Packet(src, port, SYN)
+        slot = flow_slot(cfg, p)
+        if slot not in seen:
+            seen.add(slot)
+            out.append(p)
+        port += 1
+        if port > 65535:
+            src, port = src + 1, 1024
+    return out
+
+
+def _setup(lab: Lab) -> None:
+    """Entries: the controller's deploy for p4lb, the seed's cmd.txt for seed, one route for forward."""
+    cfg = lab.cfg
+    if lab.program == "p4lb":
+        lab.switch.install_backends(cfg)
+        from p4lb.model.p4lb import P4LB, P4lbState, p4lb_plan  # noqa: PLC0415
+
+        for w in p4lb_plan(P4LB, P4lbState(), Pool.initial(cfg.n)):
+            lab.switch.write(w)
+    elif lab.program == "seed":
+        install_seed(lab, Pool.initial(cfg.n))
+    else:
+        b = cfg.backends[0]
+        lab.rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.vip, 32)}, "set_nhop", {"mac": b.mac, "port": b.port})
+        lab.rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.client_net, cfg.client_prefix)}, "set_nhop", {"mac": cfg.client_mac, "port": cfg.client_port})
+
+
+def _backend_socks(lab: Lab) -> list:
+    return [h.open_socket() for name, h in lab.hosts.items() if name.startswith("b")]
+
+
+def _count_rx(socks, timeout: float) -> int:
+    """Frames received on the backends' sockets within timeout (0 if none)."""
+    ready, _, _ = select.select(socks, [], [], timeout)
+    n = 0
+    for s in ready:
+        while True:
+            try:
+                _, addr = s.recvfrom(65535)
+            except BlockingIOError:
+                break
+            if addr[2] != 4:  # not our own outgoing frame
+                n += 1
+    return n
+
+
+def throughput(lab: Lab, frames: list[bytes]) -> tuple[float, int]:
+    """Frames/s through the switch with at most WINDOW in flight; and how many never arrived."""
+    socks = _backend_socks(lab)
+    client = lab.hosts["client"].open_socket()
+    lab.topo.drain_all()
+    sent = got = lost = 0
+    start = last_rx = time.monotonic()
+    while got + lost < len(frames) and time.monotonic() < start + TIME_LIMIT_S:
+        while sent < len(frames) and sent - got - lost < WINDOW:
+            client.send(frames[sent])
+            sent += 1
+        n = _count_rx(socks, 0.1)
+        if n:
+            got += n
+            last_rx = time.monotonic()
+        else:  # nothing for 100 ms: what is in flight is lost
+            lost = sent - got
+    return got / max(last_rx - start, 1e-9), len(frames) - got
+
+
+def latency(lab: Lab, frames: list[bytes]) -> list[float]:
+    """Microseconds from send to arrival, one frame at a time."""
+    socks = _backend_socks(lab)
+    client = lab.hosts["client"].open_socket()
+    lab.topo.drain_all()
+    out = []
+    for f in frames:
+        t0 = time.perf_counter()
+        client.send(f)
+        if _count_rx(socks, 1.0):
+            out.append((time.perf_counter() - t0) * 1e6)
+    return out
+
+
+def measure(program: str, count: int) -> list[Figures]:
+    """Both kinds of traffic through one program."""
+    cfg = default_config(4)
+    syns = [tcp_frame(cfg, p) for p in _syn_packets(count + 200)]
+    flows = [Packet(ip("10.2.0.1"), 2000 + i, SYN) for i in range(FLOWS)]
+    est = [tcp_frame(cfg, Packet(p.src_ip, p.src_port, PSH | ACK), pktlen=128) for p in flows]
+    out = []
+    with Lab(program, cfg) as lab:
+        _setup(lab)
+        for p in flows:
+            lab.send(tcp_frame(cfg, p))
+        for kind, frames, lat_frames in (("new-flow SYN", syns[:count], syns[count:]), ("established", [est[i % FLOWS] for i in range(count)], est * 12)):
+            pps, lost = throughput(lab, frames)
+            lat = latency(lab, lat_frames[:200])
+            q = statistics.quantiles(lat, n=100) if len(lat) > 2 else [0.0] * 99
+            out.append(Figures(program, kind, pps, statistics.median(lat) if lat else 0.0, q[98], lost))
+    return out
+
+
+def controller_figures(writes: int = 300) -> dict[str, float]:
+    """A full p4lb deploy's time (pipeline push + entries + group) and single P4Runtime writes per second."""
+    cfg = default_config(64)
+    with Lab("p4lb", cfg, push=False) as lab:
+        from p4lb.lab.toolchain import artifacts  # noqa: PLC0415
+
+        p4info, bmv2_json = artifacts("p4lb")
+        settings = Settings(cfg, HealthCheck(), SwitchTarget(grpc=lab.bmv2.grpc, p4info=str(p4info), bmv2_json=str(bmv2_json)), cfg.n, ())
+        from p4lb.controller.switch import P4RuntimeSwitch  # noqa: PLC0415
+
+        sw = P4RuntimeSwitch(lab.bmv2.grpc, 0, (0, 1), str(p4info), str(bmv2_json), cfg)
+        try:
+            t0 = time.perf_counter()
+            Controller(settings, sw, grace_s=0).deploy()
+            deploy_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for i in range(writes):
+                sw.write(Write("rr_member", (1, i % 64), 1 + i % 64))
+            ops = writes / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for _ in range(20):
+                sw.read()
+            read_ms = (time.perf_counter() - t0) / 20 * 1000
+            t0 = time.perf_counter()
+            sw.open_flows()
+            scan_s = time.perf_counter() - t0
+        finally:
+            sw.close()
+    return {"deploy_s (N=64)": deploy_s, "table writes/s": ops, "state read-back ms": read_ms, "open-flow scan s (65,536 slots)": scan_s}
+
+
+def failover_figures(rounds: int = 5) -> list[float]:
+    """Milliseconds from killing a backend's server to the health loop's committed fail, on BMv2 (e2e lab)."""
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from p4lb.lab.e2e import E2E  # noqa: PLC0415
+    from p4lb.lab.hosts import wait_until  # noqa: PLC0415
+
+    out = []
+    with Lab("p4lb", default_config(4), silent=False, push=False) as lab, tempfile.TemporaryDirectory() as tmp:
+        lab.reset()
+        env = E2E(lab, Path(tmp))
+        try:
+            for b in range(1, 5):
+                env.start_server(b)
+            env.cli("deploy")
+            env.start_loop()
+            for i in range(rounds):
+                time.sleep(0.5)
+                t0 = time.monotonic()
+                env.stop_server(3)
+                if not wait_until(lambda i=i: env.transitions("fail 3") > i, 10.0, 0.002):
+                    break
+                out.append((time.monotonic() - t0) * 1000)
+                env.start_server(3)
+                if not wait_until(lambda i=i: env.transitions("heal 3") > i, 10.0, 0.01):
+                    break
+        finally:
+            env.close()
+    return out
+
+
+def median_figures(runs: list[Figures]) -> Figures:
+    """Per column, the median over rounds of one program and kind of traffic (lost: the worst round)."""
+    med = statistics.median
+    return Figures(runs[0].program, runs[0].kind, med(f.pps for f in runs), med(f.lat_median_us for f in runs), med(f.lat_p99_us for f in runs), max(f.lost for f in runs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the figures (or why they cannot be measured here)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=2000, help="frames per throughput case (default 2000)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of forward, seed, p4lb in turn; the median round is shown (default 3)")
+    args = ap.parse_args(argv)
+    console = Console()
+    reason = missing_switch()
+    if reason:
+        console.print(f"switch benchmark skipped: {reason}")
+        return 0
+    rounds = [[f for program in ("forward", "seed", "p4lb") for f in measure(program, args.count)] for _ in range(max(1, args.rounds))]
+    figures = [median_figures([r[i] for r in rounds]) for i in range(len(rounds[0]))]
+    t = Table(title=f"BMv2 simple_switch_grpc, {args.count} frames per case, window {WINDOW}, median of {len(rounds)} interleaved rounds")
+    for col in ("program", "traffic", "packets/s", "latency median us", "latency p99 us", "lost"):
+        t.add_column(col)
+    for f in figures:
+        t.add_row(f.program, f.kind, f"{f.pps:,.0f}", f"{f.lat_median_us:,.0f}", f"{f.lat_p99_us:,.0f}", str(f.lost))
+    console.print(t)
+    by = {(f.program, f.kind): f.pps for f in figures}
+    for kind in ("new-flow SYN", "established"):
+        console.print(f"{kind}: p4lb/seed = {by['p4lb', kind] / by['seed', kind]:.2f}x, p4lb/forward = {by['p4lb', kind] / by['forward', kind]:.2f}x (target p4lb >= 0.8x seed)")
+    for k, v in controller_figures().items():
+        console.print(f"P4Runtime: {k} = {v:,.2f}")
+    fo = failover_figures()
+    if fo:
+        console.print(f"failover on BMv2 (kill -> fail committed, 100 ms interval, fall=2): median {statistics.median(fo):.0f} ms, max {max(fo):.0f} ms over {len(fo)} kills (target 200 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Typed configuration shared by the model, the prover and the controller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p4lb.model.crc import ip, ip_str
+from p4lb.model.errors import ConfigError
+
+MAX_BACKENDS = 128  # the P4 program's compile-time bound on N (positions and ids are bit<8>)
+SEED_BACKENDS = 4
+CPU_PORT = 510  # the P4 programs' controller port (PacketOut/PacketIn): simple_switch_grpc --cpu-port 510
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend server behind the VIP."""
+
+    id: int  # 1..N
+    ip: int
+    mac: int
+    port: int  # switch port it is attached to
+
+    def __str__(self) -> str:
+        return f"#{self.id} {ip_str(self.ip)} port {self.port}"
+
+
+@dataclass(frozen=True)
+class LbConfig:
+    """The load balancer's parameters: VIP, backends, flow table size, idle timeout."""
+
+    vip: int = ip("10.0.0.1")
+    vip_port: int = 80
+    backends: tuple[Backend, ...] = ()
+    idle_timeout_us: int = 60_000_000
+    flow_table_bits: int = 16
+    client_port: int = 1
+    drain_grace_ms: int = 50
+    client_net: int = ip("10.0.0.0")  # the return path: replies to client_net/client_prefix leave on client_port
+    client_prefix: int = 24
+    client_mac: int = 0x0101
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def n(self) -> int:
+        """Number of backends N."""
+        return len(self.backends)
+
+    def backend(self, backend_id: int) -> Backend:
+        """The backend with this id."""
+        for b in self.backends:
+            if b.id == backend_id:
+                return b
+        raise ConfigError("backend", backend_id, f"use an id in 1..{self.n}")
+
+
+def validate(cfg: LbConfig) -> None:
+    """Raise ConfigError naming the first bad field."""
+    if not 1 <= cfg.vip_port <= 65535:
+        raise ConfigError("vip_port", cfg.vip_port, "use a TCP port in 1..65535")
+    if not 1 <= len(cfg.backends) <= MAX_BACKENDS:
+        raise ConfigError("backends", len(cfg.backends), f"give 1..{MAX_BACKENDS} backends")
+    for pos, b in enumerate(cfg.backends, start=1):
+        if b.id != pos:
+            raise ConfigError(f"backends[{pos - 1}].id", b.id, f"number backends 1..N in order (expected {pos})")
+        if not 0 < b.port < CPU_PORT:
+            raise ConfigError(f"backends[{pos - 1}].port", b.port, f"use a switch port in 1..{CPU_PORT - 1} ({CPU_PORT} is the CPU port)")
+        if b.port == cfg.client_port:
+            raise ConfigError(f"backends[{pos - 1}].port", b.port, "a backend port must differ from client_port")
+        if b.ip == cfg.vip:
+            raise ConfigError(f"backends[{pos - 1}].ip", ip_str(b.ip), "a backend address must differ from the VIP")
+    if len({b.ip for b in cfg.backends}) != len(cfg.backends):
+        raise ConfigError("backends", [ip_str(b.ip) for b in cfg.backends], "give each backend its own address")
+    if not 0 < cfg.client_port < CPU_PORT:
+        raise ConfigError("client_port", cfg.client_port, f"use a switch port in 1..{CPU_PORT - 1} ({CPU_PORT} is the CPU port)")
+    if not 1 <= cfg.idle_timeout_us < 1 << 47:
+        raise ConfigError("idle_timeout", cfg.idle_timeout_us, "use a positive timeout below 2**47 microseconds")
+    if not 0 <= cfg.client_prefix <= 32 or cfg.client_net & ((1 << (32 - cfg.client_prefix)) - 1):
+        raise ConfigError("client_net", f"{ip_str(cfg.client_net)}/{cfg.client_prefix}", "use a network address with its prefix length, e.g. 10.0.0.0/24")
+    if not 0 <= cfg.client_mac < 1 << 48:
+        raise ConfigError("client_mac", cfg.client_mac, "use a 48-bit MAC address")
+    if not 1 <= cfg.flow_table_bits <= 20:
+        raise ConfigError("flow_table_bits", cfg.flow_table_bits, "use 1..20 (2..1M flow slots)")
+
+
+def default_backends(n: int) -> tuple[Backend, ...]:
+    """N test backends as in the seed: backend i is 10.0.{i+1}.{i+1}, MAC 00:..:{i+1}:{i+1}, switch port i+1."""
+    return tuple(
+        Backend(id=i, ip=ip(f"10.0.{i + 1}.{i + 1}"), mac=(i + 1) * 0x101, port=i + 1)
+        for i in range(1, n + 1)
+    )
+
+
+def default_config(n: int = SEED_BACKENDS, **kw: object) -> LbConfig:
+    """The seed's topology (VIP 10.0.0.1:80, client on port 1) with N backends."""
+    return LbConfig(backends=default_backends(n), **kw)  # type: ignore[arg-type]

@@ -1,0 +1,89 @@
+"""The two designs behind one interface, so runs, traces and checks treat them alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from p4lb.model.config import SEED_BACKENDS, LbConfig, default_config
+from p4lb.model.errors import ConfigError
+from p4lb.model.ops import Write
+from p4lb.model.p4lb import P4LB, P4lbState, Variant, check_plan, flow_slot, p4lb_packet, p4lb_plan, p4lb_write
+from p4lb.model.packet import Outcome, Packet
+from p4lb.model.pool import Pool
+from p4lb.model.seed import SeedState, seed_index, seed_packet, seed_plan, seed_write
+
+DESIGNS = ("seed", "p4lb")
+
+
+@dataclass(frozen=True)
+class Design:
+    """A design (seed, p4lb or a p4lb mutant) on a configuration."""
+
+    name: str
+    cfg: LbConfig
+    variant: Variant = P4LB
+
+    @property
+    def is_seed(self) -> bool:
+        """True for the seed's algorithm."""
+        return self.name == "seed"
+
+    def initial(self, pool: Pool) -> Any:
+        """The switch state after deployment with `pool`."""
+        if self.is_seed:
+            st = SeedState()
+            for w in seed_plan(st, Pool.initial(SEED_BACKENDS), pool):
+                st = seed_write(st, w)
+            return st
+        st = P4lbState()
+        for w in p4lb_plan(self.variant, st, pool):
+            st = p4lb_write(st, w)
+        return st
+
+    def packet(self, st: Any, pkt: Packet) -> tuple[Any, Outcome]:
+        """Run one packet through the ingress."""
+        if self.is_seed:
+            return seed_packet(self.cfg, st, pkt)
+        return p4lb_packet(self.cfg, self.variant, st, pkt)
+
+    def plan(self, st: Any, before: Pool, after: Pool) -> list[Write]:
+        """The exact writes the controller makes to go from `before` to `after`."""
+        if self.is_seed:
+            return seed_plan(st, before, after)
+        plan = p4lb_plan(self.variant, st, after)
+        if self.variant == P4LB:
+            check_plan(st, plan, after)
+        return plan
+
+    def write(self, st: Any, w: Write) -> Any:
+        """Apply one write."""
+        return seed_write(st, w) if self.is_seed else p4lb_write(st, w)
+
+    def slot(self, pkt: Packet) -> int:
+        """The per-flow state index of a packet."""
+        return seed_index(self.cfg, pkt) if self.is_seed else flow_slot(self.cfg, pkt)
+
+    def record(self, st: Any, slot: int) -> Any:
+        """The per-flow state that decides where a flow's packets go."""
+        return st.record(slot) if self.is_seed else st.flows.get(slot)
+
+    def occupant(self, st: Any, pkt: Packet) -> int | None:
+        """The flow key stored in the packet's slot (the seed stores none)."""
+        if self.is_seed:
+            return None
+        e = st.flows.get(flow_slot(self.cfg, pkt))
+        return None if e is None else e.key
+
+    def now(self, st: Any, pkt: Packet) -> int:
+        """The time the switch stamps on this packet."""
+        return pkt.time_us if self.is_seed else max(pkt.time_us, st.now)
+
+
+def make_design(name: str, n: int = SEED_BACKENDS, variant: Variant = P4LB, **cfg: Any) -> Design:
+    """seed (always 4 backends) or p4lb with n backends."""
+    if name not in DESIGNS:
+        raise ConfigError("design", name, f"use one of {', '.join(DESIGNS)}")
+    if name == "seed":
+        return Design("seed", default_config(SEED_BACKENDS, flow_table_bits=13, **cfg))
+    return Design("p4lb", default_config(n, **cfg), variant)

@@ -1,0 +1,150 @@
+"""Controller operations: what the operator asks for, and the exact switch writes that carry it out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p4lb.model.errors import ConfigError
+from p4lb.model.pool import Pool, fmt_set, with_sets
+
+
+@dataclass(frozen=True)
+class Write:
+    """One atomic switch write: a table entry's action parameter or a register cell, named as in the P4 program."""
+
+    target: str  # vip | rr_group | rr_member | rr_next | set_max | set_status1..4
+    index: tuple[int, ...]
+    value: int
+
+    def __str__(self) -> str:
+        idx = ",".join(str(i) for i in self.index)
+        return f"{self.target}[{idx}] := {self.value}"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Make backends 1..active the active ones (the seed's `max`)."""
+
+    active: int
+
+    def apply(self, pool: Pool) -> Pool:
+        if not 0 <= self.active <= pool.n:
+            raise ConfigError("active", self.active, f"use 0..{pool.n}")
+        return with_sets(pool, active=frozenset(range(1, self.active + 1)))
+
+    def __str__(self) -> str:
+        return f"scale --active {self.active}"
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Mark a backend failed."""
+
+    backend: int
+
+    def apply(self, pool: Pool) -> Pool:
+        pool.check_backend(self.backend)
+        return with_sets(pool, healthy=pool.healthy - {self.backend})
+
+    def __str__(self) -> str:
+        return f"fail {self.backend}"
+
+
+@dataclass(frozen=True)
+class Heal:
+    """Mark a backend healthy."""
+
+    backend: int
+
+    def apply(self, pool: Pool) -> Pool:
+        pool.check_backend(self.backend)
+        return with_sets(pool, healthy=pool.healthy | {self.backend})
+
+    def __str__(self) -> str:
+        return f"heal {self.backend}"
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Stop new flows to a backend; its open flows stay."""
+
+    backend: int
+
+    def apply(self, pool: Pool) -> Pool:
+        pool.check_backend(self.backend)
+        return with_sets(pool, draining=pool.draining | {self.backend})
+
+    def __str__(self) -> str:
+        return f"drain {self.backend}"
+
+
+@dataclass(frozen=True)
+class Undrain:
+    """Let a drained backend take new flows again."""
+
+    backend: int
+
+    def apply(self, pool: Pool) -> Pool:
+        pool.check_backend(self.backend)
+        return with_sets(pool, draining=pool.draining - {self.backend})
+
+    def __str__(self) -> str:
+        return f"undrain {self.backend}"
+
+
+@dataclass(frozen=True)
+class Configure:
+    """Set all three sets at once (what a counterexample's abstract operation becomes)."""
+
+    active: frozenset[int]
+    healthy: frozenset[int]
+    draining: frozenset[int] = frozenset()
+
+    def apply(self, pool: Pool) -> Pool:
+        for b in self.active | self.healthy | self.draining:
+            pool.check_backend(b)
+        return Pool(pool.n, frozenset(self.active), frozenset(self.healthy), frozenset(self.draining))
+
+    def __str__(self) -> str:
+        return f"configure active={fmt_set(self.active)} healthy={fmt_set(self.healthy)} draining={fmt_set(self.draining)}"
+
+
+Op = Scale | Fail | Heal | Drain | Undrain | Configure
+
+
+def op_to_json(op: Op) -> dict:
+    """JSON form of an operation."""
+    if isinstance(op, Configure):
+        return {"op": "configure", "active": sorted(op.active), "healthy": sorted(op.healthy), "draining": sorted(op.draining)}
+    if isinstance(op, Scale):
+        return {"op": "scale", "active": op.active}
+    return {"op": type(op).__name__.lower(), "backend": op.backend}
+
+
+def op_from_json(data: dict) -> Op:
+    """Inverse of op_to_json."""
+    kind = data.get("op")
+    if kind == "configure":
+        return Configure(frozenset(data["active"]), frozenset(data["healthy"]), frozenset(data.get("draining", [])))
+    if kind == "scale":
+        return Scale(int(data["active"]))
+    table = {"fail": Fail, "heal": Heal, "drain": Drain, "undrain": Undrain}
+    if kind not in table:
+        raise ConfigError("op", kind, f"use one of configure, scale, {', '.join(table)}")
+    return table[kind](int(data["backend"]))
+
+
+def op_between(before: Pool, after: Pool) -> Op:
+    """The simplest operation that turns `before` into `after`."""
+    n = before.n
+    same_active, same_healthy, same_draining = before.active == after.active, before.healthy == after.healthy, before.draining == after.draining
+    if same_active and same_draining and len(before.healthy ^ after.healthy) == 1:
+        (b,) = before.healthy ^ after.healthy
+        return Heal(b) if b in after.healthy else Fail(b)
+    if same_active and same_healthy and len(before.draining ^ after.draining) == 1:
+        (b,) = before.draining ^ after.draining
+        return Drain(b) if b in after.draining else Undrain(b)
+    k = len(after.active)
+    if same_healthy and same_draining and after.active == frozenset(range(1, k + 1)) and k <= n:
+        return Scale(k)
+    return Configure(after.active, after.healthy, after.draining)

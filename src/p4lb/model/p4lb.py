@@ -1,0 +1,223 @@
+"""p4lb's ingress: versioned round-robin over eligible backends, a keyed flow table that never evicts an open flow.
+
+Tables (written by the controller): `vip` (lb_select(version): the one atomic commit point), `rr_group`
+(set_group(size) per version), `rr_member` (set_member(backend) per version and position), `backend`
+(set_backend(mac, ip, port)). Registers (written by the data plane): `rr_next` (per version), `flow_state`,
+`flow_key`, `flow_backend`, `flow_last_seen` (per flow slot). Counters: `lb_drops` (per DropReason),
+`backend_flows` (new flows per backend). No loop over N: a packet reads one group size, one member, one slot.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, fields, replace
+
+from p4lb.model.config import LbConfig
+from p4lb.model.crc import flow_index
+from p4lb.model.errors import PlanError
+from p4lb.model.ops import Write
+from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet, dropped, to_backend
+from p4lb.model.pool import Pool
+
+TCP = 6
+INDEX_MOD = 256  # rr_next and rr_member positions are bit<8>
+
+
+class SlotState(enum.IntEnum):
+    """flow_state values."""
+
+    FREE = 0
+    OPEN = 1
+    CLOSING = 2  # FIN/RST seen: still forwarded so the close handshake completes, but no longer protected
+
+
+@dataclass(frozen=True)
+class FlowEntry:
+    """One flow slot: flow_state, flow_key, flow_backend, flow_last_seen."""
+
+    state: SlotState = SlotState.FREE
+    key: int = 0
+    backend: int = 0
+    last_seen: int = 0
+
+
+FREE = FlowEntry()
+
+
+def is_open(e: FlowEntry, now: int, idle_timeout_us: int) -> bool:
+    """An OPEN slot idle for no longer than the timeout: a flow the balancer still pins and protects."""
+    return e.state is SlotState.OPEN and now - e.last_seen <= idle_timeout_us
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Deliberate bugs (mutants); all False is p4lb. Each one is meant to break the property in its doc."""
+
+    eligible_ignores_health: bool = False  # P1: the planner lists failed backends
+    eligible_ignores_active: bool = False  # P2: the planner lists inactive backends
+    no_pointer_wrap: bool = False  # P3: rr_next runs past the group size into empty positions
+    resyn_redispatch: bool = False  # P4: a retransmitted SYN of an open flow is dispatched again
+    advance_on_refuse: bool = False  # P5: a refused SYN still advances rr_next
+    evict_on_collision: bool = False  # P6: a new SYN takes the slot of another open flow
+    in_place_updates: bool = False  # P7: the controller rewrites the live version instead of staging
+    refuse_uncounted: bool = False  # P8: a SYN refused for a full slot is dropped without being counted
+
+    def name(self) -> str:
+        """The mutant's name, or p4lb."""
+        on = [f.name for f in fields(self) if getattr(self, f.name)]
+        return "+".join(on) if on else "p4lb"
+
+
+P4LB = Variant()
+
+
+@dataclass(frozen=True)
+class P4lbState:
+    """Everything the ingress reads or writes."""
+
+    vip: int = 0  # version in the vip entry's lb_select action
+    rr_group: tuple[int, int] = (0, 0)
+    rr_member: dict[tuple[int, int], int] = field(default_factory=dict)
+    rr_next: tuple[int, int] = (0, 0)
+    flows: dict[int, FlowEntry] = field(default_factory=dict)
+    lb_drops: tuple[int, ...] = (0,) * 8
+    backend_flows: dict[int, int] = field(default_factory=dict)
+    now: int = 0
+
+    def members(self, version: int) -> tuple[int, ...]:
+        """The round-robin group of a version."""
+        return tuple(self.rr_member.get((version, i), 0) for i in range(self.rr_group[version]))
+
+
+def flow_slot(cfg: LbConfig, pkt: Packet) -> int:
+    """crc16 of the 5-tuple into the flow table."""
+    return flow_index(pkt.src_ip, cfg.vip, TCP, pkt.src_port, cfg.vip_port, cfg.flow_table_bits)
+
+
+def _count_drop(st: P4lbState, reason: DropReason) -> P4lbState:
+    if not reason.counted:
+        return st
+    drops = list(st.lb_drops)
+    drops[reason] += 1
+    return replace(st, lb_drops=tuple(drops))
+
+
+def _set(pair: tuple[int, int], index: int, value: int) -> tuple[int, int]:
+    return (value, pair[1]) if index == 0 else (pair[0], value)
+
+
+def _advance(var: Variant, st: P4lbState) -> tuple[P4lbState, int, int]:
+    """Read the group of the committed version and advance its rr_next: (state, position, backend)."""
+    v, n = st.vip, st.rr_group[st.vip]
+    i = st.rr_next[v]
+    if i >= n and not var.no_pointer_wrap:
+        i = 0
+    nxt = (i + 1) % INDEX_MOD
+    if nxt >= n and not var.no_pointer_wrap:
+        nxt = 0
+    return replace(st, rr_next=_set(st.rr_next, v, nxt)), i, st.rr_member.get((v, i), 0)
+
+
+def _forward(cfg: LbConfig, backend: int, admitted: bool = False) -> Outcome:
+    """Apply the `backend` table: a miss leaves egress_spec at 0, where nothing is attached."""
+    if 1 <= backend <= cfg.n:
+        return to_backend(backend, admitted)
+    return Outcome(Fate.LOST, backend, DropReason.NONE, admitted)
+
+
+def p4lb_packet(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tuple[P4lbState, Outcome]:
+    """One TCP packet to the VIP."""
+    t = max(pkt.time_us, st.now)
+    st = replace(st, now=t)
+    cls = pkt.flag_class
+    if cls is FlagClass.MALFORMED:
+        return _count_drop(st, DropReason.MALFORMED), dropped(DropReason.MALFORMED)
+    slot = flow_slot(cfg, pkt)
+    e = st.flows.get(slot, FREE)
+    live = e.state is not SlotState.FREE and t - e.last_seen <= cfg.idle_timeout_us
+    mine = e.key == pkt.key
+    if live and mine and e.state is SlotState.OPEN and not (var.resyn_redispatch and cls is FlagClass.SYN):
+        state = SlotState.CLOSING if cls is FlagClass.CLOSE else SlotState.OPEN
+        return _put(st, slot, replace(e, state=state, last_seen=t)), _forward(cfg, e.backend)
+    if cls is FlagClass.SYN:
+        return _new_flow(cfg, var, st, pkt, slot, is_open(e, t, cfg.idle_timeout_us) and not mine)
+    if live and mine and e.state is SlotState.CLOSING:
+        return _put(st, slot, replace(e, last_seen=t)), _forward(cfg, e.backend)
+    return _count_drop(st, DropReason.UNKNOWN_FLOW), dropped(DropReason.UNKNOWN_FLOW)
+
+
+def _new_flow(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet, slot: int, occupied: bool) -> tuple[P4lbState, Outcome]:
+    """A SYN of no open flow: refuse if its slot is held, else dispatch round-robin and pin."""
+    if occupied and not var.evict_on_collision:
+        if var.advance_on_refuse and st.rr_group[st.vip]:
+            st = _advance(var, st)[0]
+        reason = DropReason.UNCOUNTED if var.refuse_uncounted else DropReason.FLOW_TABLE_FULL
+        return _count_drop(st, reason), dropped(reason)
+    if st.rr_group[st.vip] == 0:
+        return _count_drop(st, DropReason.NO_ELIGIBLE), dropped(DropReason.NO_ELIGIBLE)
+    st, _, b = _advance(var, st)
+    flows_per_backend = dict(st.backend_flows)
+    flows_per_backend[b] = flows_per_backend.get(b, 0) + 1
+    st = replace(_put(st, slot, FlowEntry(SlotState.OPEN, pkt.key, b, st.now)), backend_flows=flows_per_backend)
+    return st, _forward(cfg, b, admitted=True)
+
+
+def _put(st: P4lbState, slot: int, e: FlowEntry) -> P4lbState:
+    flows = dict(st.flows)
+    flows[slot] = e
+    return replace(st, flows=flows)
+
+
+def p4lb_write(st: P4lbState, w: Write) -> P4lbState:
+    """Apply one control-plane write."""
+    if w.target == "vip":
+        return replace(st, vip=w.value & 1)
+    if w.target == "rr_group":
+        return replace(st, rr_group=_set(st.rr_group, w.index[0], w.value))
+    if w.target == "rr_next":
+        return replace(st, rr_next=_set(st.rr_next, w.index[0], w.value % INDEX_MOD))
+    if w.target == "rr_member":
+        members = dict(st.rr_member)
+        members[(w.index[0], w.index[1])] = w.value
+        return replace(st, rr_member=members)
+    raise PlanError(f"p4lb has no control-plane target {w.target!r}")
+
+
+def planned_members(var: Variant, pool: Pool) -> tuple[int, ...]:
+    """The group the planner lists for a pool (the mutants list the wrong set)."""
+    if var.eligible_ignores_health:
+        return tuple(sorted(pool.active - pool.draining))
+    if var.eligible_ignores_active:
+        return tuple(sorted(pool.healthy - pool.draining))
+    return pool.members()
+
+
+def p4lb_plan(var: Variant, st: P4lbState, after: Pool) -> list[Write]:
+    """Stage the new group under the unused version, then commit it with one write to `vip` (Reitblatt et al.)."""
+    members = planned_members(var, after)
+    if st.members(st.vip) == members:
+        return []
+    s = st.vip if var.in_place_updates else 1 - st.vip
+    writes = [Write("rr_member", (s, i), b) for i, b in enumerate(members)]
+    return writes + [Write("rr_group", (s,), len(members)), Write("rr_next", (s,), 0), Write("vip", (), s)]
+
+
+def check_plan(st: P4lbState, plan: list[Write], after: Pool) -> None:
+    """Raise PlanError unless `plan` only stages the unused version, commits last, and lists exactly `after`'s eligible set."""
+    if not plan:
+        if set(st.members(st.vip)) != after.eligible:
+            raise PlanError(f"an empty plan leaves group {st.members(st.vip)} but eligible is {sorted(after.eligible)}")
+        return
+    staged = 1 - st.vip
+    *stage, commit = plan
+    for w in stage:
+        if w.target not in ("rr_member", "rr_group", "rr_next") or w.index[0] != staged:
+            raise PlanError(f"write {w} touches the live version {st.vip}; stage under version {staged}")
+    if commit != Write("vip", (), staged):
+        raise PlanError(f"the last write must be the commit vip[] := {staged}, not {commit}")
+    end = st
+    for w in plan:
+        end = p4lb_write(end, w)
+    group = end.members(staged)
+    if len(set(group)) != len(group) or set(group) != after.eligible or end.rr_next[staged] != 0:
+        raise PlanError(f"staged group {group} (rr_next {end.rr_next[staged]}) does not list eligible {sorted(after.eligible)} once each")

@@ -1,0 +1,135 @@
+"""The contract P1..P8 as an executable checker over one run: the spec's ghost state and its per-step checks."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet
+from p4lb.model.pool import Pool
+
+
+class Prop(enum.Enum):
+    """The properties of PROPERTIES.md."""
+
+    P1 = "no new flow to a failed backend"
+    P2 = "no new flow to an inactive backend"
+    P3 = "no black hole"
+    P4 = "pinning"
+    P5 = "fairness"
+    P6 = "isolation"
+    P7 = "safe updates"
+    P8 = "bounded state"
+
+    @classmethod
+    def parse(cls, text: str) -> Prop:
+        """'P3' or 'p3' to Prop.P3."""
+        return cls[text.strip().upper()]
+
+
+@dataclass(frozen=True)
+class OpenFlow:
+    """A flow the spec considers admitted and not closed; it is open while now - last <= idle timeout."""
+
+    backend: int
+    last: int
+
+
+@dataclass(frozen=True)
+class SpecState:
+    """Ghost state: the operator's sets, the admitted flows, and the new flows dispatched since the eligible set last changed."""
+
+    pool: Pool
+    flows: dict[int, OpenFlow] = field(default_factory=dict)
+    run: tuple[int, ...] = ()  # backends given to new flows since the eligible set last changed
+    writes_seen: int = 0  # controller writes so far (P7 speaks of states reached through them)
+
+
+def is_open(spec: SpecState, key: int, t: int, timeout: int) -> bool:
+    """Is the flow open at time t."""
+    f = spec.flows.get(key)
+    return f is not None and t - f.last <= timeout
+
+
+def spec_packet(spec: SpecState, pkt: Packet, t: int, timeout: int, outcome: Outcome) -> SpecState:
+    """The spec's view after the switch handled `pkt` at time t."""
+    cls = pkt.flag_class
+    flows = dict(spec.flows)
+    run = spec.run
+    if is_open(spec, pkt.key, t, timeout):
+        if cls is FlagClass.CLOSE:
+            del flows[pkt.key]
+        elif cls is not FlagClass.MALFORMED:
+            flows[pkt.key] = replace(flows[pkt.key], last=t)
+    elif cls is FlagClass.SYN and outcome.fate is Fate.BACKEND:
+        flows[pkt.key] = OpenFlow(outcome.backend, t)
+        run = run + (outcome.backend,)
+    return replace(spec, flows=flows, run=run)
+
+
+def spec_pool(spec: SpecState, pool: Pool) -> SpecState:
+    """The operator's sets changed (at an operation's commit): a new fairness run starts if eligibility changed."""
+    run = spec.run if pool.eligible == spec.pool.eligible else ()
+    return replace(spec, pool=pool, run=run)
+
+
+@dataclass(frozen=True)
+class StepView:
+    """What the checker needs about one packet step, from the design under test."""
+
+    pkt: Packet
+    t: int
+    outcome: Outcome
+    occupant: int | None  # key stored in the packet's slot before the step, if the design stores keys
+    records_changed: frozenset[int]  # open flows (other than the packet's) whose per-flow record the step changed
+    colliding: frozenset[int]  # open flows (other than the packet's) whose per-flow state shares the packet's slot
+
+
+def _fair(run: tuple[int, ...], eligible: frozenset[int]) -> bool:
+    """Every window ending at the last dispatch gives eligible backends counts within 1 of each other."""
+    counts = dict.fromkeys(eligible, 0)
+    for b in reversed(run):
+        if b in counts:
+            counts[b] += 1
+        if counts and max(counts.values()) - min(counts.values()) > 1:
+            return False
+    return True
+
+
+def violations(spec: SpecState, view: StepView, timeout: int) -> list[tuple[Prop, str]]:
+    """The properties (other than P7) this packet step breaks, with a sentence each."""
+    pkt, out, pool = view.pkt, view.outcome, spec.pool
+    found: list[tuple[Prop, str]] = []
+    key_open = is_open(spec, pkt.key, view.t, timeout)
+    new_syn = pkt.flag_class is FlagClass.SYN and not key_open
+    if new_syn and out.fate is Fate.BACKEND:
+        if out.backend not in pool.healthy:
+            found.append((Prop.P1, f"new flow sent to failed backend {out.backend}"))
+        if out.backend not in pool.active:
+            found.append((Prop.P2, f"new flow sent to inactive backend {out.backend}"))
+    occupant_open = view.occupant is not None and view.occupant != pkt.key and is_open(spec, view.occupant, view.t, timeout)
+    excused = occupant_open and out.fate is Fate.DROP and out.reason is DropReason.FLOW_TABLE_FULL
+    if new_syn and not excused:
+        found += _p3(pool, out)
+    if key_open and pkt.flag_class is not FlagClass.MALFORMED:
+        want = spec.flows[pkt.key].backend
+        if out.fate is not Fate.BACKEND or out.backend != want:
+            found.append((Prop.P4, f"packet of an open flow pinned to {want} went to: {out}"))
+    if new_syn and out.fate is Fate.BACKEND and pool.eligible and not _fair(spec.run + (out.backend,), pool.eligible):
+        found.append((Prop.P5, f"unfair spread over eligible {sorted(pool.eligible)}: {spec.run + (out.backend,)}"))
+    if view.records_changed:
+        found.append((Prop.P6, f"a packet of another flow changed the state of open flow(s) {sorted(view.records_changed)}"))
+    if new_syn and view.colliding and (out.fate is not Fate.DROP or not out.reason.counted):
+        found.append((Prop.P8, f"SYN colliding with an open flow was not refused and counted: {out}"))
+    return found
+
+
+def _p3(pool: Pool, out: Outcome) -> list[tuple[Prop, str]]:
+    if pool.eligible and out.fate is not Fate.BACKEND:
+        return [(Prop.P3, f"new flow not dispatched although {sorted(pool.eligible)} eligible: {out}")]
+    if not pool.eligible and not (out.fate is Fate.DROP and out.reason is DropReason.NO_ELIGIBLE):
+        return [(Prop.P3, f"no backend eligible, but the SYN was not dropped and counted: {out}")]
+    return []
+
+
+SAFE_UPDATE_PROPS = (Prop.P1, Prop.P2, Prop.P3, Prop.P4, Prop.P6)

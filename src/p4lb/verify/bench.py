@@ -1,0 +1,56 @@
+"""`python -m p4lb.verify.bench`: prove time per design and property, and peak memory per run, for growing N."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+
+def measure(design: str, n: int) -> tuple[dict, float, float]:
+    """Run the prover in a child process: (report, wall seconds, peak RSS in MiB)."""
+    cmd = [sys.executable, "-m", "verify", "prove", "--design", design, "-n", str(n), "--no-mutants", "--json", "--out", os.devnull + ".d"]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - start
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"prover failed for {design} N={n}")
+    return json.loads(out), wall, usage.ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the table, and the growth factor of p4lb's prove time."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sizes", default="4,16,64,128", help="comma-separated N for p4lb")
+    args = p.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    console = Console(width=200)
+    table = Table(title="prove time per property (s) and peak memory, one child process per row", title_justify="left")
+    for col in ("design", "N", *[f"P{i}" for i in range(1, 9)], "invariant checks", "wall (s)", "peak RSS (MiB)"):
+        table.add_column(col, justify="right")
+    totals: dict[int, float] = {}
+    for design, n in [("seed", 4)] + [("p4lb", n) for n in sizes]:
+        report, wall, rss = measure(design, n)
+        times = [f"{r['seconds']:.2f}{'' if r['verdict'] != 'unknown' else '?'}" for r in report["results"]]
+        inv = sum(v["seconds"] for v in report["invariants"].values())
+        table.add_row(design, str(n), *times, f"{inv:.2f}", f"{wall:.1f}", f"{rss:.0f}")
+        if design == "p4lb":
+            totals[n] = report["seconds"]
+    console.print(table)
+    ns = sorted(totals)
+    for a, b in zip(ns, ns[1:], strict=False):
+        ratio = totals[b] / totals[a]
+        console.print(f"p4lb prove time N={a} -> N={b}: x{ratio:.2f} for x{b / a:.0f} backends (quadratic would be x{(b / a) ** 2:.0f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

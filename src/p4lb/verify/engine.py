@@ -1,0 +1,293 @@
+"""The proof engine: bounded model checking for minimal counterexamples, invariant induction for unbounded proofs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import z3
+
+from p4lb.model.design import make_design
+from p4lb.model.errors import ModelError
+from p4lb.model.ops import Fail, Heal, Scale, Write, op_between
+from p4lb.model.p4lb import P4LB, Variant
+from p4lb.model.packet import Packet
+from p4lb.model.pool import Pool
+from p4lb.model.spec import Prop
+from p4lb.model.trace import OpStep, Trace, WriteStep
+from p4lb.verify.encoding import B8, StepEnc, Sym
+from p4lb.verify.errors import ReplayError
+from p4lb.verify.invariants import Watched, clause_names, clauses_at, conj, terms, watched_clauses
+from p4lb.verify.p4lb_enc import P4lbEncoding
+from p4lb.verify.properties import Witness, bad
+from p4lb.verify.results import Result, Verdict
+from p4lb.verify.seed_enc import SeedEncoding
+
+log = logging.getLogger(__name__)
+
+Encoding = SeedEncoding | P4lbEncoding
+QUERY_TIMEOUT_MS = 300_000
+
+
+@dataclass(frozen=True)
+class Task:
+    """What to check: a design (or mutant) on N backends, one property, how deep to search."""
+
+    design: str
+    n: int
+    prop: Prop
+    variant: Variant = P4LB
+    max_depth: int = 8
+    idle_timeout_us: int = 60_000_000
+
+    @property
+    def atomic(self) -> bool:
+        """P7 runs operations write by write; every other property runs them atomically."""
+        return self.prop is not Prop.P7
+
+    def encoding(self, real_hash: bool) -> Encoding:
+        """The Z3 transition system."""
+        d = make_design(self.design, self.n, self.variant, idle_timeout_us=self.idle_timeout_us)
+        if d.is_seed:
+            return SeedEncoding(d.cfg, real_hash=real_hash)
+        return P4lbEncoding(d.cfg, self.variant, real_hash=real_hash)
+
+    @property
+    def label(self) -> str:
+        """seed, p4lb, or the mutant's name."""
+        return self.design if self.design == "seed" else self.variant.name()
+
+
+def _solver() -> z3.Solver:
+    s = z3.Solver()
+    s.set("timeout", QUERY_TIMEOUT_MS)
+    return s
+
+
+# ---- bounded model checking ------------------------------------------------------------------------------
+
+CLIENT_NET = 0x0A000100  # 10.0.1.0/24, the seed's client subnet
+PLAIN_FLAGS = (0x02, 0x10, 0x18, 0x11, 0x04, 0x14)  # SYN, ACK, PSH|ACK, FIN|ACK, RST, RST|ACK
+
+
+def _plain_packet(e: StepEnc, depth: int, strict: bool) -> list[z3.BoolRef]:
+    """Readable packets: clients in 10.0.1.0/24 with ephemeral ports; if strict, everyday flags and t = 1 ms per step."""
+    p = e.pkt
+    out = [z3.Extract(31, 8, p.src_ip) == CLIENT_NET >> 8, z3.UGE(z3.Extract(7, 0, p.src_ip), 2), z3.ULE(z3.Extract(7, 0, p.src_ip), 254), z3.UGE(p.src_port, 1024)]
+    if strict:
+        out += [z3.Or(*[p.flags == f for f in PLAIN_FLAGS]), p.t == 1000 * depth]
+    return out
+
+
+def _plain_op(enc: Encoding, s: Sym, e: StepEnc, tag: str) -> list[z3.BoolRef]:
+    """Operator actions a person would do: one fail/heal/drain/undrain, or a scale to 1..N."""
+    if isinstance(enc, SeedEncoding):
+        return [z3.Implies(e.inputs["kind"] == 1, z3.UGE(e.inputs["k"], 1))]
+    old = s.spec
+    new = {k: z3.Array(f"{k}_op_{tag}", B8, z3.BoolSort()) for k in ("active", "healthy", "draining")}
+    b = z3.BitVec(f"plainb_{tag}", 8)
+    x = z3.Bool(f"plainx_{tag}")
+    one = z3.And(z3.UGE(b, 1), z3.ULE(b, enc.n))
+    flip_h = z3.And(one, new["healthy"] == z3.Store(old["healthy"], b, x), new["active"] == old["active"], new["draining"] == old["draining"])
+    flip_d = z3.And(one, new["draining"] == z3.Store(old["draining"], b, x), new["active"] == old["active"], new["healthy"] == old["healthy"])
+    scales = []
+    for k in range(1, enc.n + 1):
+        arr = old["active"]
+        for i in range(1, enc.n + 1):
+            arr = z3.Store(arr, z3.BitVecVal(i, 8), z3.BoolVal(i <= k))
+        scales.append(new["active"] == arr)
+    scale = z3.And(z3.Or(*scales), new["healthy"] == old["healthy"], new["draining"] == old["draining"])
+    return [z3.Implies(z3.Or(e.inputs["kind"] == 1, e.inputs["kind"] == 2), z3.Or(flip_h, flip_d, scale))]
+
+
+class _Unroll:
+    """An incremental unrolling of one encoding."""
+
+    def __init__(self, task: Task, real_hash: bool) -> None:
+        self.enc = task.encoding(real_hash)
+        self.states = [self.enc.fresh("s0")]
+        self.steps: list[StepEnc] = []
+        self.plain: list[list[z3.BoolRef]] = [[], [], []]  # strict, addresses only, none
+        self.solver = _solver()
+        self.solver.add(self.enc.init(self.states[0]))
+        self.task = task
+
+    def extend(self) -> z3.BoolRef:
+        """Add one step; return its 'bad' formula."""
+        depth = len(self.steps) + 1
+        tag = f"d{depth}"
+        self.states.append(self.enc.fresh(f"s{depth}"))
+        e = self.enc.step(self.states[-2], self.states[-1], tag, self.task.atomic)
+        self.steps.append(e)
+        self.solver.add(e.trans)
+        pkt = e.is_packet
+        self.plain[0] += [z3.Implies(pkt, c) for c in _plain_packet(e, depth, True)] + _plain_op(self.enc, self.states[-2], e, tag)
+        self.plain[1] += [z3.Implies(pkt, c) for c in _plain_packet(e, depth, False)]
+        w = Witness.fresh(tag)
+        return bad(self.task.prop, self.states[-2], self.states[-1], e, w, self.enc.n, self.enc.timeout)
+
+    def check(self, bad_now: z3.BoolRef, level: int) -> z3.CheckSatResult:
+        """Is 'bad at the last step' reachable, under the readability constraints of `level` and weaker."""
+        self.solver.push()
+        self.solver.add(bad_now, *[c for lv in range(level, 2) for c in self.plain[lv]])
+        r = self.solver.check()
+        self.model = self.solver.model() if r == z3.sat else None
+        self.reason = self.solver.reason_unknown() if r == z3.unknown else ""
+        self.solver.pop()
+        return r
+
+
+def bmc(task: Task) -> Result:
+    """Shortest run breaking the property: a hash-agnostic screen per depth, then BMv2's crc16 for real collisions."""
+    start = time.monotonic()
+    screen, real = _Unroll(task, real_hash=False), _Unroll(task, real_hash=True)
+    for depth in range(1, task.max_depth + 1):
+        bad_screen, bad_real = screen.extend(), real.extend()
+        r = screen.check(bad_screen, 2)
+        if r == z3.unsat:
+            continue
+        unknown = screen.reason if r == z3.unknown else ""
+        for level in (0, 1, 2):
+            r = real.check(bad_real, level)
+            if r == z3.sat:
+                trace = extract(task, real.enc, real.model, real.states, real.steps)
+                return Result(task.label, task.prop, Verdict.REFUTED, time.monotonic() - start, f"depth {depth}", trace)
+            if r == z3.unknown:
+                unknown = real.reason
+        if unknown:
+            return Result(task.label, task.prop, Verdict.UNKNOWN, time.monotonic() - start, f"solver: {unknown} at depth {depth}")
+    return Result(task.label, task.prop, Verdict.UNKNOWN, time.monotonic() - start, f"no counterexample up to depth {task.max_depth}")
+
+
+def _val(m: z3.ModelRef, t: z3.ExprRef) -> int:
+    return m.eval(t, model_completion=True).as_long()
+
+
+def _bool(m: z3.ModelRef, t: z3.ExprRef) -> bool:
+    return z3.is_true(m.eval(t, model_completion=True))
+
+
+def _set(m: z3.ModelRef, arr: z3.ExprRef, n: int) -> frozenset[int]:
+    return frozenset(b for b in range(1, n + 1) if _bool(m, arr[z3.BitVecVal(b, 8)]))
+
+
+def _pool(m: z3.ModelRef, spec: dict, n: int) -> Pool:
+    return Pool(n, _set(m, spec["active"], n), _set(m, spec["healthy"], n), _set(m, spec["draining"], n))
+
+
+def extract(task: Task, enc: Encoding, m: z3.ModelRef, states: list[Sym], steps: list[StepEnc]) -> Trace:
+    """Turn a satisfying assignment into a concrete trace of packets and controller steps."""
+    n = enc.n
+    out = []
+    for i, e in enumerate(steps):
+        kind = _val(m, e.inputs["kind"])
+        post = states[i + 1]
+        if kind == 0:
+            p = e.pkt
+            out.append(Packet(_val(m, p.src_ip), _val(m, p.src_port), _val(m, p.flags), _val(m, p.t)))
+        elif isinstance(enc, SeedEncoding):
+            out.append(OpStep(_seed_op(m, e)))
+        else:
+            out.append(_p4lb_op(m, task, kind, _pool(m, states[i].spec, n), post, e, n))
+    return Trace(task.design, n, task.variant, Pool.initial(n), out, task.prop, len(out) - 1, task.idle_timeout_us)
+
+
+def _seed_op(m: z3.ModelRef, e: StepEnc) -> Scale | Fail | Heal:
+    kind = _val(m, e.inputs["kind"])
+    if kind == 1:
+        return Scale(_val(m, e.inputs["k"]))
+    b = _val(m, e.inputs["b"])
+    return Fail(b) if _bool(m, e.inputs["fail"]) else Heal(b)
+
+
+def _p4lb_op(m: z3.ModelRef, task: Task, kind: int, before: Pool, post: Sym, e: StepEnc, n: int) -> OpStep | WriteStep:
+    pool = _pool(m, post.spec, n)
+    if task.atomic:
+        return OpStep(op_between(before, pool))
+    if kind == 2:
+        return WriteStep(Write("noop", (), 0), pool)
+    if kind == 1:
+        return WriteStep(Write("vip", (), int(_bool(m, post.sw["vip"]))), pool)
+    tag = e.pkt.src_ip.decl().name().removeprefix("src_")
+    ver = int(_bool(m, z3.Bool(f"wver_{tag}")))
+    what = _val(m, z3.BitVec(f"what_{tag}", 2))
+    idx, val = _val(m, z3.BitVec(f"widx_{tag}", 8)), _val(m, z3.BitVec(f"wval_{tag}", 8))
+    if what == 0:
+        return WriteStep(Write("rr_member", (ver, idx), val))
+    return WriteStep(Write("rr_group" if what == 1 else "rr_next", (ver,), val))
+
+
+def replay(trace: Trace) -> list[Prop]:
+    """Run a trace on the executable model; the properties broken at its last step."""
+    try:
+        run = trace.run()
+    except ModelError as exc:
+        raise ReplayError(f"trace does not run on the executable model: {exc}") from exc
+    last = run.results[-1]
+    return [p for p, _ in last.violations]
+
+
+# ---- induction -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class InductionReport:
+    """Whether the invariant holds initially and is preserved."""
+
+    ok: bool
+    seconds: float
+    clauses: int
+    failed: str = ""
+
+
+def check_invariant(task: Task) -> InductionReport:
+    """Init => Inv, and for each kind of step and each clause, Inv /\\ step => clause' at fresh watched terms."""
+    start = time.monotonic()
+    enc = task.encoding(real_hash=False)
+    assert isinstance(enc, P4lbEncoding)
+    s0, s1 = enc.fresh("a"), enc.fresh("b")
+    watched = Watched.fresh(enc)
+    names = clause_names(enc)
+    solver = _solver()
+    solver.add(enc.init(s0), z3.Not(conj(watched_clauses(enc, s0, watched))))
+    if (r := solver.check()) != z3.unsat:
+        return InductionReport(False, time.monotonic() - start, len(names), f"initiation: {r}")
+    e = enc.step(s0, s1, "i", task.atomic)
+    w = Witness.fresh("i")
+    positions, backends, keys, slots = terms(enc, s0, e, w, watched)
+    pre = conj(clauses_at(enc, s0, positions, backends, keys, slots))
+    for branch in e.branches:
+        post = Sym(branch.sw, branch.spec)
+        solver = _solver()
+        solver.add(pre, branch.guard_at(positions, backends))
+        for name, clause in watched_clauses(enc, post, watched):
+            solver.push()
+            solver.add(z3.Not(clause))
+            r = solver.check()
+            solver.pop()
+            if r != z3.unsat:
+                return InductionReport(False, time.monotonic() - start, len(names), f"{branch.name} step breaks '{name}': {r}")
+    return InductionReport(True, time.monotonic() - start, len(names))
+
+
+def prove(task: Task) -> Result:
+    """Inv /\\ T /\\ Inv' => not bad(prop): the property holds on every reachable step (given the invariant)."""
+    start = time.monotonic()
+    enc = task.encoding(real_hash=False)
+    assert isinstance(enc, P4lbEncoding)
+    s0, s1 = enc.fresh("a"), enc.fresh("b")
+    e = enc.step(s0, s1, "p", task.atomic)
+    w = Witness.fresh("p")
+    watched = Watched.fresh(enc)
+    pre_terms = terms(enc, s0, e, w, watched)
+    post_terms = terms(enc, s1, e, w, watched)
+    solver = _solver()
+    solver.add(conj(clauses_at(enc, s0, *pre_terms)), e.trans, conj(clauses_at(enc, s1, *post_terms)))
+    solver.add(bad(task.prop, s0, s1, e, w, enc.n, enc.timeout))
+    answer = solver.check()
+    seconds = time.monotonic() - start
+    if answer == z3.unsat:
+        return Result(task.label, task.prop, Verdict.PROVEN, seconds, "")
+    why = "invariant too weak for this property" if answer == z3.sat else f"solver: {solver.reason_unknown()}"
+    return Result(task.label, task.prop, Verdict.UNKNOWN, seconds, why)

@@ -1,0 +1,140 @@
+"""p4lb's inductive invariant: the committed group lists the eligible set, flow slots and the spec agree, fair counts.
+
+Every clause family is universally quantified over a position j, a backend b, a flow key k or a slot s. A query
+uses the instances at finitely many terms (the watched ones, the packet's, the witnesses', and what they point
+to); using fewer instances of an assumption only weakens it, so an 'unsat' stays a proof. This keeps each query's
+size independent of N except for the few O(N) set comparisons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import z3
+
+from p4lb.verify.encoding import StepEnc, Sym
+from p4lb.verify.p4lb_enc import OPEN, P4lbEncoding
+from p4lb.verify.properties import Witness
+
+Clause = tuple[str, z3.BoolRef]
+
+
+def _ind(i: z3.ExprRef, start: z3.ExprRef, p: z3.ExprRef) -> z3.ExprRef:
+    """1 if position i lies in the cyclic interval [start, p), else 0."""
+    inside = z3.If(z3.ULE(start, p), z3.And(z3.ULE(start, i), z3.ULT(i, p)), z3.Or(z3.UGE(i, start), z3.ULT(i, p)))
+    return z3.If(inside, z3.IntVal(1), z3.IntVal(0))
+
+
+def global_clauses(enc: P4lbEncoding, s: Sym) -> list[Clause]:
+    """Clauses with no quantified variable."""
+    sw, spec = s.sw, s.spec
+    size, _, nxt = enc.group(s, sw["vip"])
+    return [
+        ("G0 group size at most N", z3.ULE(size, enc.n)),
+        ("G2 rr_next inside the group", z3.Or(size == 0, z3.ULT(nxt, size))),
+        ("G3 window start inside the group", z3.Or(size == 0, z3.ULT(sw["ghost_start"], size))),
+        ("G5 switch clock = spec clock", sw["now"] == spec["now"]),
+    ]
+
+
+def position_clauses(enc: P4lbEncoding, s: Sym, j: z3.ExprRef) -> list[Clause]:
+    """Position j: holds an eligible backend whose position is j; its count is base + [j in [start, rr_next))."""
+    sw, cnt = s.sw, s.spec["cnt"]
+    size, mem, nxt = enc.group(s, sw["vip"])
+    fair = z3.Implies(z3.ULT(j, size), cnt[mem[j]] == cnt[mem[nxt]] + _ind(j, sw["ghost_start"], nxt))
+    return [
+        ("G1a group position holds an eligible backend", enc.wf_position(size, mem, sw["ghost_pos"], s.spec, j)),
+        ("G4 counts = base + cyclic interval [start, rr_next)", fair),
+    ]
+
+
+def backend_clauses(enc: P4lbEncoding, s: Sym, b: z3.ExprRef) -> list[Clause]:
+    """An eligible backend is in the group, at its recorded position."""
+    size, mem, _ = enc.group(s, s.sw["vip"])
+    return [("G1b eligible backend is in the group", enc.wf_backend(size, mem, s.sw["ghost_pos"], s.spec, b))]
+
+
+def key_clauses(enc: P4lbEncoding, s: Sym, k: z3.ExprRef) -> list[Clause]:
+    """An open, unexpired flow is exactly what its slot holds."""
+    sw, spec = s.sw, s.spec
+    h = enc.hash(k)
+    live = z3.And(spec["open"][k], sw["now"] - spec["last"][k] <= enc.timeout)
+    held = z3.And(
+        sw["flow_state"][h] == OPEN,
+        sw["flow_key"][h] == k,
+        sw["flow_backend"][h] == spec["backend"][k],
+        sw["flow_last_seen"][h] == spec["last"][k],
+        z3.UGE(spec["backend"][k], 1),
+        z3.ULE(spec["backend"][k], enc.n),
+    )
+    return [("K1 an open flow owns its slot", z3.Implies(live, held))]
+
+
+def slot_clauses(enc: P4lbEncoding, s: Sym, slot: z3.ExprRef) -> list[Clause]:
+    """A live OPEN slot belongs to an open flow that hashes there."""
+    sw, spec = s.sw, s.spec
+    k = sw["flow_key"][slot]
+    live = z3.And(sw["flow_state"][slot] == OPEN, sw["now"] - sw["flow_last_seen"][slot] <= enc.timeout)
+    owner = z3.And(enc.hash(k) == slot, spec["open"][k], spec["last"][k] == sw["flow_last_seen"][slot], spec["backend"][k] == sw["flow_backend"][slot])
+    return [("S1 a live slot is an open flow's", z3.Implies(live, owner))]
+
+
+@dataclass
+class Watched:
+    """The fresh terms an induction query is about."""
+
+    j: z3.BitVecRef
+    b: z3.BitVecRef
+    k: z3.BitVecRef
+    slot: z3.BitVecRef
+
+    @classmethod
+    def fresh(cls, enc: P4lbEncoding) -> Watched:
+        return cls(z3.BitVec("j_star", 8), z3.BitVec("b_star", 8), z3.BitVec("k_star", 48), z3.BitVec("slot_star", enc.cfg.flow_table_bits))
+
+
+def terms(enc: P4lbEncoding, s: Sym, e: StepEnc, w: Witness, watched: Watched) -> tuple[list, list, list, list]:
+    """Positions, backends, keys and slots to instantiate the clauses of state s at."""
+    size, mem, nxt = enc.group(s, s.sw["vip"])
+    i, nxt2 = enc.dispatch_positions(s)
+    pos = s.sw["ghost_pos"]
+    positions = [watched.j, nxt, i, nxt2]
+    backends = [watched.b, w.b1, w.b2, e.out.backend]
+    positions += [pos[b] for b in backends]
+    backends += [mem[j] for j in positions]
+    keys = [watched.k, e.pkt.key, w.key]
+    slots = [watched.slot]
+    keys += [s.sw["flow_key"][sl] for sl in slots]
+    slots += [enc.hash(k) for k in keys]
+    return positions, backends, keys, slots
+
+
+def clauses_at(enc: P4lbEncoding, s: Sym, positions: list, backends: list, keys: list, slots: list) -> list[Clause]:
+    """Every clause family at every given term."""
+    out = list(global_clauses(enc, s))
+    for j in positions:
+        out += position_clauses(enc, s, j)
+    for b in backends:
+        out += backend_clauses(enc, s, b)
+    for k in keys:
+        out += key_clauses(enc, s, k)
+    for sl in slots:
+        out += slot_clauses(enc, s, sl)
+    return out
+
+
+def conj(clauses: list[Clause]) -> z3.BoolRef:
+    """And of clauses."""
+    return z3.And(*[c for _, c in clauses])
+
+
+def watched_clauses(enc: P4lbEncoding, s: Sym, watched: Watched) -> list[Clause]:
+    """The invariant at the watched terms: what an induction step must re-establish."""
+    return clauses_at(enc, s, [watched.j], [watched.b], [watched.k], [watched.slot])
+
+
+def clause_names(enc: P4lbEncoding) -> list[str]:
+    """Names of the invariant's clause families."""
+    s = enc.fresh("names")
+    w = Watched.fresh(enc)
+    return [name for name, _ in watched_clauses(enc, s, w)]

@@ -1,0 +1,268 @@
+"""p4lb (and its mutants) in Z3, mirroring model.p4lb: versioned group tables, keyed flow slots, staged updates."""
+
+from __future__ import annotations
+
+import z3
+
+from p4lb.model.config import LbConfig
+from p4lb.model.p4lb import P4LB, SlotState, Variant
+from p4lb.model.packet import DropReason
+from p4lb.model.pool import Pool
+from p4lb.verify.encoding import (
+    B8,
+    BOOL,
+    FATE_BACKEND,
+    FATE_DROP,
+    FATE_LOST,
+    INT,
+    KEY,
+    Branch,
+    Out,
+    PacketIn,
+    StepEnc,
+    Sym,
+    bv8,
+    choose,
+    fresh_spec,
+    init_spec,
+    open_at,
+    reason,
+    spec_after_packet,
+    spec_after_pool,
+)
+from p4lb.verify.hashing import Hash
+
+ST = z3.BitVecSort(2)
+FREE, OPEN, CLOSING = (z3.BitVecVal(int(x), 2) for x in SlotState)
+
+
+def pick(ver: z3.BoolRef, v0: z3.ExprRef, v1: z3.ExprRef) -> z3.ExprRef:
+    """The version-`ver` copy of a per-version variable."""
+    return z3.If(ver, v1, v0)
+
+
+class P4lbEncoding:
+    """Transition system of p4lb: packets, and controller operations as atomic commits (A) or single writes (B)."""
+
+    name = "p4lb"
+
+    def __init__(self, cfg: LbConfig, variant: Variant = P4LB, real_hash: bool = False) -> None:
+        self.cfg = cfg
+        self.n = cfg.n
+        self.var = variant
+        self.timeout = cfg.idle_timeout_us
+        self.hash = Hash(cfg.flow_table_bits, real_hash, cfg)
+        self.idx = z3.BitVecSort(cfg.flow_table_bits)
+
+    # ---- state -----------------------------------------------------------------------------------------
+
+    def fresh(self, tag: str) -> Sym:
+        """A fresh symbolic state (sw includes the proof's two ghosts: pos and start)."""
+        sw = {
+            "vip": z3.Bool(f"vip_{tag}"),
+            "rr_group0": z3.BitVec(f"rr_group0_{tag}", 8),
+            "rr_group1": z3.BitVec(f"rr_group1_{tag}", 8),
+            "rr_member0": z3.Array(f"rr_member0_{tag}", B8, B8),
+            "rr_member1": z3.Array(f"rr_member1_{tag}", B8, B8),
+            "rr_next0": z3.BitVec(f"rr_next0_{tag}", 8),
+            "rr_next1": z3.BitVec(f"rr_next1_{tag}", 8),
+            "flow_state": z3.Array(f"flow_state_{tag}", self.idx, ST),
+            "flow_key": z3.Array(f"flow_key_{tag}", self.idx, KEY),
+            "flow_backend": z3.Array(f"flow_backend_{tag}", self.idx, B8),
+            "flow_last_seen": z3.Array(f"flow_last_seen_{tag}", self.idx, INT),
+            "now": z3.Int(f"now_sw_{tag}"),
+            "ghost_pos": z3.Array(f"ghost_pos_{tag}", B8, B8),
+            "ghost_start": z3.BitVec(f"ghost_start_{tag}", 8),
+        }
+        return Sym(sw, fresh_spec(tag))
+
+    def group(self, s: Sym, ver: z3.BoolRef) -> tuple[z3.ExprRef, z3.ExprRef, z3.ExprRef]:
+        """(rr_group, rr_member, rr_next) of a version."""
+        sw = s.sw
+        return pick(ver, sw["rr_group0"], sw["rr_group1"]), pick(ver, sw["rr_member0"], sw["rr_member1"]), pick(ver, sw["rr_next0"], sw["rr_next1"])
+
+    def planned(self, spec: dict, b: z3.ExprRef) -> z3.BoolRef:
+        """The set the planner lists (the eligible set, or a mutant's wrong set)."""
+        rng = z3.And(z3.UGE(b, 1), z3.ULE(b, self.n))
+        if self.var.eligible_ignores_health:
+            return z3.And(rng, spec["active"][b], z3.Not(spec["draining"][b]))
+        if self.var.eligible_ignores_active:
+            return z3.And(rng, spec["healthy"][b], z3.Not(spec["draining"][b]))
+        return z3.And(rng, spec["active"][b], spec["healthy"][b], z3.Not(spec["draining"][b]))
+
+    def wf_position(self, size: z3.ExprRef, mem: z3.ExprRef, pos: z3.ExprRef, spec: dict, j: z3.ExprRef) -> z3.BoolRef:
+        """Position j of the group (if used) holds a planned backend whose recorded position is j."""
+        m = mem[j]
+        return z3.Implies(z3.ULT(j, size), z3.And(self.planned(spec, m), pos[m] == j))
+
+    def wf_backend(self, size: z3.ExprRef, mem: z3.ExprRef, pos: z3.ExprRef, spec: dict, b: z3.ExprRef) -> z3.BoolRef:
+        """A planned backend b sits in the group at position pos[b]."""
+        return z3.Implies(self.planned(spec, b), z3.And(z3.ULT(pos[b], size), mem[pos[b]] == b))
+
+    def wellformed(self, size: z3.ExprRef, mem: z3.ExprRef, pos: z3.ExprRef, spec: dict, positions: list | None = None, backends: list | None = None) -> z3.BoolRef:
+        """The group lists the planned set exactly once each (all N positions and backends, or only the given terms)."""
+        positions = [bv8(i) for i in range(self.n)] if positions is None else positions
+        backends = [bv8(b) for b in range(1, self.n + 1)] if backends is None else backends
+        return z3.And(
+            z3.ULE(size, self.n),
+            *[self.wf_position(size, mem, pos, spec, j) for j in positions],
+            *[self.wf_backend(size, mem, pos, spec, b) for b in backends],
+        )
+
+    def dispatch_positions(self, s: Sym) -> tuple[z3.ExprRef, z3.ExprRef]:
+        """(position a new flow would take, rr_next after it) in the committed version."""
+        size, _, nxt = self.group(s, s.sw["vip"])
+        wrap = not self.var.no_pointer_wrap
+        i = z3.If(z3.And(z3.UGE(nxt, size), z3.BoolVal(wrap)), bv8(0), nxt)
+        return i, z3.If(z3.And(z3.UGE(i + 1, size), z3.BoolVal(wrap)), bv8(0), i + 1)
+
+    def planned_changed(self, old: dict, new: dict) -> z3.BoolRef:
+        """The planner's set differs (for p4lb: the eligible set changed)."""
+        return z3.Or(*[self.planned(old, bv8(b)) != self.planned(new, bv8(b)) for b in range(1, self.n + 1)])
+
+    def init(self, s: Sym) -> z3.BoolRef:
+        """Deployed: version 0 lists backends 1..N, version 1 empty, every slot free, nothing open."""
+        sw, n = s.sw, self.n
+        pool = Pool.initial(n)
+        return z3.And(
+            z3.Not(sw["vip"]),
+            sw["rr_group0"] == n,
+            *[sw["rr_member0"][bv8(i)] == i + 1 for i in range(n)],
+            *[sw["ghost_pos"][bv8(b)] == b - 1 for b in range(1, n + 1)],
+            sw["rr_group1"] == 0,
+            sw["rr_next0"] == 0,
+            sw["rr_next1"] == 0,
+            sw["flow_state"] == z3.K(self.idx, FREE),
+            sw["now"] == 0,
+            sw["ghost_start"] == 0,
+            init_spec(s.spec, pool),
+        )
+
+    # ---- packets ---------------------------------------------------------------------------------------
+
+    def forward(self, b: z3.ExprRef) -> z3.ExprRef:
+        """Fate of sending to backend b: the `backend` table has entries 1..N only."""
+        return z3.If(z3.And(z3.UGE(b, 1), z3.ULE(b, self.n)), FATE_BACKEND, FATE_LOST)
+
+    def packet(self, s: Sym, pkt: PacketIn) -> tuple[dict, Out, z3.BoolRef]:
+        """The ingress for one packet (see model.p4lb.p4lb_packet); also returns 'slot held by another live open flow'."""
+        sw, var, key, t = s.sw, self.var, pkt.key, pkt.t
+        slot = self.hash(key)
+        fs, fk, fb, fl = sw["flow_state"][slot], sw["flow_key"][slot], sw["flow_backend"][slot], sw["flow_last_seen"][slot]
+        live = z3.And(fs != FREE, t - fl <= self.timeout)
+        mine = fk == key
+        established = z3.And(live, mine, fs == OPEN, z3.Not(pkt.syn) if var.resyn_redispatch else z3.BoolVal(True))
+        occupied = z3.And(live, fs == OPEN, z3.Not(mine))
+        refuse = z3.And(pkt.syn, occupied) if not var.evict_on_collision else z3.BoolVal(False)
+        ver = sw["vip"]
+        size, mem, _ = self.group(s, ver)
+        i, nxt2 = self.dispatch_positions(s)
+        b = mem[i]
+        dispatch = z3.And(pkt.syn, z3.Not(refuse), size != 0)
+        no_elig = z3.And(pkt.syn, z3.Not(refuse), size == 0)
+        closing = z3.And(live, mine, fs == CLOSING)
+        advance = z3.Or(dispatch, z3.And(refuse, size != 0)) if var.advance_on_refuse else dispatch
+        # branch order as in the executable model
+        c_mal, c_est = pkt.malformed, z3.And(z3.Not(pkt.malformed), established)
+        c_syn = z3.And(z3.Not(pkt.malformed), z3.Not(established), pkt.syn)
+        c_close = z3.And(z3.Not(pkt.malformed), z3.Not(established), z3.Not(pkt.syn), closing)
+        full = reason(DropReason.UNCOUNTED if var.refuse_uncounted else DropReason.FLOW_TABLE_FULL)
+        fate = z3.If(c_mal, FATE_DROP, z3.If(c_est, self.forward(fb), z3.If(c_syn, z3.If(dispatch, self.forward(b), FATE_DROP), z3.If(c_close, self.forward(fb), FATE_DROP))))
+        rsn = z3.If(c_mal, reason(DropReason.MALFORMED), z3.If(c_syn, z3.If(refuse, full, reason(DropReason.NO_ELIGIBLE)), reason(DropReason.UNKNOWN_FLOW)))
+        out = Out(fate, z3.If(z3.Or(c_est, c_close), fb, b), z3.If(fate == FATE_DROP, rsn, reason(DropReason.NONE)))
+        del no_elig
+        new_state = z3.If(c_est, z3.If(pkt.close, CLOSING, OPEN), z3.If(z3.And(c_syn, dispatch), OPEN, fs))
+        touch = z3.Or(c_est, c_close, z3.And(c_syn, dispatch))
+        post = dict(sw)
+        post["flow_state"] = z3.Store(sw["flow_state"], slot, new_state)
+        post["flow_key"] = z3.If(z3.And(c_syn, dispatch), z3.Store(sw["flow_key"], slot, key), sw["flow_key"])
+        post["flow_backend"] = z3.If(z3.And(c_syn, dispatch), z3.Store(sw["flow_backend"], slot, b), sw["flow_backend"])
+        post["flow_last_seen"] = z3.If(touch, z3.Store(sw["flow_last_seen"], slot, t), sw["flow_last_seen"])
+        moved = z3.And(c_syn, advance)
+        post["rr_next0"] = z3.If(z3.And(moved, z3.Not(ver)), nxt2, sw["rr_next0"])
+        post["rr_next1"] = z3.If(z3.And(moved, ver), nxt2, sw["rr_next1"])
+        post["now"] = t
+        occ_open = z3.And(c_syn, refuse, open_at(s.spec, fk, t, self.timeout))
+        return post, out, occ_open
+
+    # ---- controller -----------------------------------------------------------------------------------
+
+    def new_sets(self, tag: str) -> dict:
+        """Fresh operator sets for an operation."""
+        return {k: z3.Array(f"{k}_op_{tag}", B8, BOOL) for k in ("active", "healthy", "draining")}
+
+    def commit(self, s: Sym, tag: str, atomic: bool) -> Branch:
+        """Commit a new group for new sets: atomic (stage+commit at once) or of what single writes staged."""
+        sw, n = s.sw, self.n
+        sets = self.new_sets(tag)
+        spec2 = spec_after_pool(s.spec, sets, n, True)
+        target = z3.Bool(f"cver_{tag}")
+        pos = z3.Array(f"pos_{tag}", B8, B8)
+        post = dict(sw)
+        if atomic:
+            size, mem = z3.BitVec(f"size_{tag}", 8), z3.Array(f"mem_{tag}", B8, B8)
+            for v in (0, 1):
+                sel = target if v else z3.Not(target)
+                post[f"rr_group{v}"] = z3.If(sel, size, sw[f"rr_group{v}"])
+                post[f"rr_member{v}"] = z3.If(sel, mem, sw[f"rr_member{v}"])
+                post[f"rr_next{v}"] = z3.If(sel, bv8(0), sw[f"rr_next{v}"])
+            ready = z3.And(True, *[z3.Implies(z3.ULT(bv8(i + 1), size), z3.ULT(mem[bv8(i)], mem[bv8(i + 1)])) for i in range(n - 1)])
+        else:
+            size, mem, nxt = self.group(s, target)
+            ready = nxt == 0
+        staged = target == z3.Not(sw["vip"])
+        post.update(vip=target, ghost_pos=pos, ghost_start=bv8(0))
+        base = z3.And(staged if not self.var.in_place_updates else z3.BoolVal(True), self.planned_changed(s.spec, spec2))
+        guard = z3.And(base, ready, self.wellformed(size, mem, pos, spec2))
+        ready_weak = ready if not atomic else z3.BoolVal(True)
+
+        def weak(positions: list, backends: list) -> z3.BoolRef:
+            return z3.And(base, ready_weak, self.wellformed(size, mem, pos, spec2, positions, backends))
+
+        return Branch("commit", guard, post, spec2, weak)
+
+    def unchanged_eligibility(self, s: Sym, tag: str) -> Branch:
+        """An operation that changes the sets but not the eligible set: no switch write at all."""
+        sets = self.new_sets(tag)
+        spec2 = spec_after_pool(s.spec, sets, self.n, False)
+        return Branch("sets only", z3.Not(self.planned_changed(s.spec, spec2)), dict(s.sw), spec2)
+
+    def stage_write(self, s: Sym, tag: str) -> Branch:
+        """One write to the staged version: a member, the group size, or rr_next (any position, any value)."""
+        sw = s.sw
+        ver, what, idx, val = z3.Bool(f"wver_{tag}"), z3.BitVec(f"what_{tag}", 2), z3.BitVec(f"widx_{tag}", 8), z3.BitVec(f"wval_{tag}", 8)
+        post = dict(sw)
+        for v in (0, 1):
+            sel = ver if v else z3.Not(ver)
+            post[f"rr_member{v}"] = z3.If(z3.And(sel, what == 0), z3.Store(sw[f"rr_member{v}"], idx, val), sw[f"rr_member{v}"])
+            post[f"rr_group{v}"] = z3.If(z3.And(sel, what == 1), val, sw[f"rr_group{v}"])
+            post[f"rr_next{v}"] = z3.If(z3.And(sel, what == 2), val, sw[f"rr_next{v}"])
+        spec2 = dict(s.spec, wrote=z3.BoolVal(True))
+        guard = z3.And(ver == z3.Not(sw["vip"]) if not self.var.in_place_updates else z3.BoolVal(True), z3.ULE(what, 2))
+        return Branch("stage write", guard, post, spec2)
+
+    def step(self, s: Sym, s2: Sym, tag: str, atomic: bool = True) -> StepEnc:
+        """Any packet, or an operation (atomic commit) / a single controller write (atomic=False)."""
+        kind = z3.BitVec(f"kind_{tag}", 2)
+        pkt = PacketIn.fresh(tag)
+        reset = z3.Bool(f"reset_{tag}")
+        sw_pkt, out, occ_open = self.packet(s, pkt)
+        _, _, nxt = self.group(s, s.sw["vip"])
+        sw_pkt["ghost_start"] = z3.If(reset, nxt, s.sw["ghost_start"])
+        spec_pkt = spec_after_packet(s.spec, pkt, out, reset, self.timeout)
+        is_packet = kind == 0
+        branches = [
+            Branch("packet", z3.And(pkt.t >= s.spec["now"], pkt.t >= s.sw["now"]), sw_pkt, spec_pkt),
+            self.commit(s, tag, atomic),
+            self.unchanged_eligibility(s, tag),
+        ]
+        if not atomic:
+            branches.append(self.stage_write(s, tag))
+        trans = choose(kind, s2, branches)
+        fields = ("flow_state", "flow_key", "flow_backend", "flow_last_seen")
+
+        def changed(key: z3.ExprRef) -> z3.BoolRef:
+            h = self.hash(key)
+            return z3.Or(*[s.sw[f][h] != s2.sw[f][h] for f in fields])
+
+        return StepEnc(trans, is_packet, pkt, out, occ_open, changed, self.hash, {"kind": kind, "reset": reset}, branches)

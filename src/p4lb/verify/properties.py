@@ -1,0 +1,55 @@
+"""Each property's 'bad step' as a Z3 formula over one step (pre-state, inputs, outcome, post-state, witnesses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import z3
+
+from p4lb.model.packet import DropReason
+from p4lb.model.spec import SAFE_UPDATE_PROPS, Prop
+from p4lb.verify.encoding import FATE_DROP, StepEnc, Sym, any_eligible, eligible, open_at, reason
+
+
+@dataclass
+class Witness:
+    """Free constants a violation may name: another flow, two backends."""
+
+    key: z3.BitVecRef
+    b1: z3.BitVecRef
+    b2: z3.BitVecRef
+
+    @classmethod
+    def fresh(cls, tag: str) -> Witness:
+        return cls(z3.BitVec(f"wkey_{tag}", 48), z3.BitVec(f"wb1_{tag}", 8), z3.BitVec(f"wb2_{tag}", 8))
+
+
+def bad(prop: Prop, s: Sym, s2: Sym, e: StepEnc, w: Witness, n: int, timeout: int) -> z3.BoolRef:
+    """The step breaks `prop` (P7: one of P1-P4, P6 after some controller write)."""
+    if prop is Prop.P7:
+        return z3.And(s.spec["wrote"], z3.Or(*[bad(p, s, s2, e, w, n, timeout) for p in SAFE_UPDATE_PROPS]))
+    pkt, out, spec = e.pkt, e.out, s.spec
+    key, t = pkt.key, pkt.t
+    key_open = open_at(spec, key, t, timeout)
+    new_syn = z3.And(pkt.syn, z3.Not(key_open))
+    sent_new = z3.And(new_syn, out.is_backend())
+    other_open = z3.And(w.key != key, open_at(spec, w.key, t, timeout))
+    cond = {
+        Prop.P1: z3.And(sent_new, z3.Not(spec["healthy"][out.backend])),
+        Prop.P2: z3.And(sent_new, z3.Not(spec["active"][out.backend])),
+        Prop.P3: z3.And(new_syn, z3.Not(z3.And(e.occupant_open, out.fate == FATE_DROP, out.reason == reason(DropReason.FLOW_TABLE_FULL))), _p3_wrong(spec, out, n, w)),
+        Prop.P4: z3.And(key_open, z3.Not(pkt.malformed), z3.Not(z3.And(out.is_backend(), out.backend == spec["backend"][key]))),
+        Prop.P5: z3.And(sent_new, eligible(spec, w.b1, n), eligible(spec, w.b2, n), s2.spec["cnt"][w.b1] - s2.spec["cnt"][w.b2] >= 2),
+        Prop.P6: z3.And(other_open, e.record_changed(w.key)),
+        Prop.P8: z3.And(new_syn, other_open, e.slot_of(w.key) == e.slot_of(key), z3.Not(out.counted_drop())),
+    }[prop]
+    return z3.And(e.is_packet, cond)
+
+
+def _p3_wrong(spec: dict, out, n: int, w: Witness) -> z3.BoolRef:
+    """Not dispatched while some backend (witness b1) is eligible, or not dropped-and-counted while none is."""
+    none_ok = z3.And(out.fate == FATE_DROP, out.reason == reason(DropReason.NO_ELIGIBLE))
+    return z3.Or(
+        z3.And(eligible(spec, w.b1, n), z3.Not(out.is_backend())),
+        z3.And(z3.Not(any_eligible(spec, n)), z3.Not(none_ok)),
+    )

@@ -1,0 +1,100 @@
+"""Run the prover over designs x properties and collect typed results."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from p4lb.model.spec import Prop
+from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, prove, replay
+from p4lb.verify.errors import ReplayError
+from p4lb.verify.mutants import MUTANTS
+from p4lb.verify.results import Result, Verdict
+
+log = logging.getLogger(__name__)
+MUTANT_BACKENDS = 4  # mutants are searched for counterexamples at N = 4: small, readable traces
+
+
+@dataclass
+class Report:
+    """Everything one prover run found."""
+
+    n: int
+    results: list[Result] = field(default_factory=list)
+    mutants: list[Result] = field(default_factory=list)
+    invariants: dict[str, InductionReport] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def failures(self) -> list[str]:
+        """Why the run should exit non-zero: a p4lb verdict not proven, any unknown, a mutant not refuted."""
+        bad = [f"{r.design} {r.prop.name}: {r.verdict.value}" for r in self.results if r.verdict is Verdict.UNKNOWN]
+        bad += [f"p4lb {r.prop.name}: {r.verdict.value}" for r in self.results if r.design == "p4lb" and r.verdict is Verdict.REFUTED]
+        bad += [f"mutant {r.design} {r.prop.name}: {r.verdict.value} (must be refuted)" for r in self.mutants if r.verdict is not Verdict.REFUTED]
+        return bad
+
+    def to_json(self) -> dict:
+        """JSON form of the whole report."""
+        return {
+            "backends": self.n,
+            "seconds": round(self.seconds, 2),
+            "invariants": {k: {"inductive": v.ok, "clauses": v.clauses, "seconds": round(v.seconds, 3), "failed": v.failed} for k, v in self.invariants.items()},
+            "results": [r.to_json() for r in self.results],
+            "mutants": [r.to_json() for r in self.mutants],
+            "failures": self.failures(),
+        }
+
+
+def check_p4lb(task: Task, invariants: dict[str, InductionReport]) -> Result:
+    """Prove with the invariant; if that fails, look for a counterexample."""
+    mode = "operations as single writes" if not task.atomic else "atomic operations"
+    inv = invariants.get(mode)
+    if inv is None:
+        inv = invariants[mode] = check_invariant(task)
+    if inv.ok:
+        r = prove(task)
+        if r.verdict is Verdict.PROVEN:
+            r.detail = f"invariant of {inv.clauses} clause families, induction"
+            return r
+    found = bmc(task)
+    if found.verdict is Verdict.UNKNOWN and not inv.ok:
+        found.detail = f"invariant not inductive ({inv.failed}); {found.detail}"
+    return found
+
+
+def check_replay(r: Result) -> Result:
+    """A counterexample must break the same property at its last step of the executable model."""
+    if r.trace is None:
+        return r
+    broken = replay(r.trace)
+    if r.prop not in broken:
+        raise ReplayError(f"{r.design} {r.prop.name}: counterexample does not reproduce on the executable model (broke {broken})")
+    return r
+
+
+def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: Path | None, max_depth: int = 8) -> Report:
+    """Check every (design, property), and every property's mutant."""
+    start = time.monotonic()
+    report = Report(n)
+    for design in designs:
+        for prop in props:
+            task = Task(design, n, prop, max_depth=max_depth)
+            r = bmc(task) if design == "seed" else check_p4lb(task, report.invariants)
+            report.results.append(_save(check_replay(r), out_dir))
+            log.info("%s %s: %s (%.2fs)", design, prop.name, r.verdict.value, r.seconds)
+    if mutants:
+        for prop in props:
+            task = Task("p4lb", MUTANT_BACKENDS, prop, MUTANTS[prop], max_depth=max_depth)
+            r = check_p4lb(task, {})
+            report.mutants.append(_save(check_replay(r), out_dir))
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _save(r: Result, out_dir: Path | None) -> Result:
+    if r.trace is not None and out_dir is not None:
+        path = out_dir / f"{r.design}-{r.prop.name}.json"
+        r.trace.save(path)
+        r.trace_path = str(path)
+    return r
