@@ -16,7 +16,7 @@ from p4lb.model.config import LbConfig
 from p4lb.model.crc import flow_index
 from p4lb.model.errors import PlanError
 from p4lb.model.ops import Write
-from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet, dropped, to_backend
+from p4lb.model.packet import DropReason, FlagClass, Outcome, Packet, dropped, to_backend
 from p4lb.model.pool import Pool
 
 TCP = 6
@@ -46,7 +46,7 @@ FREE = FlowEntry()
 
 def is_open(e: FlowEntry, now: int, idle_timeout_us: int) -> bool:
     """An OPEN slot idle for no longer than the timeout: a flow the balancer still pins and protects."""
-    return e.state is SlotState.OPEN and now - e.last_seen <= idle_timeout_us
+    return e.state == SlotState.OPEN and now - e.last_seen <= idle_timeout_us
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,7 @@ def flow_slot(cfg: LbConfig, pkt: Packet) -> int:
 
 
 def _count_drop(st: P4lbState, reason: DropReason) -> P4lbState:
+    """lb_drops[reason] += 1 (for the reasons that are counted)."""
     if not reason.counted:
         return st
     drops = list(st.lb_drops)
@@ -118,11 +119,11 @@ def _advance(var: Variant, st: P4lbState) -> tuple[P4lbState, int, int]:
     return replace(st, rr_next=_set(st.rr_next, v, nxt)), i, st.rr_member.get((v, i), 0)
 
 
-def _forward(cfg: LbConfig, backend: int, admitted: bool = False) -> Outcome:
-    """Apply the `backend` table: a miss leaves egress_spec at 0, where nothing is attached."""
+def _send(cfg: LbConfig, st: P4lbState, backend: int, admitted: bool = False) -> tuple[P4lbState, Outcome]:
+    """Apply the `backend` table (entries 1..N): a miss is dropped and counted as NO_BACKEND_ENTRY, never sent to port 0."""
     if 1 <= backend <= cfg.n:
-        return to_backend(backend, admitted)
-    return Outcome(Fate.LOST, backend, DropReason.NONE, admitted)
+        return st, to_backend(backend, admitted)
+    return _count_drop(st, DropReason.NO_BACKEND_ENTRY), dropped(DropReason.NO_BACKEND_ENTRY)
 
 
 def p4lb_packet(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tuple[P4lbState, Outcome]:
@@ -134,15 +135,15 @@ def p4lb_packet(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tupl
         return _count_drop(st, DropReason.MALFORMED), dropped(DropReason.MALFORMED)
     slot = flow_slot(cfg, pkt)
     e = st.flows.get(slot, FREE)
-    live = e.state is not SlotState.FREE and t - e.last_seen <= cfg.idle_timeout_us
+    live = e.state != SlotState.FREE and t - e.last_seen <= cfg.idle_timeout_us
     mine = e.key == pkt.key
-    if live and mine and e.state is SlotState.OPEN and not (var.resyn_redispatch and cls is FlagClass.SYN):
+    if live and mine and e.state == SlotState.OPEN and not (var.resyn_redispatch and cls is FlagClass.SYN):
         state = SlotState.CLOSING if cls is FlagClass.CLOSE else SlotState.OPEN
-        return _put(st, slot, replace(e, state=state, last_seen=t)), _forward(cfg, e.backend)
+        return _send(cfg, _put(st, slot, replace(e, state=state, last_seen=t)), e.backend)
     if cls is FlagClass.SYN:
         return _new_flow(cfg, var, st, pkt, slot, is_open(e, t, cfg.idle_timeout_us) and not mine)
-    if live and mine and e.state is SlotState.CLOSING:
-        return _put(st, slot, replace(e, last_seen=t)), _forward(cfg, e.backend)
+    if live and mine and e.state == SlotState.CLOSING:
+        return _send(cfg, _put(st, slot, replace(e, last_seen=t)), e.backend)
     return _count_drop(st, DropReason.UNKNOWN_FLOW), dropped(DropReason.UNKNOWN_FLOW)
 
 
@@ -156,16 +157,13 @@ def _new_flow(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet, slot: int
     if st.rr_group[st.vip] == 0:
         return _count_drop(st, DropReason.NO_ELIGIBLE), dropped(DropReason.NO_ELIGIBLE)
     st, _, b = _advance(var, st)
-    flows_per_backend = dict(st.backend_flows)
-    flows_per_backend[b] = flows_per_backend.get(b, 0) + 1
-    st = replace(_put(st, slot, FlowEntry(SlotState.OPEN, pkt.key, b, st.now)), backend_flows=flows_per_backend)
-    return st, _forward(cfg, b, admitted=True)
+    st = replace(st, backend_flows=st.backend_flows | {b: st.backend_flows.get(b, 0) + 1})
+    return _send(cfg, _put(st, slot, FlowEntry(SlotState.OPEN, pkt.key, b, st.now)), b, admitted=True)
 
 
 def _put(st: P4lbState, slot: int, e: FlowEntry) -> P4lbState:
-    flows = dict(st.flows)
-    flows[slot] = e
-    return replace(st, flows=flows)
+    """Write the four flow registers of one slot."""
+    return replace(st, flows=st.flows | {slot: e})
 
 
 def p4lb_write(st: P4lbState, w: Write) -> P4lbState:
@@ -177,9 +175,7 @@ def p4lb_write(st: P4lbState, w: Write) -> P4lbState:
     if w.target == "rr_next":
         return replace(st, rr_next=_set(st.rr_next, w.index[0], w.value % INDEX_MOD))
     if w.target == "rr_member":
-        members = dict(st.rr_member)
-        members[(w.index[0], w.index[1])] = w.value
-        return replace(st, rr_member=members)
+        return replace(st, rr_member=st.rr_member | {(w.index[0], w.index[1]): w.value})
     raise PlanError(f"p4lb has no control-plane target {w.target!r}")
 
 

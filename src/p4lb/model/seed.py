@@ -67,7 +67,7 @@ class _Meta:
 def seed_packet(cfg: LbConfig, st: SeedState, pkt: Packet) -> tuple[SeedState, Outcome]:
     """One TCP packet to the VIP through the seed's ingress."""
     idx = seed_index(cfg, pkt)
-    regs = dict(st.flowlet_select)
+    regs = st.flowlet_select
     myselect_reg, mymax_reg = st.myselect, st.mymax
     m = _Meta()
     m.flowlet = regs.get(idx, 0)  # forward: read_flowlet_select
@@ -81,7 +81,7 @@ def seed_packet(cfg: LbConfig, st: SeedState, pkt: Packet) -> tuple[SeedState, O
         m.myselect = (myselect_reg + 1) % (1 << WIDTH)
         m.flowlet = m.myselect
         myselect_reg = m.myselect
-        regs[idx] = m.flowlet
+        regs = regs | {idx: m.flowlet}
         if m.myselect == m.max:
             m.myselect = 0
             myselect_reg = 0
@@ -94,7 +94,7 @@ def seed_packet(cfg: LbConfig, st: SeedState, pkt: Packet) -> tuple[SeedState, O
                 if m.server[other] != 1:
                     m.myselect, m.flowlet = sel, flowlet
                     myselect_reg = sel
-                    regs[idx] = flowlet
+                    regs = regs | {idx: flowlet}
                     break
             else:
                 m.dropped = True  # mark_to_drop: egress_spec = 511, overwritten below for selectors 1..4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 
+from p4lb.model.crc import ip_str
 from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet
 from p4lb.model.pool import Pool
 
@@ -43,6 +44,11 @@ class SpecState:
     flows: dict[int, OpenFlow] = field(default_factory=dict)
     run: tuple[int, ...] = ()  # backends given to new flows since the eligible set last changed
     writes_seen: int = 0  # controller writes so far (P7 speaks of states reached through them)
+
+
+def key_str(key: int) -> str:
+    """A flow key as the client's address:port."""
+    return f"{ip_str(key >> 16)}:{key & 0xFFFF}"
 
 
 def is_open(spec: SpecState, key: int, t: int, timeout: int) -> bool:
@@ -118,7 +124,8 @@ def violations(spec: SpecState, view: StepView, timeout: int) -> list[tuple[Prop
     if new_syn and out.fate is Fate.BACKEND and pool.eligible and not _fair(spec.run + (out.backend,), pool.eligible):
         found.append((Prop.P5, f"unfair spread over eligible {sorted(pool.eligible)}: {spec.run + (out.backend,)}"))
     if view.records_changed:
-        found.append((Prop.P6, f"a packet of another flow changed the state of open flow(s) {sorted(view.records_changed)}"))
+        flows = ", ".join(key_str(k) for k in sorted(view.records_changed))
+        found.append((Prop.P6, f"a packet of another flow changed the state of open flow(s) {flows}"))
     if new_syn and view.colliding and (out.fate is not Fate.DROP or not out.reason.counted):
         found.append((Prop.P8, f"SYN colliding with an open flow was not refused and counted: {out}"))
     return found

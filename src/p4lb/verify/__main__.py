@@ -28,13 +28,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     pr.add_argument("--property", "-p", action="append", help="P1..P8 (repeatable; default all)")
     pr.add_argument("-n", "--backends", type=int, default=64, help="N for p4lb (default 64; the seed always has 4)")
     pr.add_argument("--json", action="store_true", help="print the whole report as JSON")
-    pr.add_argument("--out", type=Path, default=Path("out/traces"), help="where counterexample traces are saved")
+    pr.add_argument("--out", type=Path, default=None, help="where counterexample traces are saved (default out/traces, or out/traces-SUBSET for a subset run)")
     pr.add_argument("--no-mutants", action="store_true", help="skip the mutant checks")
     pr.add_argument("--max-depth", type=int, default=8, help="deepest counterexample searched")
     rp = sub.add_parser("replay", help="replay a saved counterexample on the executable model")
     rp.add_argument("trace", type=Path)
     args = p.parse_args(argv if argv and argv[0] in ("prove", "replay", "-h", "--help") else ["prove", *argv])
     return args
+
+
+def traces_dir(designs: list[str], props: list[Prop], n: int, no_mutants: bool) -> Path:
+    """out/traces for the full default run; a folder of its own for any other run, so it never overwrites the full run's traces."""
+    if sorted(designs) == sorted(DESIGNS) and props == list(Prop) and n == 64 and not no_mutants:
+        return Path("out/traces")
+    size = f"-n{n}" if "p4lb" in designs else ""
+    return Path("out") / f"traces-{'+'.join(designs)}-{'+'.join(p.name for p in props)}{size}{'-nomutants' if no_mutants else ''}"
 
 
 def cmd_prove(args: argparse.Namespace, console: Console) -> int:
@@ -44,7 +52,8 @@ def cmd_prove(args: argparse.Namespace, console: Console) -> int:
     except KeyError as exc:
         console.print(f"[red]--property {exc.args[0]!r} is invalid: use P1..P8[/]")
         return 2
-    report = run(args.design or list(DESIGNS), props, args.backends, not args.no_mutants, args.out, args.max_depth)
+    designs = args.design or list(DESIGNS)
+    report = run(designs, props, args.backends, not args.no_mutants, args.out or traces_dir(designs, props, args.backends, args.no_mutants), args.max_depth)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -71,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     logging.basicConfig(level=logging.WARNING)
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    console = Console(width=200)
+    console = Console()
     try:
         return cmd_replay(args, console) if args.cmd == "replay" else cmd_prove(args, console)
     except (ModelError, VerifyError, OSError, ValueError) as exc:

@@ -11,9 +11,9 @@ from p4lb.model.pool import Pool
 from p4lb.verify.encoding import (
     B8,
     BOOL,
+    COUNTED,
     FATE_BACKEND,
     FATE_DROP,
-    FATE_LOST,
     INT,
     KEY,
     Branch,
@@ -33,6 +33,7 @@ from p4lb.verify.encoding import (
 from p4lb.verify.hashing import Hash
 
 ST = z3.BitVecSort(2)
+R3 = z3.BitVecSort(3)
 FREE, OPEN, CLOSING = (z3.BitVecVal(int(x), 2) for x in SlotState)
 
 
@@ -71,6 +72,8 @@ class P4lbEncoding:
             "flow_backend": z3.Array(f"flow_backend_{tag}", self.idx, B8),
             "flow_last_seen": z3.Array(f"flow_last_seen_{tag}", self.idx, INT),
             "now": z3.Int(f"now_sw_{tag}"),
+            "lb_drops": z3.Array(f"lb_drops_{tag}", R3, INT),
+            "backend_flows": z3.Array(f"backend_flows_{tag}", B8, INT),
             "ghost_pos": z3.Array(f"ghost_pos_{tag}", B8, B8),
             "ghost_start": z3.BitVec(f"ghost_start_{tag}", 8),
         }
@@ -134,15 +137,17 @@ class P4lbEncoding:
             sw["rr_next1"] == 0,
             sw["flow_state"] == z3.K(self.idx, FREE),
             sw["now"] == 0,
+            sw["lb_drops"] == z3.K(R3, z3.IntVal(0)),
+            sw["backend_flows"] == z3.K(B8, z3.IntVal(0)),
             sw["ghost_start"] == 0,
             init_spec(s.spec, pool),
         )
 
     # ---- packets ---------------------------------------------------------------------------------------
 
-    def forward(self, b: z3.ExprRef) -> z3.ExprRef:
-        """Fate of sending to backend b: the `backend` table has entries 1..N only."""
-        return z3.If(z3.And(z3.UGE(b, 1), z3.ULE(b, self.n)), FATE_BACKEND, FATE_LOST)
+    def has_entry(self, b: z3.ExprRef) -> z3.BoolRef:
+        """The `backend` table has entries 1..N only; a miss is dropped and counted as NO_BACKEND_ENTRY."""
+        return z3.And(z3.UGE(b, 1), z3.ULE(b, self.n))
 
     def packet(self, s: Sym, pkt: PacketIn) -> tuple[dict, Out, z3.BoolRef]:
         """The ingress for one packet (see model.p4lb.p4lb_packet); also returns 'slot held by another live open flow'."""
@@ -167,9 +172,12 @@ class P4lbEncoding:
         c_syn = z3.And(z3.Not(pkt.malformed), z3.Not(established), pkt.syn)
         c_close = z3.And(z3.Not(pkt.malformed), z3.Not(established), z3.Not(pkt.syn), closing)
         full = reason(DropReason.UNCOUNTED if var.refuse_uncounted else DropReason.FLOW_TABLE_FULL)
-        fate = z3.If(c_mal, FATE_DROP, z3.If(c_est, self.forward(fb), z3.If(c_syn, z3.If(dispatch, self.forward(b), FATE_DROP), z3.If(c_close, self.forward(fb), FATE_DROP))))
-        rsn = z3.If(c_mal, reason(DropReason.MALFORMED), z3.If(c_syn, z3.If(refuse, full, reason(DropReason.NO_ELIGIBLE)), reason(DropReason.UNKNOWN_FLOW)))
-        out = Out(fate, z3.If(z3.Or(c_est, c_close), fb, b), z3.If(fate == FATE_DROP, rsn, reason(DropReason.NONE)))
+        sent = z3.Or(c_est, c_close, z3.And(c_syn, dispatch))
+        to = z3.If(z3.Or(c_est, c_close), fb, b)
+        miss = z3.And(sent, z3.Not(self.has_entry(to)))
+        fate = z3.If(z3.And(sent, z3.Not(miss)), FATE_BACKEND, FATE_DROP)
+        rsn = z3.If(c_mal, reason(DropReason.MALFORMED), z3.If(miss, reason(DropReason.NO_BACKEND_ENTRY), z3.If(c_syn, z3.If(refuse, full, reason(DropReason.NO_ELIGIBLE)), reason(DropReason.UNKNOWN_FLOW))))
+        out = Out(fate, z3.If(fate == FATE_BACKEND, to, bv8(0)), z3.If(fate == FATE_DROP, rsn, reason(DropReason.NONE)))
         del no_elig
         new_state = z3.If(c_est, z3.If(pkt.close, CLOSING, OPEN), z3.If(z3.And(c_syn, dispatch), OPEN, fs))
         touch = z3.Or(c_est, c_close, z3.And(c_syn, dispatch))
@@ -182,6 +190,9 @@ class P4lbEncoding:
         post["rr_next0"] = z3.If(z3.And(moved, z3.Not(ver)), nxt2, sw["rr_next0"])
         post["rr_next1"] = z3.If(z3.And(moved, ver), nxt2, sw["rr_next1"])
         post["now"] = t
+        counted = z3.And(fate == FATE_DROP, z3.Or(*[rsn == reason(r) for r in COUNTED]))
+        post["lb_drops"] = z3.If(counted, z3.Store(sw["lb_drops"], rsn, sw["lb_drops"][rsn] + 1), sw["lb_drops"])
+        post["backend_flows"] = z3.If(z3.And(c_syn, dispatch), z3.Store(sw["backend_flows"], b, sw["backend_flows"][b] + 1), sw["backend_flows"])
         occ_open = z3.And(c_syn, refuse, open_at(s.spec, fk, t, self.timeout))
         return post, out, occ_open
 

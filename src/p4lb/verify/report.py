@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from p4lb.model.crc import ip_str
 from p4lb.model.packet import Packet, flags_str
 from p4lb.model.trace import OpStep, Run, Trace, WriteStep
+from p4lb.verify.binding import BindingResult
 from p4lb.verify.results import Result, Verdict
 from p4lb.verify.runner import Report
 
@@ -15,12 +17,23 @@ STYLE = {Verdict.PROVEN: "green", Verdict.REFUTED: "red", Verdict.UNKNOWN: "bold
 
 
 def verdict_table(title: str, results: list[Result]) -> Table:
-    """One row per (design, property)."""
+    """One row per (design, property); fits 80 columns (the trace files are listed with their tables)."""
     t = Table(title=title, title_justify="left")
-    for col in ("design", "property", "verdict", "time (s)", "depth / invariant", "counterexample"):
-        t.add_column(col)
+    for col in ("design", "property", "verdict", "s", "how"):
+        t.add_column(col, justify="right" if col == "s" else "left")
     for r in results:
-        t.add_row(r.design, f"{r.prop.name} {r.prop.value}", f"[{STYLE[r.verdict]}]{r.verdict.value}[/]", f"{r.seconds:.2f}", r.detail, r.trace_path or "")
+        t.add_row(r.design, f"{r.prop.name} {r.prop.value}", f"[{STYLE[r.verdict]}]{r.verdict.value}[/]", f"{r.seconds:.1f}", r.detail)
+    return t
+
+
+def binding_table(bindings: list[BindingResult]) -> Table:
+    """One row per kind of step: the model's step and the encoding's are proven equal."""
+    t = Table(title="One semantics: the model's step = the Z3 encoding's step (all states, all inputs)", title_justify="left")
+    for col in ("design", "step", "verdict", "paths", "s"):
+        t.add_column(col, justify="right" if col in ("paths", "s") else "left")
+    for b in bindings:
+        verdict = "equal" if b.verdict is Verdict.PROVEN else f"{b.verdict.value}: {b.detail}"
+        t.add_row(b.design, b.step, f"[{STYLE[b.verdict]}]{escape(verdict)}[/]", str(b.paths), f"{b.seconds:.2f}")
     return t
 
 
@@ -51,16 +64,21 @@ def trace_table(trace: Trace, run: Run) -> Table:
 
 def print_report(report: Report, console: Console) -> None:
     """The whole run, for a person."""
+    if report.bindings:
+        console.print(binding_table(report.bindings))
     for name, inv in report.invariants.items():
         state = "inductive" if inv.ok else f"NOT inductive: {inv.failed}"
         console.print(f"p4lb invariant ({name}): {inv.clauses} clause families, {state} [{inv.seconds:.2f}s]")
-    console.print(verdict_table(f"Verdicts, N = {report.n} backends for p4lb (the seed has 4)", report.results))
+    n = f"N = {report.n} backends for p4lb" if "p4lb" in report.designs else "the seed's 4 backends"
+    console.print(verdict_table(f"Verdicts ({n})", report.results))
     if report.mutants:
         console.print(verdict_table("Mutants: each must be refuted on the property it breaks (shows the prover can fail)", report.mutants))
     for r in report.results + report.mutants:
         if r.trace is not None:
             console.print(trace_table(r.trace, r.trace.run()))
             if r.trace_path:
-                console.print(f"  replay: python -m p4lb.verify replay {r.trace_path}")
+                console.print(f"  replay: python -m p4lb.verify replay {r.trace_path}", soft_wrap=True)
     bad = report.failures()
-    console.print(f"{len(report.results)} verdicts, {len(report.mutants)} mutants, {report.seconds:.1f}s; " + ("[red]FAILED: " + "; ".join(bad) + "[/]" if bad else "[green]all p4lb properties proven, all mutants refuted[/]"))
+    console.print(escape(f"{report.summary()} [{report.seconds:.1f}s]"))
+    if bad:
+        console.print("[red]FAILED:[/] " + escape("; ".join(bad)))

@@ -7,7 +7,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from p4lb.model.design import make_design
 from p4lb.model.spec import Prop
+from p4lb.verify.binding import BindingResult, bind_all
 from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, prove, replay
 from p4lb.verify.errors import ReplayError
 from p4lb.verify.mutants import MUTANTS
@@ -25,6 +27,9 @@ class Report:
     results: list[Result] = field(default_factory=list)
     mutants: list[Result] = field(default_factory=list)
     invariants: dict[str, InductionReport] = field(default_factory=dict)
+    bindings: list[BindingResult] = field(default_factory=list)
+    designs: list[str] = field(default_factory=list)
+    props: list[Prop] = field(default_factory=list)
     seconds: float = 0.0
 
     def failures(self) -> list[str]:
@@ -32,7 +37,21 @@ class Report:
         bad = [f"{r.design} {r.prop.name}: {r.verdict.value}" for r in self.results if r.verdict is Verdict.UNKNOWN]
         bad += [f"p4lb {r.prop.name}: {r.verdict.value}" for r in self.results if r.design == "p4lb" and r.verdict is Verdict.REFUTED]
         bad += [f"mutant {r.design} {r.prop.name}: {r.verdict.value} (must be refuted)" for r in self.mutants if r.verdict is not Verdict.REFUTED]
+        bad += [f"{b.design} {b.step}: model and encoding {b.verdict.value} ({b.detail})" for b in self.bindings if b.verdict is not Verdict.PROVEN]
         return bad
+
+    def summary(self) -> str:
+        """One line saying only what this run checked."""
+        parts = [f"model = encoding for {len(self.bindings)} kinds of step"] if self.bindings else []
+        props = ", ".join(p.name for p in self.props)
+        for d in self.designs:
+            rs = [r for r in self.results if r.design == d]
+            want = Verdict.PROVEN if d == "p4lb" else Verdict.REFUTED
+            ok = sum(r.verdict is want for r in rs)
+            parts.append(f"{d}: {ok}/{len(rs)} {want.value} ({props})")
+        if self.mutants:
+            parts.append(f"mutants: {sum(r.verdict is Verdict.REFUTED for r in self.mutants)}/{len(self.mutants)} refuted")
+        return "; ".join(parts)
 
     def to_json(self) -> dict:
         """JSON form of the whole report."""
@@ -42,6 +61,7 @@ class Report:
             "invariants": {k: {"inductive": v.ok, "clauses": v.clauses, "seconds": round(v.seconds, 3), "failed": v.failed} for k, v in self.invariants.items()},
             "results": [r.to_json() for r in self.results],
             "mutants": [r.to_json() for r in self.mutants],
+            "bindings": [{"design": b.design, "step": b.step, "verdict": b.verdict.value, "paths": b.paths, "seconds": round(b.seconds, 3), "detail": b.detail} for b in self.bindings],
             "failures": self.failures(),
         }
 
@@ -76,7 +96,8 @@ def check_replay(r: Result) -> Result:
 def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: Path | None, max_depth: int = 8) -> Report:
     """Check every (design, property), and every property's mutant."""
     start = time.monotonic()
-    report = Report(n)
+    report = Report(n, designs=list(designs), props=list(props))
+    report.bindings = bind_all(make_design("p4lb", n).cfg, make_design("seed").cfg)
     for design in designs:
         for prop in props:
             task = Task(design, n, prop, max_depth=max_depth)

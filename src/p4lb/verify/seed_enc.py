@@ -99,9 +99,29 @@ class SeedEncoding:
             dropped = z3.If(cond, c_drop, dropped)
         hit = z3.And(z3.UGE(m_flowlet, 1), z3.ULE(m_flowlet, N))
         fate = z3.If(hit, FATE_BACKEND, z3.If(dropped, FATE_DROP, FATE_LOST))
-        out = Out(fate, z3.ZeroExt(5, m_flowlet), z3.If(fate == FATE_DROP, reason(DropReason.UNCOUNTED), reason(DropReason.NONE)))
+        out = Out(fate, z3.If(fate == FATE_DROP, bv8(0), z3.ZeroExt(5, m_flowlet)), z3.If(fate == FATE_DROP, reason(DropReason.UNCOUNTED), reason(DropReason.NONE)))
         post = dict(sw, flowlet_select=regs, myselect=myreg, mymax=m_max)
         return post, out
+
+    def set_max(self, s: Sym, k: z3.BitVecRef) -> dict:
+        """The write set_max := k (the _max parameter of the VIP's set_max entry)."""
+        return dict(s.sw, set_max=k)
+
+    def set_status(self, s: Sym, b: z3.BitVecRef, fail: z3.BoolRef) -> dict:
+        """The write set_statusB := fail."""
+        sw = dict(s.sw)
+        for i in range(1, N + 1):
+            sw[f"fail{i}"] = z3.If(b == i, fail, s.sw[f"fail{i}"])
+        return sw
+
+    def write_step(self, s: Sym, tag: str, target: str) -> tuple[dict, z3.BitVecRef, list]:
+        """(post-state, the written value as a bit-vector, assumptions) of one controller write to `target`."""
+        if target == "set_max":
+            k = z3.BitVec(f"k_{tag}", 3)
+            return self.set_max(s, k), k, []
+        b = int(target.removeprefix("set_status"))
+        fail = z3.BitVec(f"fail_{tag}", 1)
+        return self.set_status(s, bv8(b), fail == 1), fail, []
 
     def step(self, s: Sym, s2: Sym, tag: str, atomic: bool = True) -> StepEnc:
         """Any packet, or one controller write: set_max := k (0..4) or set_statusB := fail."""
@@ -118,10 +138,8 @@ class SeedEncoding:
         active = s.spec["active"]
         for i in range(1, N + 1):
             active = z3.Store(active, bv8(i), z3.ULE(z3.BitVecVal(i, 3), k))
-        branches.append(Branch("set_max", z3.ULE(k, N), dict(s.sw, set_max=k), spec_after_pool(s.spec, {"active": active}, N, True)))
-        sw = dict(s.sw)
-        for i in range(1, N + 1):
-            sw[f"fail{i}"] = z3.If(b == i, fail, s.sw[f"fail{i}"])
+        branches.append(Branch("set_max", z3.ULE(k, N), self.set_max(s, k), spec_after_pool(s.spec, {"active": active}, N, True)))
+        sw = self.set_status(s, b, fail)
         sets = {"healthy": z3.Store(s.spec["healthy"], b, z3.Not(fail))}
         branches.append(Branch("set_status", z3.And(z3.UGE(b, 1), z3.ULE(b, N)), sw, spec_after_pool(s.spec, sets, N, True)))
         trans = choose(kind, s2, branches)
