@@ -281,13 +281,13 @@ def test_status_and_flows_count_open_flows_only(capsys):
     sw = ctl.switch
     for pkt in (Packet(0x0A000101, 1000, SYN, 0), Packet(0x0A000101, 1001, SYN, 1), Packet(0x0A000101, 1002, SYN, 2), Packet(0x0A000101, 1001, FIN | ACK, 3)):
         sw.state = p4lb_packet(sw.cfg, P4LB, sw.state, pkt)[0]
-    assert [r["open_flows"] for r in ctl.status()] == [1, 0, 1, 0]  # 1001 (backend 2) is closing
+    assert [r.open_flows for r in ctl.status()] == [1, 0, 1, 0]  # 1001 (backend 2) is closing
     cli.show_flows(ctl, True, cli.Console())
     flows = json.loads(capsys.readouterr().out)
     assert sorted((f["client"], f["backend"]) for f in flows) == [("10.0.1.1:1000", 1), ("10.0.1.1:1002", 3)]
     late = Packet(0x0A000102, 5, ACK, sw.cfg.idle_timeout_us + 10)  # the clock passes the idle timeout
     sw.state = p4lb_packet(sw.cfg, P4LB, sw.state, late)[0]
-    assert [r["open_flows"] for r in ctl.status()] == [0, 0, 0, 0]
+    assert [r.open_flows for r in ctl.status()] == [0, 0, 0, 0]
 
 
 def test_cpu_scan_answer_decodes_open_slots_only():

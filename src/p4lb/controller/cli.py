@@ -1,59 +1,167 @@
 """`p4lb`: deploy, status, scale, fail, heal, drain, undrain, run (health loop), flows, flow, prove.
 
-Exit codes: 0 done; 1 the prover found a problem; 2 bad input (config or arguments, nothing written);
-3 switch unreachable or refused a request.
+Exit codes:
+  0    done
+  1    the prover found a problem (`p4lb prove`)
+  2    bad input (arguments, config file, state file): nothing was written,
+       not even a lock file
+  3    the switch is unreachable or refused a request, or the switch extra
+       (p4runtime-shell) is not installed
+  4    internal error: one line naming the log file that holds the traceback
+       (--debug prints the traceback instead)
+  130  interrupted (Ctrl-C)
+
+--dry-run runs every command against the executable model: no switch is
+contacted, `run` probes nothing (each verdict is what the state file says),
+and the operator's sets persist in CONFIG.dry-run.state.json beside the real
+state file, which a dry run never reads or writes: a dry-run sequence behaves
+like a real one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import enum
+import ipaddress
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from p4lb.controller.controller import Controller
-from p4lb.controller.errors import ConfigFileError, ControllerError, SwitchError
-from p4lb.controller.health import HealthMonitor
+from p4lb.controller.controller import BackendStatus, Controller
+from p4lb.controller.errors import ConfigFileError, ControllerError, StateFileError, SwitchError, UsageError
+from p4lb.controller.health import HealthMonitor, Prober, StateProber
 from p4lb.controller.settings import Settings, load
-from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch, Switch
-from p4lb.model.crc import ip, ip_str
+from p4lb.controller.switch import ModelSwitch, Switch
+from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError
 from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain
 from p4lb.model.p4lb import SlotState, flow_slot
 from p4lb.model.packet import Packet
 
-log = logging.getLogger("p4lb")
-EXIT_OK, EXIT_PROVER, EXIT_INPUT, EXIT_SWITCH = 0, 1, 2, 3
+log = logging.getLogger(__name__)
 
 
-def parser() -> argparse.ArgumentParser:
+class ExitCode(enum.IntEnum):
+    """What `p4lb` exits with (see the module docstring)."""
+
+    OK = 0
+    PROVER = 1
+    INPUT = 2
+    SWITCH = 3
+    INTERNAL = 4
+    INTERRUPTED = 130
+
+
+EXIT_OK, EXIT_PROVER, EXIT_INPUT, EXIT_SWITCH, EXIT_INTERNAL = ExitCode.OK, ExitCode.PROVER, ExitCode.INPUT, ExitCode.SWITCH, ExitCode.INTERNAL
+EPILOG = __doc__.split("\n\n", 1)[1]
+OPS = {"fail": Fail, "heal": Heal, "drain": Drain, "undrain": Undrain}
+OP_HELP = {
+    "fail": "mark a backend failed: it gets no new flows; its open flows stay pinned to it",
+    "heal": "mark a failed backend healthy again: it rejoins the group if active and not draining",
+    "drain": "stop new flows to a backend; its open flows finish on it",
+    "undrain": "let a drained backend take new flows again",
+}
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so main() labels it and returns 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise instead of printing and exiting."""
+        raise UsageError(message, self.format_usage(), self.prog)
+
+
+def backend_id(text: str) -> int:
+    """A backend id argument: a whole number from 1 (checked against the config later)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a backend id: give a whole number such as 2") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a backend id: ids start at 1")
+    return value
+
+
+def count(text: str) -> int:
+    """A non-negative whole number argument."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
+    return value
+
+
+def client_address(text: str) -> Packet:
+    """CLIENT_IP:PORT as the packet whose flow slot `flow` shows."""
+    addr, _, port = text.rpartition(":")
+    try:
+        pkt = Packet(int(ipaddress.IPv4Address(addr)), int(port), 0)
+    except ValueError:
+        pkt = None
+    if pkt is None or not 0 < pkt.src_port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a client connection: give CLIENT_IP:PORT, e.g. 10.0.0.10:40000")
+    return pkt
+
+
+def parser() -> ArgParser:
     """The command line."""
-    p = argparse.ArgumentParser(prog="p4lb", description="Operate a p4lb load balancer on a P4Runtime switch.")
-    p.add_argument("-c", "--config", type=Path, default=Path("p4lb.toml"), help="TOML configuration (default p4lb.toml)")
-    p.add_argument("--state", type=Path, default=None, help="where the operator's sets persist between commands (default: CONFIG with .state.json)")
-    p.add_argument("--dry-run", action="store_true", help="run against the executable model instead of a switch")
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("deploy", help="push the pipeline, backends and group (reconciles if already deployed)")
-    st = sub.add_parser("status", help="table of backends")
-    st.add_argument("--json", action="store_true")
-    sc = sub.add_parser("scale", help="make backends 1..K active")
-    sc.add_argument("--active", type=int, required=True)
-    for name in ("fail", "heal", "drain", "undrain"):
-        sub.add_parser(name, help=f"{name} one backend").add_argument("backend", type=int)
-    run = sub.add_parser("run", help="health-check loop: fail/heal backends automatically")
-    run.add_argument("--rounds", type=int, default=0, help="stop after this many rounds (0: forever)")
-    fs = sub.add_parser("flows", help="list the open flows (client, backend) read from every flow slot")
-    fs.add_argument("--json", action="store_true")
-    fl = sub.add_parser("flow", help="show the flow slot of one client connection (CLIENT_IP:PORT)")
-    fl.add_argument("client", help="client address and port, e.g. 10.0.0.10:40000")
-    sub.add_parser("prove", help="run the prover (python -m p4lb.verify)")
+    p = ArgParser(prog="p4lb", description="Operate a p4lb load balancer on a P4Runtime switch.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", type=Path, default=Path("p4lb.toml"), help="TOML configuration (default p4lb.toml); relative paths in it are taken from its folder")
+    p.add_argument("--state", type=Path, default=None, help="where the operator's sets persist between commands (default: beside CONFIG, with .state.json)")
+    p.add_argument("--dry-run", action="store_true", help="run against the executable model: no switch, no health probes, a separate .dry-run.state.json")
+    p.add_argument("-v", "--verbose", action="store_true", help="log each operation and health transition")
+    p.add_argument("--debug", action="store_true", help="log everything and print tracebacks of errors")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=ArgParser, help="what to do (p4lb COMMAND --help describes its arguments)")
+
+    def command(name: str, text: str, **kw: object) -> ArgParser:
+        return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", **kw)
+
+    command("deploy", "push the pipeline, backends and group (reconciles if already deployed)")
+    command("status", "table of backends: state, group membership, open and dispatched flows").add_argument("--json", action="store_true", help="print JSON instead of a table")
+    command("scale", "make backends 1..K active (the others take no new flows)").add_argument("--active", type=count, required=True, metavar="K", help="how many backends are active (0..number of backends)")
+    for name, text in OP_HELP.items():
+        command(name, text).add_argument("backend", type=backend_id, help="backend id: its position in the config's [[backend]] list, from 1")
+    command("run", "health-check loop: probe every backend, fail and heal them automatically").add_argument("--rounds", type=count, default=0, help="stop after this many rounds (default 0: forever)")
+    command("flows", "list the open flows (client, backend) read from every flow slot").add_argument("--json", action="store_true", help="print JSON instead of a table")
+    fl = command("flow", "show the flow slot of one client connection: state, owner, backend, idle time")
+    fl.add_argument("client", type=client_address, help="client address and port, e.g. 10.0.0.10:40000")
+    fl.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
+    command("prove", "run the prover: ARGS go to `python -m p4lb.verify prove` (p4lb prove --help lists them)", add_help=False, usage="p4lb prove [ARGS ...]")
     return p
+
+
+def parse_command_line(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The parsed arguments and, for `prove` only, the arguments passed on to the prover."""
+    p = parser()
+    args, rest = p.parse_known_args(argv)
+    if rest and args.cmd != "prove":
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args, rest
+
+
+def state_file(args: argparse.Namespace) -> Path:
+    """The state file this invocation uses: the real one, or in a dry run its own one beside it."""
+    real = args.state or args.config.with_suffix(".state.json")
+    return dry_run_state(real) if args.dry_run else real
+
+
+def dry_run_state(real: Path) -> Path:
+    """The dry run's state file beside the real one: p4lb.state.json -> p4lb.dry-run.state.json."""
+    stem = real.name.removesuffix(".state.json") if real.name.endswith(".state.json") else real.name
+    return real.with_name(f"{stem}.dry-run.state.json")
 
 
 def make_switch(settings: Settings, dry_run: bool, one_shot: bool = True) -> Switch:
@@ -61,69 +169,116 @@ def make_switch(settings: Settings, dry_run: bool, one_shot: bool = True) -> Swi
     while `p4lb run` holds its session (the state-file lock keeps their operations apart)."""
     if dry_run:
         return ModelSwitch(settings.lb)
+    from p4lb.controller.switch import P4RuntimeSwitch  # noqa: PLC0415  (imports p4runtime-shell lazily)
+
     t = settings.switch
     election = (t.election_id[0], t.election_id[1] + 1) if one_shot else t.election_id
-    return P4RuntimeSwitch(t.grpc, t.device_id, election, t.p4info, t.bmv2_json, settings.lb)
+    switch = P4RuntimeSwitch(t.grpc, t.device_id, election, t.p4info, t.bmv2_json, settings.lb)
+    switch.preflight()
+    return switch
+
+
+def simulate_deployed(ctl: Controller) -> None:
+    """Dry run: bring the fresh model switch to what a switch deployed with the state file's sets holds."""
+    seed = Controller(ctl.settings, ctl.switch, grace_s=0)
+    seed.pool = ctl.pool
+    seed.deploy()
+
+
+def check_args(args: argparse.Namespace, settings: Settings) -> None:
+    """Refuse arguments the config rules out, before anything is written."""
+    n = settings.lb.n
+    if args.cmd in OPS and args.backend > n:
+        raise UsageError(f"backend {args.backend} does not exist: use a backend id in 1..{n} (the config has {n} backends)")
+    if args.cmd == "scale" and args.active > n:
+        raise UsageError(f"--active {args.active} is out of range: use 0..{n} (the config has {n} backends)")
 
 
 def show_status(ctl: Controller, as_json: bool, console: Console) -> None:
-    """Print the status table."""
+    """Print the status table (or JSON)."""
     rows = ctl.status()
     drops = ctl.drops()
     if as_json:
-        print(json.dumps({"backends": rows, "lb_drops": drops}, indent=2))
+        print(json.dumps({"backends": [r.to_json() for r in rows], "lb_drops": drops}, indent=2))
         return
-    t = Table(title="p4lb backends")
-    for col in ("backend", "address", "state", "in group", "open flows", "dispatched"):
-        t.add_column(col, justify="right" if col in ("open flows", "dispatched") else "left")
-    for r in rows:
-        t.add_row(str(r["backend"]), r["address"].split(" ", 1)[-1], backend_state(r), "yes" if r["in_group"] else "no", str(r["open_flows"]), str(r["flows_dispatched"]))
-    console.print(t)
+    console.print(status_table(rows))
     console.print(f"refused SYNs: {drops['flow_table_full']}   black holes: {drops['no_backend_entry']} (P3 proves none)")
     console.print("lb_drops: " + ", ".join(f"{k}={v}" for k, v in drops.items()))
 
 
-def backend_state(row: dict) -> str:
-    """One word (or two) for the operator's sets: serving, inactive (scaled out), draining, failed."""
-    words = [w for w, on in (("failed", not row["healthy"]), ("draining", row["draining"]), ("inactive", not row["active"])) if on]
-    return ", ".join(words) or "serving"
+def status_table(rows: list[BackendStatus]) -> Table:
+    """One line per backend; narrow enough for 80 columns."""
+    t = Table(title="p4lb backends")
+    t.add_column("backend", justify="right", no_wrap=True)
+    t.add_column("address", no_wrap=True)
+    t.add_column("port", justify="right", no_wrap=True)
+    t.add_column("state")
+    t.add_column("in group", no_wrap=True)
+    t.add_column("open flows", justify="right")
+    t.add_column("dispatched", justify="right")
+    for r in rows:
+        t.add_row(str(r.backend), r.address, str(r.switch_port), backend_state(r), "yes" if r.in_group else "no", str(r.open_flows), str(r.flows_dispatched))
+    return t
 
 
-def show_flow(ctl: Controller, client: str, console: Console) -> None:
-    """Print the slot a client's connection hashes to: state, owner, backend, idle time."""
-    addr, _, port = client.rpartition(":")
-    try:
-        pkt = Packet(ip(addr), int(port), 0)
-        if not 0 < pkt.src_port < 65536:
-            raise ValueError
-    except ValueError:
-        raise ConfigError("client", client, "give CLIENT_IP:PORT, e.g. 10.0.0.10:40000") from None
+def backend_state(row: BackendStatus) -> str:
+    """One word (or more) for the operator's sets: serving, inactive (scaled out), draining, failed."""
+    return ", ".join(s.value for s in row.states)
+
+
+def flow_report(ctl: Controller, pkt: Packet) -> dict[str, object]:
+    """The slot a client's connection hashes to: state, owner, backend, idle time."""
     slot = flow_slot(ctl.settings.lb, pkt)
     regs = ctl.switch.read_slot(slot)
+    state = SlotState(regs["flow_state"])
     owner = regs["flow_key"]
-    state = SlotState(regs["flow_state"]).name
-    mine = "this connection" if owner == pkt.key else f"{ip_str(owner >> 16)}:{owner & 0xFFFF}"
     idle_s = (regs["now"] - regs["flow_last_seen"]) / 1e6
-    console.print(f"slot {slot}: {state}, held by {mine}, backend {regs['flow_backend']}, idle {idle_s:.1f} s (timeout {regs['idle_timeout'] / 1e6:g} s)")
+    timeout_s = regs["idle_timeout"] / 1e6
+    held = state is not SlotState.FREE
+    return {
+        "client": f"{ip_str(pkt.src_ip)}:{pkt.src_port}",
+        "slot": slot,
+        "state": state.name.lower(),
+        "held_by": ("this connection" if owner == pkt.key else f"{ip_str(owner >> 16)}:{owner & 0xFFFF}") if held else None,
+        "backend": regs["flow_backend"] if held else None,
+        "idle_s": idle_s if held else None,
+        "idle_timeout_s": timeout_s,
+        "expired": held and idle_s > timeout_s,
+    }
+
+
+def show_flow(ctl: Controller, pkt: Packet, as_json: bool, console: Console) -> None:
+    """Print the flow slot of one client connection."""
+    r = flow_report(ctl, pkt)
+    if as_json:
+        print(json.dumps(r, indent=2))
+        return
+    if r["held_by"] is None:
+        console.print(f"slot {r['slot']}: FREE, no connection holds it (the next SYN hashed to it takes it)")
+        return
+    expired = " (idle past the timeout: the next SYN hashed to it takes it)" if r["expired"] else ""
+    console.print(f"slot {r['slot']}: {str(r['state']).upper()}, held by {r['held_by']}, backend {r['backend']}, idle {r['idle_s']:.1f} s (timeout {r['idle_timeout_s']:g} s){expired}")
 
 
 def show_flows(ctl: Controller, as_json: bool, console: Console) -> None:
     """Print every open flow: slot, client address and port, backend."""
-    addresses = {b.id: str(b) for b in ctl.settings.lb.backends}
-    rows = [{"slot": slot, "client": f"{ip_str(e.key >> 16)}:{e.key & 0xFFFF}", "backend": e.backend, "address": addresses.get(e.backend, "?")}
-            for slot, e in sorted(ctl.switch.open_flows().items())]
+    backends = {b.id: b for b in ctl.settings.lb.backends}
+    rows = []
+    for slot, e in sorted(ctl.switch.open_flows().items()):
+        b = backends.get(e.backend)
+        rows.append({"slot": slot, "client": f"{ip_str(e.key >> 16)}:{e.key & 0xFFFF}", "backend": e.backend, "address": ip_str(b.ip) if b else None, "switch_port": b.port if b else None})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     t = Table(title=f"p4lb open flows: {len(rows)}")
-    for col in ("slot", "client", "backend", "address"):
-        t.add_column(col)
+    for col in ("slot", "client", "backend", "address", "port"):
+        t.add_column(col, justify="right" if col in ("slot", "backend", "port") else "left", no_wrap=True)
     for r in rows:
-        t.add_row(*[str(v) for v in r.values()])
+        t.add_row(*["?" if v is None else str(v) for v in r.values()])
     console.print(t)
 
 
-def health_loop(ctl: Controller, rounds: int) -> None:
+def health_loop(ctl: Controller, rounds: int, prober: Prober | None = None) -> None:
     """Probe every interval; where the checker's verdict and the operator's healthy set differ, fail or heal.
 
     Comparing verdicts with the (re-read) healthy set each round, rather than acting on transitions only, makes
@@ -131,7 +286,7 @@ def health_loop(ctl: Controller, rounds: int) -> None:
     """
     s = ctl.settings
     pool = ctl.current_pool()
-    monitor = HealthMonitor(s.health_addresses, s.health, initial={b: b in pool.healthy for b in range(1, s.lb.n + 1)})
+    monitor = HealthMonitor(s.health_addresses, s.health, initial={b: b in pool.healthy for b in range(1, s.lb.n + 1)}, prober=prober)
     try:
         ctl.switch.read()  # open the P4Runtime session now, not at the first failover (it takes ~0.2 s)
     except SwitchError as exc:
@@ -159,7 +314,6 @@ def health_loop(ctl: Controller, rounds: int) -> None:
 
 def dispatch(args: argparse.Namespace, ctl: Controller, console: Console) -> int:
     """Run one subcommand."""
-    ops = {"fail": Fail, "heal": Heal, "drain": Drain, "undrain": Undrain}
     if args.cmd == "deploy":
         writes = ctl.deploy()
         console.print(f"deployed: {len(writes)} writes")
@@ -167,47 +321,112 @@ def dispatch(args: argparse.Namespace, ctl: Controller, console: Console) -> int
         show_status(ctl, args.json, console)
     elif args.cmd == "scale":
         console.print(f"{ctl.apply(Scale(args.active)).op}")
-    elif args.cmd in ops:
-        applied = ctl.apply(ops[args.cmd](args.backend))
+    elif args.cmd in OPS:
+        applied = ctl.apply(OPS[args.cmd](args.backend))
         console.print(f"{applied.op}: {len(applied.writes)} writes; eligible now {sorted(applied.after.eligible)}")
     elif args.cmd == "run":
-        health_loop(ctl, args.rounds)
+        health_loop(ctl, args.rounds, StateProber(lambda: ctl.current_pool().healthy) if args.dry_run else None)
     elif args.cmd == "flows":
         show_flows(ctl, args.json, console)
     elif args.cmd == "flow":
-        show_flow(ctl, args.client, console)
-    return EXIT_OK
+        show_flow(ctl, args.client, args.json, console)
+    return ExitCode.OK
+
+
+def prove(rest: list[str]) -> int:
+    """`python -m p4lb.verify prove REST`: its exit code (0 proven, 1 a problem, 2 bad input)."""
+    from p4lb.verify.__main__ import main as prove_main  # noqa: PLC0415  (z3 only when proving)
+
+    try:
+        return int(prove_main(["prove", *rest]))
+    except SystemExit as exc:  # the prover's argparse: --help (0) or bad arguments (2)
+        return exc.code if isinstance(exc.code, int) else ExitCode.INPUT
+
+
+def run_command(args: argparse.Namespace, rest: list[str], console: Console) -> int:
+    """Load and check the input, then run the command against the switch (or the model in a dry run)."""
+    if args.cmd == "prove":
+        return prove(rest)
+    settings = load(args.config)
+    check_args(args, settings)
+    switch = make_switch(settings, args.dry_run, args.cmd != "run")
+    try:
+        ctl = Controller(settings, switch, grace_s=0 if args.dry_run else None, state_file=state_file(args))
+        if args.dry_run and args.cmd != "deploy":
+            simulate_deployed(ctl)
+        return dispatch(args, ctl, console)
+    finally:
+        switch.close()
+
+
+def say(console: Console, text: str) -> None:
+    """Print one message as plain text: no markup ("[[backend]]" stays), never wrapped."""
+    console.print(Text(" ".join(text.split("\n")), style="red"), soft_wrap=True)
+
+
+def save_traceback(exc: BaseException) -> Path | None:
+    """Write the traceback to a new log file in the temp folder; its path, or None if it could not be written."""
+    try:
+        fd, name = tempfile.mkstemp(prefix="p4lb-error-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"p4lb {' '.join(sys.argv[1:])}\n")
+            f.write("".join(traceback.format_exception(exc)))
+    except OSError:
+        return None
+    return Path(name)
+
+
+def report(exc: Exception, console: Console, debug: bool) -> int:
+    """Print an error as one line and return its exit code; internal errors leave their traceback in a log file."""
+    if debug:
+        traceback.print_exception(exc)
+    if isinstance(exc, UsageError | ConfigError):
+        say(console, f"usage error: {exc}")
+        return ExitCode.INPUT
+    if isinstance(exc, ConfigFileError):
+        say(console, f"config error: {exc}")
+        return ExitCode.INPUT
+    if isinstance(exc, StateFileError):
+        say(console, f"state file error: {exc}")
+        return ExitCode.INPUT
+    if isinstance(exc, SwitchError):
+        say(console, f"switch error: {exc}")
+        return ExitCode.SWITCH
+    where = "" if debug else f" (traceback in {save_traceback(exc) or 'no log file: the temp folder is not writable'}; --debug prints it)"
+    label = "error" if isinstance(exc, ControllerError) else f"internal error: {type(exc).__name__}"
+    say(console, f"{label}: {exc}{where}")
+    return ExitCode.INTERNAL
+
+
+def silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null, so the flush at exit raises nothing."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `p4lb` console script."""
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    console = Console()
-    if args.cmd == "prove":
-        from p4lb.verify.__main__ import main as prove_main  # noqa: PLC0415
-
-        return prove_main(["prove"])
+    console = Console(markup=False, highlight=False)
     try:
-        settings = load(args.config)
-        state = args.state or args.config.with_suffix(".state.json")
-        switch = make_switch(settings, args.dry_run, one_shot=args.cmd != "run")
-        ctl = Controller(settings, switch, state_file=None if args.dry_run else state)
-        try:
-            if args.dry_run:
-                ctl.deploy()
-            return dispatch(args, ctl, console)
-        finally:
-            switch.close()
-    except (ConfigFileError, ConfigError) as exc:
-        console.print(f"[red]config error: {exc}[/]")
-        return EXIT_INPUT
-    except SwitchError as exc:
-        console.print(f"[red]switch error: {exc}[/]")
-        return EXIT_SWITCH
-    except ControllerError as exc:
-        console.print(f"[red]error: {exc}[/]")
-        return EXIT_SWITCH
+        args, rest = parse_command_line(argv)
+    except UsageError as exc:
+        console.print(exc.usage, end="", soft_wrap=True)
+        say(console, f"usage error: {exc} (see {exc.prog} --help)")
+        return ExitCode.INPUT
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else ExitCode.OK
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
+    try:
+        return run_command(args, rest, console)
+    except KeyboardInterrupt:
+        say(console, "interrupted")
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:  # the reader (`| head`) has all it wanted
+        silence_stdout()
+        return ExitCode.OK
+    except Exception as exc:
+        return report(exc, console, args.debug)
 
 
 if __name__ == "__main__":

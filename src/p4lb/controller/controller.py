@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
 import json
 import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from p4lb.controller.errors import ControllerError, SwitchError
+from p4lb.controller.errors import ControllerError, StateFileError, SwitchError
 from p4lb.controller.settings import Settings
 from p4lb.controller.switch import Switch, SwitchView
 from p4lb.model.crc import ip_str
@@ -32,6 +33,45 @@ class Applied:
     before: Pool
     after: Pool
     writes: tuple[Write, ...]
+
+
+class BackendState(enum.Enum):
+    """A backend's state in one word, by precedence: failed, draining, inactive (scaled out), serving."""
+
+    FAILED = "failed"
+    DRAINING = "draining"
+    INACTIVE = "inactive"
+    SERVING = "serving"
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """One row of `p4lb status`: the backend, its sets, whether the committed group lists it, its flows."""
+
+    backend: int
+    address: str
+    switch_port: int
+    active: bool
+    healthy: bool
+    draining: bool
+    in_group: bool
+    open_flows: int
+    flows_dispatched: int
+
+    @property
+    def states(self) -> tuple[BackendState, ...]:
+        """Every set that keeps new flows away, in precedence order; (SERVING,) if none."""
+        off = ((BackendState.FAILED, not self.healthy), (BackendState.DRAINING, self.draining), (BackendState.INACTIVE, not self.active))
+        return tuple(w for w, on in off if on) or (BackendState.SERVING,)
+
+    @property
+    def state(self) -> BackendState:
+        """The one word: the first of `states`."""
+        return self.states[0]
+
+    def to_json(self) -> dict[str, object]:
+        """Stable JSON fields: address without port, switch_port an int, state a word."""
+        return {**asdict(self), "state": self.state.value}
 
 
 def _mirror(view: SwitchView) -> P4lbState:
@@ -58,6 +98,7 @@ class Controller:
         Re-running it after adding backends at the end of the config (or removing the last ones) installs the new
         `backend` entries and commits the new group; a removed backend's entry stays, so its open flows finish.
         """
+        self._preflight()
         with self._locked():
             pool = self.current_pool()
             try:
@@ -82,6 +123,7 @@ class Controller:
 
     def apply(self, op: Op) -> Applied:
         """Carry out one operation: validate it, plan its writes, check the plan, write them in order."""
+        op.apply(self._preflight())
         with self._locked():
             before = self.current_pool()
             after = op.apply(before)
@@ -97,6 +139,17 @@ class Controller:
         if self.state_file:
             self.pool = load_pool(self.state_file, self.settings)
         return self.pool
+
+    def _preflight(self) -> Pool:
+        """The operator's sets, after checking the state file can be read and written: before the lock file exists."""
+        pool = self.current_pool()
+        if self.state_file:
+            folder = self.state_file.parent
+            if not folder.is_dir():
+                raise StateFileError(f"the state file's folder {folder} does not exist: create it, or give --state a path in an existing folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise StateFileError(f"the state file's folder {folder} is not writable: fix its permissions, or give --state a writable path")
+        return pool
 
     @contextlib.contextmanager
     def _locked(self):
@@ -132,26 +185,26 @@ class Controller:
         black holes (no_backend_entry)."""
         return self.switch.read().lb_drops
 
-    def status(self) -> list[dict]:
+    def status(self) -> list[BackendStatus]:
         """One row per backend: its sets, whether it is in the committed group, new flows dispatched to it."""
         view = self.switch.read()
         group = view.groups[view.vip] if view.vip is not None else ()
         open_flows = Counter(e.backend for e in self.switch.open_flows().values())
-        rows = []
-        for b in self.settings.lb.backends:
-            rows.append(
-                {
-                    "backend": b.id,
-                    "address": str(b),
-                    "active": b.id in self.pool.active,
-                    "healthy": b.id in self.pool.healthy,
-                    "draining": b.id in self.pool.draining,
-                    "in_group": b.id in group,
-                    "open_flows": open_flows.get(b.id, 0),
-                    "flows_dispatched": view.backend_flows.get(b.id, 0),
-                }
+        pool = self.pool
+        return [
+            BackendStatus(
+                backend=b.id,
+                address=ip_str(b.ip),
+                switch_port=b.port,
+                active=b.id in pool.active,
+                healthy=b.id in pool.healthy,
+                draining=b.id in pool.draining,
+                in_group=b.id in group,
+                open_flows=open_flows.get(b.id, 0),
+                flows_dispatched=view.backend_flows.get(b.id, 0),
             )
-        return rows
+            for b in self.settings.lb.backends
+        ]
 
 
 def save_pool(path: Path, pool: Pool, settings: Settings | None = None) -> None:
@@ -160,8 +213,11 @@ def save_pool(path: Path, pool: Pool, settings: Settings | None = None) -> None:
     if settings is not None:
         data["backends"] = [ip_str(b.ip) for b in settings.lb.backends]
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StateFileError(f"cannot write the state file {path} ({exc.strerror}): give --state a writable file path") from None
 
 
 def load_pool(path: Path, settings: Settings) -> Pool:
@@ -173,16 +229,32 @@ def load_pool(path: Path, settings: Settings) -> Pool:
     n = settings.lb.n
     if not path.exists():
         return Pool.initial(n, settings.active)
+    data = _read_state(path)
     try:
-        data = json.loads(path.read_text())
         old_n = int(data["n"])
         sets = {k: frozenset(int(b) for b in data[k]) for k in ("active", "healthy", "draining")}
+        old_backends = [str(a) for a in data.get("backends", [])]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ControllerError(f"state file {path} is unreadable ({exc}): delete it to start from the config") from None
-    for i, (old, b) in enumerate(zip(data.get("backends", []), settings.lb.backends, strict=False), start=1):
+        raise StateFileError(f"state file {path} is not a p4lb state file (bad field {exc}): delete it to start from the config") from None
+    for i, (old, b) in enumerate(zip(old_backends, settings.lb.backends, strict=False), start=1):
         if old != ip_str(b.ip):
-            raise ControllerError(f"backend {i} was {old} and is now {ip_str(b.ip)} in the config: keep ids stable (append new backends at the end), or delete {path}")
+            raise StateFileError(f"backend {i} was {old} and is now {ip_str(b.ip)} in the config: keep ids stable (append new backends at the end), or delete {path}")
     keep = frozenset(range(1, n + 1))
     added = frozenset(range(old_n + 1, n + 1))
     active = (sets["active"] | frozenset(b for b in added if b <= settings.active)) & keep
     return Pool(n, active, (sets["healthy"] | added) & keep, sets["draining"] & keep)
+
+
+def _read_state(path: Path) -> dict:
+    """The state file's JSON object, or a StateFileError naming the file and the fix."""
+    try:
+        data = json.loads(path.read_text())
+    except IsADirectoryError:
+        raise StateFileError(f"state file {path} is a directory: give --state a file path, or move {path} away") from None
+    except OSError as exc:
+        raise StateFileError(f"state file {path} is unreadable ({exc.strerror}): fix its permissions, or give --state another path") from None
+    except ValueError as exc:
+        raise StateFileError(f"state file {path} is not valid JSON ({exc}): delete it to start from the config") from None
+    if not isinstance(data, dict):
+        raise StateFileError(f"state file {path} holds {type(data).__name__}, not a JSON object: delete it to start from the config")
+    return data

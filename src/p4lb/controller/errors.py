@@ -1,5 +1,7 @@
 """Errors raised by the controller."""
 
+from __future__ import annotations
+
 
 class ControllerError(Exception):
     """Base error of the runtime package."""
@@ -15,5 +17,26 @@ class ConfigFileError(ControllerError):
         self.fix = fix
 
 
+class StateFileError(ControllerError):
+    """The state file (the operator's sets) is unreadable, unwritable or contradicts the config."""
+
+
+class UsageError(ControllerError):
+    """The command line is invalid; `usage` is the usage line of the (sub)command `prog`, if known."""
+
+    def __init__(self, message: str, usage: str = "", prog: str = "p4lb") -> None:
+        super().__init__(message)
+        self.usage = usage
+        self.prog = prog
+
+
 class SwitchError(ControllerError):
     """The switch is unreachable or refused a request."""
+
+
+class MissingExtraError(SwitchError):
+    """The real-switch path needs p4runtime-shell and gRPC, which are not installed."""
+
+    def __init__(self, module: str | None) -> None:
+        super().__init__(f"{module or 'p4runtime_sh'} is not importable: install the switch extra: pip install 'p4lb[switch]'")
+        self.module = module

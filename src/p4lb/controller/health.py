@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -41,6 +42,32 @@ def probe(address: str, check: HealthCheck) -> Probe:
         return Probe(False, f"{check.kind} {address}:{check.port}: {type(exc).__name__}: {exc}")
 
 
+Prober = Callable[[int, str], Probe]  # (backend id, health address) -> result
+
+
+@dataclass(frozen=True)
+class NetworkProber:
+    """Real checks: TCP connect or HTTP GET to the backend's health address."""
+
+    check: HealthCheck
+
+    def __call__(self, backend: int, address: str) -> Probe:
+        """Probe `address` once."""
+        return probe(address, self.check)
+
+
+@dataclass(frozen=True)
+class StateProber:
+    """Dry run: nothing leaves the process; each verdict is what the operator's healthy set says now."""
+
+    healthy: Callable[[], frozenset[int]]
+
+    def __call__(self, backend: int, address: str) -> Probe:
+        """The state's verdict for `backend`; `address` is never contacted."""
+        ok = backend in self.healthy()
+        return Probe(ok, f"dry run: {'healthy' if ok else 'failed'} in the state file, not probed")
+
+
 @dataclass(frozen=True)
 class Hysteresis:
     """A backend's health as the checker believes it, and the run of identical results behind it."""
@@ -70,9 +97,10 @@ class Transition:
 class HealthMonitor:
     """Probes every backend each round, in parallel, and reports the transitions."""
 
-    def __init__(self, addresses: tuple[str, ...], check: HealthCheck, initially_healthy: bool = True, initial: dict[int, bool] | None = None) -> None:
+    def __init__(self, addresses: tuple[str, ...], check: HealthCheck, initially_healthy: bool = True, initial: dict[int, bool] | None = None, prober: Prober | None = None) -> None:
         self.addresses = addresses
         self.check = check
+        self.prober = prober or NetworkProber(check)
         start = initial or {}
         self.states = {i + 1: Hysteresis(start.get(i + 1, initially_healthy)) for i in range(len(addresses))}
         self.reasons = {i + 1: "not probed yet" for i in range(len(addresses))}
@@ -80,7 +108,7 @@ class HealthMonitor:
 
     def round(self) -> list[Transition]:
         """One probe per backend; the transitions it caused."""
-        results = list(self.pool.map(lambda a: probe(a, self.check), self.addresses))
+        results = list(self.pool.map(self.prober, range(1, len(self.addresses) + 1), self.addresses))
         out = []
         for backend, res in enumerate(results, start=1):
             old = self.states[backend]

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from p4lb.controller.errors import SwitchError
+from p4lb.controller.errors import MissingExtraError, SwitchError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _modules():
         from p4runtime_sh.context import Context, P4Type  # noqa: PLC0415
         from p4runtime_sh.p4runtime import P4RuntimeClient  # noqa: PLC0415
     except ImportError as exc:
-        raise SwitchError(f"{exc.name} is not installed: pip install -e '.[switch]'") from exc
+        raise MissingExtraError(exc.name) from exc
     return text_format, grpc, p4runtime_pb2, Context, P4Type, P4RuntimeClient
 
 

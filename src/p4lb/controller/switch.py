@@ -10,14 +10,16 @@ import logging
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from p4lb.controller.errors import ConfigFileError, SwitchError
-from p4lb.controller.p4rt import P4rt
 from p4lb.model.config import LbConfig
 from p4lb.model.ops import Write
 from p4lb.model.p4lb import FREE, FlowEntry, P4lbState, SlotState, is_open, p4lb_write
 from p4lb.model.packet import DropReason
+
+if TYPE_CHECKING:
+    from p4lb.controller.p4rt import P4rt
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +104,17 @@ class P4RuntimeSwitch:
     """BMv2 over P4Runtime (one `P4rt` session). Table, register, counter and action names are the model's."""
 
     def __init__(self, grpc: str, device_id: int, election_id: tuple[int, int], p4info: str, bmv2_json: str, cfg: LbConfig) -> None:
+        from p4lb.controller.p4rt import P4rt  # noqa: PLC0415  (p4runtime-shell only on the real-switch path)
+
         self.cfg = cfg
         self.files = (Path(p4info), Path(bmv2_json))
         self.rt = P4rt(grpc, device_id, election_id)
+
+    def preflight(self) -> None:
+        """Check the local P4Info against the config before anything is written; no connection is made."""
+        if self.files[0].is_file():
+            self.rt.load_p4info(self.files[0])
+            self._check_program()
 
     def _ready(self) -> P4rt:
         """The session, with names learned from the running pipeline."""

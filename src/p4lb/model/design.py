@@ -9,7 +9,7 @@ from p4lb.model.config import SEED_BACKENDS, LbConfig, default_config
 from p4lb.model.errors import ConfigError
 from p4lb.model.ops import Write
 from p4lb.model.p4lb import P4LB, P4lbState, Variant, check_plan, flow_slot, p4lb_packet, p4lb_plan, p4lb_write
-from p4lb.model.packet import Outcome, Packet
+from p4lb.model.packet import DropReason, Outcome, Packet
 from p4lb.model.pool import Pool
 from p4lb.model.seed import SeedState, seed_index, seed_packet, seed_plan, seed_write
 
@@ -74,6 +74,10 @@ class Design:
             return None
         e = st.flows.get(flow_slot(self.cfg, pkt))
         return None if e is None else e.key
+
+    def drops(self, st: Any, reason: DropReason) -> int:
+        """The lb_drops counter at `reason` (the seed has no counters: always 0)."""
+        return 0 if self.is_seed else st.lb_drops[reason]
 
     def now(self, st: Any, pkt: Packet) -> int:
         """The time the switch stamps on this packet."""

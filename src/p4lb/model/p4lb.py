@@ -57,6 +57,7 @@ class Variant:
     eligible_ignores_active: bool = False  # P2: the planner lists inactive backends
     no_pointer_wrap: bool = False  # P3: rr_next runs past the group size into empty positions
     resyn_redispatch: bool = False  # P4: a retransmitted SYN of an open flow is dispatched again
+    midflow_pickup: bool = False  # P4b: a non-SYN packet of no live flow is dispatched round-robin instead of dropped
     advance_on_refuse: bool = False  # P5: a refused SYN still advances rr_next
     evict_on_collision: bool = False  # P6: a new SYN takes the slot of another open flow
     in_place_updates: bool = False  # P7: the controller rewrites the live version instead of staging
@@ -144,6 +145,9 @@ def p4lb_packet(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tupl
         return _new_flow(cfg, var, st, pkt, slot, is_open(e, t, cfg.idle_timeout_us) and not mine)
     if live and mine and e.state == SlotState.CLOSING:
         return _send(cfg, _put(st, slot, replace(e, last_seen=t)), e.backend)
+    if var.midflow_pickup and st.rr_group[st.vip]:
+        st, _, b = _advance(var, st)
+        return _send(cfg, st, b)
     return _count_drop(st, DropReason.UNKNOWN_FLOW), dropped(DropReason.UNKNOWN_FLOW)
 
 

@@ -17,6 +17,7 @@ class Prop(enum.Enum):
     P2 = "no new flow to an inactive backend"
     P3 = "no black hole"
     P4 = "pinning"
+    P4b = "no misrouting"
     P5 = "fairness"
     P6 = "isolation"
     P7 = "safe updates"
@@ -24,8 +25,12 @@ class Prop(enum.Enum):
 
     @classmethod
     def parse(cls, text: str) -> Prop:
-        """'P3' or 'p3' to Prop.P3."""
-        return cls[text.strip().upper()]
+        """'P3', 'p3' or 'P4b' to the property; KeyError if there is none."""
+        wanted = text.strip().upper()
+        for p in cls:
+            if p.name.upper() == wanted:
+                return p
+        raise KeyError(text)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class SpecState:
 
     pool: Pool
     flows: dict[int, OpenFlow] = field(default_factory=dict)
+    admitted: dict[int, int] = field(default_factory=dict)  # every flow key ever admitted -> its latest backend (P4b)
     run: tuple[int, ...] = ()  # backends given to new flows since the eligible set last changed
     writes_seen: int = 0  # controller writes so far (P7 speaks of states reached through them)
 
@@ -70,6 +76,7 @@ def spec_packet(spec: SpecState, pkt: Packet, t: int, timeout: int, outcome: Out
     elif cls is FlagClass.SYN and outcome.fate is Fate.BACKEND:
         flows[pkt.key] = OpenFlow(outcome.backend, t)
         run = run + (outcome.backend,)
+        return replace(spec, flows=flows, run=run, admitted=spec.admitted | {pkt.key: outcome.backend})
     return replace(spec, flows=flows, run=run)
 
 
@@ -89,6 +96,7 @@ class StepView:
     occupant: int | None  # key stored in the packet's slot before the step, if the design stores keys
     records_changed: frozenset[int]  # open flows (other than the packet's) whose per-flow record the step changed
     colliding: frozenset[int]  # open flows (other than the packet's) whose per-flow state shares the packet's slot
+    counted: bool = False  # the switch's lb_drops counter at the outcome's reason went up by one (a named counter, not a label)
 
 
 def _fair(run: tuple[int, ...], eligible: frozenset[int]) -> bool:
@@ -111,32 +119,48 @@ def violations(spec: SpecState, view: StepView, timeout: int) -> list[tuple[Prop
     if new_syn and out.fate is Fate.BACKEND:
         if out.backend not in pool.healthy:
             found.append((Prop.P1, f"new flow sent to failed backend {out.backend}"))
-        if out.backend not in pool.active:
-            found.append((Prop.P2, f"new flow sent to inactive backend {out.backend}"))
+        if out.backend not in pool.active or out.backend in pool.draining:
+            found.append((Prop.P2, f"new flow sent to inactive or draining backend {out.backend}"))
     occupant_open = view.occupant is not None and view.occupant != pkt.key and is_open(spec, view.occupant, view.t, timeout)
-    excused = occupant_open and out.fate is Fate.DROP and out.reason is DropReason.FLOW_TABLE_FULL
-    if new_syn and not excused:
-        found += _p3(pool, out)
+    refused = out.fate is Fate.DROP and out.reason is DropReason.FLOW_TABLE_FULL
+    if new_syn and not (occupant_open and refused and view.counted):
+        found += _p3(pool, out, view.counted)
+    if out.fate is Fate.LOST:
+        found.append((Prop.P3, f"sent where no backend is: {out}"))
     if key_open and pkt.flag_class is not FlagClass.MALFORMED:
         want = spec.flows[pkt.key].backend
         if out.fate is not Fate.BACKEND or out.backend != want:
             found.append((Prop.P4, f"packet of an open flow pinned to {want} went to: {out}"))
+    if pkt.key in spec.admitted and not new_syn:
+        found += _p4b(spec.admitted[pkt.key], out, view.counted)
     if new_syn and out.fate is Fate.BACKEND and pool.eligible and not _fair(spec.run + (out.backend,), pool.eligible):
         found.append((Prop.P5, f"unfair spread over eligible {sorted(pool.eligible)}: {spec.run + (out.backend,)}"))
     if view.records_changed:
         flows = ", ".join(key_str(k) for k in sorted(view.records_changed))
         found.append((Prop.P6, f"a packet of another flow changed the state of open flow(s) {flows}"))
-    if new_syn and view.colliding and (out.fate is not Fate.DROP or not out.reason.counted):
+    if new_syn and view.colliding and not (out.fate is Fate.DROP and view.counted):
         found.append((Prop.P8, f"SYN colliding with an open flow was not refused and counted: {out}"))
+    if new_syn and refused and not occupant_open:
+        found.append((Prop.P8, "SYN refused although its place holds no other open flow"))
+    if new_syn and refused and not view.counted:
+        found.append((Prop.P8, "SYN refused without lb_drops[flow_table_full] going up"))
     return found
 
 
-def _p3(pool: Pool, out: Outcome) -> list[tuple[Prop, str]]:
-    if pool.eligible and out.fate is not Fate.BACKEND:
-        return [(Prop.P3, f"new flow not dispatched although {sorted(pool.eligible)} eligible: {out}")]
-    if not pool.eligible and not (out.fate is Fate.DROP and out.reason is DropReason.NO_ELIGIBLE):
+def _p3(pool: Pool, out: Outcome, counted: bool) -> list[tuple[Prop, str]]:
+    """P3 for a new flow's SYN that P8 does not excuse."""
+    if pool.eligible and not (out.fate is Fate.BACKEND and out.backend in pool.eligible):
+        return [(Prop.P3, f"new flow not dispatched to an eligible backend although {sorted(pool.eligible)} eligible: {out}")]
+    if not pool.eligible and not (out.fate is Fate.DROP and out.reason is DropReason.NO_ELIGIBLE and counted):
         return [(Prop.P3, f"no backend eligible, but the SYN was not dropped and counted: {out}")]
     return []
 
 
-SAFE_UPDATE_PROPS = (Prop.P1, Prop.P2, Prop.P3, Prop.P4, Prop.P6)
+def _p4b(backend: int, out: Outcome, counted: bool) -> list[tuple[Prop, str]]:
+    """P4b for a packet of a flow admitted at some time (open, closing or expired) that is not a new flow's SYN."""
+    if out.fate is Fate.BACKEND and out.backend == backend or out.fate is Fate.DROP and counted:
+        return []
+    return [(Prop.P4b, f"packet of a flow admitted to backend {backend} went to: {out}")]
+
+
+SAFE_UPDATE_PROPS = (Prop.P1, Prop.P2, Prop.P3, Prop.P4, Prop.P4b, Prop.P6)

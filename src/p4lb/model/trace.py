@@ -78,7 +78,8 @@ class Run:
         others = {k for k in self.spec.flows if k != pkt.key and is_open(self.spec, k, t, timeout)}
         changed = frozenset(k for k in others if _record(d, before, k) != _record(d, after, k))
         colliding = frozenset(k for k in others if d.slot(_key_packet(k)) == d.slot(pkt))
-        view = StepView(pkt, t, out, d.occupant(before, pkt), changed, colliding)
+        counted = d.drops(after, out.reason) == d.drops(before, out.reason) + 1
+        view = StepView(pkt, t, out, d.occupant(before, pkt), changed, colliding, counted)
         found = violations(self.spec, view, timeout)
         if self.spec.writes_seen:
             found += [(Prop.P7, f"{p.name} broken after a controller write: {why}") for p, why in found if p in SAFE_UPDATE_PROPS]

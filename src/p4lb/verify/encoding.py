@@ -55,6 +55,7 @@ def fresh_spec(tag: str) -> dict[str, z3.ExprRef]:
         "draining": z3.Array(f"draining_{tag}", B8, BOOL),
         "open": z3.Array(f"open_{tag}", KEY, BOOL),
         "backend": z3.Array(f"fbackend_{tag}", KEY, B8),
+        "admitted": z3.Array(f"admitted_{tag}", KEY, BOOL),
         "last": z3.Array(f"flast_{tag}", KEY, INT),
         "cnt": z3.Array(f"cnt_{tag}", B8, INT),
         "wrote": z3.Bool(f"wrote_{tag}"),
@@ -81,6 +82,7 @@ def init_spec(spec: dict[str, z3.ExprRef], pool: Pool) -> z3.BoolRef:
     return z3.And(
         *same,
         spec["open"] == z3.K(KEY, z3.BoolVal(False)),
+        spec["admitted"] == z3.K(KEY, z3.BoolVal(False)),
         spec["cnt"] == z3.K(B8, z3.IntVal(0)),
         z3.Not(spec["wrote"]),
         spec["now"] == 0,
@@ -169,6 +171,7 @@ def spec_after_packet(spec: dict[str, z3.ExprRef], pkt: PacketIn, out: Out, rese
     new["open"] = z3.If(z3.And(is_open, pkt.close), z3.Store(spec["open"], key, False), z3.If(admitted, z3.Store(spec["open"], key, True), spec["open"]))
     new["last"] = z3.If(refresh, z3.Store(spec["last"], key, t), spec["last"])
     new["backend"] = z3.If(admitted, z3.Store(spec["backend"], key, out.backend), spec["backend"])
+    new["admitted"] = z3.If(admitted, z3.Store(spec["admitted"], key, True), spec["admitted"])
     new["cnt"] = z3.If(admitted, z3.Store(cnt, out.backend, cnt[out.backend] + 1), cnt)
     new["now"] = t
     return new
@@ -213,6 +216,7 @@ class StepEnc:
     pkt: PacketIn
     out: Out
     occupant_open: z3.BoolRef  # the packet's slot holds a different flow that is open (designs that store keys)
+    counted: z3.BoolRef  # the lb_drops counter at the outcome's reason went up by one (False for designs without counters)
     record_changed: callable  # key term -> BoolRef: that key's per-flow record differs between pre and post
     slot_of: callable  # key term -> slot term
     inputs: dict[str, z3.ExprRef] = field(default_factory=dict)

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Encoding = SeedEncoding | P4lbEncoding
 QUERY_TIMEOUT_MS = 300_000
+PREFERENCE_TIMEOUT_MS = 3_000  # a readability preference (strict flags and times) is dropped if it cannot be decided quickly
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class _Unroll:
         """Is 'bad at the last step' reachable, under the readability constraints of `level` and weaker."""
         self.solver.push()
         self.solver.add(bad_now, *[c for lv in range(level, 2) for c in self.plain[lv]])
+        self.solver.set("timeout", PREFERENCE_TIMEOUT_MS if level < 2 else QUERY_TIMEOUT_MS)
         r = self.solver.check()
         self.model = self.solver.model() if r == z3.sat else None
         self.reason = self.solver.reason_unknown() if r == z3.unknown else ""
@@ -153,7 +155,7 @@ def bmc(task: Task) -> Result:
             if r == z3.sat:
                 trace = extract(task, real.enc, real.model, real.states, real.steps)
                 return Result(task.label, task.prop, Verdict.REFUTED, time.monotonic() - start, f"depth {depth}", trace)
-            if r == z3.unknown:
+            if r == z3.unknown and level == 2:
                 unknown = real.reason
         if unknown:
             return Result(task.label, task.prop, Verdict.UNKNOWN, time.monotonic() - start, f"solver: {unknown} at depth {depth}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import z3
 
 from p4lb.verify.encoding import StepEnc, Sym
-from p4lb.verify.p4lb_enc import OPEN, P4lbEncoding
+from p4lb.verify.p4lb_enc import FREE, OPEN, P4lbEncoding
 from p4lb.verify.properties import Witness
 
 Clause = tuple[str, z3.BoolRef]
@@ -67,7 +67,9 @@ def key_clauses(enc: P4lbEncoding, s: Sym, k: z3.ExprRef) -> list[Clause]:
         z3.UGE(spec["backend"][k], 1),
         z3.ULE(spec["backend"][k], enc.n),
     )
-    return [("K1 an open flow owns its slot", z3.Implies(live, held))]
+    stored = z3.And(sw["flow_key"][h] == k, sw["flow_state"][h] != FREE)
+    admitted = z3.And(spec["admitted"][k], sw["flow_backend"][h] == spec["backend"][k])
+    return [("K1 an open flow owns its slot", z3.Implies(live, held)), ("K2 a slot holding a key holds its admitted backend", z3.Implies(stored, admitted))]
 
 
 def slot_clauses(enc: P4lbEncoding, s: Sym, slot: z3.ExprRef) -> list[Clause]:

@@ -10,6 +10,7 @@ MUTANTS: dict[Prop, Variant] = {
     Prop.P2: Variant(eligible_ignores_active=True),
     Prop.P3: Variant(no_pointer_wrap=True),
     Prop.P4: Variant(resyn_redispatch=True),
+    Prop.P4b: Variant(midflow_pickup=True),
     Prop.P5: Variant(advance_on_refuse=True),
     Prop.P6: Variant(evict_on_collision=True),
     Prop.P7: Variant(in_place_updates=True),

@@ -172,7 +172,8 @@ class P4lbEncoding:
         c_syn = z3.And(z3.Not(pkt.malformed), z3.Not(established), pkt.syn)
         c_close = z3.And(z3.Not(pkt.malformed), z3.Not(established), z3.Not(pkt.syn), closing)
         full = reason(DropReason.UNCOUNTED if var.refuse_uncounted else DropReason.FLOW_TABLE_FULL)
-        sent = z3.Or(c_est, c_close, z3.And(c_syn, dispatch))
+        c_pick = z3.And(z3.BoolVal(var.midflow_pickup), z3.Not(pkt.malformed), z3.Not(established), z3.Not(pkt.syn), z3.Not(closing), size != 0)
+        sent = z3.Or(c_est, c_close, z3.And(c_syn, dispatch), c_pick)
         to = z3.If(z3.Or(c_est, c_close), fb, b)
         miss = z3.And(sent, z3.Not(self.has_entry(to)))
         fate = z3.If(z3.And(sent, z3.Not(miss)), FATE_BACKEND, FATE_DROP)
@@ -186,14 +187,14 @@ class P4lbEncoding:
         post["flow_key"] = z3.If(z3.And(c_syn, dispatch), z3.Store(sw["flow_key"], slot, key), sw["flow_key"])
         post["flow_backend"] = z3.If(z3.And(c_syn, dispatch), z3.Store(sw["flow_backend"], slot, b), sw["flow_backend"])
         post["flow_last_seen"] = z3.If(touch, z3.Store(sw["flow_last_seen"], slot, t), sw["flow_last_seen"])
-        moved = z3.And(c_syn, advance)
+        moved = z3.Or(z3.And(c_syn, advance), c_pick)
         post["rr_next0"] = z3.If(z3.And(moved, z3.Not(ver)), nxt2, sw["rr_next0"])
         post["rr_next1"] = z3.If(z3.And(moved, ver), nxt2, sw["rr_next1"])
         post["now"] = t
         counted = z3.And(fate == FATE_DROP, z3.Or(*[rsn == reason(r) for r in COUNTED]))
         post["lb_drops"] = z3.If(counted, z3.Store(sw["lb_drops"], rsn, sw["lb_drops"][rsn] + 1), sw["lb_drops"])
         post["backend_flows"] = z3.If(z3.And(c_syn, dispatch), z3.Store(sw["backend_flows"], b, sw["backend_flows"][b] + 1), sw["backend_flows"])
-        occ_open = z3.And(c_syn, refuse, open_at(s.spec, fk, t, self.timeout))
+        occ_open = z3.And(fk != key, open_at(s.spec, fk, t, self.timeout))
         return post, out, occ_open
 
     # ---- controller -----------------------------------------------------------------------------------
@@ -276,4 +277,5 @@ class P4lbEncoding:
             h = self.hash(key)
             return z3.Or(*[s.sw[f][h] != s2.sw[f][h] for f in fields])
 
-        return StepEnc(trans, is_packet, pkt, out, occ_open, changed, self.hash, {"kind": kind, "reset": reset}, branches)
+        counted = sw_pkt["lb_drops"][out.reason] == s.sw["lb_drops"][out.reason] + 1
+        return StepEnc(trans, is_packet, pkt, out, occ_open, counted, changed, self.hash, {"kind": kind, "reset": reset}, branches)

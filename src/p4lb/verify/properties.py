@@ -8,7 +8,7 @@ import z3
 
 from p4lb.model.packet import DropReason
 from p4lb.model.spec import SAFE_UPDATE_PROPS, Prop
-from p4lb.verify.encoding import FATE_DROP, StepEnc, Sym, any_eligible, eligible, open_at, reason
+from p4lb.verify.encoding import FATE_DROP, FATE_LOST, StepEnc, Sym, any_eligible, eligible, open_at, reason
 
 
 @dataclass
@@ -34,22 +34,28 @@ def bad(prop: Prop, s: Sym, s2: Sym, e: StepEnc, w: Witness, n: int, timeout: in
     new_syn = z3.And(pkt.syn, z3.Not(key_open))
     sent_new = z3.And(new_syn, out.is_backend())
     other_open = z3.And(w.key != key, open_at(spec, w.key, t, timeout))
+    refused = z3.And(out.fate == FATE_DROP, out.reason == reason(DropReason.FLOW_TABLE_FULL))
     cond = {
         Prop.P1: z3.And(sent_new, z3.Not(spec["healthy"][out.backend])),
-        Prop.P2: z3.And(sent_new, z3.Not(spec["active"][out.backend])),
-        Prop.P3: z3.And(new_syn, z3.Not(z3.And(e.occupant_open, out.fate == FATE_DROP, out.reason == reason(DropReason.FLOW_TABLE_FULL))), _p3_wrong(spec, out, n, w)),
+        Prop.P2: z3.And(sent_new, z3.Or(z3.Not(spec["active"][out.backend]), spec["draining"][out.backend])),
+        Prop.P3: z3.Or(z3.And(new_syn, z3.Not(z3.And(e.occupant_open, refused, e.counted)), _p3_wrong(spec, out, n, w, e.counted)), out.fate == FATE_LOST),
         Prop.P4: z3.And(key_open, z3.Not(pkt.malformed), z3.Not(z3.And(out.is_backend(), out.backend == spec["backend"][key]))),
+        Prop.P4b: z3.And(spec["admitted"][key], z3.Not(new_syn), z3.Not(z3.Or(z3.And(out.is_backend(), out.backend == spec["backend"][key]), z3.And(out.fate == FATE_DROP, e.counted)))),
         Prop.P5: z3.And(sent_new, eligible(spec, w.b1, n), eligible(spec, w.b2, n), s2.spec["cnt"][w.b1] - s2.spec["cnt"][w.b2] >= 2),
         Prop.P6: z3.And(other_open, e.record_changed(w.key)),
-        Prop.P8: z3.And(new_syn, other_open, e.slot_of(w.key) == e.slot_of(key), z3.Not(out.counted_drop())),
+        Prop.P8: z3.And(new_syn, z3.Or(
+            z3.And(other_open, e.slot_of(w.key) == e.slot_of(key), z3.Not(z3.And(out.fate == FATE_DROP, e.counted))),
+            z3.And(refused, z3.Not(e.occupant_open)),
+            z3.And(refused, z3.Not(e.counted)),
+        )),
     }[prop]
     return z3.And(e.is_packet, cond)
 
 
-def _p3_wrong(spec: dict, out, n: int, w: Witness) -> z3.BoolRef:
-    """Not dispatched while some backend (witness b1) is eligible, or not dropped-and-counted while none is."""
-    none_ok = z3.And(out.fate == FATE_DROP, out.reason == reason(DropReason.NO_ELIGIBLE))
+def _p3_wrong(spec: dict, out, n: int, w: Witness, counted: z3.BoolRef) -> z3.BoolRef:
+    """Not dispatched to an eligible backend while some backend (witness b1) is eligible, or not dropped-and-counted while none is."""
+    none_ok = z3.And(out.fate == FATE_DROP, out.reason == reason(DropReason.NO_ELIGIBLE), counted)
     return z3.Or(
-        z3.And(eligible(spec, w.b1, n), z3.Not(out.is_backend())),
+        z3.And(eligible(spec, w.b1, n), z3.Not(z3.And(out.is_backend(), eligible(spec, out.backend, n)))),
         z3.And(z3.Not(any_eligible(spec, n)), z3.Not(none_ok)),
     )

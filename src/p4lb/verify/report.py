@@ -10,6 +10,8 @@ from p4lb.model.crc import ip_str
 from p4lb.model.packet import Packet, flags_str
 from p4lb.model.trace import OpStep, Run, Trace, WriteStep
 from p4lb.verify.binding import BindingResult
+from p4lb.verify.bmv2.equivalence import EquivalenceResult
+from p4lb.verify.bmv2.equivalence import Verdict as Equivalence
 from p4lb.verify.results import Result, Verdict
 from p4lb.verify.runner import Report
 
@@ -28,7 +30,7 @@ def verdict_table(title: str, results: list[Result]) -> Table:
 
 def binding_table(bindings: list[BindingResult]) -> Table:
     """One row per kind of step: the model's step and the encoding's are proven equal."""
-    t = Table(title="One semantics: the model's step = the Z3 encoding's step (all states, all inputs)", title_justify="left")
+    t = Table(title="Model = Z3 encoding (every state, every input)", title_justify="left")
     for col in ("design", "step", "verdict", "paths", "s"):
         t.add_column(col, justify="right" if col in ("paths", "s") else "left")
     for b in bindings:
@@ -62,10 +64,34 @@ def trace_table(trace: Trace, run: Run) -> Table:
     return t
 
 
+def compiled_table(results: list[EquivalenceResult]) -> Table:
+    """One row per compiled program: its BMv2 JSON makes the model's decision and state change for every packet."""
+    t = Table(title="Compiled BMv2 JSON = model (every packet)", title_justify="left")
+    for col in ("program", "verdict", "checks", "s"):
+        t.add_column(col, justify="right" if col in ("checks", "s") else "left")
+    for c in results:
+        style = "green" if c.verdict is Equivalence.EQUIVALENT else "red"
+        t.add_row(f"{c.program}.json", f"[{style}]{c.verdict.value}[/]", str(len(c.checks)), f"{c.seconds:.1f}")
+    return t
+
+
+def print_compiled(results: list[EquivalenceResult], console: Console) -> None:
+    """The equivalence table, its assumptions (the controller discipline among them) and any counterexample."""
+    console.print(compiled_table(results))
+    for c in results:
+        console.print(f"{c.program}.json assumes:", style="bold")
+        for a in c.assumptions:
+            console.print(escape(f"  - {a}"))
+        if c.counterexample is not None:
+            console.print(escape(f"  differs: {c.counterexample}"), style="red")
+
+
 def print_report(report: Report, console: Console) -> None:
     """The whole run, for a person."""
     if report.bindings:
         console.print(binding_table(report.bindings))
+    if report.compiled:
+        print_compiled(report.compiled, console)
     for name, inv in report.invariants.items():
         state = "inductive" if inv.ok else f"NOT inductive: {inv.failed}"
         console.print(f"p4lb invariant ({name}): {inv.clauses} clause families, {state} [{inv.seconds:.2f}s]")

@@ -10,6 +10,8 @@ from pathlib import Path
 from p4lb.model.design import make_design
 from p4lb.model.spec import Prop
 from p4lb.verify.binding import BindingResult, bind_all
+from p4lb.verify.bmv2.equivalence import EquivalenceResult, check_equivalence
+from p4lb.verify.bmv2.equivalence import Verdict as Equivalence
 from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, prove, replay
 from p4lb.verify.errors import ReplayError
 from p4lb.verify.mutants import MUTANTS
@@ -28,6 +30,7 @@ class Report:
     mutants: list[Result] = field(default_factory=list)
     invariants: dict[str, InductionReport] = field(default_factory=dict)
     bindings: list[BindingResult] = field(default_factory=list)
+    compiled: list[EquivalenceResult] = field(default_factory=list)
     designs: list[str] = field(default_factory=list)
     props: list[Prop] = field(default_factory=list)
     seconds: float = 0.0
@@ -38,11 +41,13 @@ class Report:
         bad += [f"p4lb {r.prop.name}: {r.verdict.value}" for r in self.results if r.design == "p4lb" and r.verdict is Verdict.REFUTED]
         bad += [f"mutant {r.design} {r.prop.name}: {r.verdict.value} (must be refuted)" for r in self.mutants if r.verdict is not Verdict.REFUTED]
         bad += [f"{b.design} {b.step}: model and encoding {b.verdict.value} ({b.detail})" for b in self.bindings if b.verdict is not Verdict.PROVEN]
+        bad += [f"{c.program}.json and the model: {c.verdict.value}" for c in self.compiled if c.verdict is not Equivalence.EQUIVALENT]
         return bad
 
     def summary(self) -> str:
         """One line saying only what this run checked."""
         parts = [f"model = encoding for {len(self.bindings)} kinds of step"] if self.bindings else []
+        parts += [f"{c.program}.json {c.verdict.value}" for c in self.compiled]
         props = ", ".join(p.name for p in self.props)
         for d in self.designs:
             rs = [r for r in self.results if r.design == d]
@@ -61,6 +66,7 @@ class Report:
             "invariants": {k: {"inductive": v.ok, "clauses": v.clauses, "seconds": round(v.seconds, 3), "failed": v.failed} for k, v in self.invariants.items()},
             "results": [r.to_json() for r in self.results],
             "mutants": [r.to_json() for r in self.mutants],
+            "compiled": [{"program": c.program, "verdict": c.verdict.value, "seconds": round(c.seconds, 3), "assumptions": list(c.assumptions), "notes": list(c.notes), "counterexample": c.counterexample} for c in self.compiled],
             "bindings": [{"design": b.design, "step": b.step, "verdict": b.verdict.value, "paths": b.paths, "seconds": round(b.seconds, 3), "detail": b.detail} for b in self.bindings],
             "failures": self.failures(),
         }
@@ -98,6 +104,7 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
     start = time.monotonic()
     report = Report(n, designs=list(designs), props=list(props))
     report.bindings = bind_all(make_design("p4lb", n).cfg, make_design("seed").cfg)
+    report.compiled = [check_equivalence("p4lb", n=n), check_equivalence("seed", n=4)]
     for design in designs:
         for prop in props:
             task = Task(design, n, prop, max_depth=max_depth)

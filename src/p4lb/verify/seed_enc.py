@@ -150,6 +150,7 @@ class SeedEncoding:
             pkt=pkt,
             out=out,
             occupant_open=z3.BoolVal(False),
+            counted=z3.BoolVal(False),
             record_changed=lambda key: before[self.hash(key)] != after[self.hash(key)],
             slot_of=self.hash,
             inputs={"kind": kind, "k": k, "b": b, "fail": fail, "reset": reset},

@@ -1,0 +1,871 @@
+"""The compiled program (BMv2 JSON) and the model's per-packet step are one function: a Z3 proof per program.
+
+For p4lb.json against `P4lbEncoding.packet` and seed.json against `SeedEncoding.packet`:
+
+(a) every TCP packet from a client to the VIP:port (Ethernet + option-less unfragmented IPv4 with a valid
+    header checksum + a complete TCP header, not from the CPU port), in every switch state related to a model
+    state, does on the P4 side exactly what the model's step does: fate, egress port and header rewrites,
+    counter increments, and every register afterwards;
+(b) every other packet (p4lb: not class (a), CPU port excluded) leaves the flow registers, rr_next and
+    idle_timeout unchanged, never applies the `backend` table and counts at most lb_drops[MALFORMED], and
+    only for a bad IPv4 checksum; CPU-port packets leave the flow registers and counters unchanged and go
+    back to the CPU port or are dropped. Seed: IPv4 packets not addressed to the VIP leave every register
+    unchanged.
+Non-vacuity: the premises are satisfiable and every model branch is reachable on the P4 side.
+
+The model's time is an unbounded Int, the switch's a 48-bit clock: the model's Int terms are translated
+exactly into 64-bit bit-vectors (`IntToBv`), under the printed assumptions 0 <= flow_last_seen[slot] <= now
+<= t < 2^48.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import z3
+
+from p4lb.model.config import CPU_PORT, MAX_BACKENDS, LbConfig, default_config
+from p4lb.model.crc import ip_str
+from p4lb.model.p4lb import P4LB, FlowEntry, P4lbState, SlotState, p4lb_packet
+from p4lb.model.packet import DropReason, Fate, Packet, flags_str
+from p4lb.model.seed import SEED_INDEX_BITS, SeedState, seed_packet
+from p4lb.verify.bmv2.program import Program, load
+from p4lb.verify.bmv2.symbolic import (
+    Arbitrary,
+    Choice,
+    Entries,
+    Entry,
+    Environment,
+    Function,
+    HashAlgo,
+    Match,
+    PacketInput,
+    Result,
+    TableContents,
+    Unlisted,
+    execute,
+    fresh_input,
+    hash_sym,
+)
+from p4lb.verify.encoding import B8, PacketIn, Sym, fresh_spec
+from p4lb.verify.errors import VerifyError
+from p4lb.verify.p4lb_enc import P4lbEncoding
+from p4lb.verify.seed_enc import SeedEncoding
+
+log = logging.getLogger(__name__)
+
+ETH_IPV4 = 0x0800
+TCP = 6
+HEADERS_LEN = 14 + 20 + 20  # Ethernet + IPv4 without options + TCP without options
+TIME_BITS = 48
+WIDE = 64
+PROGRAMS = ("p4lb", "seed")
+
+
+class Verdict(enum.Enum):
+    """Outcome of an equivalence check."""
+
+    EQUIVALENT = "equivalent"
+    DIFFERS = "differs"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One query: its name, what Z3 answered, what was expected, and seconds."""
+
+    name: str
+    answer: str  # sat / unsat / unknown
+    expected: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """Z3 gave the expected answer."""
+        return self.answer == self.expected
+
+
+@dataclass(frozen=True)
+class EquivalenceResult:
+    """The verdict for one program, what it rests on, and on DIFFERS a replayable counterexample."""
+
+    program: str
+    verdict: Verdict
+    seconds: float
+    assumptions: tuple[str, ...]
+    checks: tuple[Check, ...] = ()
+    counterexample: Mapping[str, object] | None = None
+    notes: tuple[str, ...] = ()
+
+    def failed(self) -> tuple[Check, ...]:
+        """Checks whose answer was not the expected one."""
+        return tuple(c for c in self.checks if not c.ok)
+
+
+# ---- Int terms of the model as exact 64-bit bit-vectors --------------------------------------------------
+
+
+class IntToBv:
+    """Rewrites a term's Int parts into 64-bit two's complement, exactly: every Int value stays below 2^62."""
+
+    LIMIT = 1 << 62
+
+    def __init__(self, mapping: Mapping[z3.ExprRef, tuple[z3.ExprRef, int]]) -> None:
+        self.mapping = {k.get_id(): v for k, v in mapping.items()}
+        self.memo: dict[int, tuple[z3.ExprRef, int]] = {}
+
+    def __call__(self, e: z3.ExprRef) -> z3.ExprRef:
+        """The rewritten term."""
+        return self._go(e)[0]
+
+    def _go(self, e: z3.ExprRef) -> tuple[z3.ExprRef, int]:
+        key = e.get_id()
+        if key not in self.memo:
+            self.memo[key] = self.mapping[key] if key in self.mapping else self._rewrite(e)
+        return self.memo[key]
+
+    def _rewrite(self, e: z3.ExprRef) -> tuple[z3.ExprRef, int]:
+        if z3.is_int_value(e):
+            return z3.BitVecVal(e.as_long(), WIDE), abs(e.as_long())
+        if z3.is_quantifier(e) or z3.is_var(e):
+            raise VerifyError(f"cannot translate {e}")
+        kind = e.decl().kind()
+        kids = [self._go(c) for c in e.children()]
+        terms = [k[0] for k in kids]
+        bound = max((k[1] for k in kids), default=0)
+        if kind in (z3.Z3_OP_ADD, z3.Z3_OP_SUB) and e.sort() == z3.IntSort():
+            out = terms[0]
+            for t in terms[1:]:
+                out = out + t if kind == z3.Z3_OP_ADD else out - t
+            return self._bounded(out, sum(k[1] for k in kids))
+        if kind == z3.Z3_OP_UMINUS:
+            return -terms[0], bound
+        if kind in (z3.Z3_OP_LE, z3.Z3_OP_LT, z3.Z3_OP_GE, z3.Z3_OP_GT) and z3.is_bv(terms[0]):
+            self._bounded(terms[0], bound)
+            a, b = terms
+            return {z3.Z3_OP_LE: a <= b, z3.Z3_OP_LT: a < b, z3.Z3_OP_GE: a >= b, z3.Z3_OP_GT: a > b}[kind], 0
+        if kind == z3.Z3_OP_EQ:
+            return terms[0] == terms[1], 0
+        if kind == z3.Z3_OP_DISTINCT:
+            return z3.Distinct(*terms), 0
+        if kind == z3.Z3_OP_ITE:
+            return z3.If(terms[0], terms[1], terms[2]), max(kids[1][1], kids[2][1])
+        if kind == z3.Z3_OP_SELECT:
+            return z3.Select(terms[0], *terms[1:]), kids[0][1]
+        if kind == z3.Z3_OP_STORE:
+            return z3.Store(terms[0], *terms[1:]), max(kids[0][1], kids[-1][1])
+        if kind == z3.Z3_OP_CONST_ARRAY:
+            return z3.K(e.domain(), terms[0]), kids[0][1]
+        if e.sort() == z3.IntSort() or (z3.is_array(e) and e.range() == z3.IntSort()):
+            raise VerifyError(f"the model's Int term {e.decl().name()} has no exact bit-vector translation here")
+        if all(t.eq(c) for t, c in zip(terms, e.children(), strict=True)):
+            return e, 0
+        return e.decl()(*terms), 0
+
+    def _bounded(self, t: z3.ExprRef, bound: int) -> tuple[z3.ExprRef, int]:
+        if bound >= self.LIMIT:
+            raise VerifyError("an Int term of the model may leave the exactly translated range")
+        return t, bound
+
+
+# ---- a class of packets ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Side:
+    """One symbolic run of the P4 program with its inputs."""
+
+    inp: PacketInput
+    res: Result
+    prog: Program
+
+
+def vip_tcp(cfg: LbConfig, inp: PacketInput, res: Result) -> z3.BoolRef:
+    """Class (a): Ethernet/IPv4 (no options, unfragmented, valid checksum)/TCP to VIP:port, complete, not from the CPU port."""
+    f = inp.field
+    return z3.And(
+        inp.ingress_port != CPU_PORT,
+        z3.UGE(inp.length, HEADERS_LEN),
+        f("ethernet", "etherType") == ETH_IPV4,
+        f("ipv4", "version") == 4,
+        f("ipv4", "ihl") == 5,
+        f("ipv4", "flags") & 1 == 0,
+        f("ipv4", "fragOffset") == 0,
+        f("ipv4", "protocol") == TCP,
+        f("ipv4", "dstAddr") == cfg.vip,
+        f("tcp", "dstPort") == cfg.vip_port,
+        z3.Not(res.checksum_error),
+    )
+
+
+def model_packet(inp: PacketInput, t: z3.ArithRef) -> PacketIn:
+    """The model's packet: client address and port, TCP flags, arrival time."""
+    return PacketIn(inp.field("ipv4", "srcAddr"), inp.field("tcp", "srcPort"), inp.field("tcp", "flags"), t)
+
+
+def table_named(prog: Program, short: str) -> str:
+    """A table's full name from its last dotted component."""
+    for pipe in (prog.ingress, prog.egress):
+        for name in pipe.tables:
+            if name.rsplit(".", 1)[-1] == short:
+                return name
+    raise VerifyError(f"{prog.name} has no table {short}")
+
+
+def action_named(prog: Program, table: str, short: str) -> str:
+    """One of a table's actions from its last dotted component."""
+    for a in prog.table(table).actions:
+        if a.rsplit(".", 1)[-1] == short:
+            return a
+    raise VerifyError(f"table {table} has no action {short}")
+
+
+def backend_entries(prog: Program, cfg: LbConfig, table: str, action: str, n: int | None = None) -> Entries:
+    """Backend i (1..N) -> action(mac_i, ip_i, port_i), as the controllers install them."""
+    t = table_named(prog, table)
+    a = action_named(prog, t, action)
+    return Entries([Entry((Match(b.id),), a, (b.mac, b.ip, b.port)) for b in cfg.backends[:n]])
+
+
+def backend_of(cfg: LbConfig, b: z3.BitVecRef, pick: Callable) -> z3.ExprRef:
+    """An attribute of backend b (1..N) as a term (0 elsewhere)."""
+    out = None
+    for be in reversed(cfg.backends):
+        v = pick(be)
+        out = v if out is None else z3.If(b == be.id, v, out)
+    return out
+
+
+def forwards_to(cfg: LbConfig, res: Result, b: z3.BitVecRef) -> z3.BoolRef:
+    """The P4 side sent the packet to backend b: its port, its MAC and its address written."""
+    return z3.And(
+        z3.Not(res.dropped),
+        z3.Or(*[b == be.id for be in cfg.backends]),
+        res.egress_port == backend_of(cfg, b, lambda be: z3.BitVecVal(be.port, 9)),
+        res.field("ethernet", "dstAddr") == backend_of(cfg, b, lambda be: z3.BitVecVal(be.mac, 48)),
+        res.field("ipv4", "dstAddr") == backend_of(cfg, b, lambda be: z3.BitVecVal(be.ip, 32)),
+    )
+
+
+# ---- p4lb --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class P4lbSetup:
+    """Both sides of p4lb for one symbolic packet and state, and how they are related."""
+
+    cfg: LbConfig
+    side: Side
+    enc: P4lbEncoding
+    model_sw: Mapping[str, z3.ExprRef]
+    post: Mapping[str, z3.ExprRef]
+    out: object
+    pkt: PacketIn
+    to_bv: IntToBv
+    last_seen: z3.ArrayRef  # P4 flow_last_seen before the packet (48-bit)
+    now: z3.BitVecRef
+    relation: tuple[z3.BoolRef, ...]
+    slot: z3.BitVecRef  # the P4 side's flow slot
+    position: z3.BitVecRef  # the model's round-robin position
+
+
+def p4lb_tables(prog: Program, cfg: LbConfig, sw: Mapping[str, z3.ExprRef], present: Mapping[str, z3.ExprRef], others: TableContents | None) -> dict[str, TableContents]:
+    """The controller's tables: vip (VIP:port -> lb_select(vip)), rr_group / rr_member per version, backend 1..N."""
+    vip_t, grp_t, mem_t = table_named(prog, "vip"), table_named(prog, "rr_group"), table_named(prog, "rr_member")
+    version = z3.If(sw["vip"], z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)) if z3.is_bool(sw["vip"]) else sw["vip"]
+    tables: dict[str, TableContents] = {
+        vip_t: Entries([Entry((Match(cfg.vip), Match(cfg.vip_port)), action_named(prog, vip_t, "lb_select"), (version,))]),
+        table_named(prog, "backend"): backend_entries(prog, cfg, "backend", "set_backend"),
+    }
+    set_group, set_member = action_named(prog, grp_t, "set_group"), action_named(prog, mem_t, "set_member")
+
+    def group(keys: tuple) -> tuple[Choice, ...]:
+        return tuple(Choice(z3.And(keys[0] == v, present[f"rr_group{v}"]), set_group, (sw[f"rr_group{v}"],)) for v in (0, 1))
+
+    def member(keys: tuple) -> tuple[Choice, ...]:
+        ver, pos = keys
+        return tuple(Choice(z3.And(ver == v, present[f"rr_member{v}"][pos]), set_member, (sw[f"rr_member{v}"][pos],)) for v in (0, 1))
+
+    tables[grp_t] = Function(group)
+    tables[mem_t] = Function(member)
+    for short in ("forward", "send_frame"):
+        tables[table_named(prog, short)] = others if others is not None else Arbitrary(prog)
+    return tables
+
+
+def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
+    """A symbolic packet in a symbolic state on both sides, related as the controller and the data plane keep them."""
+    enc = P4lbEncoding(cfg, P4LB, real_hash=True)
+    if 1 << cfg.flow_table_bits != prog.register("flow_state").size:
+        raise VerifyError(f"the program has {prog.register('flow_state').size} flow slots, the config {1 << cfg.flow_table_bits}")
+    sym = enc.fresh(f"m{tag}")
+    sw = dict(sym.sw)
+    for k, sort in (("lb_drops", z3.BitVecSort(3)), ("backend_flows", B8)):
+        if k in sw:
+            sw[k] = z3.K(sort, z3.IntVal(0))  # increments are compared: both sides only add to counters
+    present = {"rr_group0": z3.Bool(f"g0_present_{tag}"), "rr_group1": z3.Bool(f"g1_present_{tag}"), "rr_member0": z3.Array(f"m0_present_{tag}", B8, z3.BoolSort()), "rr_member1": z3.Array(f"m1_present_{tag}", B8, z3.BoolSort())}
+    last_seen = z3.Array(f"flow_last_seen48_{tag}", z3.BitVecSort(cfg.flow_table_bits), z3.BitVecSort(TIME_BITS))
+    now = z3.BitVec(f"now48_{tag}", TIME_BITS)
+    regs = {
+        prog.register("rr_next").name: z3.Store(z3.Store(z3.K(z3.BitVecSort(1), z3.BitVecVal(0, 8)), z3.BitVecVal(0, 1), sw["rr_next0"]), z3.BitVecVal(1, 1), sw["rr_next1"]),
+        prog.register("flow_state").name: sw["flow_state"],
+        prog.register("flow_key").name: sw["flow_key"],
+        prog.register("flow_backend").name: sw["flow_backend"],
+        prog.register("flow_last_seen").name: last_seen,
+        prog.register("idle_timeout").name: z3.K(z3.BitVecSort(1), z3.BitVecVal(cfg.idle_timeout_us, TIME_BITS)),
+    }
+    inp = fresh_input(prog, f"p{tag}")
+    env = Environment(p4lb_tables(prog, cfg, sw, present, None), regs, Unlisted.ERROR)
+    res = execute(prog, env, inp, f"x{tag}")
+    t = z3.Int(f"t_{tag}")
+    pkt = model_packet(inp, t)
+    post, out, _ = enc.packet(Sym(sw, sym.spec), pkt)
+    i = z3.BitVec(f"lambda_i_{tag}", cfg.flow_table_bits)
+    to_bv = IntToBv({
+        t: (z3.ZeroExt(WIDE - TIME_BITS, inp.timestamp), 1 << TIME_BITS),
+        sw["now"]: (z3.ZeroExt(WIDE - TIME_BITS, now), 1 << TIME_BITS),
+        sw["flow_last_seen"]: (z3.Lambda([i], z3.ZeroExt(WIDE - TIME_BITS, last_seen[i])), 1 << TIME_BITS),
+    })
+    slot = z3.Extract(cfg.flow_table_bits - 1, 0, res.field("scalars", _scalar(prog, "_lb_slot")))
+    position, _ = enc.dispatch_positions(Sym(sw, sym.spec))
+    relation = (
+        z3.ULE(last_seen[slot], now),
+        z3.ULE(now, inp.timestamp),
+        *[z3.Implies(z3.Not(present[f"rr_group{v}"]), sw[f"rr_group{v}"] == 0) for v in (0, 1)],
+        *[z3.Implies(z3.Not(present[f"rr_member{v}"][p]), sw[f"rr_member{v}"][p] == 0) for v in (0, 1) for p in (position, res.field("scalars", _scalar(prog, "_lb_position")))],
+        *[z3.ULE(sw[f"rr_member{v}"][p], MAX_BACKENDS) for v in (0, 1) for p in (position, res.field("scalars", _scalar(prog, "_lb_position")))],
+    )
+    return P4lbSetup(cfg, Side(inp, res, prog), enc, sw, post, out, pkt, to_bv, last_seen, now, relation, slot, position)
+
+
+def _scalar(prog: Program, stem: str) -> str:
+    """The scalars field p4c made of a metadata field (e.g. `_lb_slot` -> `metadata._lb_slot5`)."""
+    found = [f.name for f in prog.header_type("scalars").fields if stem in f.name]
+    if len(found) != 1:
+        raise VerifyError(f"no single scalar field for {stem} in {prog.name}: {found}")
+    return found[0]
+
+
+P4LB_ASSUMPTIONS = (
+    "packet (a): Ethernet + IPv4 (version 4, IHL 5, MF 0, offset 0, valid header checksum, proto 6, dst VIP) + TCP to the VIP port, >= 54 bytes, not from the CPU port (510)",
+    "tables as the controller writes them: vip = {(VIP, port) -> lb_select(vip)}; rr_group[v] -> set_group(rr_group{v}) if present (absent: the model has 0); rr_member[v][p] -> set_member(rr_member{v}[p]) if present (absent: the model has 0); backend = {i -> set_backend(mac_i, ip_i, port_i) | i in 1..N}; forward, send_frame arbitrary",
+    "rr_member entries hold backend ids <= 128 (MAX_BACKENDS: the controller writes ids 1..N); backend_flows has 129 cells",
+    "registers: rr_next = (rr_next0, rr_next1); flow_state/flow_key/flow_backend = the model's arrays; idle_timeout[0] = cfg idle timeout; flow_last_seen[i] = the model's value (48-bit)",
+    "time: ingress_global_timestamp = t; 0 <= flow_last_seen[slot] <= now <= t < 2^48 (the invariant keeps last_seen <= now; the clock is monotone and 48-bit)",
+    "hash: BMv2 crc16 (CRC-16/ARC) of {src, dst, proto, sport, dport} on both sides; counters compared by increment",
+    "header fields not extracted are unspecified; an out-of-range register/counter index is a failure (shown absent)",
+)
+
+
+def p4lb_obligations(s: P4lbSetup) -> list[tuple[str, z3.BoolRef]]:
+    """Everything class-(a) packets must agree on, by name."""
+    res, cfg, post, out, bv = s.side.res, s.cfg, s.post, s.out, s.to_bv
+    j = z3.BitVec("j_slot", cfg.flow_table_bits)
+    r = z3.BitVec("r_reason", 3)
+    b = z3.BitVec("b_backend", 8)
+    fate = bv(out.fate)
+    ob = [
+        ("fate", (fate == int(Fate.BACKEND)) == z3.Not(res.dropped)),
+        ("backend port and rewrites", z3.Implies(fate == int(Fate.BACKEND), forwards_to(cfg, res, bv(out.backend)))),
+        ("no fault", z3.Not(res.fault())),
+    ]
+    for k in ("flow_state", "flow_key", "flow_backend"):
+        ob.append((k, res.register(k) == bv(post[k])))
+    ob.append(("flow_last_seen", z3.ZeroExt(WIDE - TIME_BITS, res.register("flow_last_seen")[j]) == bv(post["flow_last_seen"])[j]))
+    rr = res.register("rr_next")
+    ob.append(("rr_next", z3.And(rr[z3.BitVecVal(0, 1)] == bv(post["rr_next0"]), rr[z3.BitVecVal(1, 1)] == bv(post["rr_next1"]))))
+    ob.append(("idle_timeout", res.register("idle_timeout") == z3.K(z3.BitVecSort(1), z3.BitVecVal(cfg.idle_timeout_us, TIME_BITS))))
+    drops = res.counter("lb_drops")
+    if "lb_drops" in post:
+        ob.append(("lb_drops", z3.ZeroExt(WIDE - 32, drops[r]) == bv(post["lb_drops"])[r]))
+    else:
+        ob.append(("lb_drops", drops[r] == z3.If(z3.And(fate == int(Fate.DROP), bv(out.reason) == r, r != 0, r != int(DropReason.UNCOUNTED)), 1, 0)))
+    if "backend_flows" in post:
+        ob.append(("backend_flows", z3.ZeroExt(WIDE - 32, res.counter("backend_flows")[b]) == bv(post["backend_flows"])[b]))
+    return ob
+
+
+def p4lb_branches(s: P4lbSetup) -> list[tuple[str, z3.BoolRef]]:
+    """The model's branches, each as a P4-side condition that must be reachable."""
+    res, slot = s.side.res, s.slot
+    fs0, fs1 = s.model_sw["flow_state"][slot], res.register("flow_state")[slot]
+    drops, flows = res.counter("lb_drops"), res.counter("backend_flows")
+    new_flow = flows != z3.K(B8, z3.BitVecVal(0, 32))
+    open_, closing = int(SlotState.OPEN), int(SlotState.CLOSING)
+
+    def counted(reason: DropReason) -> z3.BoolRef:
+        return drops[z3.BitVecVal(int(reason), 3)] == 1
+
+    return [
+        ("dispatch", z3.And(z3.Not(res.dropped), new_flow)),
+        ("pinned", z3.And(z3.Not(res.dropped), z3.Not(new_flow), fs0 == open_, fs1 == open_)),
+        ("close", z3.And(z3.Not(res.dropped), fs0 == open_, fs1 == closing)),
+        ("closing", z3.And(z3.Not(res.dropped), fs0 == closing, fs1 == closing)),
+        ("refusal", counted(DropReason.FLOW_TABLE_FULL)),
+        ("unknown flow", counted(DropReason.UNKNOWN_FLOW)),
+        ("malformed", counted(DropReason.MALFORMED)),
+        ("no eligible", counted(DropReason.NO_ELIGIBLE)),
+        ("backend miss (new flow)", z3.And(counted(DropReason.NO_BACKEND_ENTRY), new_flow)),
+        ("backend miss (pinned)", z3.And(counted(DropReason.NO_BACKEND_ENTRY), fs0 == open_)),
+    ]
+
+
+def p4lb_counterexample(s: P4lbSetup, m: z3.ModelRef, failed: Sequence[str], subs: Sequence = ()) -> dict[str, object]:
+    """A replayable description of a state and packet where the sides differ."""
+    ev = _evaluator(m, subs)
+    inp, res, sw, cfg = s.side.inp, s.side.res, s.model_sw, s.cfg
+    slot = ev(s.slot)
+    t = ev(inp.timestamp)
+    version = ev(sw["vip"])
+    groups = [ev(sw["rr_group0"]), ev(sw["rr_group1"])]
+    members = {f"{v},{p}": ev(sw[f"rr_member{v}"][z3.BitVecVal(p, 8)]) for v in (0, 1) for p in range(min(groups[v], 255))}
+    entry = {
+        "state": ev(sw["flow_state"][z3.BitVecVal(slot, cfg.flow_table_bits)]),
+        "key": ev(sw["flow_key"][z3.BitVecVal(slot, cfg.flow_table_bits)]),
+        "backend": ev(sw["flow_backend"][z3.BitVecVal(slot, cfg.flow_table_bits)]),
+        "last_seen": ev(s.last_seen[z3.BitVecVal(slot, cfg.flow_table_bits)]),
+    }
+    packet = {"src_ip": ev(inp.field("ipv4", "srcAddr")), "src_port": ev(inp.field("tcp", "srcPort")), "flags": ev(inp.field("tcp", "flags")), "time_us": t}
+    state = {"vip": version, "rr_group": groups, "rr_member": members, "rr_next": [ev(sw["rr_next0"]), ev(sw["rr_next1"])], "flows": {str(slot): entry}, "now": ev(s.now)}
+    post_p4 = _slot_view(ev, res.registers, slot, cfg.flow_table_bits, prog=s.side.prog)
+    bv = s.to_bv
+    model_side = {
+        "fate": Fate(ev(bv(s.out.fate))).name,
+        "backend": ev(bv(s.out.backend)),
+        "reason": DropReason(ev(bv(s.out.reason))).name,
+        "slot_after": {k: ev(bv(s.post[k])[z3.BitVecVal(slot, cfg.flow_table_bits)]) for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen")},
+        "rr_next_after": [ev(bv(s.post["rr_next0"])), ev(bv(s.post["rr_next1"]))],
+    }
+    p4_side = {
+        "dropped": bool(ev(res.dropped)),
+        "egress_port": ev(res.egress_port),
+        "eth_dst": ev(res.field("ethernet", "dstAddr")),
+        "ip_dst": ip_str(ev(res.field("ipv4", "dstAddr"))),
+        "lb_drops": {DropReason(i).name: ev(res.counter("lb_drops")[z3.BitVecVal(i, 3)]) for i in range(8) if ev(res.counter("lb_drops")[z3.BitVecVal(i, 3)])},
+        "backend_flows": {i: ev(res.counter("backend_flows")[z3.BitVecVal(i, 8)]) for i in range(cfg.n + 2) if ev(res.counter("backend_flows")[z3.BitVecVal(i, 8)])},
+        "slot_after": post_p4,
+        "rr_next_after": [ev(res.register("rr_next")[z3.BitVecVal(i, 1)]) for i in (0, 1)],
+    }
+    return {"failed": list(failed), "slot": slot, "packet": packet, "flags": flags_str(packet["flags"]), "state": state, "model": model_side, "p4": p4_side}
+
+
+def _slot_view(ev: Callable, regs: Mapping[str, z3.ArrayRef], slot: int, bits: int, prog: Program) -> dict[str, int]:
+    return {k: ev(regs[prog.register(k).name][z3.BitVecVal(slot, bits)]) for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen")}
+
+
+def _evaluator(m: z3.ModelRef, subs: Sequence = ()) -> Callable[[z3.ExprRef], int]:
+    """Evaluate a term (with the hash substitution applied) in a model, as a Python int."""
+
+    def ev(e: z3.ExprRef) -> int:
+        v = m.eval(z3.substitute(e, *subs) if subs else e, model_completion=True)
+        if z3.is_true(v) or z3.is_false(v):
+            return int(z3.is_true(v))
+        return v.as_long() if z3.is_bv_value(v) or z3.is_int_value(v) else int(str(z3.simplify(v)))
+
+    return ev
+
+
+def replay_p4lb(cx: Mapping[str, object], cfg: LbConfig | None = None) -> tuple[P4lbState, object]:
+    """The executable model's answer for a counterexample's state and packet (post-state, outcome)."""
+    cfg = cfg or default_config(4)
+    st = cx["state"]
+    flows = {int(k): FlowEntry(SlotState(v["state"]) if v["state"] in (0, 1, 2) else v["state"], v["key"], v["backend"], v["last_seen"]) for k, v in st["flows"].items()}
+    members = {tuple(int(x) for x in k.split(",")): v for k, v in st["rr_member"].items()}
+    state = P4lbState(vip=st["vip"], rr_group=tuple(st["rr_group"]), rr_member=members, rr_next=tuple(st["rr_next"]), flows=flows, now=st["now"])
+    return p4lb_packet(cfg, P4LB, state, Packet(**cx["packet"]))
+
+
+# ---- seed --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeedSetup:
+    """Both sides of the seed for one symbolic packet and state."""
+
+    cfg: LbConfig
+    side: Side
+    enc: SeedEncoding
+    model_sw: Mapping[str, z3.ExprRef]
+    post: Mapping[str, z3.ExprRef]
+    out: object
+    index: z3.BitVecRef
+
+
+def seed_tables(prog: Program, cfg: LbConfig, sw: Mapping[str, z3.ExprRef], others: TableContents | None) -> dict[str, TableContents]:
+    """install_seed's entries: forward (VIP -> read_flowlet_select, backends and clients -> set_nhop), ecmp_group,
+    set_max (VIP -> _max(set_max)), set_statusK (VIP -> _failK(failK)), ecmp_nhop (1..4 -> set_ecmp_nhop)."""
+    vip = Match(cfg.vip, prefix=32)
+    fwd = table_named(prog, "forward")
+    rows = [Entry((vip,), action_named(prog, fwd, "read_flowlet_select"))]
+    rows.append(Entry((Match(cfg.client_net, prefix=cfg.client_prefix),), action_named(prog, fwd, "set_nhop"), (cfg.client_mac, cfg.client_port)))
+    rows += [Entry((Match(b.ip, prefix=32),), action_named(prog, fwd, "set_nhop"), (b.mac, b.port)) for b in cfg.backends[:4]]
+    grp, mx = table_named(prog, "ecmp_group"), table_named(prog, "set_max")
+    tables: dict[str, TableContents] = {
+        fwd: Entries(rows),
+        grp: Entries([Entry((vip,), action_named(prog, grp, "set_ecmp_select"))]),
+        mx: Entries([Entry((vip,), action_named(prog, mx, "_max"), (sw["set_max"],))]),
+        table_named(prog, "ecmp_nhop"): backend_entries(prog, cfg, "ecmp_nhop", "set_ecmp_nhop", 4),
+        table_named(prog, "send_frame"): others if others is not None else Arbitrary(prog),
+    }
+    for k in range(1, 5):
+        t = table_named(prog, f"set_status{k}")
+        tables[t] = Entries([Entry((vip,), action_named(prog, t, f"_fail{k}"), (z3.If(sw[f"fail{k}"], z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)),))])
+    return tables
+
+
+def seed_setup(prog: Program, cfg: LbConfig, tag: str = "s") -> SeedSetup:
+    """A symbolic packet in a symbolic seed state on both sides."""
+    enc = SeedEncoding(cfg, real_hash=True)
+    sym = enc.fresh(f"m{tag}")
+    sw = dict(sym.sw)
+    if prog.register("flowlet_select").size != 1 << SEED_INDEX_BITS:
+        raise VerifyError("flowlet_select size differs from the model's")
+    one = z3.BitVecSort(1)
+    regs = {
+        prog.register("flowlet_select").name: sw["flowlet_select"],
+        prog.register("myselect").name: z3.K(one, sw["myselect"]),
+        prog.register("mymax").name: z3.K(one, sw["mymax"]),
+    }
+    inp = fresh_input(prog, f"p{tag}")
+    res = execute(prog, Environment(seed_tables(prog, cfg, sw, None), regs, Unlisted.ERROR), inp, f"x{tag}")
+    pkt = model_packet(inp, z3.Int(f"t_{tag}"))
+    post, out = enc.packet(Sym(sw, fresh_spec(f"spec{tag}")), pkt)[:2]
+    return SeedSetup(cfg, Side(inp, res, prog), enc, sw, post, out, enc.hash(pkt.key))
+
+
+SEED_ASSUMPTIONS = (
+    "packet (a): Ethernet + IPv4 (version 4, IHL 5, MF 0, offset 0, valid header checksum, proto 6, dst VIP) + TCP to the VIP port, >= 54 bytes, not from the CPU port (510)",
+    "tables as install_seed writes them: forward {VIP/32 -> read_flowlet_select, client net and backends -> set_nhop}, ecmp_group {VIP/32 -> set_ecmp_select}, set_max {VIP/32 -> _max(set_max)}, set_statusK {VIP/32 -> _failK(failK)}, ecmp_nhop {1..4 -> set_ecmp_nhop(mac, ip, port)}; send_frame arbitrary",
+    "registers: flowlet_select = the model's array; myselect, mymax = the model's values",
+    "hash: BMv2 crc16 (CRC-16/ARC) of {src, dst, proto, sport, dport} mod 8192 on both sides",
+    "header fields not extracted are unspecified; an out-of-range register index is a failure (shown absent)",
+)
+
+
+def seed_obligations(s: SeedSetup) -> list[tuple[str, z3.BoolRef]]:
+    """What class-(a) packets must agree on in the seed."""
+    res, cfg, post, out = s.side.res, s.cfg, s.post, s.out
+    lost = z3.And(z3.Not(res.dropped), res.egress_port == 0)
+    return [
+        ("fate backend", z3.Implies(out.fate == int(Fate.BACKEND), forwards_to(cfg, res, out.backend))),
+        ("fate drop", (out.fate == int(Fate.DROP)) == res.dropped),
+        ("fate lost (port 0)", (out.fate == int(Fate.LOST)) == lost),
+        ("flowlet_select", res.register("flowlet_select") == post["flowlet_select"]),
+        ("myselect", res.register("myselect")[z3.BitVecVal(0, 1)] == post["myselect"]),
+        ("mymax", res.register("mymax")[z3.BitVecVal(0, 1)] == post["mymax"]),
+        ("no fault", z3.Not(res.fault())),
+    ]
+
+
+def seed_branches(s: SeedSetup) -> list[tuple[str, z3.BoolRef]]:
+    """The seed's behaviours, each reachable on the P4 side."""
+    res, sw, cfg = s.side.res, s.model_sw, s.cfg
+    syn = s.side.inp.field("tcp", "flags") & 2 != 0
+    port = {b.id: b.port for b in cfg.backends[:4]}
+    return [
+        ("round robin to a backend", z3.And(syn, z3.Not(res.dropped), z3.Or(*[res.egress_port == p for p in port.values()]))),
+        ("non-SYN follows flowlet_select", z3.And(z3.Not(syn), z3.Not(res.dropped), res.egress_port == port[3])),
+        ("failover (server 1 failed -> 2)", z3.And(syn, sw["fail1"], sw["mymax"] == sw["set_max"], sw["myselect"] == 0, res.egress_port == port[2])),
+        ("all failed: mark_to_drop overwritten by ecmp_nhop", z3.And(syn, *[sw[f"fail{k}"] for k in range(1, 5)], z3.Not(res.dropped), z3.Or(*[res.egress_port == p for p in port.values()]))),
+        ("lost at port 0", z3.And(z3.Not(res.dropped), res.egress_port == 0)),
+        ("set_max change resets myselect", z3.And(sw["mymax"] != sw["set_max"], z3.Not(syn), res.register("myselect")[z3.BitVecVal(0, 1)] == 0, sw["myselect"] != 0)),
+    ]
+
+
+def seed_counterexample(s: SeedSetup, m: z3.ModelRef, failed: Sequence[str], subs: Sequence = ()) -> dict[str, object]:
+    """A replayable description of a seed state and packet where the sides differ."""
+    ev = _evaluator(m, subs)
+    inp, res, sw = s.side.inp, s.side.res, s.model_sw
+    idx = ev(s.index)
+    packet = {"src_ip": ev(inp.field("ipv4", "srcAddr")), "src_port": ev(inp.field("tcp", "srcPort")), "flags": ev(inp.field("tcp", "flags")), "time_us": 0}
+    at = z3.BitVecVal(idx, SEED_INDEX_BITS)
+    state = {"flowlet_select": {str(idx): ev(sw["flowlet_select"][at])}, "myselect": ev(sw["myselect"]), "mymax": ev(sw["mymax"]), "set_max": ev(sw["set_max"]), "set_status": [ev(sw[f"fail{k}"]) for k in range(1, 5)]}
+    one = z3.BitVecVal(0, 1)
+    return {
+        "failed": list(failed),
+        "index": idx,
+        "packet": packet,
+        "flags": flags_str(packet["flags"]),
+        "state": state,
+        "model": {"fate": Fate(ev(s.out.fate)).name, "backend": ev(s.out.backend), "flowlet_after": ev(s.post["flowlet_select"][at]), "myselect_after": ev(s.post["myselect"]), "mymax_after": ev(s.post["mymax"])},
+        "p4": {"dropped": bool(ev(res.dropped)), "egress_port": ev(res.egress_port), "flowlet_after": ev(res.register("flowlet_select")[at]), "myselect_after": ev(res.register("myselect")[one]), "mymax_after": ev(res.register("mymax")[one])},
+    }
+
+
+def replay_seed(cx: Mapping[str, object], cfg: LbConfig | None = None) -> tuple[SeedState, object]:
+    """The executable seed model's answer for a counterexample."""
+    cfg = cfg or default_config(4, flow_table_bits=SEED_INDEX_BITS)
+    st = cx["state"]
+    state = SeedState({int(k): v for k, v in st["flowlet_select"].items()}, st["myselect"], st["mymax"], st["set_max"], tuple(st["set_status"]))
+    return seed_packet(cfg, state, Packet(**cx["packet"]))
+
+
+# ---- class (b) -----------------------------------------------------------------------------------------
+
+
+Other = tuple[str, z3.BoolRef, z3.BoolRef, PacketInput]
+
+
+def p4lb_others(prog: Program, cfg: LbConfig) -> list[Other]:
+    """(name, premise, claim) for the packets outside class (a), p4lb; registers arbitrary."""
+    sw = {"vip": z3.Bool("vip_b"), **{f"rr_group{v}": z3.BitVec(f"rr_group{v}_b", 8) for v in (0, 1)}, **{f"rr_member{v}": z3.Array(f"rr_member{v}_b", B8, B8) for v in (0, 1)}}
+    present = {"rr_group0": z3.BoolVal(True), "rr_group1": z3.BoolVal(True), "rr_member0": z3.K(B8, z3.BoolVal(True)), "rr_member1": z3.K(B8, z3.BoolVal(True))}
+    inp = fresh_input(prog, "pb")
+    env = Environment(p4lb_tables(prog, cfg, sw, present, None), {}, Unlisted.ERROR)
+    res = execute(prog, env, inp, "xb")
+    pre = {name: z3.Array(f"{name}_xb", z3.BitVecSort(_bits(r.size)), z3.BitVecSort(r.bitwidth)) for name, r in prog.registers.items()}
+    same = [res.registers[prog.register(k).name] == pre[prog.register(k).name] for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen")]
+    zero8 = z3.K(B8, z3.BitVecVal(0, 32))
+    malformed = z3.BitVecVal(int(DropReason.MALFORMED), 3)
+    drops = res.counter("lb_drops")
+    only_malformed = z3.Or(drops == z3.K(z3.BitVecSort(3), z3.BitVecVal(0, 32)), z3.And(drops == z3.Store(z3.K(z3.BitVecSort(3), z3.BitVecVal(0, 32)), malformed, z3.BitVecVal(1, 32)), res.valid["ipv4"], res.checksum_error))
+    backend_t = table_named(prog, "backend")
+    claim = z3.And(*same, res.register("rr_next") == pre[prog.register("rr_next").name], res.register("idle_timeout") == pre[prog.register("idle_timeout").name], res.counter("backend_flows") == zero8, only_malformed, z3.Not(res.visited(backend_t)), z3.Not(res.fault()))
+    not_a = z3.And(inp.ingress_port != CPU_PORT, z3.Not(vip_tcp(cfg, inp, res)))
+    cpu = inp.ingress_port == CPU_PORT
+    cpu_claim = z3.And(*same, res.counter("backend_flows") == zero8, drops == z3.K(z3.BitVecSort(3), z3.BitVecVal(0, 32)), z3.Or(res.dropped, res.egress_port == CPU_PORT), z3.Not(res.fault()))
+    return [("(b) other packets: no flow/rr_next/timeout change, no backend, only MALFORMED counted", not_a, claim, inp), ("(b) CPU-port packets: flow registers and counters unchanged, answer to the CPU", cpu, cpu_claim, inp)]
+
+
+def _bits(size: int) -> int:
+    return max(1, (size - 1).bit_length())
+
+
+def seed_others(prog: Program, cfg: LbConfig) -> list[Other]:
+    """(name, premise, claim) for seed packets outside class (a): IPv4 not addressed to the VIP."""
+    sw = {"set_max": z3.BitVec("set_max_b", 3), **{f"fail{k}": z3.Bool(f"fail{k}_b") for k in range(1, 5)}}
+    inp = fresh_input(prog, "pb")
+    res = execute(prog, Environment(seed_tables(prog, cfg, sw, None), {}, Unlisted.ERROR), inp, "xb")
+    pre = {name: z3.Array(f"{name}_xb", z3.BitVecSort(_bits(r.size)), z3.BitVecSort(r.bitwidth)) for name, r in prog.registers.items()}
+    unchanged = z3.And(*[res.registers[n] == pre[n] for n in pre], z3.Not(res.fault()))
+    premise = z3.And(inp.ingress_port != CPU_PORT, res.valid["ipv4"], inp.field("ipv4", "dstAddr") != cfg.vip)
+    return [("(b) IPv4 not to the VIP: registers unchanged", premise, unchanged, inp)]
+
+
+# ---- running the queries ---------------------------------------------------------------------------------
+
+
+def _solver(timeout_ms: int) -> z3.Solver:
+    s = z3.Solver()
+    s.set(timeout=timeout_ms)
+    return s
+
+
+def _check(name: str, premises: Sequence[z3.BoolRef], goal: z3.BoolRef, expected: str, timeout_ms: int) -> tuple[Check, z3.ModelRef | None]:
+    s = _solver(timeout_ms)
+    s.add(*premises, goal)
+    t0 = time.monotonic()
+    ans = s.check()
+    chk = Check(name, str(ans), expected, time.monotonic() - t0)
+    log.info("%s: %s (%.2fs)", name, ans, chk.seconds)
+    return chk, (s.model() if ans == z3.sat else None)
+
+
+def _prove(setup: object, premises: Sequence[z3.BoolRef], obligations: list[tuple[str, z3.BoolRef]], cex: Callable, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int) -> tuple[Check, dict | None]:
+    """UNSAT of premises and a broken obligation; on SAT, the counterexample with the obligations it breaks.
+
+    A counterexample is re-solved with the hash bound again (h = the program's crc16 of the packet), so
+    the packet, the slot and the state it shows are consistent and replay on the executable model.
+    """
+    goal = z3.Not(z3.And(*[o for _, o in obligations]))
+    chk, m = _check("(a) equivalence", premises, goal, "unsat", timeout_ms)
+    if m is None:
+        return chk, None
+    bound = [a == b for a, b in subs if a.size() == b.size() and not z3.is_const(a)]
+    s = _solver(timeout_ms)
+    s.add(*premises, goal, *bound)
+    if s.check() == z3.sat:
+        m = s.model()
+    failed = [name for name, o in obligations if z3.is_false(m.eval(o, model_completion=True))]
+    return chk, cex(setup, m, failed, subs)
+
+
+def class_constants(cfg: LbConfig, inp: PacketInput) -> list[tuple[z3.ExprRef, z3.ExprRef]]:
+    """The fields class (a) pins to constants (destination address, protocol, destination port)."""
+    return [(inp.field("ipv4", "dstAddr"), z3.BitVecVal(cfg.vip, 32)), (inp.field("ipv4", "protocol"), z3.BitVecVal(TCP, 8)), (inp.field("tcp", "dstPort"), z3.BitVecVal(cfg.vip_port, 16))]
+
+
+def bind_hash(res: Result, model_slot: z3.BitVecRef, fixed: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int) -> tuple[Check, list[tuple[z3.ExprRef, z3.ExprRef]]]:
+    """Lemma: on class (a), every crc16 the program computes, cut to the slot width, is the model's slot.
+
+    Proven on the terms with the class's constant fields substituted and both sides simplified (GF(2)-linear
+    sums that Z3's rewriter puts in one normal form). The returned substitution then replaces each crc by one
+    fresh 16-bit variable h and the model's slot by h's low bits, which is sound (the rest of the proof holds
+    for every h, so for the crc) and keeps the XOR networks out of the main queries.
+    """
+    bits = model_slot.size()
+    crcs = list({u.value.get_id(): u.value for u in res.hashes if u.algo is HashAlgo.CRC16}.values())
+    h = z3.BitVec("crc16_h", 16)
+    goals = [z3.simplify(z3.substitute(z3.Extract(bits - 1, 0, c), *fixed)) != z3.simplify(z3.substitute(model_slot, *fixed)) for c in crcs]
+    s = _solver(timeout_ms)
+    s.add(z3.Or(*goals) if goals else z3.BoolVal(True))
+    t0 = time.monotonic()
+    chk = Check("hash lemma: program crc16 = model slot", str(s.check()), "unsat", time.monotonic() - t0)
+    log.info("%s: %s (%.2fs)", chk.name, chk.answer, chk.seconds)
+    return chk, [(c, h) for c in crcs] + [(model_slot, z3.Extract(bits - 1, 0, h))]
+
+
+def check_equivalence(program: str, n: int = 4, data: dict | None = None, timeout_ms: int = 20_000, reachability: bool = True, others: bool = True) -> EquivalenceResult:
+    """Prove the compiled `program` (p4lb or seed; `data`: its JSON dict, e.g. mutated) equal to the model's packet step."""
+    if program not in PROGRAMS:
+        raise VerifyError(f"no model for {program!r}: use one of {', '.join(PROGRAMS)}")
+    t0 = time.monotonic()
+    prog = load(program, data)
+    if program == "p4lb":
+        cfg = default_config(n)
+        s = p4lb_setup(prog, cfg)
+        model_slot = s.enc.hash(s.pkt.key)
+        premises = [vip_tcp(cfg, s.side.inp, s.side.res), *s.relation]
+        obligations, branches, cex, assumptions = p4lb_obligations(s), p4lb_branches(s), p4lb_counterexample, P4LB_ASSUMPTIONS
+        extra = p4lb_others if others else None
+    else:
+        cfg = default_config(4, flow_table_bits=SEED_INDEX_BITS)
+        s = seed_setup(prog, cfg)
+        model_slot = s.index
+        premises = [vip_tcp(cfg, s.side.inp, s.side.res)]
+        obligations, branches, cex, assumptions = seed_obligations(s), seed_branches(s), seed_counterexample, SEED_ASSUMPTIONS
+        extra = seed_others if others else None
+    checks, notes = [], []
+    lemma, subs = bind_hash(s.side.res, model_slot, class_constants(cfg, s.side.inp), timeout_ms)
+    checks.append(lemma)
+    premises = [z3.substitute(p, *subs) for p in premises]
+    obligations = [(name, z3.substitute(o, *subs)) for name, o in obligations]
+    branches = [(name, z3.substitute(b, *subs)) for name, b in branches]
+    sat_chk, _ = _check("premises satisfiable", premises, z3.BoolVal(True), "sat", timeout_ms)
+    checks.append(sat_chk)
+    main, counterexample = _prove(s, premises, obligations, cex, subs, timeout_ms)
+    checks.append(main)
+    if reachability and main.ok:
+        checks += [_check(f"reachable: {name}", premises, cond, "sat", timeout_ms)[0] for name, cond in branches]
+    if extra is not None and main.ok:
+        for name, premise, claim, inp in extra(prog, cfg):
+            chk, m = _check(name, [premise], z3.Not(claim), "unsat", timeout_ms)
+            checks.append(chk)
+            if m is not None and counterexample is None:
+                counterexample = other_counterexample(name, inp, m)
+    verdict = _verdict(checks, counterexample)
+    if program == "p4lb":
+        notes.append("forward and send_frame are arbitrary (any entries): class (a) never applies forward; send_frame only rewrites the IPv4 source")
+    if program == "seed":
+        notes.append("seed: the model's DROP is unreachable for class (a): mark_to_drop in a failover block is always overwritten by ecmp_nhop (the selector is then 1..4)")
+        notes.append("seed: packets to the VIP address that are not TCP to the VIP port still run read_flowlet_select/set_max (the seed's tables match the address only), so they can reset myselect/mymax; outside the model's scope")
+    return EquivalenceResult(program, verdict, time.monotonic() - t0, assumptions, tuple(checks), counterexample, tuple(notes))
+
+
+SHOWN = (("ethernet", "etherType"), ("ipv4", "version"), ("ipv4", "ihl"), ("ipv4", "flags"), ("ipv4", "fragOffset"), ("ipv4", "protocol"), ("ipv4", "srcAddr"), ("ipv4", "dstAddr"), ("ipv4", "hdrChecksum"), ("tcp", "srcPort"), ("tcp", "dstPort"), ("tcp", "flags"))
+
+
+def other_counterexample(name: str, inp: PacketInput, m: z3.ModelRef) -> dict[str, object]:
+    """A class-(b) packet that breaks the claim: its port, length and main header fields."""
+    ev = _evaluator(m)
+    packet = {f"{h}.{f}": ev(inp.field(h, f)) for h, f in SHOWN if (h, f) in inp.fields}
+    return {"failed": [name], "ingress_port": ev(inp.ingress_port), "length": ev(inp.length), "packet": packet}
+
+
+def _verdict(checks: Sequence[Check], counterexample: Mapping | None) -> Verdict:
+    if any(c.answer == "unknown" for c in checks):
+        return Verdict.UNKNOWN
+    if counterexample is not None or any(c.expected == "unsat" and not c.ok for c in checks):
+        return Verdict.DIFFERS
+    if any(not c.ok for c in checks):
+        return Verdict.UNKNOWN  # vacuous premises or an unreachable branch: nothing proven
+    return Verdict.EQUIVALENT
+
+
+# ---- concrete runs (the executor on concrete values, for differential tests) --------------------------------
+
+
+def concrete_input(prog: Program, values: Mapping[tuple[str, str], int], length: int, port: int, ts: int) -> PacketInput:
+    """A concrete packet: given fields, every other header bit 0."""
+    fields = {}
+    for h in prog.headers.values():
+        if h.metadata:
+            continue
+        for f in prog.header_types[h.type_name].fields:
+            fields[(h.name, f.name)] = z3.BitVecVal(values.get((h.name, f.name), 0), f.width)
+    return PacketInput(fields, z3.BitVecVal(length, 32), z3.BitVecVal(port, 9), z3.BitVecVal(ts, TIME_BITS))
+
+
+def tcp_to_vip(prog: Program, cfg: LbConfig, src_ip: int, src_port: int, flags: int, ts: int, port: int = 1) -> PacketInput:
+    """A well-formed TCP packet from a client to the VIP (valid IPv4 header checksum)."""
+    v = {
+        ("ethernet", "etherType"): ETH_IPV4,
+        ("ipv4", "version"): 4,
+        ("ipv4", "ihl"): 5,
+        ("ipv4", "totalLen"): 40,
+        ("ipv4", "ttl"): 64,
+        ("ipv4", "protocol"): TCP,
+        ("ipv4", "srcAddr"): src_ip,
+        ("ipv4", "dstAddr"): cfg.vip,
+        ("tcp", "srcPort"): src_port,
+        ("tcp", "dstPort"): cfg.vip_port,
+        ("tcp", "dataOffset"): 5,
+        ("tcp", "flags"): flags,
+    }
+    calc = next(c for c in prog.calculations.values() if c.algo.value == "csum16" and not c.uses_payload)
+    parts = [z3.BitVecVal(v.get((e.header, e.field), 0), prog.field_type(e).width) for e in calc.inputs]
+    v[("ipv4", "hdrChecksum")] = z3.simplify(hash_sym(calc.algo, parts)).as_long()
+    return concrete_input(prog, v, HEADERS_LEN, port, ts)
+
+
+def concrete_p4lb_env(prog: Program, cfg: LbConfig, st: P4lbState) -> Environment:
+    """Tables and registers of a concrete model state."""
+    bits = cfg.flow_table_bits
+    idx = z3.BitVecSort(bits)
+    regs = {
+        "rr_next": z3.Store(z3.Store(z3.K(z3.BitVecSort(1), z3.BitVecVal(0, 8)), z3.BitVecVal(0, 1), z3.BitVecVal(st.rr_next[0], 8)), z3.BitVecVal(1, 1), z3.BitVecVal(st.rr_next[1], 8)),
+        "idle_timeout": z3.K(z3.BitVecSort(1), z3.BitVecVal(cfg.idle_timeout_us, TIME_BITS)),
+    }
+    for k, width, get in (("flow_state", 2, lambda e: int(e.state)), ("flow_key", 48, lambda e: e.key), ("flow_backend", 8, lambda e: e.backend), ("flow_last_seen", TIME_BITS, lambda e: e.last_seen)):
+        arr = z3.K(idx, z3.BitVecVal(0, width))
+        for slot, e in st.flows.items():
+            arr = z3.Store(arr, z3.BitVecVal(slot, bits), z3.BitVecVal(get(e), width))
+        regs[k] = arr
+    regs = {prog.register(k).name: v for k, v in regs.items()}
+    tables: dict[str, TableContents] = {
+        table_named(prog, "vip"): Entries([Entry((Match(cfg.vip), Match(cfg.vip_port)), action_named(prog, table_named(prog, "vip"), "lb_select"), (st.vip,))]),
+        table_named(prog, "rr_group"): Entries([Entry((Match(v),), action_named(prog, table_named(prog, "rr_group"), "set_group"), (st.rr_group[v],)) for v in (0, 1)]),
+        table_named(prog, "rr_member"): Entries([Entry((Match(v), Match(p)), action_named(prog, table_named(prog, "rr_member"), "set_member"), (b,)) for (v, p), b in st.rr_member.items()]),
+        table_named(prog, "backend"): backend_entries(prog, cfg, "backend", "set_backend"),
+    }
+    return Environment(tables, regs, Unlisted.EMPTY)
+
+
+@dataclass(frozen=True)
+class ConcreteRun:
+    """What the P4 side did with one concrete packet, read back as Python values."""
+
+    dropped: bool
+    egress_port: int
+    eth_dst: int
+    ip_dst: int
+    registers: Mapping[str, Callable[[int], int]]
+    counters: Mapping[str, dict[int, int]] = field(default_factory=dict)
+
+
+def run_concrete(prog: Program, env: Environment, inp: PacketInput, counter_sizes: Mapping[str, int]) -> ConcreteRun:
+    """Execute and simplify every output to a constant."""
+    res = execute(prog, env, inp, "c")
+
+    def val(e: z3.ExprRef) -> int:
+        v = z3.simplify(e)
+        if z3.is_true(v) or z3.is_false(v):
+            return int(z3.is_true(v))
+        if not z3.is_bv_value(v):
+            raise VerifyError(f"not concrete: {v}")
+        return v.as_long()
+
+    def reader(arr: z3.ArrayRef) -> Callable[[int], int]:
+        return lambda i: val(arr[z3.BitVecVal(i, arr.domain().size())])
+
+    regs = {k.rsplit(".", 1)[-1]: reader(a) for k, a in res.registers.items()}
+    ctrs = {}
+    for k, size in counter_sizes.items():
+        arr = res.counter(k)
+        ctrs[k] = {i: c for i in range(size) if (c := val(arr[z3.BitVecVal(i, arr.domain().size())]))}
+    return ConcreteRun(bool(val(res.dropped)), val(res.egress_port), val(res.field("ethernet", "dstAddr")), val(res.field("ipv4", "dstAddr")), regs, ctrs)
+

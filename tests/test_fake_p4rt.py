@@ -1,0 +1,356 @@
+"""The real P4Runtime client (P4rt, P4RuntimeSwitch) and the controller against the fake P4Runtime switch on 127.0.0.1:
+deploy and operations as the model does them, read-back, the CPU-port register protocol, arbitration and faults.
+No BMv2 needed; every test is bounded by a watchdog and blocking calls run on threads with timeouts."""
+
+from __future__ import annotations
+
+import faulthandler
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from google.protobuf import text_format
+from p4.v1 import p4runtime_pb2
+
+from p4lb.controller.controller import Controller
+from p4lb.controller.errors import SwitchError
+from p4lb.controller.p4rt import P4rt
+from p4lb.controller.settings import Settings, parse
+from p4lb.controller.switch import CPU_READ, CPU_SCAN, CPU_WRITE_RR_NEXT, SCAN_SLOT, SCAN_WIDTH, ModelSwitch, P4RuntimeSwitch, SwitchView
+from p4lb.lab.fake_p4rt import FakeP4Runtime, Rpc, Table
+from p4lb.model.crc import ip
+from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain
+from p4lb.model.p4lb import P4LB, flow_slot, p4lb_packet
+from p4lb.model.packet import ACK, FIN, SYN, DropReason, Fate, Packet
+from p4lb.p4 import artifacts
+
+WATCHDOG_S = 60  # no test may take longer: the process dumps every thread's stack and exits
+BACKENDS = [{"address": f"10.0.{i + 1}.{i + 1}", "mac": f"00:00:00:00:0{i + 1}:0{i + 1}", "port": i + 1} for i in range(1, 5)]
+CLIENT = ip("10.0.0.9")
+
+
+@pytest.fixture(autouse=True)
+def watchdog():
+    """A hung test kills the run (with stacks) instead of hanging it."""
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture
+def fake():
+    server = FakeP4Runtime().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(fake) -> Settings:
+    return parse({"vip": {"address": "10.0.0.1", "port": 80}, "backend": [dict(b) for b in BACKENDS], "switch": {"grpc": fake.address}})
+
+
+def make_switch(settings: Settings, election_id: tuple[int, int] = (0, 1)) -> P4RuntimeSwitch:
+    t = settings.switch
+    return P4RuntimeSwitch(t.grpc, t.device_id, election_id, t.p4info, t.bmv2_json, settings.lb)
+
+
+@pytest.fixture
+def switch(settings):
+    sw = make_switch(settings)
+    yield sw
+    sw.close()
+
+
+@pytest.fixture
+def ctl(settings, switch) -> Controller:
+    return Controller(settings, switch, grace_s=0)
+
+
+@dataclass
+class Worker:
+    """A call on its own thread, so a hang shows as a timeout rather than a hung test."""
+
+    call: Callable[[], object]
+    result: list[object] = field(default_factory=list)
+    error: list[BaseException] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result.append(self.call())
+        except BaseException as exc:  # noqa: BLE001 (reported to the test)
+            self.error.append(exc)
+
+    def done_within(self, seconds: float) -> bool:
+        """True if the call returned or raised within `seconds`."""
+        self.thread.join(seconds)
+        return not self.thread.is_alive()
+
+
+def syn(port: int, t: int = 0, flags: int = SYN) -> Packet:
+    return Packet(CLIENT, port, flags, t)
+
+
+# ---- deploy and operations -------------------------------------------------------------------------------------
+def test_deploy_installs_the_pipeline_backends_and_group(fake, ctl, settings):
+    writes = ctl.deploy()
+    st = fake.device.state
+    assert writes[-1].target == "vip" and fake.device.deployed
+    assert st.members(st.vip) == (1, 2, 3, 4) and st.rr_next == (0, 0)
+    assert fake.device.idle_timeout_us == settings.lb.idle_timeout_us
+    assert sorted(r.match["meta.lb.backend"] for r in fake.device.rows(Table.BACKEND)) == [1, 2, 3, 4]
+    assert {r.params["sip"] for r in fake.device.rows(Table.SEND_FRAME)} == {settings.lb.vip}
+    assert len(fake.device.rows(Table.FORWARD)) == 6  # 4 backends, the VIP's drop, the client net
+    assert fake.primary == (0, 1)
+    assert ctl.deploy() == []  # idempotent: the second deploy reconciles and finds nothing to do
+
+
+OPS = [Fail(2), Scale(3), Heal(2), Drain(1), Fail(3), Undrain(1), Scale(4), Fail(1), Fail(4), Heal(1)]
+
+
+def test_operations_write_what_the_model_writes(fake, ctl, settings):
+    model = ModelSwitch(settings.lb)
+    reference = Controller(settings, model, grace_s=0)
+    assert ctl.deploy() == reference.deploy()
+    for op in OPS:
+        assert ctl.apply(op).writes == reference.apply(op).writes, op
+        st, want = fake.device.state, model.state
+        assert (st.vip, st.members(0), st.members(1), st.rr_next) == (want.vip, want.members(0), want.members(1), want.rr_next), op
+        assert ctl.switch.read(full=False) == SwitchView(vip=want.vip, groups=(want.members(0), want.members(1)))
+
+
+def test_status_and_counters_read_back_as_the_model_counts(fake, ctl, settings):
+    model = ModelSwitch(settings.lb)
+    reference = Controller(settings, model, grace_s=0)
+    ctl.deploy()
+    reference.deploy()
+    packets = [syn(1000 + i, 10 + i) for i in range(9)] + [syn(1000, 30, ACK), syn(1001, 31, FIN), syn(7, 32, ACK), syn(8, 33, SYN | FIN)]
+    for pkt in packets:
+        got = fake.device.inject(pkt)
+        model.state, want = p4lb_packet(settings.lb, P4LB, model.state, pkt)
+        assert got == want, pkt
+    rows, drops = ctl.status(), ctl.drops()
+    assert rows == reference.status() and drops == reference.drops()
+    assert drops["unknown_flow"] == 1 and drops["malformed"] == 1
+    assert sum(r.flows_dispatched for r in rows) == 9
+    assert sum(r.open_flows for r in rows) == 8  # one of the nine is closing (FIN)
+
+
+def test_a_backend_without_entry_is_a_counted_black_hole(fake, ctl, switch):
+    ctl.deploy()
+    switch.rt.delete("backend", {"meta.lb.backend": 2})
+    outcomes = [fake.device.inject(syn(2000 + i)) for i in range(4)]
+    assert [o.fate for o in outcomes].count(Fate.DROP) == 1
+    assert ctl.drops()["no_backend_entry"] == 1
+    assert fake.device.state.lb_drops[DropReason.NO_BACKEND_ENTRY] == 1
+
+
+# ---- the CPU port ----------------------------------------------------------------------------------------------
+def test_cpu_port_writes_rr_next_and_reads_a_flow_slot(fake, ctl, switch, settings):
+    ctl.deploy()
+    got = switch.cpu(CPU_WRITE_RR_NEXT, 3, 0x1_02)  # index & 1 selects the version, the value is cut to bit<8>
+    assert fake.device.state.rr_next[1] == 2 and got["rr_next1"] == 2 and got["value"] == 0x102
+    switch.cpu(CPU_WRITE_RR_NEXT, 1, 0)
+    pkt = syn(4242, 777)
+    fake.device.inject(pkt)
+    slot = flow_slot(settings.lb, pkt)
+    row = switch.read_slot(slot)
+    assert (row["flow_state"], row["flow_key"], row["flow_backend"], row["flow_last_seen"]) == (1, pkt.key, 1, 777)
+    assert row["idle_timeout"] == settings.lb.idle_timeout_us and row["now"] >= 777
+    assert switch.read_slot(slot + 65536)["flow_key"] == pkt.key  # the index wraps at FLOW_SLOTS, as in P4
+    assert switch.cpu(CPU_READ, (slot + 1) % 65536)["flow_state"] == 0
+
+
+def test_cpu_scan_lists_the_open_flows(fake, ctl, switch, settings):
+    ctl.deploy()
+    for i in range(40):
+        fake.device.inject(syn(3000 + i, 100 + i))
+    fake.device.inject(syn(3000, 500, FIN))  # closing: no longer open
+    flows = switch.open_flows()
+    want = {s: e for s, e in fake.device.state.flows.items() if e.state == 1}
+    assert flows == want and len(flows) >= 38  # a crc16 collision may refuse a SYN
+    fake.device.advance(settings.lb.idle_timeout_us + 1)
+    assert switch.open_flows() == {}  # idle past the timeout at the switch clock
+
+
+def test_cpu_scan_answer_layout_and_short_request():
+    device = FakeP4Runtime().device
+    info, bmv2 = artifacts("p4lb")
+    config = p4runtime_pb2.ForwardingPipelineConfig(p4_device_config=bmv2.read_bytes())
+    text_format.Merge(info.read_text(), config.p4info)
+    device.set_pipeline(config, p4runtime_pb2.SetForwardingPipelineConfigRequest.VERIFY_AND_COMMIT)
+    out = p4runtime_pb2.PacketOut(payload=bytes(SCAN_WIDTH * SCAN_SLOT.size - 1))
+    out.metadata.add(metadata_id=1, value=bytes([CPU_SCAN]))
+    assert device.packet_out(out) is None  # too short to fill: dropped, as p4lb.p4 does
+    out.payload = bytes(SCAN_WIDTH * SCAN_SLOT.size) + b"tail"
+    answer = device.packet_out(out)
+    assert answer is not None and len(answer.payload) == SCAN_WIDTH * SCAN_SLOT.size + 4 and answer.payload.endswith(b"tail")
+
+
+# ---- sessions and faults ---------------------------------------------------------------------------------------
+def test_reconnects_after_unavailable(fake, ctl):
+    ctl.deploy()
+    arbitrations = fake.calls[Rpc.ARBITRATION]
+    fake.fail(Rpc.WRITE, grpc.StatusCode.UNAVAILABLE)
+    assert ctl.apply(Fail(2)).writes
+    assert fake.calls[Rpc.ARBITRATION] == arbitrations + 1  # one reconnect, then the write was retried
+    assert fake.device.state.members(fake.device.state.vip) == (1, 3, 4)
+
+
+def test_reconnects_after_the_stream_broke(fake, ctl):
+    ctl.deploy()
+    fake.drop_streams()
+    assert ctl.apply(Fail(2)).writes  # "Not primary" on the first write, re-arbitration, retry
+    assert fake.primary == (0, 1) and fake.device.state.members(fake.device.state.vip) == (1, 3, 4)
+
+
+def test_unavailable_twice_is_an_error_naming_the_switch(fake, ctl):
+    ctl.deploy()
+    fake.fail(Rpc.READ, grpc.StatusCode.UNAVAILABLE, times=2)
+    with pytest.raises(SwitchError, match=f"failed at {fake.address}: UNAVAILABLE"):
+        ctl.switch.read()
+
+
+def test_rearbitrates_and_redeploys_after_a_restart(fake, ctl, switch):
+    ctl.deploy()
+    fake.device.inject(syn(5000))
+    fake.restart()
+    assert fake.primary is None and fake.device.pipeline is None
+    with pytest.raises(SwitchError, match="failed at"):
+        switch.read()
+    assert ctl.deploy()  # reconnects, is primary again, pushes and commits
+    assert fake.primary == (0, 1) and fake.restarts == 1
+    st = fake.device.state
+    assert st.members(st.vip) == (1, 2, 3, 4) and st.flows == {}
+    assert ctl.deploy() == []
+
+
+def test_a_non_primary_write_is_refused(fake, ctl, settings):
+    ctl.deploy()
+    with P4rt(fake.address, election_id=(0, 5)) as other:
+        assert fake.primary == (0, 5)
+        with pytest.raises(SwitchError, match="Not primary.*higher election id"):
+            ctl.apply(Fail(2))
+        st = fake.device.state
+        assert st.members(st.vip) == (1, 2, 3, 4) and not st.rr_member.get((0, 0))  # nothing was written
+        other.load_p4info()  # from the running pipeline (GetForwardingPipelineConfig)
+        assert other.read_table("vip")[0].params == {"version": 1}  # reads are allowed to everyone
+    assert fake.primary == (0, 1)  # the higher one left: we are primary again
+    assert ctl.apply(Fail(2)).writes
+
+
+def test_a_backup_cannot_send_packet_outs(fake, ctl, settings):
+    ctl.deploy()
+    backup = make_switch(settings, election_id=(0, 0))
+    try:
+        with pytest.raises(SwitchError):
+            backup.read_slot(0)  # refused on the stream: no PacketIn comes back
+    finally:
+        backup.close()
+
+
+def test_a_second_controller_with_the_same_election_id_is_refused(fake, ctl):
+    ctl.deploy()
+    with pytest.raises(SwitchError, match="did not answer arbitration"):
+        P4rt(fake.address, election_id=(0, 1)).connect()
+    assert fake.primary == (0, 1)
+
+
+def test_wrong_device_id_is_refused(fake):
+    with pytest.raises(SwitchError, match="device 7"):
+        P4rt(fake.address, device_id=7).connect()
+
+
+def test_an_unreachable_switch_is_an_error_within_the_timeout(fake):
+    fake.stop()
+    rt = P4rt(fake.address, timeout_s=0.5)
+    t = time.monotonic()
+    with pytest.raises(SwitchError, match="unreachable"):
+        rt.connect()
+    assert time.monotonic() - t < 3
+
+
+def test_a_pipeline_that_is_not_p4lb_is_refused(fake, settings):
+    p4info, bmv2_json = artifacts("forward")
+    with P4rt(fake.address) as rt, pytest.raises(SwitchError, match="INVALID_ARGUMENT.*p4lb"):
+        rt.push(p4info, bmv2_json)
+    assert fake.device.pipeline is None
+
+
+def test_registers_are_not_readable_over_p4runtime_as_on_bmv2(fake, ctl, switch):
+    ctl.deploy()
+    reg = switch.rt._obj("register", "rr_next")
+    entity = p4runtime_pb2.Entity(register_entry=p4runtime_pb2.RegisterEntry(register_id=reg.preamble.id))
+    with pytest.raises(grpc.RpcError) as err:
+        list(switch.rt.client.read_one(entity))
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_capabilities(fake):
+    with P4rt(fake.address) as rt:
+        assert rt.client.api_version().startswith("1.")
+
+
+def test_delayed_answers_still_succeed(fake, ctl):
+    ctl.deploy()
+    fake.delay(0.05, Rpc.WRITE, Rpc.PACKET_IN)
+    t = time.monotonic()
+    applied = ctl.apply(Fail(2))
+    assert time.monotonic() - t >= 0.05 * len(applied.writes)
+    assert fake.device.state.members(fake.device.state.vip) == (1, 3, 4)
+
+
+def test_a_hung_switch_withholding_packet_ins_is_an_error(fake, ctl, switch):
+    ctl.deploy()
+    fake.hang(Rpc.PACKET_IN)
+    worker = Worker(lambda: switch.read_slot(0))
+    assert worker.done_within(10)
+    assert worker.error and isinstance(worker.error[0], SwitchError) and "no PacketIn" in str(worker.error[0])
+    fake.release()
+    assert switch.read_slot(0)["op"] == CPU_READ
+
+
+@pytest.mark.xfail(strict=True, reason="no deadline on P4Runtime calls (issue 9)")
+@pytest.mark.parametrize("rpc", [Rpc.WRITE, Rpc.READ])
+def test_a_hung_switch_is_an_error_within_a_deadline(fake, ctl, switch, rpc):
+    ctl.deploy()
+    switch.rt.timeout_s = 1.0  # what a deadline on each call would use
+    fake.hang(rpc)
+    worker = Worker(lambda: ctl.apply(Fail(2)))
+    try:
+        finished = worker.done_within(4 * switch.rt.timeout_s)
+    finally:
+        fake.release()
+        worker.done_within(10)
+    assert finished, f"{rpc.value} to a hung switch did not return within {4 * switch.rt.timeout_s:g} s"
+    assert worker.error and isinstance(worker.error[0], SwitchError)
+
+
+def test_write_errors_come_back_per_update_as_bmv2_sends_them(fake, ctl, switch):
+    ctl.deploy()
+    te = switch.rt.table_entry("backend", {"meta.lb.backend": 1}, "set_backend", {"mac": 1, "addr": 2, "port": 3})
+    insert = p4runtime_pb2.Update(type=p4runtime_pb2.Update.INSERT, entity=p4runtime_pb2.Entity(table_entry=te))
+    with pytest.raises(SwitchError) as err:
+        switch.rt._write("insert a duplicate", [insert])
+    assert "ALREADY_EXISTS" in str(err.value.__cause__)  # what P4rt.upsert falls back to MODIFY on
+    switch.rt.upsert("backend", {"meta.lb.backend": 1}, "set_backend", {"mac": 1, "addr": 2, "port": 3})
+    assert [r.params for r in fake.device.rows(Table.BACKEND) if r.match["meta.lb.backend"] == 1] == [{"mac": 1, "addr": 2, "port": 3}]
+
+
+def test_default_entry_modify_reaches_the_model(fake, ctl, switch):
+    ctl.deploy()  # commits version 1; version 0 has no rr_group entry
+    te = switch.rt.table_entry("rr_group", {}, "set_group", {"size": 3})
+    te.is_default_action = True
+    switch.rt._write("modify the default", [p4runtime_pb2.Update(type=p4runtime_pb2.Update.MODIFY, entity=p4runtime_pb2.Entity(table_entry=te))])
+    assert fake.device.state.rr_group == (3, 4)
+    want = p4runtime_pb2.Entity(table_entry=p4runtime_pb2.TableEntry(table_id=te.table_id, is_default_action=True))
+    (rep,) = list(switch.rt.client.read_one(want))
+    assert rep.entities[0].table_entry.action.action.params[0].value == b"\x03"
+    with pytest.raises(SwitchError, match="INVALID_ARGUMENT"):
+        switch.rt._write("insert a default", [p4runtime_pb2.Update(type=p4runtime_pb2.Update.INSERT, entity=p4runtime_pb2.Entity(table_entry=te))])

@@ -1,0 +1,161 @@
+"""Prometheus metrics: scraped over HTTP on 127.0.0.1 and parsed, with values from a model-backed controller (and
+P4Runtime errors from the fake P4Runtime switch)."""
+
+from __future__ import annotations
+
+import faulthandler
+import urllib.error
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from p4lb.controller.controller import BackendState, Controller
+from p4lb.controller.errors import SwitchError
+from p4lb.controller.metrics import GrpcCode, Metrics, grpc_code, parse_address
+from p4lb.controller.settings import Settings, parse
+from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch
+from p4lb.lab.fake_p4rt import FakeP4Runtime, Rpc
+from p4lb.model.crc import ip
+from p4lb.model.ops import Drain, Fail, Scale
+from p4lb.model.p4lb import P4LB, p4lb_packet
+from p4lb.model.packet import ACK, FIN, SYN, DropReason, Packet
+
+BACKENDS = [{"address": f"10.0.{i + 1}.{i + 1}", "mac": f"00:00:00:00:0{i + 1}:0{i + 1}", "port": i + 1} for i in range(1, 5)]
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture(autouse=True)
+def watchdog():
+    """A hung test kills the run (with stacks) instead of hanging it."""
+    faulthandler.dump_traceback_later(60, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def settings_for(grpc_addr: str = "127.0.0.1:9559", table_bits: int = 3) -> Settings:
+    return parse({"vip": {"address": "10.0.0.1", "port": 80}, "backend": [dict(b) for b in BACKENDS], "flows": {"table_bits": table_bits}, "switch": {"grpc": grpc_addr}})
+
+
+@pytest.fixture
+def metrics():
+    return Metrics()
+
+
+@pytest.fixture
+def served(metrics):
+    server = metrics.serve("127.0.0.1:0")
+    yield server
+    server.stop()
+
+
+def scrape(url: str) -> Samples:
+    """Every sample of one scrape: (name, labels) -> value."""
+    with urllib.request.urlopen(url, timeout=5) as rep:
+        text = rep.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def traffic(sw: ModelSwitch, packets: list[Packet]) -> None:
+    for pkt in packets:
+        sw.state, _ = p4lb_packet(sw.cfg, P4LB, sw.state, pkt)
+
+
+def test_scrape_shows_what_the_controller_reads(metrics, served):
+    s = settings_for()
+    sw = ModelSwitch(s.lb)
+    ctl = Controller(s, sw, grace_s=0)
+    metrics.deploy(ctl)
+    client = ip("10.0.0.9")
+    traffic(sw, [Packet(client, 1000 + i, SYN, 10 + i) for i in range(12)] + [Packet(client, 1000, ACK, 40), Packet(client, 7, ACK, 41), Packet(client, 8, SYN | FIN, 42)])
+    metrics.apply(ctl, Fail(2))
+    metrics.apply(ctl, Drain(3))
+    metrics.apply(ctl, Scale(3))
+    metrics.apply(ctl, Scale(3))  # nothing to write: not a commit
+    metrics.observe_probe(1, 0.002, ok=True)
+    metrics.observe_probe(2, 0.5, ok=False)
+    assert metrics.update_from(ctl)
+    got = scrape(served.url)
+
+    rows = {r.backend: r for r in ctl.status()}
+    want_state = {1: BackendState.SERVING, 2: BackendState.FAILED, 3: BackendState.DRAINING, 4: BackendState.INACTIVE}
+    for b, state in want_state.items():
+        for s_ in BackendState:
+            assert value(got, "p4lb_backend_state", backend=str(b), state=s_.value) == float(s_ is state)
+        assert value(got, "p4lb_backend_in_group", backend=str(b)) == float(b == 1)
+        assert value(got, "p4lb_backend_open_flows", backend=str(b)) == rows[b].open_flows
+        assert value(got, "p4lb_flows_dispatched_total", backend=str(b)) == rows[b].flows_dispatched == sw.state.backend_flows.get(b, 0)
+    assert value(got, "p4lb_backend_info", backend="1", address="10.0.2.2", switch_port="2") == 1
+    assert value(got, "p4lb_group_size") == 1
+    assert value(got, "p4lb_open_flows") == sum(r.open_flows for r in rows.values()) > 0
+    for reason in DropReason:
+        if reason.counted:
+            assert value(got, "p4lb_lb_drops_total", reason=reason.name) == sw.state.lb_drops[reason]
+    assert value(got, "p4lb_refused_syns_total") == sw.state.lb_drops[DropReason.FLOW_TABLE_FULL] > 0  # 8 slots, 12 SYNs
+    assert value(got, "p4lb_black_holes_total") == 0
+    assert value(got, "p4lb_lb_drops_total", reason="UNKNOWN_FLOW") == 1 and value(got, "p4lb_lb_drops_total", reason="MALFORMED") == 1
+    assert value(got, "p4lb_switch_up") == 1 and value(got, "p4lb_last_update_timestamp_seconds") > 0
+
+    for op in ("deploy", "fail", "drain", "scale"):
+        assert value(got, "p4lb_plan_commits_total", op=op) == 1
+        assert value(got, "p4lb_plan_commit_duration_seconds_count", op=op) == 1
+    assert value(got, "p4lb_probe_latency_seconds_count", backend="1", result="ok") == 1
+    assert value(got, "p4lb_probe_latency_seconds_bucket", backend="2", result="failed", le="0.25") == 0
+    assert value(got, "p4lb_probe_latency_seconds_bucket", backend="2", result="failed", le="0.5") == 1
+
+
+def test_before_any_read_the_switch_is_down_and_no_backend_is_listed(metrics, served):
+    got = scrape(served.url)
+    assert value(got, "p4lb_switch_up") == 0
+    assert not [k for k in got if k[0].startswith("p4lb_backend")]
+
+
+def test_registries_are_separate():
+    a, b = Metrics(), Metrics()
+    a.observe_probe(1, 0.01, ok=True)
+    assert a.registry.get_sample_value("p4lb_probe_latency_seconds_count", {"backend": "1", "result": "ok"}) == 1
+    assert b.registry.get_sample_value("p4lb_probe_latency_seconds_count", {"backend": "1", "result": "ok"}) is None
+
+
+def test_p4runtime_errors_are_counted_by_status_code(metrics, served):
+    with FakeP4Runtime() as fake:
+        s = settings_for(fake.address, table_bits=16)
+        t = s.switch
+        sw = P4RuntimeSwitch(t.grpc, t.device_id, t.election_id, t.p4info, t.bmv2_json, s.lb)
+        try:
+            ctl = Controller(s, sw, grace_s=0)
+            metrics.deploy(ctl)
+            assert metrics.update_from(ctl)
+            fake.fail(Rpc.READ, grpc.StatusCode.UNAVAILABLE, times=2)  # the retry after reconnecting fails too
+            assert not metrics.update_from(ctl)
+            fake.fail(Rpc.WRITE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            with pytest.raises(SwitchError):
+                metrics.apply(ctl, Fail(2))
+            got = scrape(served.url)
+        finally:
+            sw.close()
+    assert value(got, "p4lb_p4runtime_errors_total", code="UNAVAILABLE") == 1
+    assert value(got, "p4lb_p4runtime_errors_total", code="RESOURCE_EXHAUSTED") == 1
+    assert value(got, "p4lb_switch_up") == 0
+    assert value(got, "p4lb_backend_in_group", backend="2") == 1  # the last values read are kept
+    assert ("p4lb_plan_commits_total", frozenset({("op", "fail")})) not in got
+
+
+def test_grpc_code_of_errors_without_a_status_is_unknown():
+    assert grpc_code(SwitchError("no PacketIn")) is GrpcCode.UNKNOWN
+
+
+def test_server_stops_and_address_is_checked(metrics):
+    server = metrics.serve("127.0.0.1:0")
+    assert scrape(server.url)
+    server.stop()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(server.url, timeout=2)
+    for bad in ("9100", "127.0.0.1:", "127.0.0.1:http", ":9100"):
+        with pytest.raises(ValueError, match="host:port"):
+            parse_address(bad)
