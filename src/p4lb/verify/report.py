@@ -14,6 +14,7 @@ from p4lb.verify.bmv2.equivalence import EquivalenceResult
 from p4lb.verify.bmv2.equivalence import Verdict as Equivalence
 from p4lb.verify.results import Result, Verdict
 from p4lb.verify.runner import Report
+from p4lb.verify.vacuity import VacuityReport
 
 STYLE = {Verdict.PROVEN: "green", Verdict.REFUTED: "red", Verdict.UNKNOWN: "bold magenta"}
 
@@ -86,12 +87,29 @@ def print_compiled(results: list[EquivalenceResult], console: Console) -> None:
             console.print(escape(f"  differs: {c.counterexample}"), style="red")
 
 
+def vacuity_table(reports: list[VacuityReport]) -> Table:
+    """Each kind of step: the shortest run from deployment that ends with it, per mode, and the induction premises admit it."""
+    t = Table(title="Non-vacuity: every kind of step happens (run length from deployment)", title_justify="left")
+    t.add_column("kind of step")
+    for v in reports:
+        t.add_column(v.mode.replace("operations", "ops"), justify="right")
+    for name in max((list(v.reached) for v in reports), key=len, default=[]):
+        cells = []
+        for v in reports:
+            depth, prem = v.reached.get(name, -1), v.premises.get(name)
+            cells.append("-" if depth == -1 else f"[red]{'never' if depth is None else depth} ({prem})[/]" if depth is None or prem != "sat" else f"{depth}")
+        t.add_row(name, *cells)
+    return t
+
+
 def print_report(report: Report, console: Console) -> None:
     """The whole run, for a person."""
     if report.bindings:
         console.print(binding_table(report.bindings))
     if report.compiled:
         print_compiled(report.compiled, console)
+    if report.vacuity:
+        console.print(vacuity_table(report.vacuity))
     for name, inv in report.invariants.items():
         state = "inductive" if inv.ok else f"NOT inductive: {inv.failed}"
         console.print(f"p4lb invariant ({name}): {inv.clauses} clause families, {state} [{inv.seconds:.2f}s]")

@@ -16,6 +16,7 @@ from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, prov
 from p4lb.verify.errors import ReplayError
 from p4lb.verify.mutants import MUTANTS
 from p4lb.verify.results import Result, Verdict
+from p4lb.verify.vacuity import VacuityReport, check_vacuity
 
 log = logging.getLogger(__name__)
 MUTANT_BACKENDS = 4  # mutants are searched for counterexamples at N = 4: small, readable traces
@@ -31,6 +32,7 @@ class Report:
     invariants: dict[str, InductionReport] = field(default_factory=dict)
     bindings: list[BindingResult] = field(default_factory=list)
     compiled: list[EquivalenceResult] = field(default_factory=list)
+    vacuity: list[VacuityReport] = field(default_factory=list)
     designs: list[str] = field(default_factory=list)
     props: list[Prop] = field(default_factory=list)
     seconds: float = 0.0
@@ -42,6 +44,7 @@ class Report:
         bad += [f"mutant {r.design} {r.prop.name}: {r.verdict.value} (must be refuted)" for r in self.mutants if r.verdict is not Verdict.REFUTED]
         bad += [f"{b.design} {b.step}: model and encoding {b.verdict.value} ({b.detail})" for b in self.bindings if b.verdict is not Verdict.PROVEN]
         bad += [f"{c.program}.json and the model: {c.verdict.value}" for c in self.compiled if c.verdict is not Equivalence.EQUIVALENT]
+        bad += [f for v in self.vacuity for f in v.failures()]
         return bad
 
     def summary(self) -> str:
@@ -67,6 +70,7 @@ class Report:
             "results": [r.to_json() for r in self.results],
             "mutants": [r.to_json() for r in self.mutants],
             "compiled": [{"program": c.program, "verdict": c.verdict.value, "seconds": round(c.seconds, 3), "assumptions": list(c.assumptions), "notes": list(c.notes), "counterexample": c.counterexample} for c in self.compiled],
+            "vacuity": [{"mode": v.mode, "reached_at_depth": v.reached, "premises": v.premises} for v in self.vacuity],
             "bindings": [{"design": b.design, "step": b.step, "verdict": b.verdict.value, "paths": b.paths, "seconds": round(b.seconds, 3), "detail": b.detail} for b in self.bindings],
             "failures": self.failures(),
         }
@@ -105,6 +109,8 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
     report = Report(n, designs=list(designs), props=list(props))
     report.bindings = bind_all(make_design("p4lb", n).cfg, make_design("seed").cfg)
     report.compiled = [check_equivalence("p4lb", n=n), check_equivalence("seed", n=4)]
+    if "p4lb" in designs:
+        report.vacuity = [check_vacuity(Task("p4lb", n, p)) for p in (Prop.P1, Prop.P7)]
     for design in designs:
         for prop in props:
             task = Task(design, n, prop, max_depth=max_depth)

@@ -1,0 +1,119 @@
+"""Non-vacuity: every proof's transition admits every kind of step, from the deployed state and under the invariant.
+
+An empty or over-constrained transition makes any invariant inductive and any property 'proven'. So for each
+mode of the proofs (atomic operations; single writes for P7) every kind of step (dispatch, pinned packet, close,
+a packet of a closing flow, refusal, expiry, unknown flow, malformed, no eligible backend, commit, a change that
+needs no write, a staged write) must (1) occur at the end of some run from the deployed state, found by bounded
+search, and (2) satisfy the induction query's premises (invariant before, transition, invariant after).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import z3
+
+from p4lb.model.packet import DropReason
+from p4lb.verify.encoding import FATE_BACKEND, FATE_DROP, StepEnc, Sym, open_at, reason
+from p4lb.verify.engine import Task, _solver, _Unroll
+from p4lb.verify.invariants import Watched, clauses_at, conj, terms
+from p4lb.verify.properties import Witness
+
+KindPredicate = Callable[[Sym, StepEnc, int], z3.BoolRef]
+MAX_DEPTH = 5
+
+
+def _dropped(e: StepEnc, r: DropReason) -> z3.BoolRef:
+    return z3.And(e.is_packet, e.out.fate == FATE_DROP, e.out.reason == reason(r))
+
+
+def _open(s: Sym, e: StepEnc, timeout: int) -> z3.BoolRef:
+    return open_at(s.spec, e.pkt.key, e.pkt.t, timeout)
+
+
+PACKET_KINDS: dict[str, KindPredicate] = {
+    "dispatch": lambda s, e, to: z3.And(e.is_packet, e.pkt.syn, z3.Not(_open(s, e, to)), e.out.fate == FATE_BACKEND),
+    "pinned packet": lambda s, e, to: z3.And(e.is_packet, _open(s, e, to), z3.Not(e.pkt.close), e.out.fate == FATE_BACKEND),
+    "close": lambda s, e, to: z3.And(e.is_packet, _open(s, e, to), e.pkt.close, e.out.fate == FATE_BACKEND),
+    "closing flow": lambda s, e, to: z3.And(e.is_packet, s.spec["admitted"][e.pkt.key], z3.Not(_open(s, e, to)), z3.Not(e.pkt.syn), e.out.fate == FATE_BACKEND),
+    "expiry": lambda s, e, to: z3.And(e.is_packet, s.spec["open"][e.pkt.key], e.pkt.t - s.spec["last"][e.pkt.key] > to),
+    "refusal": lambda s, e, to: _dropped(e, DropReason.FLOW_TABLE_FULL),
+    "unknown flow": lambda s, e, to: _dropped(e, DropReason.UNKNOWN_FLOW),
+    "malformed": lambda s, e, to: _dropped(e, DropReason.MALFORMED),
+    "no eligible": lambda s, e, to: _dropped(e, DropReason.NO_ELIGIBLE),
+}
+OP_KINDS = {"commit": 1, "sets only": 2, "staged write": 3}
+
+
+def kinds(atomic: bool) -> list[str]:
+    """The kinds of step a mode's transition must admit."""
+    return [*PACKET_KINDS, *(k for k in OP_KINDS if k != "staged write" or not atomic)]
+
+
+def predicate(name: str, s: Sym, e: StepEnc, timeout: int) -> z3.BoolRef:
+    """The step `e` from state `s` is of kind `name`."""
+    if name in PACKET_KINDS:
+        return PACKET_KINDS[name](s, e, timeout)
+    return e.inputs["kind"] == OP_KINDS[name]
+
+
+@dataclass
+class VacuityReport:
+    """For one mode: the depth at which each kind first occurs from deployment, and whether the proof premises admit it."""
+
+    mode: str
+    reached: dict[str, int | None] = field(default_factory=dict)
+    premises: dict[str, str] = field(default_factory=dict)  # kind -> sat / unsat / unknown
+    seconds: float = 0.0
+
+    def failures(self) -> list[str]:
+        """Kinds a proof's transition does not admit."""
+        bad = [f"{self.mode}: no '{k}' step within {MAX_DEPTH} steps of deployment" for k, d in self.reached.items() if d is None]
+        return bad + [f"{self.mode}: the induction premises exclude '{k}' steps ({r})" for k, r in self.premises.items() if r != "sat"]
+
+
+def reach(task: Task) -> dict[str, int | None]:
+    """The shortest run from the deployed state whose last step is of each kind (uninterpreted hash)."""
+    u = _Unroll(task, real_hash=False)
+    todo = kinds(task.atomic)
+    found: dict[str, int | None] = dict.fromkeys(todo)
+    for depth in range(1, MAX_DEPTH + 1):
+        u.extend()
+        s, e = u.states[-2], u.steps[-1]
+        for name in [k for k in todo if found[k] is None]:
+            u.solver.push()
+            u.solver.add(predicate(name, s, e, u.enc.timeout))
+            if u.solver.check() == z3.sat:
+                found[name] = depth
+            u.solver.pop()
+        if all(d is not None for d in found.values()):
+            break
+    return found
+
+
+def premises(task: Task) -> dict[str, str]:
+    """Is 'invariant /\\ transition /\\ invariant afterwards /\\ step of kind K' satisfiable, for each kind."""
+    enc = task.encoding(real_hash=False)
+    s0, s1 = enc.fresh("a"), enc.fresh("b")
+    e = enc.step(s0, s1, "v", task.atomic)
+    w, watched = Witness.fresh("v"), Watched.fresh(enc)
+    solver = _solver()
+    solver.add(conj(clauses_at(enc, s0, *terms(enc, s0, e, w, watched))), e.trans, conj(clauses_at(enc, s1, *terms(enc, s1, e, w, watched))))
+    out = {}
+    for name in kinds(task.atomic):
+        solver.push()
+        solver.add(predicate(name, s0, e, enc.timeout))
+        out[name] = str(solver.check())
+        solver.pop()
+    return out
+
+
+def check_vacuity(task: Task) -> VacuityReport:
+    """Both checks for the mode of `task`."""
+    start = time.monotonic()
+    mode = "atomic operations" if task.atomic else "operations as single writes"
+    rep = VacuityReport(mode, reach(task), premises(task))
+    rep.seconds = time.monotonic() - start
+    return rep

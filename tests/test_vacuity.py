@@ -1,0 +1,63 @@
+"""Non-vacuity catches an empty or over-constrained transition that would make every proof pass."""
+
+import dataclasses
+
+import pytest
+import z3
+
+from p4lb.model.design import make_design
+from p4lb.model.spec import Prop
+from p4lb.verify.engine import Task, prove
+from p4lb.verify.p4lb_enc import P4lbEncoding
+from p4lb.verify.results import Verdict
+from p4lb.verify.vacuity import check_vacuity, kinds
+
+
+class EmptyTransition(P4lbEncoding):
+    """A broken encoding: no step is possible at all."""
+
+    def step(self, s, s2, tag, atomic=True):
+        return dataclasses.replace(super().step(s, s2, tag, atomic), trans=z3.BoolVal(False))
+
+
+class NoSyn(P4lbEncoding):
+    """A broken encoding: SYNs never arrive (so nothing is ever dispatched)."""
+
+    def step(self, s, s2, tag, atomic=True):
+        e = super().step(s, s2, tag, atomic)
+        return dataclasses.replace(e, trans=z3.And(e.trans, z3.Not(e.pkt.bit(0x02))))
+
+
+@pytest.fixture
+def broken(monkeypatch):
+    """Make every Task use a broken encoding class."""
+
+    def use(cls):
+        def encoding(task, real_hash):
+            cfg = make_design("p4lb", task.n, task.variant, idle_timeout_us=task.idle_timeout_us).cfg
+            return cls(cfg, task.variant, real_hash=real_hash)
+
+        monkeypatch.setattr(Task, "encoding", encoding)
+
+    return use
+
+
+@pytest.mark.parametrize("prop", [Prop.P1, Prop.P7])
+def test_the_real_transition_admits_every_kind_of_step(prop):
+    rep = check_vacuity(Task("p4lb", 4, prop))
+    assert rep.failures() == []
+    assert set(rep.reached) == set(kinds(prop is not Prop.P7))
+
+
+def test_an_empty_transition_proves_anything_but_fails_non_vacuity(broken):
+    broken(EmptyTransition)
+    assert prove(Task("p4lb", 4, Prop.P4)).verdict is Verdict.PROVEN  # why the check is needed
+    fails = check_vacuity(Task("p4lb", 4, Prop.P4)).failures()
+    assert any("dispatch" in f for f in fails) and any("commit" in f for f in fails)
+
+
+def test_a_transition_without_syns_fails_non_vacuity(broken):
+    broken(NoSyn)
+    fails = check_vacuity(Task("p4lb", 4, Prop.P1)).failures()
+    assert any("'dispatch'" in f for f in fails) and any("'refusal'" in f for f in fails)
+    assert not any("'unknown flow'" in f for f in fails)
