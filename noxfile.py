@@ -49,3 +49,9 @@ def switch(session: nox.Session) -> None:
     """The BMv2 packet tests only (they skip, printing why, where BMv2 or the artifacts are missing)."""
     session.install("-e", ".[test]")
     session.run("pytest", "tests/switch", "-rs", *session.posargs)
+
+
+@nox.session(python=False)
+def toolchain(session: nox.Session) -> None:
+    """Report whether simple_switch_grpc and p4c-bm2-ss are here (with versions) and how to get them; never fails."""
+    session.run("python3", "-c", "import sys; sys.path.insert(0, 'src'); from p4lb.lab.toolchain import doctor; doctor()", external=True)

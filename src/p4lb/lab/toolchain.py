@@ -63,3 +63,42 @@ def require_switch() -> None:
     if reason:
         print(f"\nSKIP switch tests: {reason}")
         pytest.skip(reason)
+
+
+HOW_TO_GET = """How to get them:
+  - Ubuntu: p4lang publishes packages of p4c (p4c-bm2-ss) and BMv2 with PI/P4Runtime (simple_switch_grpc);
+    p4lang's container images of p4c and behavioral-model carry both too.
+  - Elsewhere (Debian bookworm is known to work) build from p4lang's sources, outside this repository:
+    p4lang/PI with protobuf/gRPC support (no thrift, no CLI needed), then p4lang/behavioral-model with PI
+    (no thrift needed; its current sources also need the xxhash and jsoncpp headers), then p4lang/p4c at
+    tag v1.2.4.8 (the newest that builds against Debian bookworm's abseil and protobuf), BMv2 backend only.
+  - The switch tests also need root (network namespaces) and iproute2; everything else runs without them."""
+
+
+def _version(tool: str) -> str:
+    """The first line `tool --version` prints, or why it could not run."""
+    try:
+        res = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run: {exc}"
+    lines = (res.stdout or res.stderr).strip().splitlines()
+    return lines[0] if lines else f"exit {res.returncode}"
+
+
+def doctor() -> int:
+    """Print what the switch tests need and what is here; 0 if they can run."""
+    for tool, what in (("simple_switch_grpc", "BMv2 with PI/P4Runtime"), ("p4c-bm2-ss", "p4c, BMv2 backend")):
+        path = shutil.which(tool)
+        print(f"{tool:20} {what:24} {(_version(tool) + '  ' + path) if path else 'missing'}")
+    reasons = [r for r in (missing_switch(), missing_compiler()) if r]
+    for r in reasons:
+        print(f"switch tests skip: {r}")
+    if reasons:
+        print(HOW_TO_GET)
+        return 1
+    print("switch tests: will run")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(doctor())

@@ -1,4 +1,4 @@
-"""The contract P1..P8 as an executable checker over one run: the spec's ghost state and its per-step checks."""
+"""The contract (P1..P8 and P4b) as an executable checker over one run: the spec's ghost state and its per-step checks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Runs of packets and controller operations on the executable model, checked step by step against P1..P8."""
+"""Runs of packets and controller operations on the executable model, checked step by step against P1..P8 and P4b."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`python -m p4lb.verify`: prove P1..P8 for the seed and p4lb, or replay a counterexample."""
+"""`python -m p4lb.verify`: prove P1..P8 and P4b for the seed and p4lb, or replay a counterexample."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from p4lb.verify.runner import run
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Command line."""
-    p = argparse.ArgumentParser(prog="python -m p4lb.verify", description="Prove p4lb's properties P1..P8 for all packet sequences; refute them with minimal traces.")
+    p = argparse.ArgumentParser(prog="python -m p4lb.verify", description="Prove p4lb's properties P1..P8 and P4b for all packet sequences; refute them with minimal traces.")
     sub = p.add_subparsers(dest="cmd")
     pr = sub.add_parser("prove", help="check designs x properties (the default)")
     pr.add_argument("--design", choices=DESIGNS, action="append", help="seed or p4lb (repeatable; default both)")
-    pr.add_argument("--property", "-p", action="append", help="P1..P8 (repeatable; default all)")
+    pr.add_argument("--property", "-p", action="append", help="P1..P8 or P4b (repeatable; default all)")
     pr.add_argument("-n", "--backends", type=int, default=64, help="N for p4lb (default 64; the seed always has 4)")
     pr.add_argument("--json", action="store_true", help="print the whole report as JSON")
     pr.add_argument("--out", type=Path, default=None, help="where counterexample traces are saved (default out/traces, or out/traces-SUBSET for a subset run)")
@@ -50,7 +50,7 @@ def cmd_prove(args: argparse.Namespace, console: Console) -> int:
     try:
         props = [Prop.parse(x) for x in args.property] if args.property else list(Prop)
     except KeyError as exc:
-        console.print(f"[red]--property {exc.args[0]!r} is invalid: use P1..P8[/]")
+        console.print(f"[red]--property {exc.args[0]!r} is invalid: use P1..P8 or P4b[/]")
         return 2
     designs = args.design or list(DESIGNS)
     report = run(designs, props, args.backends, not args.no_mutants, args.out or traces_dir(designs, props, args.backends, args.no_mutants), args.max_depth)
