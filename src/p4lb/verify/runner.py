@@ -70,7 +70,7 @@ class Report:
             "results": [r.to_json() for r in self.results],
             "mutants": [r.to_json() for r in self.mutants],
             "compiled": [{"program": c.program, "verdict": c.verdict.value, "seconds": round(c.seconds, 3), "assumptions": list(c.assumptions), "notes": list(c.notes), "counterexample": c.counterexample} for c in self.compiled],
-            "vacuity": [{"mode": v.mode, "reached_at_depth": v.reached, "premises": v.premises} for v in self.vacuity],
+            "vacuity": [{"mode": v.mode, "reached_at_depth": v.reached, "premises": v.premises, "seconds": round(v.seconds, 3)} for v in self.vacuity],
             "bindings": [{"design": b.design, "step": b.step, "verdict": b.verdict.value, "paths": b.paths, "seconds": round(b.seconds, 3), "detail": b.detail} for b in self.bindings],
             "failures": self.failures(),
         }
