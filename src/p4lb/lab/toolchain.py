@@ -72,6 +72,8 @@ HOW_TO_GET = """How to get them:
     p4lang/PI with protobuf/gRPC support (no thrift, no CLI needed), then p4lang/behavioral-model with PI
     (no thrift needed; its current sources also need the xxhash and jsoncpp headers), then p4lang/p4c at
     tag v1.2.4.8 (the newest that builds against Debian bookworm's abseil and protobuf), BMv2 backend only.
+    Known to work together on Debian bookworm (protobuf 3.21, gRPC 1.51): PI at commit f96af95,
+    behavioral-model 1.15.5 (commit 9674187), p4c v1.2.4.8.
   - The switch tests also need root (network namespaces) and iproute2; everything else runs without them."""
 
 

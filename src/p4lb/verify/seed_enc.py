@@ -138,10 +138,12 @@ class SeedEncoding:
         active = s.spec["active"]
         for i in range(1, N + 1):
             active = z3.Store(active, bv8(i), z3.ULE(z3.BitVecVal(i, 3), k))
-        branches.append(Branch("set_max", z3.ULE(k, N), self.set_max(s, k), spec_after_pool(s.spec, {"active": active}, N, True)))
+        # the seed's controller writes only a changed parameter (model.seed.seed_plan): an operation is a real write
+        branches.append(Branch("set_max", z3.And(z3.ULE(k, N), k != s.sw["set_max"]), self.set_max(s, k), spec_after_pool(s.spec, {"active": active}, N, True)))
         sw = self.set_status(s, b, fail)
         sets = {"healthy": z3.Store(s.spec["healthy"], b, z3.Not(fail))}
-        branches.append(Branch("set_status", z3.And(z3.UGE(b, 1), z3.ULE(b, N)), sw, spec_after_pool(s.spec, sets, N, True)))
+        current = z3.Or(*[z3.And(b == i, s.sw[f"fail{i}"]) for i in range(1, N + 1)])
+        branches.append(Branch("set_status", z3.And(z3.UGE(b, 1), z3.ULE(b, N), fail != current), sw, spec_after_pool(s.spec, sets, N, True)))
         trans = choose(kind, s2, branches)
         before, after = s.sw["flowlet_select"], s2.sw["flowlet_select"]
         return StepEnc(
