@@ -159,3 +159,51 @@ def test_server_stops_and_address_is_checked(metrics):
     for bad in ("9100", "127.0.0.1:", "127.0.0.1:http", ":9100"):
         with pytest.raises(ValueError, match="host:port"):
             parse_address(bad)
+
+
+# ---- wired into the health loop ---------------------------------------------------------------------------------
+def test_the_health_loop_feeds_the_metrics(metrics, served):
+    from p4lb.controller.health import Probe  # noqa: PLC0415
+    from p4lb.controller.loop import HealthLoop  # noqa: PLC0415
+
+    s = settings_for()
+    ctl = Controller(s, ModelSwitch(s.lb), grace_s=0)
+    ctl.deploy()
+    loop = HealthLoop(ctl, prober=lambda b, a: Probe(b != 3, "test"), metrics=metrics)
+    try:
+        for _ in range(3):
+            loop.round()
+    finally:
+        loop.monitor.close()
+    got = scrape(served.url)
+    assert value(got, "p4lb_probe_latency_seconds_count", backend="3", result="failed") == 3
+    assert value(got, "p4lb_probe_latency_seconds_count", backend="1", result="ok") == 3
+    assert value(got, "p4lb_plan_commits_total", op="health") == 1  # fall 2: one commit, in the second round
+    assert value(got, "p4lb_backend_state", backend="3", state="failed") == 1 and value(got, "p4lb_switch_up") == 1
+
+
+def test_p4lb_run_serves_metrics(tmp_path):
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    cfg = tmp_path / "p4lb.toml"
+    shutil.copy(Path(__file__).resolve().parents[1] / "p4lb.example.toml", cfg)
+    cmd = [sys.executable, "-c", "import sys; from p4lb.controller.cli import main; sys.exit(main())", "-c", str(cfg), "--dry-run", "run", "--rounds", "30", "--metrics", "127.0.0.1:0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**__import__("os").environ, "XDG_RUNTIME_DIR": str(tmp_path / "run")})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("metrics on http://127.0.0.1:"), line + proc.stderr.read()
+        got = scrape(line.split()[-1])
+        assert value(got, "p4lb_backend_in_group", backend="1") == 1 and value(got, "p4lb_switch_up") == 1
+        for _ in range(100):  # the first round's probes land within an interval
+            got = scrape(line.split()[-1])
+            if ("p4lb_probe_latency_seconds_count", frozenset({("backend", "1"), ("result", "ok")})) in got:
+                break
+            __import__("time").sleep(0.02)
+        assert value(got, "p4lb_probe_latency_seconds_count", backend="1", result="ok") >= 1
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

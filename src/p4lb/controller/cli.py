@@ -5,8 +5,9 @@ Exit codes:
   1    the prover found a problem (`p4lb prove`)
   2    bad input (arguments, config file, state file): nothing was written,
        not even a lock file
-  3    the switch is unreachable or refused a request, or the switch extra
-       (p4runtime-shell) is not installed
+  3    the switch is unreachable, refused a request or missed a deadline
+       (switch.rpc_timeout_ms), another controller holds its lock, or the
+       switch extra (gRPC, p4runtime) is not installed
   4    internal error: one line naming the log file that holds the traceback
        (--debug prints the traceback instead)
   130  interrupted (Ctrl-C)
@@ -29,18 +30,19 @@ import logging
 import os
 import sys
 import tempfile
-import time
 import traceback
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from p4lb.controller.controller import BackendStatus, Controller
-from p4lb.controller.errors import ConfigFileError, ControllerError, StateFileError, SwitchError, UsageError
-from p4lb.controller.health import HealthMonitor, Prober, StateProber
+from p4lb.controller.errors import ConfigFileError, ControllerError, LockError, StateFileError, SwitchError, UsageError
+from p4lb.controller.health import Prober, StateProber
+from p4lb.controller.lock import SwitchLock
+from p4lb.controller.loop import HealthLoop
 from p4lb.controller.settings import Settings, load
 from p4lb.controller.switch import ModelSwitch, Switch
 from p4lb.model.crc import ip_str
@@ -48,6 +50,9 @@ from p4lb.model.errors import ConfigError
 from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain
 from p4lb.model.p4lb import SlotState, flow_slot
 from p4lb.model.packet import Packet
+
+if TYPE_CHECKING:
+    from p4lb.controller.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +121,17 @@ def client_address(text: str) -> Packet:
     return pkt
 
 
+def metrics_address(text: str) -> str:
+    """HOST:PORT for the metrics server."""
+    from p4lb.controller.metrics import parse_address  # noqa: PLC0415  (prometheus_client only when asked)
+
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def parser() -> ArgParser:
     """The command line."""
     p = ArgParser(prog="p4lb", description="Operate a p4lb load balancer on a P4Runtime switch.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,7 +150,9 @@ def parser() -> ArgParser:
     command("scale", "make backends 1..K active (the others take no new flows)").add_argument("--active", type=count, required=True, metavar="K", help="how many backends are active (0..number of backends)")
     for name, text in OP_HELP.items():
         command(name, text).add_argument("backend", type=backend_id, help="backend id: its position in the config's [[backend]] list, from 1")
-    command("run", "health-check loop: probe every backend, fail and heal them automatically").add_argument("--rounds", type=count, default=0, help="stop after this many rounds (default 0: forever)")
+    run = command("run", "health-check loop: probe every backend, fail and heal them automatically")
+    run.add_argument("--rounds", type=count, default=0, help="stop after this many rounds (default 0: forever)")
+    run.add_argument("--metrics", type=metrics_address, default=None, metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free one, printed)")
     command("flows", "list the open flows (client, backend) read from every flow slot").add_argument("--json", action="store_true", help="print JSON instead of a table")
     fl = command("flow", "show the flow slot of one client connection: state, owner, backend, idle time")
     fl.add_argument("client", type=client_address, help="client address and port, e.g. 10.0.0.10:40000")
@@ -169,13 +187,24 @@ def make_switch(settings: Settings, dry_run: bool, one_shot: bool = True) -> Swi
     while `p4lb run` holds its session (the state-file lock keeps their operations apart)."""
     if dry_run:
         return ModelSwitch(settings.lb)
+    from p4lb.controller.p4rt import Tls  # noqa: PLC0415
     from p4lb.controller.switch import P4RuntimeSwitch  # noqa: PLC0415  (imports p4runtime-shell lazily)
 
     t = settings.switch
-    election = (t.election_id[0], t.election_id[1] + 1) if one_shot else t.election_id
-    switch = P4RuntimeSwitch(t.grpc, t.device_id, election, t.p4info, t.bmv2_json, settings.lb)
+    election = t.election_id
+    if one_shot:
+        above = (election[0] << 64 | election[1]) + 1
+        election = (above >> 64, above & ((1 << 64) - 1))
+    tls = Tls(t.root_cert, t.client_cert, t.client_key) if t.tls else None
+    switch = P4RuntimeSwitch(t.grpc, t.device_id, election, t.p4info, t.bmv2_json, settings.lb, timeout_s=t.rpc_timeout_ms / 1000, tls=tls)
     switch.preflight()
     return switch
+
+
+def make_lock(settings: Settings, state: Path, dry_run: bool) -> SwitchLock:
+    """The switch's lock (address and device id); a dry run locks its own state file instead."""
+    key = f"dry-run:{state.resolve()}" if dry_run else settings.switch.key
+    return SwitchLock(key, settings.switch.lock_timeout_ms / 1000)
 
 
 def simulate_deployed(ctl: Controller) -> None:
@@ -278,38 +307,30 @@ def show_flows(ctl: Controller, as_json: bool, console: Console) -> None:
     console.print(t)
 
 
-def health_loop(ctl: Controller, rounds: int, prober: Prober | None = None) -> None:
-    """Probe every interval; where the checker's verdict and the operator's healthy set differ, fail or heal.
+def health_loop(ctl: Controller, rounds: int, prober: Prober | None = None, metrics: Metrics | None = None) -> int:
+    """Probe every interval and make the switch match the verdicts (see p4lb.controller.loop); the rounds run."""
+    return HealthLoop(ctl, prober, metrics).run(rounds)
 
-    Comparing verdicts with the (re-read) healthy set each round, rather than acting on transitions only, makes
-    the loop converge after a restart, after a manual fail/heal, and after a write the switch refused.
-    """
-    s = ctl.settings
-    pool = ctl.current_pool()
-    monitor = HealthMonitor(s.health_addresses, s.health, initial={b: b in pool.healthy for b in range(1, s.lb.n + 1)}, prober=prober)
-    try:
-        ctl.switch.read()  # open the P4Runtime session now, not at the first failover (it takes ~0.2 s)
-    except SwitchError as exc:
-        log.error("switch not reachable yet, will retry at the first transition: %s", exc)
-    n = 0
-    try:
-        while rounds == 0 or n < rounds:
-            started = time.monotonic()
-            monitor.round()
-            healthy = ctl.current_pool().healthy
-            for backend, ok in monitor.verdicts().items():
-                if ok == (backend in healthy):
-                    continue
-                try:
-                    applied = ctl.apply(Heal(backend) if ok else Fail(backend))
-                except SwitchError as exc:
-                    log.error("backend %d: %s failed, retrying next round: %s", backend, "heal" if ok else "fail", exc)
-                    continue
-                log.warning("%s: %s (%d writes)", applied.op, monitor.reasons[backend], len(applied.writes))
-            n += 1
-            time.sleep(max(0.0, monitor.next_delay() - (time.monotonic() - started)))
-    finally:
-        monitor.close()
+
+def run_loop(ctl: Controller, args: argparse.Namespace, console: Console) -> None:
+    """`p4lb run`: one health loop per switch (its own lock, held throughout), metrics served if asked."""
+    from p4lb.controller.metrics import Metrics  # noqa: PLC0415
+
+    prober = StateProber(lambda: ctl.current_pool().healthy) if args.dry_run else None
+    lock = ctl.lock or make_lock(ctl.settings, state_file(args), args.dry_run)
+    with lock.hold("run", timeout_s=0):
+        metrics = Metrics() if args.metrics else None
+        if metrics is not None:
+            metrics.update_from(ctl)  # the first scrape already sees the switch
+        server = metrics.serve(args.metrics) if metrics is not None else None
+        if server is not None:
+            console.print(f"metrics on {server.url}", soft_wrap=True)
+            sys.stdout.flush()
+        try:
+            health_loop(ctl, args.rounds, prober, metrics)
+        finally:
+            if server is not None:
+                server.stop()
 
 
 def dispatch(args: argparse.Namespace, ctl: Controller, console: Console) -> int:
@@ -325,7 +346,7 @@ def dispatch(args: argparse.Namespace, ctl: Controller, console: Console) -> int
         applied = ctl.apply(OPS[args.cmd](args.backend))
         console.print(f"{applied.op}: {len(applied.writes)} writes; eligible now {sorted(applied.after.eligible)}")
     elif args.cmd == "run":
-        health_loop(ctl, args.rounds, StateProber(lambda: ctl.current_pool().healthy) if args.dry_run else None)
+        run_loop(ctl, args, console)
     elif args.cmd == "flows":
         show_flows(ctl, args.json, console)
     elif args.cmd == "flow":
@@ -351,7 +372,8 @@ def run_command(args: argparse.Namespace, rest: list[str], console: Console) -> 
     check_args(args, settings)
     switch = make_switch(settings, args.dry_run, args.cmd != "run")
     try:
-        ctl = Controller(settings, switch, grace_s=0 if args.dry_run else None, state_file=state_file(args))
+        state = state_file(args)
+        ctl = Controller(settings, switch, grace_s=0 if args.dry_run else None, state_file=state, lock=make_lock(settings, state, args.dry_run))
         if args.dry_run and args.cmd != "deploy":
             simulate_deployed(ctl)
         return dispatch(args, ctl, console)
@@ -391,6 +413,9 @@ def report(exc: Exception, console: Console, debug: bool) -> int:
         return ExitCode.INPUT
     if isinstance(exc, SwitchError):
         say(console, f"switch error: {exc}")
+        return ExitCode.SWITCH
+    if isinstance(exc, LockError):
+        say(console, f"lock error: {exc}")
         return ExitCode.SWITCH
     where = "" if debug else f" (traceback in {save_traceback(exc) or 'no log file: the temp folder is not writable'}; --debug prints it)"
     label = "error" if isinstance(exc, ControllerError) else f"internal error: {type(exc).__name__}"

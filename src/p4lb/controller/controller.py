@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import fcntl
+import errno
 import json
 import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from p4lb.controller.errors import ControllerError, StateFileError, SwitchError
+from p4lb.controller.errors import ControllerError, GrpcCode, StateFileError, SwitchError
+from p4lb.controller.lock import SwitchLock
 from p4lb.controller.settings import Settings
-from p4lb.controller.switch import Switch, SwitchView
+from p4lb.controller.switch import BATCHED, Switch, SwitchView
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import PlanError
 from p4lb.model.ops import Op, Write
@@ -82,15 +84,16 @@ def _mirror(view: SwitchView) -> P4lbState:
 
 
 class Controller:
-    """Owns the operator's sets and the switch's control-plane state; one operation at a time."""
+    """Owns the operator's sets and the switch's control-plane state; one operation at a time per switch."""
 
-    def __init__(self, settings: Settings, switch: Switch, grace_s: float | None = None, state_file: Path | None = None) -> None:
+    def __init__(self, settings: Settings, switch: Switch, grace_s: float | None = None, state_file: Path | None = None, lock: SwitchLock | None = None) -> None:
         self.settings = settings
         self.switch = switch
         self.state_file = state_file
         self.pool = load_pool(state_file, settings) if state_file else Pool.initial(settings.lb.n, settings.active)
         self.grace_s = settings.lb.drain_grace_ms / 1000 if grace_s is None else grace_s
-        self.last_commit = 0.0
+        self.lock = lock or (SwitchLock(settings.switch.key, settings.switch.lock_timeout_ms / 1000) if state_file else None)
+        self.last_commit = 0.0  # Unix time of the last commit (also kept in the state file, for other processes)
 
     def deploy(self) -> list[Write]:
         """Push the pipeline and backends, then commit the configured group (or reconcile if already running).
@@ -101,19 +104,13 @@ class Controller:
         self._preflight()
         with self._locked():
             pool = self.current_pool()
-            try:
-                view = self.switch.read()
-            except SwitchError:
-                view = None  # no pipeline yet
+            view = self._view(full=True)
             if view is not None and view.vip is not None:
                 self.switch.install_backends(self.settings.lb)  # upserts: identical entries change nothing
                 writes = self._execute(_mirror(view), pool, "reconcile")
             else:
-                self.switch.install_pipeline()
-                self.switch.install_backends(self.settings.lb)
-                writes = self._execute(P4lbState(), pool, "deploy")
-            if self.state_file:
-                save_pool(self.state_file, pool, self.settings)
+                writes = self._fresh(pool, "deploy")
+            self._save(pool)
         return writes
 
     def reconcile(self, view: SwitchView | None = None) -> list[Write]:
@@ -124,21 +121,55 @@ class Controller:
     def apply(self, op: Op) -> Applied:
         """Carry out one operation: validate it, plan its writes, check the plan, write them in order."""
         op.apply(self._preflight())
+        return self.converge(op.apply, str(op))
+
+    def converge(self, update: Callable[[Pool], Pool], why: str) -> Applied:
+        """Under the lock: the operator's sets (re-read) changed by `update`, and the switch made to match them.
+
+        One plan and one commit, however many backends changed; the plan starts from what the switch holds (read
+        back), so a partial plan left by a killed controller is repaired, and a switch that lost its pipeline (a
+        restart) is deployed again.
+        """
         with self._locked():
             before = self.current_pool()
-            after = op.apply(before)
-            state = _mirror(self.switch.read(full=False))
-            writes = self._execute(state, after, str(op))
+            after = update(before)
+            view = self._view(full=False)
+            if view is None or view.vip is None:
+                log.warning("%s: the switch has no p4lb pipeline or no committed group (restarted?): deploying again", why)
+                writes = self._fresh(after, f"redeploy ({why})")
+            else:
+                writes = self._execute(_mirror(view), after, why)
             self.pool = after
-            if self.state_file:
-                save_pool(self.state_file, after, self.settings)
-        return Applied(str(op), before, after, tuple(writes))
+            if writes or after != before:
+                self._save(after)
+        return Applied(why, before, after, tuple(writes))
 
     def current_pool(self) -> Pool:
         """The operator's sets: re-read from the state file, which other `p4lb` commands may have changed."""
         if self.state_file:
             self.pool = load_pool(self.state_file, self.settings)
+            self.last_commit = max(self.last_commit, load_last_commit(self.state_file))
         return self.pool
+
+    def _view(self, full: bool) -> SwitchView | None:
+        """What the switch holds, or None if it runs no pipeline (FAILED_PRECONDITION); other errors propagate."""
+        try:
+            return self.switch.read(full=full)
+        except SwitchError as exc:
+            if exc.code is GrpcCode.FAILED_PRECONDITION:
+                log.info("no pipeline on the switch: %s", exc)
+                return None
+            raise
+
+    def _fresh(self, pool: Pool, why: str) -> list[Write]:
+        """A switch without our state: push the pipeline and backends, commit the group from scratch."""
+        self.switch.install_pipeline()
+        self.switch.install_backends(self.settings.lb)
+        return self._execute(P4lbState(), pool, why)
+
+    def _save(self, pool: Pool) -> None:
+        if self.state_file:
+            save_pool(self.state_file, pool, self.settings, self.last_commit)
 
     def _preflight(self) -> Pool:
         """The operator's sets, after checking the state file can be read and written: before the lock file exists."""
@@ -152,44 +183,57 @@ class Controller:
         return pool
 
     @contextlib.contextmanager
-    def _locked(self):
-        """One operation at a time across processes (the health loop and an operator's command)."""
-        if not self.state_file:
+    def _locked(self) -> Iterator[None]:
+        """One operation at a time per switch, across processes (the health loop and an operator's command)."""
+        if self.lock is None:
             yield
             return
-        with open(self.state_file.with_suffix(self.state_file.suffix + ".lock"), "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with self.lock.hold():
+            yield
 
     def _execute(self, state: P4lbState, after: Pool, why: str) -> list[Write]:
+        """Plan, check and write; wait out the grace period since the last commit (of any process) first."""
         plan = p4lb_plan(P4LB, state, after)
         try:
             check_plan(state, plan, after)
         except PlanError as exc:
             raise ControllerError(f"{why}: refusing a plan the proof does not cover: {exc}") from exc
-        wait = self.grace_s - (time.monotonic() - self.last_commit)
-        if plan and wait > 0:
+        if not plan:
+            return plan
+        wait = min(self.grace_s, self.grace_s - (time.time() - self.last_commit))
+        if wait > 0:
             time.sleep(wait)  # packets that read the old version before the last commit have left the pipeline
-        for w in plan:
-            self.switch.write(w)
-        if plan:
-            self.last_commit = time.monotonic()
-            log.info("%s: %d writes, committed version %d, group %s", why, len(plan), plan[-1].value, after.members())
+        done = 0
+        for batch in batches(plan):
+            try:
+                self._write(batch)
+            except SwitchError as exc:
+                raise _partial(why, done, plan, exc) from exc
+            done += len(batch)
+        self.last_commit = time.time()
+        log.info("%s: %d writes, committed version %d, group %s", why, len(plan), plan[-1].value, after.members())
         return plan
+
+    def _write(self, batch: list[Write]) -> None:
+        """One write, or a batch of staged table writes in one request where the switch can."""
+        write_batch = getattr(self.switch, "write_batch", None)
+        if len(batch) > 1 and write_batch is not None:
+            write_batch(batch)
+        else:
+            for w in batch:
+                self.switch.write(w)
 
     def drops(self) -> dict[str, int]:
         """The lb_drops counter by reason: refused SYNs (flow_table_full), no_eligible, unknown_flow, malformed,
         black holes (no_backend_entry)."""
         return self.switch.read().lb_drops
 
-    def status(self) -> list[BackendStatus]:
-        """One row per backend: its sets, whether it is in the committed group, new flows dispatched to it."""
+    def status(self, scan: bool = True) -> list[BackendStatus]:
+        """One row per backend: its sets, whether it is in the committed group, new flows dispatched to it, and
+        (with `scan`, which reads every flow slot) its open flows."""
         view = self.switch.read()
         group = view.groups[view.vip] if view.vip is not None else ()
-        open_flows = Counter(e.backend for e in self.switch.open_flows().values())
+        open_flows = Counter(e.backend for e in self.switch.open_flows().values()) if scan else Counter()
         pool = self.pool
         return [
             BackendStatus(
@@ -207,17 +251,77 @@ class Controller:
         ]
 
 
-def save_pool(path: Path, pool: Pool, settings: Settings | None = None) -> None:
-    """Write the operator's sets (and the backends' addresses) atomically, so a kill never leaves half a file."""
-    data: dict = {"n": pool.n, "active": sorted(pool.active), "healthy": sorted(pool.healthy), "draining": sorted(pool.draining)}
+def batches(plan: list[Write]) -> list[list[Write]]:
+    """The plan in order, runs of staged table writes (BATCHED) grouped; the commit (the last write) always alone."""
+    out: list[list[Write]] = []
+    for i, w in enumerate(plan):
+        if out and w.target in BATCHED and out[-1][-1].target in BATCHED and i < len(plan) - 1:
+            out[-1].append(w)
+        else:
+            out.append([w])
+    return out
+
+
+def _partial(why: str, k: int, plan: list[Write], exc: SwitchError) -> SwitchError:
+    """A plan that stopped at write k: what the switch may hold now, and what repairs it (same status code)."""
+    held = "the committed version is unchanged" if k < len(plan) - 1 else "the commit itself failed: the switch may or may not have switched version"
+    return SwitchError(f"{why}: write {k + 1} of {len(plan)} failed ({held}; the next command or health round reconciles it): {exc}", exc.code)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: a new file (mode 0600, never through a symbolic link), fsynced, renamed over it.
+
+    A kill or a full disk leaves the old file as it was."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        if path.is_symlink():
+            raise OSError(errno.ELOOP, "it is a symbolic link")
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_commit: float = 0.0) -> None:
+    """Write the operator's sets, the backends' addresses and the last commit's time atomically (see atomic_write)."""
+    data: dict = {"n": pool.n, "active": sorted(pool.active), "healthy": sorted(pool.healthy), "draining": sorted(pool.draining), "last_commit": last_commit}
     if settings is not None:
         data["backends"] = [ip_str(b.ip) for b in settings.lb.backends]
-    tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        tmp.write_text(json.dumps(data) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, (json.dumps(data) + "\n").encode())
     except OSError as exc:
-        raise StateFileError(f"cannot write the state file {path} ({exc.strerror}): give --state a writable file path") from None
+        raise StateFileError(f"cannot write the state file {path} ({exc.strerror}; the previous one is intact): free space or give --state a writable file path") from None
+
+
+def load_last_commit(path: Path) -> float:
+    """Unix time of the last commit any process recorded in the state file (0 if none)."""
+    if not path.exists():
+        return 0.0
+    value = _read_state(path).get("last_commit", 0.0)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def load_pool(path: Path, settings: Settings) -> Pool:
@@ -248,10 +352,13 @@ def load_pool(path: Path, settings: Settings) -> Pool:
 def _read_state(path: Path) -> dict:
     """The state file's JSON object, or a StateFileError naming the file and the fix."""
     try:
-        data = json.loads(path.read_text())
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
+            data = json.loads(f.read())
     except IsADirectoryError:
         raise StateFileError(f"state file {path} is a directory: give --state a file path, or move {path} away") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StateFileError(f"state file {path} is a symbolic link: give --state the real file") from None
         raise StateFileError(f"state file {path} is unreadable ({exc.strerror}): fix its permissions, or give --state another path") from None
     except ValueError as exc:
         raise StateFileError(f"state file {path} is not valid JSON ({exc}): delete it to start from the config") from None

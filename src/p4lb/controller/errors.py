@@ -1,17 +1,47 @@
-"""Errors raised by the controller."""
+"""Errors raised by the controller: one base class, and the gRPC status codes switch errors are classified by."""
 
 from __future__ import annotations
+
+import enum
+
+
+class GrpcCode(enum.IntEnum):
+    """gRPC / google.rpc status codes (a SwitchError's `code`; the label of p4lb_p4runtime_errors_total)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
 
 
 class ControllerError(Exception):
     """Base error of the runtime package."""
 
 
+def _short_repr(value: object, limit: int = 80) -> str:
+    """repr() cut to `limit` characters, so a hostile value never floods the message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class ConfigFileError(ControllerError):
     """A field of the TOML configuration is invalid: names the field, the bad value and the fix."""
 
     def __init__(self, field: str, value: object, fix: str) -> None:
-        super().__init__(f"{field} = {value!r} is invalid: {fix}")
+        super().__init__(f"{field} = {_short_repr(value)} is invalid: {fix}")
         self.field = field
         self.value = value
         self.fix = fix
@@ -19,6 +49,10 @@ class ConfigFileError(ControllerError):
 
 class StateFileError(ControllerError):
     """The state file (the operator's sets) is unreadable, unwritable or contradicts the config."""
+
+
+class LockError(ControllerError):
+    """Another controller holds the switch's lock (the message names it: pid and command)."""
 
 
 class UsageError(ControllerError):
@@ -31,7 +65,11 @@ class UsageError(ControllerError):
 
 
 class SwitchError(ControllerError):
-    """The switch is unreachable or refused a request."""
+    """The switch is unreachable or refused a request; `code` is the gRPC status code behind it (UNKNOWN if none)."""
+
+    def __init__(self, message: str, code: GrpcCode = GrpcCode.UNKNOWN) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class MissingExtraError(SwitchError):

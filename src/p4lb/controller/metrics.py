@@ -22,37 +22,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from p4lb.controller.controller import Applied, BackendState, BackendStatus, Controller
-from p4lb.controller.errors import SwitchError
+from p4lb.controller.errors import GrpcCode, SwitchError
 from p4lb.model.ops import Op, Write, op_to_json
 from p4lb.model.packet import DropReason
+from p4lb.model.pool import Pool
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PROBE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-
-class GrpcCode(enum.IntEnum):
-    """gRPC / google.rpc status codes (the label of p4lb_p4runtime_errors_total)."""
-
-    OK = 0
-    CANCELLED = 1
-    UNKNOWN = 2
-    INVALID_ARGUMENT = 3
-    DEADLINE_EXCEEDED = 4
-    NOT_FOUND = 5
-    ALREADY_EXISTS = 6
-    PERMISSION_DENIED = 7
-    RESOURCE_EXHAUSTED = 8
-    FAILED_PRECONDITION = 9
-    ABORTED = 10
-    OUT_OF_RANGE = 11
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-    DATA_LOSS = 15
-    UNAUTHENTICATED = 16
 
 
 class ProbeResult(enum.Enum):
@@ -87,6 +66,8 @@ def grpc_code(exc: BaseException) -> GrpcCode:
 
 def _code_of(e: BaseException) -> GrpcCode | None:
     """The code one exception carries, if any."""
+    if isinstance(e, SwitchError) and e.code is not GrpcCode.UNKNOWN:
+        return e.code
     target = getattr(e, "grpc_error", e)  # p4runtime-shell's P4RuntimeException wraps the grpc.RpcError
     code = getattr(target, "code", None)
     if callable(code):
@@ -188,10 +169,12 @@ class Metrics:
             return self._snapshot
 
     # ---- what the switch says ------------------------------------------------------------------------------
-    def update_from(self, controller: Controller) -> bool:
-        """Read status() and drops(); on a switch error count it, mark the switch down and keep the last values."""
+    def update_from(self, controller: Controller, scan: bool = True) -> bool:
+        """Read status() and drops(); without `scan` the open-flow counts are the last scan's (a full scan reads every
+        flow slot). On a switch error count it, mark the switch down and keep the last values."""
         try:
-            snap = snapshot_of(controller.status(), controller.drops(), time.time())
+            rows = controller.status(scan=scan)
+            snap = snapshot_of(rows if scan else self._keep_open_flows(rows), controller.drops(), time.time())
         except SwitchError as exc:
             self.record_error(exc)
             with self._lock:
@@ -201,6 +184,11 @@ class Metrics:
         with self._lock:
             self._snapshot = snap
         return True
+
+    def _keep_open_flows(self, rows: list[BackendStatus]) -> list[BackendStatus]:
+        """Rows with the open-flow counts of the last snapshot."""
+        last = {r.backend: r.open_flows for r in self.snapshot().backends}
+        return [replace(r, open_flows=last.get(r.backend, 0)) for r in rows]
 
     # ---- what the controller does --------------------------------------------------------------------------
     def observe_probe(self, backend: int, seconds: float, ok: bool) -> None:
@@ -220,6 +208,10 @@ class Metrics:
     def apply(self, controller: Controller, op: Op) -> Applied:
         """controller.apply(op), timed and recorded."""
         return self._timed(op_to_json(op)["op"], lambda: controller.apply(op), lambda a: a.writes)
+
+    def converge(self, controller: Controller, update: Callable[[Pool], Pool], why: str) -> Applied:
+        """controller.converge(update, why), timed and recorded under the label `why`."""
+        return self._timed(why, lambda: controller.converge(update, why), lambda a: a.writes)
 
     def deploy(self, controller: Controller) -> list[Write]:
         """controller.deploy(), timed and recorded."""

@@ -1,24 +1,30 @@
-"""One P4Runtime session to one switch: p4runtime-shell's client object, wrapped so no global state leaks.
+"""One P4Runtime session to one switch: a small client of our own (every call with a deadline, TLS optional).
 
-p4runtime-shell's `shell` module keeps a process-wide client and context; this module uses only its
-`P4RuntimeClient` (stream, arbitration, pipeline push) and `Context` (P4Info names to ids) as plain objects, and
-builds the protobufs itself. Names are P4Info names or any unique suffix of them ("vip" for "MyIngress.vip").
-Values are integers; LPM keys are (value, prefix_len). Every gRPC failure becomes a SwitchError that says what
-was being done and at which address.
+p4runtime-shell's client has no deadline on any call and exits the process when arbitration fails, so this module
+talks to the P4Runtime stub itself: each unary call (Write, Read, SetForwardingPipelineConfig, ...) carries the
+session's deadline, and the stream (arbitration, PacketOut/PacketIn) is read on its own thread into queues that
+are waited on with the same deadline. Names are P4Info names or any unique suffix of them ("vip" for
+"MyIngress.vip"). Values are integers; LPM keys are (value, prefix_len). Every failure becomes a SwitchError that
+says what was being done, at which address, and carries the gRPC status code it is classified by.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
-from p4lb.controller.errors import MissingExtraError, SwitchError
+from p4lb.controller.errors import ConfigFileError, GrpcCode, MissingExtraError, SwitchError
 
 log = logging.getLogger(__name__)
 
 Key = int | tuple[int, int]  # exact value, or (value, prefix_len) for LPM
+RECONNECT = frozenset({GrpcCode.UNAVAILABLE, GrpcCode.CANCELLED, GrpcCode.PERMISSION_DENIED})  # the session is gone
+PUSH_DEADLINE_FACTOR = 5  # a pipeline push (a large BMv2 JSON) gets five deadlines
 
 
 @dataclass(frozen=True)
@@ -31,22 +37,31 @@ class TableRow:
     params: dict[str, int]
 
 
-def _modules():
+@dataclass(frozen=True)
+class Tls:
+    """TLS to the switch: CA certificates (empty: the system's) and, for mutual TLS, our certificate and key (PEM paths)."""
+
+    root_cert: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+
+
+def _modules() -> SimpleNamespace:
     try:
         import google.protobuf.text_format as text_format  # noqa: PLC0415
         import grpc  # noqa: PLC0415
-        from p4.v1 import p4runtime_pb2  # noqa: PLC0415
-        from p4runtime_sh.context import Context, P4Type  # noqa: PLC0415
-        from p4runtime_sh.p4runtime import P4RuntimeClient  # noqa: PLC0415
+        from google.rpc import status_pb2  # noqa: PLC0415
+        from p4.config.v1 import p4info_pb2  # noqa: PLC0415
+        from p4.v1 import p4runtime_pb2, p4runtime_pb2_grpc  # noqa: PLC0415
     except ImportError as exc:
         raise MissingExtraError(exc.name) from exc
-    return text_format, grpc, p4runtime_pb2, Context, P4Type, P4RuntimeClient
+    return SimpleNamespace(text_format=text_format, grpc=grpc, status_pb2=status_pb2, p4info_pb2=p4info_pb2, pb=p4runtime_pb2, pb_grpc=p4runtime_pb2_grpc)
 
 
 def encode(value: int, bitwidth: int, what: str) -> bytes:
     """P4Runtime's canonical bytestring (no leading zero bytes) of a value that must fit bitwidth bits."""
     if not 0 <= value < 1 << bitwidth:
-        raise SwitchError(f"{what} = {value} does not fit in bit<{bitwidth}>: use 0..{(1 << bitwidth) - 1}")
+        raise SwitchError(f"{what} = {value} does not fit in bit<{bitwidth}>: use 0..{(1 << bitwidth) - 1}", GrpcCode.OUT_OF_RANGE)
     return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
 
 
@@ -55,37 +70,226 @@ def decode(data: bytes) -> int:
     return int.from_bytes(data, "big") if data else 0
 
 
-class P4rt:
-    """A primary P4Runtime session with one device; reconnects once when the switch went away and came back."""
+def _pem(path: str, field: str) -> bytes | None:
+    """A PEM file's bytes (None for an empty path); a ConfigFileError naming the field if unreadable."""
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigFileError(f"switch.{field}", path, f"give a readable PEM file ({exc.strerror})") from None
 
-    def __init__(self, grpc_addr: str, device_id: int = 0, election_id: tuple[int, int] = (0, 1), timeout_s: float = 5.0) -> None:
-        self.addr, self.device_id, self.election_id, self.timeout_s = grpc_addr, device_id, election_id, timeout_s
+
+def credentials(mods: SimpleNamespace, tls: Tls):
+    """gRPC channel credentials from the PEM files."""
+    return mods.grpc.ssl_channel_credentials(_pem(tls.root_cert, "root_cert"), _pem(tls.client_key, "client_key"), _pem(tls.client_cert, "client_cert"))
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """The stream ended (queued in place of a message): its status code and details."""
+
+    code: GrpcCode
+    details: str
+
+
+def status_code(exc: BaseException) -> GrpcCode:
+    """The gRPC status code of an RpcError; for a Write that failed per update (UNKNOWN, as BMv2 sends it), the first
+    failing update's canonical code from the status details."""
+    code = getattr(exc, "code", None)
+    try:
+        found = GrpcCode[code().name] if callable(code) else GrpcCode.UNKNOWN
+    except (KeyError, AttributeError, TypeError, ValueError):
+        return GrpcCode.UNKNOWN
+    if found is GrpcCode.UNKNOWN:
+        first = next(iter(write_errors(exc)), None)
+        if first is not None:
+            return first[0]
+    return found
+
+
+def update_codes(exc: BaseException | None) -> list[GrpcCode]:
+    """Every update's code of a Write that failed per update (OK for those applied), in request order."""
+    return [c for c, _ in write_errors(exc, every=True)]
+
+
+def write_errors(exc: BaseException | None, every: bool = False) -> list[tuple[GrpcCode, str]]:
+    """The failing updates of a Write (code, message), from the grpc-status-details-bin trailer (`every`: OK ones too)."""
+    trailer = getattr(exc, "trailing_metadata", None)
+    try:
+        meta = dict(trailer() or ()) if callable(trailer) else {}
+        raw = meta.get("grpc-status-details-bin")
+        if not raw:
+            return []
+        from google.rpc import status_pb2  # noqa: PLC0415
+        from p4.v1 import p4runtime_pb2  # noqa: PLC0415
+
+        status = status_pb2.Status.FromString(raw)
+        out = []
+        for detail in status.details:
+            err = p4runtime_pb2.Error()
+            if detail.Unpack(err) and (every or err.canonical_code != 0):
+                known = err.canonical_code in GrpcCode._value2member_map_
+                out.append((GrpcCode(err.canonical_code) if known else GrpcCode.UNKNOWN, err.message))
+        return out
+    except Exception as exc2:  # a malformed trailer is not worth a crash
+        log.debug("unreadable status details: %s", exc2)
+        return []
+
+
+def _details(exc: BaseException) -> str:
+    """The useful line of a gRPC error."""
+    errors = write_errors(exc)
+    if errors:
+        return "; ".join(f"{c.name}: {m}" for c, m in errors)
+    details = getattr(exc, "details", None)
+    try:
+        text = details() if callable(details) else str(exc)
+    except Exception:  # not a grpc.Call
+        text = str(exc)
+    return " ".join(str(text or type(exc).__name__).split())
+
+
+class Client:
+    """The P4Runtime stub of one channel with a deadline on every call, and the stream read on its own thread."""
+
+    def __init__(self, mods: SimpleNamespace, addr: str, device_id: int, election_id: tuple[int, int], timeout_s: float, tls: Tls | None = None) -> None:
+        self.mods, self.device_id, self.election_id, self.timeout_s = mods, device_id, election_id, timeout_s
+        grpc = mods.grpc
+        self.channel = grpc.secure_channel(addr, credentials(mods, tls)) if tls is not None else grpc.insecure_channel(addr)
+        self.stub = mods.pb_grpc.P4RuntimeStub(self.channel)
+        self.stream_out_q: queue.Queue = queue.Queue()
+        self.arbitration: queue.Queue = queue.Queue()
+        self.packets: queue.Queue = queue.Queue()
+        self.ended: StreamEnd | None = None
+        self.stream = self.stub.StreamChannel(iter(self.stream_out_q.get, None))
+        self.reader = threading.Thread(target=self._read, name="p4rt-stream", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        """Sort stream messages into the arbitration and packet queues; on the end, queue a StreamEnd in both."""
+        end = StreamEnd(GrpcCode.UNAVAILABLE, "the switch closed the stream")
+        try:
+            for msg in self.stream:
+                kind = msg.WhichOneof("update")
+                if kind == "arbitration":
+                    self.arbitration.put(msg)
+                elif kind in ("packet", "error"):
+                    self.packets.put(msg)
+                else:
+                    log.debug("stream message %s ignored", kind)
+        except self.mods.grpc.RpcError as exc:
+            end = StreamEnd(status_code(exc), _details(exc))
+        self.ended = end
+        self.arbitration.put(end)
+        self.packets.put(end)
+
+    def _uint128(self, msg) -> None:
+        msg.high, msg.low = self.election_id
+
+    def handshake(self) -> bool:
+        """Send our election id; True if we are primary. SwitchError if no answer within the deadline."""
+        req = self.mods.pb.StreamMessageRequest()
+        req.arbitration.device_id = self.device_id
+        self._uint128(req.arbitration.election_id)
+        self.stream_out_q.put(req)
+        try:
+            rep = self.arbitration.get(timeout=self.timeout_s)
+        except queue.Empty:
+            raise SwitchError(f"no arbitration answer within {self.timeout_s:g} s", GrpcCode.DEADLINE_EXCEEDED) from None
+        if isinstance(rep, StreamEnd):
+            raise SwitchError(f"{rep.code.name}: {rep.details}", rep.code)
+        return rep.arbitration.status.code == 0
+
+    def write(self, req, timeout: float | None = None):
+        """Write (as primary, with our election id)."""
+        req.device_id = self.device_id
+        self._uint128(req.election_id)
+        return self.stub.Write(req, timeout=timeout or self.timeout_s)
+
+    def read_one(self, entity, timeout: float | None = None):
+        """Read one entity (wildcards allowed): an iterator of ReadResponses."""
+        req = self.mods.pb.ReadRequest(device_id=self.device_id)
+        req.entities.extend([entity])
+        return self.stub.Read(req, timeout=timeout or self.timeout_s)
+
+    def get_p4info(self, timeout: float | None = None):
+        """The running pipeline's P4Info (empty if none)."""
+        kind = self.mods.pb.GetForwardingPipelineConfigRequest
+        req = kind(device_id=self.device_id, response_type=kind.P4INFO_AND_COOKIE)
+        return self.stub.GetForwardingPipelineConfig(req, timeout=timeout or self.timeout_s).config.p4info
+
+    def set_fwd_pipe_config(self, p4info_path: str, bin_path: str, timeout: float | None = None):
+        """Push the pipeline with VERIFY_AND_COMMIT."""
+        pb = self.mods.pb
+        req = pb.SetForwardingPipelineConfigRequest(device_id=self.device_id, action=pb.SetForwardingPipelineConfigRequest.VERIFY_AND_COMMIT)
+        self._uint128(req.election_id)
+        self.mods.text_format.Merge(Path(p4info_path).read_text(), req.config.p4info, allow_unknown_field=True)
+        req.config.p4_device_config = Path(bin_path).read_bytes()
+        return self.stub.SetForwardingPipelineConfig(req, timeout=timeout or self.timeout_s * PUSH_DEADLINE_FACTOR)
+
+    def api_version(self, timeout: float | None = None) -> str:
+        """The switch's P4Runtime API version."""
+        return self.stub.Capabilities(self.mods.pb.CapabilitiesRequest(), timeout=timeout or self.timeout_s).p4runtime_api_version
+
+    def packet(self, timeout: float):
+        """The next PacketIn or stream error message, a StreamEnd, or None after `timeout`."""
+        try:
+            msg = self.packets.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(msg, StreamEnd):
+            self.packets.put(msg)  # every later wait sees it too
+        return msg
+
+    def tear_down(self) -> None:
+        """End the stream (half-close, so the switch sees us leave; cancelled if it does not answer within the
+        deadline) and close the channel."""
+        self.stream_out_q.put(None)
+        self.reader.join(self.timeout_s)
+        if self.reader.is_alive():
+            self.stream.cancel()
+            self.reader.join(self.timeout_s)
+        self.channel.close()
+
+
+class P4rt:
+    """A primary P4Runtime session with one device; reconnects once when the switch went away and came back.
+
+    `timeout_s` is the deadline of everything: the connection, arbitration, each RPC and each awaited PacketIn
+    (a pipeline push gets PUSH_DEADLINE_FACTOR of it).
+    """
+
+    def __init__(self, grpc_addr: str, device_id: int = 0, election_id: tuple[int, int] = (0, 1), timeout_s: float = 2.0, tls: Tls | None = None) -> None:
+        self.addr, self.device_id, self.election_id, self.timeout_s, self.tls = grpc_addr, device_id, election_id, timeout_s, tls
         self.mods = _modules()
-        self.client = None
+        self.client: Client | None = None
         self.context = None
+        self.primary = False
 
     # ---- session -------------------------------------------------------------------------------------------
     def connect(self) -> None:
         """Open the stream and win arbitration (we are the primary with our election id)."""
-        if self.client is not None:
+        if self.client is not None and self.client.ended is None:
             return
-        _, grpc, _, _, _, client_cls = self.mods
-        channel = grpc.insecure_channel(self.addr)
+        self.close()
+        grpc = self.mods.grpc
+        client = Client(self.mods, self.addr, self.device_id, self.election_id, self.timeout_s, self.tls)
         try:
-            grpc.channel_ready_future(channel).result(timeout=self.timeout_s)
+            grpc.channel_ready_future(client.channel).result(timeout=self.timeout_s)
         except grpc.FutureTimeoutError:
-            raise SwitchError(f"switch unreachable at {self.addr} (no gRPC answer in {self.timeout_s:g} s): start simple_switch_grpc or fix switch.grpc") from None
-        finally:
-            channel.close()
+            client.tear_down()
+            raise SwitchError(f"switch unreachable at {self.addr} (no gRPC answer in {self.timeout_s:g} s): start simple_switch_grpc or fix switch.grpc", GrpcCode.UNAVAILABLE) from None
         try:
-            self.client = client_cls(self.device_id, self.addr, self.election_id)
-        except SystemExit:  # p4runtime-shell exits when arbitration gets no answer
-            self.client = None
-            raise SwitchError(f"switch at {self.addr} did not answer arbitration for device {self.device_id}: check switch.device_id") from None
-        log.info("P4Runtime session with %s device %d, election id %s", self.addr, self.device_id, self.election_id)
+            self.primary = client.handshake()
+        except SwitchError as exc:
+            client.tear_down()
+            raise SwitchError(f"switch at {self.addr} did not answer arbitration for device {self.device_id}: {exc}: check switch.device_id and switch.election_id", exc.code) from None
+        self.client = client
+        log.info("P4Runtime session with %s device %d, election id %s (%s)", self.addr, self.device_id, self.election_id, "primary" if self.primary else "backup")
 
     def close(self) -> None:
-        """End the stream (its reader thread would otherwise keep the process alive)."""
+        """End the stream (its reader thread would otherwise keep running)."""
         if self.client is not None:
             try:
                 self.client.tear_down()
@@ -106,7 +310,8 @@ class P4rt:
             if not Path(path).is_file():
                 raise SwitchError(f"pipeline file {path} is missing: run `nox -s build_p4` or fix switch.p4info / switch.bmv2_json")
         self.connect()
-        self._rpc(f"push pipeline {Path(bmv2_json).name}", lambda: self.client.set_fwd_pipe_config(str(p4info), str(bmv2_json)))
+        deadline = self.timeout_s * PUSH_DEADLINE_FACTOR
+        self._rpc(f"push pipeline {Path(bmv2_json).name}", lambda: self.client.set_fwd_pipe_config(str(p4info), str(bmv2_json), deadline))
         self._load_p4info_file(Path(p4info))
 
     def load_p4info(self, p4info: Path | None = None) -> None:
@@ -115,36 +320,36 @@ class P4rt:
             self._load_p4info_file(Path(p4info))
             return
         self.connect()
-        info = self._rpc("read the running pipeline", self.client.get_p4info)
+        info = self._rpc("read the running pipeline", lambda: self.client.get_p4info(self.timeout_s))
         if not info.tables:
-            raise SwitchError(f"the switch at {self.addr} runs no P4 program: run `p4lb deploy` first")
+            raise SwitchError(f"the switch at {self.addr} runs no P4 program: run `p4lb deploy` first", GrpcCode.FAILED_PRECONDITION)
         self._set_context(info)
 
     def _load_p4info_file(self, path: Path) -> None:
-        text_format, _, _, _, _, _ = self.mods
-        from p4.config.v1 import p4info_pb2  # noqa: PLC0415
-
-        info = p4info_pb2.P4Info()
-        text_format.Merge(path.read_text(), info, allow_unknown_field=True)
+        info = self.mods.p4info_pb2.P4Info()
+        self.mods.text_format.Merge(path.read_text(), info, allow_unknown_field=True)
         self._set_context(info)
 
     def _set_context(self, info) -> None:
         self.context = Names(info)
 
     def _rpc(self, what: str, call):
-        """Run one RPC; on a dropped connection reconnect once and retry (every write here is idempotent)."""
+        """Run one RPC; when the session is gone (by status code) reconnect once and retry (every write here is
+        idempotent). A deadline that expires is not retried."""
         for attempt in (1, 2):
             try:
                 return call()
-            except Exception as exc:  # grpc.RpcError, p4runtime-shell's wrappers
-                if attempt == 1 and _unavailable(exc):
-                    log.warning("%s: switch connection lost (%s), reconnecting", what, exc)
+            except self.mods.grpc.RpcError as exc:
+                code = status_code(exc)
+                if attempt == 1 and code in RECONNECT:
+                    log.warning("%s: switch session lost (%s), reconnecting", what, code.name)
                     self.close()
-                    time.sleep(0.2)
+                    time.sleep(0.05)
                     self.connect()
                     continue
-                hint = " (another controller with a higher election id is primary)" if "Not primary" in str(exc) else ""
-                raise SwitchError(f"{what} failed at {self.addr}: {_short(exc)}{hint}") from exc
+                hint = " (another controller with a higher election id is primary)" if code is GrpcCode.PERMISSION_DENIED else ""
+                late = f" (deadline {self.timeout_s:g} s: the switch may be hung; switch.rpc_timeout_ms sets it)" if code is GrpcCode.DEADLINE_EXCEEDED else ""
+                raise SwitchError(f"{what} failed at {self.addr}: {code.name}: {_details(exc)}{hint}{late}", code) from exc
         raise AssertionError("unreachable")
 
     # ---- names ---------------------------------------------------------------------------------------------
@@ -159,7 +364,7 @@ class P4rt:
     # ---- tables --------------------------------------------------------------------------------------------
     def table_entry(self, table: str, match: dict[str, Key], action: str | None = None, params: dict[str, int] | None = None):
         """A TableEntry protobuf."""
-        pb = self.mods[2]
+        pb = self.mods.pb
         t = self._obj("table", table)
         te = pb.TableEntry(table_id=t.preamble.id)
         fields = {mf.name: mf for mf in t.match_fields}
@@ -188,44 +393,59 @@ class P4rt:
         return te
 
     def _write(self, what: str, updates) -> None:
-        pb = self.mods[2]
+        pb = self.mods.pb
         req = pb.WriteRequest()
         req.updates.extend(updates)
-        self._rpc(what, lambda: self.client.write(req))
+        self._rpc(what, lambda: self.client.write(req, self.timeout_s))
 
     def upsert(self, table: str, match: dict[str, Key], action: str, params: dict[str, int] | None = None) -> None:
         """Insert the entry, or modify it if it is already there (deploys are idempotent)."""
-        pb = self.mods[2]
+        pb = self.mods.pb
         self.connect()
         te = self.table_entry(table, match, action, params)
         what = f"write {table} {match} -> {action}{params or {}}"
         try:
             self._write(what, [pb.Update(type=pb.Update.INSERT, entity=pb.Entity(table_entry=te))])
         except SwitchError as exc:
-            if "ALREADY_EXISTS" not in str(exc.__cause__) and "already exists" not in str(exc).lower():
+            if exc.code is not GrpcCode.ALREADY_EXISTS:
                 raise
             self._write(what, [pb.Update(type=pb.Update.MODIFY, entity=pb.Entity(table_entry=te))])
 
+    def upsert_many(self, entries: list[tuple[str, dict[str, Key], str, dict[str, int]]]) -> None:
+        """Upsert several entries in one Write (INSERT), then MODIFY those that already existed in a second one."""
+        pb = self.mods.pb
+        self.connect()
+        entities = [pb.Entity(table_entry=self.table_entry(*e)) for e in entries]
+        what = f"write {len(entries)} entries ({', '.join(sorted({e[0] for e in entries}))})"
+        try:
+            self._write(what, [pb.Update(type=pb.Update.INSERT, entity=e) for e in entities])
+            return
+        except SwitchError as exc:
+            codes = update_codes(exc.__cause__)
+            if len(codes) != len(entities) or any(c not in (GrpcCode.OK, GrpcCode.ALREADY_EXISTS) for c in codes):
+                raise
+        self._write(what, [pb.Update(type=pb.Update.MODIFY, entity=e) for e, c in zip(entities, codes, strict=True) if c is GrpcCode.ALREADY_EXISTS])
+
     def delete(self, table: str, match: dict[str, Key]) -> None:
         """Delete one entry (absent is fine)."""
-        pb = self.mods[2]
+        pb = self.mods.pb
         self.connect()
         te = self.table_entry(table, match)
         try:
             self._write(f"delete {table} {match}", [pb.Update(type=pb.Update.DELETE, entity=pb.Entity(table_entry=te))])
         except SwitchError as exc:
-            if "NOT_FOUND" not in str(exc.__cause__):
+            if exc.code is not GrpcCode.NOT_FOUND:
                 raise
 
     def read_table(self, table: str) -> list[TableRow]:
         """Every entry of a table."""
-        pb = self.mods[2]
+        pb = self.mods.pb
         self.connect()
         t = self._obj("table", table)
         entity = pb.Entity(table_entry=pb.TableEntry(table_id=t.preamble.id))
         names = {mf.id: mf.name for mf in t.match_fields}
         rows = []
-        for rep in self._rpc(f"read {table}", lambda: list(self.client.read_one(entity))):
+        for rep in self._rpc(f"read {table}", lambda: list(self.client.read_one(entity, self.timeout_s))):
             for ent in rep.entities:
                 te = ent.table_entry
                 match: dict[str, Key] = {}
@@ -241,7 +461,7 @@ class P4rt:
     # ---- packet I/O and counters ----------------------------------------------------------------------------
     def packet_out(self, metadata: dict[str, int], payload: bytes = b"\0" * 14) -> None:
         """Send a PacketOut whose controller header carries `metadata` (field name -> value)."""
-        pb = self.mods[2]
+        pb = self.mods.pb
         self.connect()
         header = self._obj("controller_packet_metadata", "packet_out")
         fields = {m.name: m for m in header.metadata}
@@ -252,19 +472,27 @@ class P4rt:
             if m is None:
                 raise SwitchError(f"packet_out has no field {name!r}: use one of {sorted(fields)}")
             req.packet.metadata.add(metadata_id=m.id, value=encode(value, m.bitwidth, f"packet_out.{name}"))
+        if self.client is None or self.client.ended is not None:
+            self.connect()  # the stream broke (switch restarted, or our session dropped): a new one
         self.client.stream_out_q.put(req)
 
-    def packet_in(self, timeout_s: float = 2.0) -> dict[str, int]:
+    def packet_in(self, timeout_s: float | None = None) -> dict[str, int]:
         """The next PacketIn's controller header as field name -> value."""
         return self.packet_in_with_payload(timeout_s)[0]
 
-    def packet_in_with_payload(self, timeout_s: float = 2.0) -> tuple[dict[str, int], bytes]:
-        """The next PacketIn: its controller header (field name -> value) and the bytes after it."""
+    def packet_in_with_payload(self, timeout_s: float | None = None) -> tuple[dict[str, int], bytes]:
+        """The next PacketIn (within the deadline): its controller header (field name -> value) and the bytes after it."""
         header = self._obj("controller_packet_metadata", "packet_in")
         names = {m.id: m.name for m in header.metadata}
-        msg = self.client.get_stream_packet("packet", timeout=timeout_s)
+        wait = self.timeout_s if timeout_s is None else timeout_s
+        msg = self.client.packet(wait) if self.client is not None else StreamEnd(GrpcCode.UNAVAILABLE, "no session")
         if msg is None:
-            raise SwitchError(f"no PacketIn from {self.addr} within {timeout_s:g} s: is simple_switch_grpc running with --cpu-port 510?")
+            raise SwitchError(f"no PacketIn from {self.addr} within {wait:g} s (DEADLINE_EXCEEDED): is simple_switch_grpc running with --cpu-port 510?", GrpcCode.DEADLINE_EXCEEDED)
+        if isinstance(msg, StreamEnd):
+            raise SwitchError(f"stream to {self.addr} ended before a PacketIn came: {msg.code.name}: {msg.details}", msg.code)
+        if msg.WhichOneof("update") == "error":
+            code = GrpcCode(msg.error.canonical_code) if msg.error.canonical_code in GrpcCode._value2member_map_ else GrpcCode.UNKNOWN
+            raise SwitchError(f"the switch at {self.addr} refused a PacketOut: {code.name}: {msg.error.message}", code)
         return {names[m.metadata_id]: decode(m.value) for m in msg.packet.metadata}, bytes(msg.packet.payload)
 
     def register_size(self, register: str) -> int:
@@ -273,12 +501,12 @@ class P4rt:
 
     def counter_read(self, counter: str) -> dict[int, int]:
         """Packet counts of every cell of a counter."""
-        pb = self.mods[2]
+        pb = self.mods.pb
         self.connect()
         c = self._obj("counter", counter)
         entity = pb.Entity(counter_entry=pb.CounterEntry(counter_id=c.preamble.id))
         out = {}
-        for rep in self._rpc(f"read {counter}", lambda: list(self.client.read_one(entity))):
+        for rep in self._rpc(f"read {counter}", lambda: list(self.client.read_one(entity, self.timeout_s))):
             for ent in rep.entities:
                 out[ent.counter_entry.index.index] = ent.counter_entry.data.packet_count
         return out
@@ -310,21 +538,3 @@ class Names:
     def get(self, kind: str, name: str):
         """The object, or None."""
         return self.names.get((kind, name))
-
-
-def _unavailable(exc: Exception) -> bool:
-    """The session is gone: the switch went away, or restarted and no longer knows us as primary."""
-    text = f"{exc!r} {exc} {getattr(exc, '__cause__', '')}"
-    return any(s in text for s in ("UNAVAILABLE", "StatusCode.CANCELLED", "Not primary"))
-
-
-def _short(exc: Exception) -> str:
-    """The useful line of a gRPC / P4Runtime error."""
-    details = getattr(exc, "details", None)
-    if callable(details):
-        try:
-            return f"{exc.code().name}: {details()}"
-        except Exception:  # not a grpc.Call
-            pass
-    text = " ".join(line.strip() for line in str(exc).strip().splitlines())
-    return text or type(exc).__name__

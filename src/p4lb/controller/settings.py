@@ -1,10 +1,19 @@
-"""The controller's TOML configuration, parsed into the frozen dataclasses the model uses."""
+"""The controller's TOML configuration, parsed strictly into the frozen dataclasses the model uses.
+
+Every key is checked: an unknown one is refused with the nearest valid key suggested, every value is type- and
+range-checked, and any TOML document (wrong shapes, wrong types, bad bytes) gives a ConfigFileError, never a
+traceback.
+"""
 
 from __future__ import annotations
 
+import difflib
+import enum
 import ipaddress
+import json
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +24,29 @@ from p4lb.model.errors import ConfigError
 from p4lb.p4 import artifacts
 
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+PATH_RE = re.compile(r"^/[\x21-\x7e]*$")  # printable ASCII, no space, no CR/LF
+HOST_RE = re.compile(r"^[A-Za-z0-9._\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+GRPC_RE = re.compile(r"^[\w.\-\[\]:]+:\d{1,5}$")
+MAX_ELECTION_ID = (1 << 128) - 2  # one-shot commands take the id just above
+U64 = (1 << 64) - 1
+
+
+class CheckKind(enum.Enum):
+    """How a backend is checked."""
+
+    TCP = "tcp"  # connect
+    HTTP = "http"  # GET path, expect a status
+    HTTPS = "https"  # the same over TLS
 
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """How backends are checked: TCP connect or HTTP GET, with rise/fall hysteresis."""
+    """How backends are checked: TCP connect, HTTP or HTTPS GET, with rise/fall hysteresis.
 
-    kind: str = "tcp"
+    One deadline (`timeout_ms`) covers the whole probe: connect, TLS handshake, request and the full response.
+    """
+
+    kind: CheckKind = CheckKind.TCP
     port: int = 80
     path: str = "/"
     expect_status: int = 200
@@ -29,17 +54,36 @@ class HealthCheck:
     timeout_ms: int = 500
     rise: int = 2
     fall: int = 2
+    host: str = ""  # the Host header; empty: the backend's health address
+    tls_verify: bool = True  # https: check the certificate chain and name
+    ca_file: str = ""  # https: trust these CAs instead of the system's
+    max_concurrent: int = 256  # probes in flight at once
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, CheckKind):
+            object.__setattr__(self, "kind", CheckKind(self.kind))
 
 
 @dataclass(frozen=True)
 class SwitchTarget:
-    """Where the switch is and what pipeline it runs."""
+    """Where the switch is, what pipeline it runs, and how the controller talks to it."""
 
     grpc: str = "127.0.0.1:9559"
     device_id: int = 0
     election_id: tuple[int, int] = (0, 1)
     p4info: str = str(artifacts("p4lb")[0])  # default: the compiled program shipped in the package
     bmv2_json: str = str(artifacts("p4lb")[1])
+    rpc_timeout_ms: int = 2000  # the deadline of every P4Runtime call, stream answer and connection attempt
+    tls: bool = False
+    root_cert: str = ""  # TLS: CA certificates (PEM); empty: the system's
+    client_cert: str = ""  # TLS: our certificate and key (PEM), for mutual TLS
+    client_key: str = ""
+    lock_timeout_ms: int = 10_000  # how long a command waits for another controller's operation on this switch
+
+    @property
+    def key(self) -> str:
+        """The switch's identity for the per-switch lock: address and device id."""
+        return f"{self.grpc}#{self.device_id}"
 
 
 @dataclass(frozen=True)
@@ -51,27 +95,94 @@ class Settings:
     switch: SwitchTarget
     active: int
     health_addresses: tuple[str, ...]
+    health_ports: tuple[int, ...] = ()  # per backend; 0 (or missing): health.port
+
+    def health_targets(self) -> tuple[tuple[str, int], ...]:
+        """(address, port) to probe, per backend in id order."""
+        ports = self.health_ports + (0,) * (len(self.health_addresses) - len(self.health_ports))
+        return tuple((a, p or self.health.port) for a, p in zip(self.health_addresses, ports, strict=False))
 
 
-def _get(table: dict, key: str, kind: type, default: object, where: str) -> object:
-    value = table.get(key, default)
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigFileError(f"{where}.{key}", value, "use a whole number")
-    if kind is str and not isinstance(value, str):
-        raise ConfigFileError(f"{where}.{key}", value, "use a string")
+# ---- the schema ------------------------------------------------------------------------------------------------
+TOP_KEYS = ("active", "vip", "switch", "health", "flows", "backend")
+SECTION_KEYS: Mapping[str, tuple[str, ...]] = {
+    "vip": ("address", "port", "client_port", "client_net", "client_mac"),
+    "switch": ("grpc", "device_id", "election_id", "p4info", "bmv2_json", "rpc_timeout_ms", "tls", "root_cert", "client_cert", "client_key", "lock_timeout_ms"),
+    "health": ("kind", "port", "path", "host", "expect_status", "interval_ms", "timeout_ms", "rise", "fall", "tls_verify", "ca_file", "max_concurrent"),
+    "flows": ("idle_timeout_s", "table_bits"),
+    "backend": ("address", "mac", "port", "health_address", "health_port"),
+}
+
+
+def _name(where: str, key: str) -> str:
+    """The dotted field name; a key TOML would need quotes for is quoted (so an empty or odd key still shows)."""
+    shown = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+    return f"{where}.{shown}" if where else shown
+
+
+def _known(table: Mapping, valid: tuple[str, ...], where: str) -> None:
+    """Refuse keys the schema does not have, suggesting the nearest valid one."""
+    for key in table:
+        if key in valid:
+            continue
+        near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+        hint = f"did you mean {_name(where, near[0])}? " if near else ""
+        raise ConfigFileError(_name(where, str(key)), table[key], f"unknown key: {hint}(valid keys: {', '.join(valid)})")
+
+
+def _section(data: Mapping, key: str) -> Mapping:
+    """A [key] table (absent: empty); anything else is refused."""
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigFileError(key, value, f"use a [{key}] table")
+    _known(value, SECTION_KEYS[key], key)
     return value
 
 
-def _address(value: object, field: str) -> int:
+def _int(table: Mapping, key: str, default: int, lo: int, hi: int, where: str, fix: str = "") -> int:
+    """A whole number in lo..hi (booleans are not numbers)."""
+    value = table.get(key, default)
+    field = _name(where, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigFileError(field, value, f"use a whole number ({fix or f'{lo}..{hi}'})")
+    if not lo <= value <= hi:
+        raise ConfigFileError(field, value, fix or f"use {lo}..{hi}")
+    return value
+
+
+def _str(table: Mapping, key: str, default: str, where: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigFileError(_name(where, key), value, "use a string (in double quotes)")
+    return value
+
+
+def _bool(table: Mapping, key: str, default: bool, where: str) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigFileError(_name(where, key), value, "use true or false")
+    return value
+
+
+def _ipv4(value: object, field: str) -> str:
+    """A dotted IPv4 address (never a hostname: no DNS lookups)."""
+    if not isinstance(value, str) or value.count(".") != 3:
+        raise ConfigFileError(field, value, "use a dotted IPv4 address such as 10.0.2.2")
     try:
-        return int(ipaddress.IPv4Address(str(value)))
+        return str(ipaddress.IPv4Address(value))
     except ValueError:
         raise ConfigFileError(field, value, "use a dotted IPv4 address such as 10.0.2.2") from None
 
 
+def _address(value: object, field: str) -> int:
+    return int(ipaddress.IPv4Address(_ipv4(value, field)))
+
+
 def _network(value: object, field: str) -> tuple[int, int]:
     try:
-        net = ipaddress.IPv4Network(str(value))
+        if not isinstance(value, str):
+            raise ValueError(value)
+        net = ipaddress.IPv4Network(value)
     except ValueError:
         raise ConfigFileError(field, value, "use a network with its prefix length, e.g. 10.0.0.0/24 (host bits zero)") from None
     return int(net.network_address), net.prefixlen
@@ -83,60 +194,115 @@ def _mac(value: object, field: str) -> int:
     return int(value.replace(":", ""), 16)
 
 
-def _range(value: int, lo: int, hi: int, field: str, fix: str) -> int:
-    if not lo <= value <= hi:
-        raise ConfigFileError(field, value, fix)
-    return value
+# ---- sections --------------------------------------------------------------------------------------------------
+def _backend(i: int, b: object) -> tuple[Backend, str, int]:
+    """One [[backend]] table: the model's Backend, its health address and health port (0: health.port)."""
+    where = f"backend[{i}]"
+    if not isinstance(b, dict):
+        raise ConfigFileError(where, b, "use a [[backend]] table (address, mac, port)")
+    _known(b, SECTION_KEYS["backend"], where)
+    for key in ("address", "mac", "port"):
+        if key not in b:
+            raise ConfigFileError(f"{where}.{key}", None, f"give the backend's {key}")
+    addr = _address(b["address"], f"{where}.address")
+    mac = _mac(b["mac"], f"{where}.mac")
+    port = _int(b, "port", 0, 1, CPU_PORT - 1, where, f"use the switch port the server is attached to (1..{CPU_PORT - 1}; {CPU_PORT} is the CPU port)")
+    health = _ipv4(b.get("health_address", ip_str(addr)), f"{where}.health_address")
+    health_port = _int(b, "health_port", 0, 0, 65535, where, "use a TCP port 1..65535 (0: health.port)")
+    return Backend(i + 1, addr, mac, port), health, health_port
 
 
-def _backends(data: dict) -> tuple[tuple[Backend, ...], tuple[str, ...]]:
+def _backends(data: Mapping) -> tuple[tuple[Backend, ...], tuple[str, ...], tuple[int, ...]]:
     raw = data.get("backend", [])
     if not isinstance(raw, list) or not raw:
         raise ConfigFileError("backend", raw, "add one [[backend]] table per server (address, mac, port)")
     if len(raw) > MAX_BACKENDS:
         raise ConfigFileError("backend", len(raw), f"use at most {MAX_BACKENDS} backends")
-    out, health = [], []
-    for i, b in enumerate(raw):
-        where = f"backend[{i}]"
-        addr = _address(b.get("address"), f"{where}.address")
-        mac = _mac(b.get("mac"), f"{where}.mac")
-        port = _range(int(_get(b, "port", int, 0, where)), 1, CPU_PORT - 1, f"{where}.port", f"use the switch port the server is attached to (1..{CPU_PORT - 1}; {CPU_PORT} is the CPU port)")
-        out.append(Backend(i + 1, addr, mac, port))
-        health.append(str(b.get("health_address", ip_str(addr))))
-    return tuple(out), tuple(health)
+    parsed = [_backend(i, b) for i, b in enumerate(raw)]
+    return tuple(p[0] for p in parsed), tuple(p[1] for p in parsed), tuple(p[2] for p in parsed)
 
 
-def _health(data: dict) -> HealthCheck:
-    h = data.get("health", {})
-    kind = _get(h, "kind", str, "tcp", "health")
-    if kind not in ("tcp", "http"):
-        raise ConfigFileError("health.kind", kind, "use 'tcp' (connect) or 'http' (GET path, expect status)")
-    interval = _range(int(_get(h, "interval_ms", int, 1000, "health")), 10, 3_600_000, "health.interval_ms", "use 10..3600000 ms")
-    timeout = _range(int(_get(h, "timeout_ms", int, 500, "health")), 1, interval, "health.timeout_ms", f"use 1..interval_ms ({interval}) ms")
+def _kind(h: Mapping) -> CheckKind:
+    value = h.get("kind", "tcp")
+    try:
+        return CheckKind(value)
+    except (ValueError, TypeError):
+        raise ConfigFileError("health.kind", value, "use 'tcp' (connect), 'http' or 'https' (GET path, expect status)") from None
+
+
+def _health_text(h: Mapping) -> tuple[str, str]:
+    """health.path and health.host: ASCII, no space, CR or LF (they go into the request line and a header)."""
+    path = _str(h, "path", "/", "health")
+    if not PATH_RE.match(path):
+        raise ConfigFileError("health.path", path, "use an absolute path of printable ASCII without spaces, e.g. /healthz (percent-encode anything else)")
+    host = _str(h, "host", "", "health")
+    if host and not HOST_RE.match(host):
+        raise ConfigFileError("health.host", host, "use a host name or address, optionally with :port, e.g. www.example.com")
+    return path, host
+
+
+def _health(data: Mapping, base: Path | None) -> HealthCheck:
+    h = _section(data, "health")
+    kind = _kind(h)
+    interval = _int(h, "interval_ms", 1000, 10, 3_600_000, "health", "use 10..3600000 ms")
+    timeout = _int(h, "timeout_ms", 500, 1, interval, "health", f"use 1..interval_ms ({interval}) ms")
+    path, host = _health_text(h)
+    ca_file = _str(h, "ca_file", "", "health")
     return HealthCheck(
-        kind=str(kind),
-        port=_range(int(_get(h, "port", int, 80, "health")), 1, 65535, "health.port", "use a TCP port 1..65535"),
-        path=str(_get(h, "path", str, "/", "health")),
-        expect_status=_range(int(_get(h, "expect_status", int, 200, "health")), 100, 599, "health.expect_status", "use an HTTP status 100..599"),
+        kind=kind,
+        port=_int(h, "port", 80, 1, 65535, "health", "use a TCP port 1..65535"),
+        path=path,
+        expect_status=_int(h, "expect_status", 200, 100, 599, "health", "use an HTTP status 100..599"),
         interval_ms=interval,
         timeout_ms=timeout,
-        rise=_range(int(_get(h, "rise", int, 2, "health")), 1, 100, "health.rise", "use 1..100 consecutive successes"),
-        fall=_range(int(_get(h, "fall", int, 2, "health")), 1, 100, "health.fall", "use 1..100 consecutive failures"),
+        rise=_int(h, "rise", 2, 1, 100, "health", "use 1..100 consecutive successes"),
+        fall=_int(h, "fall", 2, 1, 100, "health", "use 1..100 consecutive failures"),
+        host=host,
+        tls_verify=_bool(h, "tls_verify", True, "health"),
+        ca_file=_relative(ca_file, base) if ca_file else "",
+        max_concurrent=_int(h, "max_concurrent", 256, 1, 4096, "health", "use 1..4096 probes in flight"),
     )
 
 
 def _relative(value: str, base: Path | None) -> str:
     """A path from the config file: relative ones are taken from the config file's folder."""
+    if "\0" in value:
+        raise ConfigFileError("path", value, "remove the NUL character")
     path = Path(value).expanduser()
     return str(path if path.is_absolute() or base is None else (base / path).resolve())
 
 
-def _switch(data: dict, base: Path | None) -> SwitchTarget:
-    s = data.get("switch", {})
-    grpc = str(_get(s, "grpc", str, "127.0.0.1:9559", "switch"))
-    if not re.match(r"^[\w.\-\[\]:]+:\d+$", grpc):
+def _election_id(s: Mapping) -> tuple[int, int]:
+    """switch.election_id: a whole number 1..2**128-2 (one-shot commands use the id just above)."""
+    value = _int(s, "election_id", 1, 1, MAX_ELECTION_ID, "switch", "use a whole number 1..2**128-2")
+    return value >> 64, value & U64
+
+
+def _tls(s: Mapping, base: Path | None) -> dict[str, object]:
+    """switch.tls and the PEM paths; any path implies TLS; a client certificate needs its key and back."""
+    paths = {k: _str(s, k, "", "switch") for k in ("root_cert", "client_cert", "client_key")}
+    if bool(paths["client_cert"]) != bool(paths["client_key"]):
+        missing = "client_key" if paths["client_cert"] else "client_cert"
+        raise ConfigFileError(f"switch.{missing}", "", "give both switch.client_cert and switch.client_key (mutual TLS), or neither")
+    tls = _bool(s, "tls", False, "switch") or any(paths.values())
+    return {"tls": tls} | {k: _relative(v, base) if v else "" for k, v in paths.items()}
+
+
+def _switch(data: Mapping, base: Path | None) -> SwitchTarget:
+    s = _section(data, "switch")
+    grpc = _str(s, "grpc", "127.0.0.1:9559", "switch")
+    if not GRPC_RE.match(grpc) or not 0 < int(grpc.rsplit(":", 1)[1]) < 65536:
         raise ConfigFileError("switch.grpc", grpc, "use host:port, e.g. 127.0.0.1:9559")
-    return SwitchTarget(grpc=grpc, device_id=int(_get(s, "device_id", int, 0, "switch")), p4info=_relative(str(_get(s, "p4info", str, SwitchTarget.p4info, "switch")), base), bmv2_json=_relative(str(_get(s, "bmv2_json", str, SwitchTarget.bmv2_json, "switch")), base))
+    return SwitchTarget(
+        grpc=grpc,
+        device_id=_int(s, "device_id", 0, 0, U64, "switch", "use a device id 0..2**64-1"),
+        election_id=_election_id(s),
+        p4info=_relative(_str(s, "p4info", SwitchTarget.p4info, "switch"), base),
+        bmv2_json=_relative(_str(s, "bmv2_json", SwitchTarget.bmv2_json, "switch"), base),
+        rpc_timeout_ms=_int(s, "rpc_timeout_ms", 2000, 10, 600_000, "switch", "use 10..600000 ms"),
+        lock_timeout_ms=_int(s, "lock_timeout_ms", 10_000, 0, 3_600_000, "switch", "use 0..3600000 ms"),
+        **_tls(s, base),  # type: ignore[arg-type]
+    )
 
 
 def _toml_field(field: str) -> str:
@@ -146,36 +312,49 @@ def _toml_field(field: str) -> str:
     return "backend" if field == "backends" else field
 
 
-def parse(data: dict, base: Path | None = None) -> Settings:
-    """Validate a parsed TOML document (relative paths from folder `base`); raise ConfigFileError on the first bad field."""
-    vip = data.get("vip", {})
-    backends, health_addresses = _backends(data)
-    flows = data.get("flows", {})
+def _lb(data: Mapping, backends: tuple[Backend, ...]) -> LbConfig:
+    vip, flows = _section(data, "vip"), _section(data, "flows")
     net = _network(vip.get("client_net", "10.0.0.0/24"), "vip.client_net")
     try:
-        lb = LbConfig(
+        return LbConfig(
             vip=_address(vip.get("address", "10.0.0.1"), "vip.address"),
-            vip_port=int(_get(vip, "port", int, 80, "vip")),
+            vip_port=_int(vip, "port", 80, 1, 65535, "vip", "use a TCP port in 1..65535"),
             backends=backends,
-            idle_timeout_us=int(_get(flows, "idle_timeout_s", int, 60, "flows")) * 1_000_000,
-            flow_table_bits=int(_get(flows, "table_bits", int, 16, "flows")),
-            client_port=int(_get(vip, "client_port", int, 1, "vip")),
+            idle_timeout_us=_int(flows, "idle_timeout_s", 60, 1, 100_000_000, "flows", "use 1..100000000 s") * 1_000_000,
+            flow_table_bits=_int(flows, "table_bits", 16, 1, 20, "flows", "use 1..20 (2..1M flow slots)"),
+            client_port=_int(vip, "client_port", 1, 1, CPU_PORT - 1, "vip", f"use a switch port in 1..{CPU_PORT - 1} ({CPU_PORT} is the CPU port)"),
             client_net=net[0],
             client_prefix=net[1],
             client_mac=_mac(vip.get("client_mac", "00:00:00:00:01:01"), "vip.client_mac"),
         )
     except ConfigError as exc:
         raise ConfigFileError(_toml_field(exc.field), exc.value, exc.fix) from None
-    active = _range(int(_get(data, "active", int, len(backends), "")), 0, len(backends), "active", f"use 0..{len(backends)} (number of backends)")
-    return Settings(lb, _health(data), _switch(data, base), active, health_addresses)
+
+
+def parse(data: Mapping, base: Path | None = None) -> Settings:
+    """Validate a parsed TOML document (relative paths from folder `base`); raise ConfigFileError on the first bad field."""
+    if not isinstance(data, dict):
+        raise ConfigFileError("config", data, "give a TOML document")
+    _known(data, TOP_KEYS, "")
+    backends, health_addresses, health_ports = _backends(data)
+    lb = _lb(data, backends)
+    active = _int(data, "active", len(backends), 0, len(backends), "", f"use 0..{len(backends)} (number of backends)")
+    return Settings(lb, _health(data, base), _switch(data, base), active, health_addresses, health_ports)
 
 
 def load(path: Path) -> Settings:
     """Read and validate a TOML file."""
     try:
-        data = tomllib.loads(Path(path).read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigFileError(str(path), "(file)", f"fix the TOML syntax: {exc}") from None
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(str(path), "(file)", f"save it as UTF-8 (byte {exc.start} is not UTF-8)") from None
     except OSError as exc:
         raise ConfigFileError("config", str(path), f"give a readable file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(str(path), "(file)", f"fix the TOML syntax: {exc}") from None
+    except RecursionError:
+        raise ConfigFileError(str(path), "(file)", "nest arrays and tables less deeply") from None
     return parse(data, Path(path).resolve().parent)
+

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from p4lb.controller.errors import ConfigFileError, SwitchError
+from p4lb.controller.errors import ConfigFileError, GrpcCode, SwitchError
 from p4lb.model.config import LbConfig
 from p4lb.model.ops import Write
 from p4lb.model.p4lb import FREE, FlowEntry, P4lbState, SlotState, is_open, p4lb_write
 from p4lb.model.packet import DropReason
 
 if TYPE_CHECKING:
-    from p4lb.controller.p4rt import P4rt
+    from p4lb.controller.p4rt import P4rt, Tls
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ CPU_READ, CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT, CPU_SCAN = 1, 2, 3, 4  # cpu_out
 SCAN_WIDTH = 64  # slots per CPU_SCAN answer (p4/p4lb.p4)
 SCAN_SLOT = struct.Struct("!BB6s6s")  # flow_scan_t: flow_state, flow_backend, flow_key, flow_last_seen
 SCAN_WINDOW = 64  # CPU_SCAN requests in flight
+BATCHED = frozenset({"rr_member", "rr_group"})  # table writes that may share one P4Runtime Write (staged version only)
+MODEL_LOG = 10_000  # writes the model switch remembers (a dry-run loop must not grow without bound)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class Switch(Protocol):
 
     def install_pipeline(self) -> None: ...
     def write(self, w: Write) -> None: ...
+    def write_batch(self, ws: list[Write]) -> None: ...
     def install_backends(self, cfg: LbConfig) -> None: ...
     def read(self, full: bool = True) -> SwitchView: ...
     def open_flows(self) -> dict[int, FlowEntry]: ...
@@ -53,14 +58,14 @@ class Switch(Protocol):
 
 
 class ModelSwitch:
-    """The executable model standing in for the switch; records every write in order."""
+    """The executable model standing in for the switch; records the last MODEL_LOG writes in order."""
 
     def __init__(self, cfg: LbConfig) -> None:
         self.cfg = cfg
         self.state = P4lbState()
         self.deployed = False
         self.installed: LbConfig | None = None
-        self.log: list[Write] = []
+        self.log: deque[Write] = deque(maxlen=MODEL_LOG)
 
     def install_pipeline(self) -> None:
         self.deployed = True
@@ -75,6 +80,11 @@ class ModelSwitch:
         if w.target == "vip":
             self.deployed = True
         self.log.append(w)
+
+    def write_batch(self, ws: list[Write]) -> None:
+        """Table writes of the staged version, in order."""
+        for w in ws:
+            self.write(w)
 
     def open_flows(self) -> dict[int, FlowEntry]:
         """The open flow slots (slot -> entry), idle timeout applied at the model's clock."""
@@ -103,12 +113,12 @@ class ModelSwitch:
 class P4RuntimeSwitch:
     """BMv2 over P4Runtime (one `P4rt` session). Table, register, counter and action names are the model's."""
 
-    def __init__(self, grpc: str, device_id: int, election_id: tuple[int, int], p4info: str, bmv2_json: str, cfg: LbConfig) -> None:
-        from p4lb.controller.p4rt import P4rt  # noqa: PLC0415  (p4runtime-shell only on the real-switch path)
+    def __init__(self, grpc: str, device_id: int, election_id: tuple[int, int], p4info: str, bmv2_json: str, cfg: LbConfig, timeout_s: float = 2.0, tls: Tls | None = None) -> None:
+        from p4lb.controller.p4rt import P4rt  # noqa: PLC0415  (gRPC only on the real-switch path)
 
         self.cfg = cfg
         self.files = (Path(p4info), Path(bmv2_json))
-        self.rt = P4rt(grpc, device_id, election_id)
+        self.rt = P4rt(grpc, device_id, election_id, timeout_s, tls)
 
     def preflight(self) -> None:
         """Check the local P4Info against the config before anything is written; no connection is made."""
@@ -152,16 +162,31 @@ class P4RuntimeSwitch:
         """One register access through the CPU port, waited for (so it is done before the next write)."""
         rt = self._ready()
         rt.packet_out({"op": op, "index": index, "value": value})
+        deadline = time.monotonic() + rt.timeout_s  # one deadline for the answer, stray PacketIns included
         for _ in range(8):
-            got = rt.packet_in()
+            got = rt.packet_in(max(0.0, deadline - time.monotonic()))
             if got.get("op") == op and got.get("index") == index:
                 return got
             log.debug("stray PacketIn %s", got)
-        raise SwitchError(f"no answer to CPU-port request op={op} index={index} from {rt.addr}")
+        raise SwitchError(f"no answer to CPU-port request op={op} index={index} from {rt.addr}", GrpcCode.DEADLINE_EXCEEDED)
 
     def read_slot(self, slot: int) -> dict[str, int]:
         """flow_state, flow_key, flow_backend, flow_last_seen of one slot, rr_next0/1, idle_timeout, now."""
         return self.cpu(CPU_READ, slot)
+
+    def write_batch(self, ws: list[Write]) -> None:
+        """Table writes of the staged version (rr_member, rr_group) in one P4Runtime Write: they touch only the
+        version no packet reads, so the order the switch applies them in does not matter (P7)."""
+        rt = self._ready()
+        if any(w.target not in BATCHED for w in ws):
+            raise SwitchError(f"only {', '.join(sorted(BATCHED))} writes can be batched", GrpcCode.INVALID_ARGUMENT)
+        rt.upsert_many([self._entry(w) for w in ws])
+
+    def _entry(self, w: Write) -> tuple[str, dict[str, int], str, dict[str, int]]:
+        """The table entry of a staged table write."""
+        if w.target == "rr_group":
+            return "rr_group", {"meta.lb.version": w.index[0]}, "set_group", {"size": w.value}
+        return "rr_member", {"meta.lb.version": w.index[0], "meta.lb.position": w.index[1]}, "set_member", {"backend": w.value}
 
     def write(self, w: Write) -> None:
         """One atomic write, as the model names it."""

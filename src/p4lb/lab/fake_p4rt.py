@@ -524,8 +524,9 @@ class _Faults:
 class FakeP4Runtime(p4runtime_pb2_grpc.P4RuntimeServicer):
     """A P4Runtime server for one device running p4lb.p4 as the model; start() on 127.0.0.1, port 0 by default."""
 
-    def __init__(self, device_id: int = 0, port: int = 0, clock_us: Callable[[], int] | None = None, workers: int = 32) -> None:
+    def __init__(self, device_id: int = 0, port: int = 0, clock_us: Callable[[], int] | None = None, workers: int = 32, tls: tuple[bytes, bytes] | None = None) -> None:
         self.device_id = device_id
+        self.tls = tls  # (private key, certificate chain) PEM: serve TLS instead of plaintext
         self.device = ModelDevice(clock_us)
         self.port = port
         self.workers = workers
@@ -546,7 +547,8 @@ class FakeP4Runtime(p4runtime_pb2_grpc.P4RuntimeServicer):
         """Listen on 127.0.0.1 (the same port again after a restart)."""
         server = grpc.server(ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fake-p4rt"))
         p4runtime_pb2_grpc.add_P4RuntimeServicer_to_server(self, server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        where = f"127.0.0.1:{self.port}"
+        self.port = server.add_secure_port(where, grpc.ssl_server_credentials([self.tls])) if self.tls else server.add_insecure_port(where)
         if not self.port:
             raise OSError("fake P4Runtime server could not bind 127.0.0.1")
         server.start()

@@ -1,0 +1,108 @@
+"""The health loop: probe every backend each interval, then make the switch match the verdicts in one plan.
+
+Every round re-reads the operator's sets and the switch's committed group and plans from what the switch really
+holds, so the loop repairs any difference on its own: a plan cut short by a kill, a switch that restarted (its
+pipeline gone: deployed again), an operator's manual fail or heal. All verdict changes of a round go into one plan
+and one commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from p4lb.controller.controller import Applied, Controller
+from p4lb.controller.errors import LockError, StateFileError, SwitchError
+from p4lb.controller.health import HealthMonitor, Prober
+from p4lb.model.pool import Pool
+
+if TYPE_CHECKING:
+    from p4lb.controller.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+METRICS_SCAN_S = 10.0  # the open-flows scan (1,024 CPU-port requests on BMv2) runs at most this often
+
+
+def with_verdicts(pool: Pool, verdicts: Mapping[int, bool]) -> Pool:
+    """The operator's sets with the checker's verdicts as the healthy set (other sets unchanged)."""
+    up = {b for b, ok in verdicts.items() if ok and 1 <= b <= pool.n}
+    down = {b for b, ok in verdicts.items() if not ok}
+    return Pool(pool.n, pool.active, frozenset((pool.healthy - down) | up), pool.draining)
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one round did."""
+
+    probe_s: float  # the probes (at most the interval)
+    total_s: float  # probes and the switch
+    applied: Applied | None  # None when the switch could not be reached
+
+
+class HealthLoop:
+    """Probes, converges, exports; one round at a time on the caller's thread."""
+
+    def __init__(self, ctl: Controller, prober: Prober | None = None, metrics: Metrics | None = None) -> None:
+        s = ctl.settings
+        self.ctl = ctl
+        self.metrics = metrics
+        pool = ctl.current_pool()
+        initial = {b: b in pool.healthy for b in range(1, s.lb.n + 1)}
+        observe = metrics.observe_probe if metrics is not None else None
+        self.monitor = HealthMonitor(s.health_addresses, s.health, initial=initial, prober=prober, ports=s.health_ports, observe=observe)
+        self.last_scan = float("-inf")
+
+    def round(self) -> RoundResult:
+        """Probe every backend, then one converge of the switch to the verdicts."""
+        started = time.monotonic()
+        self.monitor.round()
+        probed = time.monotonic()
+        applied = self._converge(dict(self.monitor.verdicts()))
+        self._export()
+        return RoundResult(probed - started, time.monotonic() - started, applied)
+
+    def _converge(self, verdicts: dict[int, bool]) -> Applied | None:
+        """The switch made to match the verdicts; switch, lock and state file errors are logged and retried next round."""
+        def update(pool: Pool) -> Pool:
+            return with_verdicts(pool, verdicts)
+
+        try:
+            applied = self.metrics.converge(self.ctl, update, "health") if self.metrics is not None else self.ctl.converge(update, "health")
+        except (SwitchError, LockError, StateFileError) as exc:
+            log.error("health round: %s; retrying next round", exc)
+            return None
+        if applied.writes:
+            changed = applied.before.healthy ^ applied.after.healthy
+            reasons = "; ".join(f"{b}: {self.monitor.reasons.get(b, '')}" for b in sorted(changed))
+            log.warning("health: %d writes, group now %s (%s)", len(applied.writes), list(applied.after.members()), reasons or "reconciled")
+        return applied
+
+    def _export(self) -> None:
+        """Refresh the metrics' switch snapshot: counters every round, the open-flows scan every METRICS_SCAN_S."""
+        if self.metrics is None:
+            return
+        scan = time.monotonic() - self.last_scan >= METRICS_SCAN_S
+        if scan:
+            self.last_scan = time.monotonic()
+        self.metrics.update_from(self.ctl, scan=scan)
+
+    def run(self, rounds: int = 0, stop: threading.Event | None = None) -> int:
+        """Rounds every interval (half of it while a verdict is pending) until `rounds` (0: forever) or `stop`."""
+        n = 0
+        try:
+            while (rounds == 0 or n < rounds) and not (stop is not None and stop.is_set()):
+                res = self.round()
+                n += 1
+                pause = max(0.0, self.monitor.next_delay() - res.total_s)
+                if stop is not None:
+                    stop.wait(pause)
+                else:
+                    time.sleep(pause)
+        finally:
+            self.monitor.close()
+        return n
