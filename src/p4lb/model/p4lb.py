@@ -62,6 +62,8 @@ class Variant:
     evict_on_collision: bool = False  # P6: a new SYN takes the slot of another open flow
     in_place_updates: bool = False  # P7: the controller rewrites the live version instead of staging
     refuse_uncounted: bool = False  # P8: a SYN refused for a full slot is dropped without being counted
+    uncounted_drops: bool = False  # P3/P4b/P8 (tests): every drop keeps its reason but lb_drops never goes up
+    refuse_stale: bool = False  # P3/P8 (tests): a SYN is refused if its slot holds any other flow, even a closing or expired one
 
     def name(self) -> str:
         """The mutant's name, or p4lb."""
@@ -129,6 +131,14 @@ def _send(cfg: LbConfig, st: P4lbState, backend: int, admitted: bool = False) ->
 
 def p4lb_packet(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tuple[P4lbState, Outcome]:
     """One TCP packet to the VIP."""
+    after, out = _ingress(cfg, var, st, pkt)
+    if var.uncounted_drops:  # the mutant never applies the lb_drops counter
+        after = replace(after, lb_drops=st.lb_drops)
+    return after, out
+
+
+def _ingress(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tuple[P4lbState, Outcome]:
+    """One TCP packet to the VIP, before the uncounted_drops mutant's change."""
     t = max(pkt.time_us, st.now)
     st = replace(st, now=t)
     cls = pkt.flag_class
@@ -142,7 +152,8 @@ def p4lb_packet(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tupl
         state = SlotState.CLOSING if cls is FlagClass.CLOSE else SlotState.OPEN
         return _send(cfg, _put(st, slot, replace(e, state=state, last_seen=t)), e.backend)
     if cls is FlagClass.SYN:
-        return _new_flow(cfg, var, st, pkt, slot, is_open(e, t, cfg.idle_timeout_us) and not mine)
+        held = is_open(e, t, cfg.idle_timeout_us) or var.refuse_stale and e.state != SlotState.FREE
+        return _new_flow(cfg, var, st, pkt, slot, held and not mine)
     if live and mine and e.state == SlotState.CLOSING:
         return _send(cfg, _put(st, slot, replace(e, last_seen=t)), e.backend)
     if var.midflow_pickup and st.rr_group[st.vip]:

@@ -157,7 +157,7 @@ class P4lbEncoding:
         live = z3.And(fs != FREE, t - fl <= self.timeout)
         mine = fk == key
         established = z3.And(live, mine, fs == OPEN, z3.Not(pkt.syn) if var.resyn_redispatch else z3.BoolVal(True))
-        occupied = z3.And(live, fs == OPEN, z3.Not(mine))
+        occupied = z3.And(fs != FREE if var.refuse_stale else z3.And(live, fs == OPEN), z3.Not(mine))
         refuse = z3.And(pkt.syn, occupied) if not var.evict_on_collision else z3.BoolVal(False)
         ver = sw["vip"]
         size, mem, _ = self.group(s, ver)
@@ -191,7 +191,7 @@ class P4lbEncoding:
         post["rr_next0"] = z3.If(z3.And(moved, z3.Not(ver)), nxt2, sw["rr_next0"])
         post["rr_next1"] = z3.If(z3.And(moved, ver), nxt2, sw["rr_next1"])
         post["now"] = t
-        counted = z3.And(fate == FATE_DROP, z3.Or(*[rsn == reason(r) for r in COUNTED]))
+        counted = z3.And(z3.BoolVal(not var.uncounted_drops), fate == FATE_DROP, z3.Or(*[rsn == reason(r) for r in COUNTED]))
         post["lb_drops"] = z3.If(counted, z3.Store(sw["lb_drops"], rsn, sw["lb_drops"][rsn] + 1), sw["lb_drops"])
         post["backend_flows"] = z3.If(z3.And(c_syn, dispatch), z3.Store(sw["backend_flows"], b, sw["backend_flows"][b] + 1), sw["backend_flows"])
         occ_open = z3.And(fk != key, open_at(s.spec, fk, t, self.timeout))
