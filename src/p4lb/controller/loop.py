@@ -78,8 +78,8 @@ class HealthLoop:
             return None
         if applied.writes:
             changed = applied.before.healthy ^ applied.after.healthy
-            reasons = "; ".join(f"{b}: {self.monitor.reasons.get(b, '')}" for b in sorted(changed))
-            log.warning("health: %d writes, group now %s (%s)", len(applied.writes), list(applied.after.members()), reasons or "reconciled")
+            ops = ", ".join(f"{'heal' if b in applied.after.healthy else 'fail'} {b} ({self.monitor.reasons.get(b, '')})" for b in sorted(changed))
+            log.warning("commit: %s: %d writes, group now %s", ops or "reconcile", len(applied.writes), list(applied.after.members()))
         return applied
 
     def _export(self) -> None:

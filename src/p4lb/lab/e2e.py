@@ -98,9 +98,8 @@ class E2E:
         return (self.tmp / "run.log").read_text()
 
     def transitions(self, op: str) -> int:
-        """How many times the loop has logged the transition `op` ("fail 3"): its own line, "fail 3: REASON (N
-        writes)", not the controller's "fail 3: N writes, committed ..." that -v adds."""
-        return sum(1 for line in self.loop_text().splitlines() if f" {op}: " in line and line.rstrip().endswith("writes)"))
+        """How many of the loop's commits carried the transition `op` ("fail 3"): lines "commit: fail 3 (REASON), ...: N writes"."""
+        return sum(1 for line in self.loop_text().splitlines() if "commit: " in line and f"{op} (" in line.split("commit: ", 1)[1])
 
     def stop_loop(self) -> None:
         """Kill the health loop (SIGKILL: no clean-up of any kind)."""
