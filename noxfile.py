@@ -24,9 +24,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff."""
-    session.install("ruff")
+    """ruff; mypy --strict on model/ and verify/ (config in pyproject.toml)."""
+    session.install("ruff", "mypy", "-e", ".")
     session.run("ruff", "check", ".")
+    session.run("mypy")
 
 
 @nox.session

@@ -30,7 +30,7 @@ def flow_index(src_ip: int, dst_ip: int, proto: int, src_port: int, dst_port: in
     """hash(crc16, base 0, max 2**bits) of the 5-tuple: BMv2 returns base + (crc % max)."""
     symbolic = getattr(src_ip, "flow_index", None)  # a symbolic address hashes itself (verify.symbolic)
     if symbolic is not None:
-        return symbolic(dst_ip, proto, src_port, dst_port, bits)
+        return symbolic(dst_ip, proto, src_port, dst_port, bits)  # type: ignore[no-any-return]
     return crc16(five_tuple_bytes(src_ip, dst_ip, proto, src_port, dst_port)) % (1 << bits)
 
 

@@ -31,6 +31,7 @@ class Design:
 
     def initial(self, pool: Pool) -> Any:
         """The switch state after deployment with `pool`."""
+        st: Any
         if self.is_seed:
             st = SeedState()
             for w in seed_plan(st, Pool.initial(SEED_BACKENDS), pool):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from p4lb.model.errors import ConfigError
 from p4lb.model.pool import Pool, fmt_set, with_sets
@@ -112,7 +114,7 @@ class Configure:
 Op = Scale | Fail | Heal | Drain | Undrain | Configure
 
 
-def op_to_json(op: Op) -> dict:
+def op_to_json(op: Op) -> dict[str, Any]:
     """JSON form of an operation."""
     if isinstance(op, Configure):
         return {"op": "configure", "active": sorted(op.active), "healthy": sorted(op.healthy), "draining": sorted(op.draining)}
@@ -121,13 +123,14 @@ def op_to_json(op: Op) -> dict:
     return {"op": type(op).__name__.lower(), "backend": op.backend}
 
 
-def op_from_json(data: dict) -> Op:
+def op_from_json(data: dict[str, Any]) -> Op:
     """Inverse of op_to_json."""
     kind = data.get("op")
     if kind == "configure":
         return Configure(frozenset(data["active"]), frozenset(data["healthy"]), frozenset(data.get("draining", [])))
     if kind == "scale":
         return Scale(int(data["active"]))
+    table: dict[str, Callable[[int], Op]]
     table = {"fail": Fail, "heal": Heal, "drain": Drain, "undrain": Undrain}
     if kind not in table:
         raise ConfigError("op", kind, f"use one of configure, scale, {', '.join(table)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TypedDict, Unpack
 
 from p4lb.model.errors import ConfigError
 
@@ -46,6 +47,14 @@ def fmt_set(values: frozenset[int]) -> str:
     return "{" + ",".join(str(v) for v in sorted(values)) + "}"
 
 
-def with_sets(pool: Pool, **changes: frozenset[int]) -> Pool:
+class PoolSets(TypedDict, total=False):
+    """The sets `with_sets` may replace (typing only)."""
+
+    active: frozenset[int]
+    healthy: frozenset[int]
+    draining: frozenset[int]
+
+
+def with_sets(pool: Pool, **changes: Unpack[PoolSets]) -> Pool:
     """A copy of `pool` with some sets replaced."""
     return replace(pool, **changes)

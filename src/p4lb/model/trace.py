@@ -152,7 +152,7 @@ class Trace:
             run.step(s)
         return run
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """JSON form."""
         return {
             "design": self.design,
@@ -171,7 +171,7 @@ class Trace:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
-    def from_json(cls, data: dict) -> Trace:
+    def from_json(cls, data: dict[str, Any]) -> Trace:
         """Inverse of to_json."""
         n = int(data["n"])
         p = data["pool"]
@@ -186,7 +186,7 @@ class Trace:
         return cls.from_json(json.loads(Path(path).read_text()))
 
 
-def step_to_json(s: Step) -> dict:
+def step_to_json(s: Step) -> dict[str, Any]:
     """JSON form of one step."""
     if isinstance(s, Packet):
         return {"packet": {"src": ip_str(s.src_ip), "sport": s.src_port, "flags": flags_str(s.flags), "time_us": s.time_us}}
@@ -198,7 +198,7 @@ def step_to_json(s: Step) -> dict:
     return {"write": w}
 
 
-def step_from_json(data: dict, n: int) -> Step:
+def step_from_json(data: dict[str, Any], n: int) -> Step:
     """Inverse of step_to_json."""
     if "packet" in data:
         p = data["packet"]

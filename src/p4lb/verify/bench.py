@@ -8,12 +8,13 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 
-def measure(design: str, n: int) -> tuple[dict, float, float]:
+def measure(design: str, n: int) -> tuple[dict[str, Any], float, float]:
     """Run the prover in a child process: (report, wall seconds, peak RSS in MiB)."""
     cmd = [sys.executable, "-m", "p4lb.verify", "prove", "--design", design, "-n", str(n), "--no-mutants", "--json", "--out", os.devnull + ".d"]
     start = time.monotonic()

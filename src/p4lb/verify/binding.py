@@ -68,7 +68,7 @@ class SymFlows:
         a = {k: SymArray(v, self.ex, _int(self.ex) if k == "flow_last_seen" else _bv(self.ex)) for k, v in self.arrays.items()}
         return FlowEntry(*(a[k].get(slot) for k in self.NAMES))
 
-    def __or__(self, updates: dict) -> SymFlows:
+    def __or__(self, updates: dict[Any, FlowEntry]) -> SymFlows:
         arrays = dict(self.arrays)
         for slot, e in updates.items():
             for name, value in zip(self.NAMES, (e.state, e.key, e.backend, e.last_seen), strict=True):
@@ -82,11 +82,11 @@ def p4lb_state(sw: dict[str, z3.ExprRef], ex: Explorer, version: Any) -> P4lbSta
     bv = _bv(ex)
     return P4lbState(
         vip=version,
-        rr_group=(bv(sw["rr_group0"]), bv(sw["rr_group1"])),
+        rr_group=(bv(sw["rr_group0"]), bv(sw["rr_group1"])),  # type: ignore[arg-type]
         rr_member=SymPerVersion((sw["rr_member0"], sw["rr_member1"]), ex, bv),  # type: ignore[arg-type]
-        rr_next=(bv(sw["rr_next0"]), bv(sw["rr_next1"])),
+        rr_next=(bv(sw["rr_next0"]), bv(sw["rr_next1"])),  # type: ignore[arg-type]
         flows=SymFlows({k: sw[k] for k in SymFlows.NAMES}, ex),  # type: ignore[arg-type]
-        lb_drops=tuple(SymInt(sw["lb_drops"][z3.BitVecVal(i, 3)], ex) for i in range(8)),  # type: ignore[arg-type]
+        lb_drops=tuple(SymInt(sw["lb_drops"][z3.BitVecVal(i, 3)], ex) for i in range(8)),  # type: ignore[misc]
         backend_flows=SymArray(sw["backend_flows"], ex, _int(ex)),  # type: ignore[arg-type]
         now=SymInt(sw["now"], ex),  # type: ignore[arg-type]
     )
@@ -165,14 +165,18 @@ def hasher(h: Hash, cfg: LbConfig) -> Callable[..., SymBV]:
 
 def _differs(paths: list[Path], model_terms: Callable[[Any], dict[str, z3.ExprRef]], enc: dict[str, z3.ExprRef]) -> tuple[z3.BoolRef, list[tuple[str, z3.BoolRef]]]:
     """A formula true where the encoding and the model disagree on some named term, and the per-name parts."""
-    parts = []
+    parts: list[tuple[str, z3.BoolRef]] = []
     for name, term in enc.items():
-        merged = merge(paths, lambda r, name=name: model_terms(r)[name])
+
+        def pick(r: Any, name: str = name) -> z3.ExprRef:
+            return model_terms(r)[name]
+
+        merged = merge(paths, pick)
         parts.append((name, term != merged))
     return z3.Or(*[p for _, p in parts]), parts
 
 
-def _check(design: str, step: str, paths: list[Path], ex: Explorer, assume: list[z3.BoolRef], differs: tuple[z3.BoolRef, list], start: float) -> BindingResult:
+def _check(design: str, step: str, paths: list[Path], ex: Explorer, assume: list[z3.BoolRef], differs: tuple[z3.BoolRef, list[tuple[str, z3.BoolRef]]], start: float) -> BindingResult:
     """unsat(assume /\\ differs) and every 'fits' side condition: equal; else the first differing name."""
     s = z3.Solver()
     s.set("timeout", QUERY_TIMEOUT_MS)

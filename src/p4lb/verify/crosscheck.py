@@ -147,7 +147,7 @@ class _Template:
         for j, ((c, _, _), r) in enumerate(zip(self.consts, renamed, strict=True)):
             src[j], dst[j] = c.as_ast(), r.as_ast()
 
-        def sub(x: z3.ExprRef, _keep: list = renamed) -> z3.ExprRef:
+        def sub(x: z3.ExprRef, _keep: list[z3.ExprRef] = renamed) -> z3.ExprRef:
             """z3.substitute without its per-pair checks (sorts equal by construction); _keep holds the new constants."""
             return z3.z3._to_expr_ref(z3.Z3_substitute(x.ctx_ref(), x.as_ast(), n, src, dst), x.ctx)
 
@@ -306,7 +306,7 @@ def z3_outcomes(design: Design, pool: Pool, steps: list[Step]) -> list[Outcome |
     return outs
 
 
-def comparable(o: Outcome) -> tuple:
+def comparable(o: Outcome) -> tuple[Fate, int, DropReason]:
     """What both sides must agree on."""
     return (o.fate, o.backend if o.fate is not Fate.DROP else 0, o.reason)
 
@@ -376,7 +376,7 @@ def _time(run: Run, design: Design, pkt: Packet, s: Send) -> int:
     e = None if design.is_seed else run.state.flows.get(design.slot(pkt))
     if s.edge is None or e is None or e.state == SlotState.FREE:
         return now + s.dt
-    return max(now, e.last_seen + design.cfg.idle_timeout_us + s.edge)
+    return int(max(now, e.last_seen + design.cfg.idle_timeout_us + s.edge))
 
 
 def _send(c: Concrete, design: Design, keys: tuple[int, ...], s: Send) -> None:
@@ -395,6 +395,7 @@ def _send(c: Concrete, design: Design, keys: tuple[int, ...], s: Send) -> None:
     res = c.run.step(pkt)
     c.steps.append(pkt)
     out = res.outcome
+    assert out is not None  # a packet step always has an outcome
     if out.reason is DropReason.FLOW_TABLE_FULL:
         c.reached.add("refusals")
     if out.reason is DropReason.NO_ELIGIBLE:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import z3
 
@@ -195,9 +197,9 @@ class Branch:
     guard: z3.BoolRef
     sw: dict[str, z3.ExprRef]
     spec: dict[str, z3.ExprRef]
-    weak: object = None  # (positions, backends) -> a weaker guard, instantiated only at those terms (for induction)
+    weak: Callable[[list[Any], list[Any]], z3.BoolRef] | None = None  # (positions, backends) -> a weaker guard, instantiated only at those terms (for induction)
 
-    def guard_at(self, positions: list, backends: list) -> z3.BoolRef:
+    def guard_at(self, positions: list[Any], backends: list[Any]) -> z3.BoolRef:
         """The guard for an induction query: exact, or its instances at the given terms (weaker, so still sound)."""
         return self.guard if self.weak is None else self.weak(positions, backends)
 
@@ -217,7 +219,7 @@ class StepEnc:
     out: Out
     occupant_open: z3.BoolRef  # the packet's slot holds a different flow that is open (designs that store keys)
     counted: z3.BoolRef  # the lb_drops counter at the outcome's reason went up by one (False for designs without counters)
-    record_changed: callable  # key term -> BoolRef: that key's per-flow record differs between pre and post
-    slot_of: callable  # key term -> slot term
+    record_changed: Callable[[z3.ExprRef], z3.BoolRef]  # key term -> BoolRef: that key's per-flow record differs between pre and post
+    slot_of: Callable[[z3.ExprRef], z3.ExprRef]  # key term -> slot term
     inputs: dict[str, z3.ExprRef] = field(default_factory=dict)
     branches: list[Branch] = field(default_factory=list)

@@ -15,7 +15,7 @@ from p4lb.model.p4lb import P4LB, Variant
 from p4lb.model.packet import Packet
 from p4lb.model.pool import Pool
 from p4lb.model.spec import Prop
-from p4lb.model.trace import OpStep, Trace, WriteStep
+from p4lb.model.trace import OpStep, Step, Trace, WriteStep
 from p4lb.verify.encoding import B8, StepEnc, Sym
 from p4lb.verify.errors import ReplayError
 from p4lb.verify.invariants import Watched, clause_names, clauses_at, conj, terms, watched_clauses
@@ -163,25 +163,25 @@ def bmc(task: Task) -> Result:
 
 
 def _val(m: z3.ModelRef, t: z3.ExprRef) -> int:
-    return m.eval(t, model_completion=True).as_long()
+    return int(m.eval(t, model_completion=True).as_long())
 
 
 def _bool(m: z3.ModelRef, t: z3.ExprRef) -> bool:
-    return z3.is_true(m.eval(t, model_completion=True))
+    return bool(z3.is_true(m.eval(t, model_completion=True)))
 
 
 def _set(m: z3.ModelRef, arr: z3.ExprRef, n: int) -> frozenset[int]:
     return frozenset(b for b in range(1, n + 1) if _bool(m, arr[z3.BitVecVal(b, 8)]))
 
 
-def _pool(m: z3.ModelRef, spec: dict, n: int) -> Pool:
+def _pool(m: z3.ModelRef, spec: dict[str, z3.ExprRef], n: int) -> Pool:
     return Pool(n, _set(m, spec["active"], n), _set(m, spec["healthy"], n), _set(m, spec["draining"], n))
 
 
 def extract(task: Task, enc: Encoding, m: z3.ModelRef, states: list[Sym], steps: list[StepEnc]) -> Trace:
     """Turn a satisfying assignment into a concrete trace of packets and controller steps."""
     n = enc.n
-    out = []
+    out: list[Step] = []
     for i, e in enumerate(steps):
         kind = _val(m, e.inputs["kind"])
         post = states[i + 1]

@@ -95,7 +95,7 @@ class Watched:
         return cls(z3.BitVec("j_star", 8), z3.BitVec("b_star", 8), z3.BitVec("k_star", 48), z3.BitVec("slot_star", enc.cfg.flow_table_bits))
 
 
-def terms(enc: P4lbEncoding, s: Sym, e: StepEnc, w: Witness, watched: Watched) -> tuple[list, list, list, list]:
+def terms(enc: P4lbEncoding, s: Sym, e: StepEnc, w: Witness, watched: Watched) -> tuple[list[z3.ExprRef], list[z3.ExprRef], list[z3.ExprRef], list[z3.ExprRef]]:
     """Positions, backends, keys and slots to instantiate the clauses of state s at."""
     size, mem, nxt = enc.group(s, s.sw["vip"])
     i, nxt2 = enc.dispatch_positions(s)
@@ -111,7 +111,7 @@ def terms(enc: P4lbEncoding, s: Sym, e: StepEnc, w: Witness, watched: Watched) -
     return positions, backends, keys, slots
 
 
-def clauses_at(enc: P4lbEncoding, s: Sym, positions: list, backends: list, keys: list, slots: list) -> list[Clause]:
+def clauses_at(enc: P4lbEncoding, s: Sym, positions: list[z3.ExprRef], backends: list[z3.ExprRef], keys: list[z3.ExprRef], slots: list[z3.ExprRef]) -> list[Clause]:
     """Every clause family at every given term."""
     out = list(global_clauses(enc, s))
     for j in positions:

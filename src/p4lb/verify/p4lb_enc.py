@@ -84,7 +84,7 @@ class P4lbEncoding:
         sw = s.sw
         return pick(ver, sw["rr_group0"], sw["rr_group1"]), pick(ver, sw["rr_member0"], sw["rr_member1"]), pick(ver, sw["rr_next0"], sw["rr_next1"])
 
-    def planned(self, spec: dict, b: z3.ExprRef) -> z3.BoolRef:
+    def planned(self, spec: dict[str, z3.ExprRef], b: z3.ExprRef) -> z3.BoolRef:
         """The set the planner lists (the eligible set, or a mutant's wrong set)."""
         rng = z3.And(z3.UGE(b, 1), z3.ULE(b, self.n))
         if self.var.eligible_ignores_health:
@@ -93,16 +93,16 @@ class P4lbEncoding:
             return z3.And(rng, spec["healthy"][b], z3.Not(spec["draining"][b]))
         return z3.And(rng, spec["active"][b], spec["healthy"][b], z3.Not(spec["draining"][b]))
 
-    def wf_position(self, size: z3.ExprRef, mem: z3.ExprRef, pos: z3.ExprRef, spec: dict, j: z3.ExprRef) -> z3.BoolRef:
+    def wf_position(self, size: z3.ExprRef, mem: z3.ExprRef, pos: z3.ExprRef, spec: dict[str, z3.ExprRef], j: z3.ExprRef) -> z3.BoolRef:
         """Position j of the group (if used) holds a planned backend whose recorded position is j."""
         m = mem[j]
         return z3.Implies(z3.ULT(j, size), z3.And(self.planned(spec, m), pos[m] == j))
 
-    def wf_backend(self, size: z3.ExprRef, mem: z3.ExprRef, pos: z3.ExprRef, spec: dict, b: z3.ExprRef) -> z3.BoolRef:
+    def wf_backend(self, size: z3.ExprRef, mem: z3.ExprRef, pos: z3.ExprRef, spec: dict[str, z3.ExprRef], b: z3.ExprRef) -> z3.BoolRef:
         """A planned backend b sits in the group at position pos[b]."""
         return z3.Implies(self.planned(spec, b), z3.And(z3.ULT(pos[b], size), mem[pos[b]] == b))
 
-    def wellformed(self, size: z3.ExprRef, mem: z3.ExprRef, pos: z3.ExprRef, spec: dict, positions: list | None = None, backends: list | None = None) -> z3.BoolRef:
+    def wellformed(self, size: z3.ExprRef, mem: z3.ExprRef, pos: z3.ExprRef, spec: dict[str, z3.ExprRef], positions: list[z3.ExprRef] | None = None, backends: list[z3.ExprRef] | None = None) -> z3.BoolRef:
         """The group lists the planned set exactly once each (all N positions and backends, or only the given terms)."""
         positions = [bv8(i) for i in range(self.n)] if positions is None else positions
         backends = [bv8(b) for b in range(1, self.n + 1)] if backends is None else backends
@@ -119,7 +119,7 @@ class P4lbEncoding:
         i = z3.If(z3.And(z3.UGE(nxt, size), z3.BoolVal(wrap)), bv8(0), nxt)
         return i, z3.If(z3.And(z3.UGE(i + 1, size), z3.BoolVal(wrap)), bv8(0), i + 1)
 
-    def planned_changed(self, old: dict, new: dict) -> z3.BoolRef:
+    def planned_changed(self, old: dict[str, z3.ExprRef], new: dict[str, z3.ExprRef]) -> z3.BoolRef:
         """The planner's set differs (for p4lb: the eligible set changed)."""
         return z3.Or(*[self.planned(old, bv8(b)) != self.planned(new, bv8(b)) for b in range(1, self.n + 1)])
 
@@ -149,7 +149,7 @@ class P4lbEncoding:
         """The `backend` table has entries 1..N only; a miss is dropped and counted as NO_BACKEND_ENTRY."""
         return z3.And(z3.UGE(b, 1), z3.ULE(b, self.n))
 
-    def packet(self, s: Sym, pkt: PacketIn) -> tuple[dict, Out, z3.BoolRef]:
+    def packet(self, s: Sym, pkt: PacketIn) -> tuple[dict[str, z3.ExprRef], Out, z3.BoolRef]:
         """The ingress for one packet (see model.p4lb.p4lb_packet); also returns 'slot held by another live open flow'."""
         sw, var, key, t = s.sw, self.var, pkt.key, pkt.t
         slot = self.hash(key)
@@ -199,7 +199,7 @@ class P4lbEncoding:
 
     # ---- controller -----------------------------------------------------------------------------------
 
-    def new_sets(self, tag: str) -> dict:
+    def new_sets(self, tag: str) -> dict[str, z3.ExprRef]:
         """Fresh operator sets for an operation."""
         return {k: z3.Array(f"{k}_op_{tag}", B8, BOOL) for k in ("active", "healthy", "draining")}
 
@@ -228,7 +228,7 @@ class P4lbEncoding:
         guard = z3.And(base, ready, self.wellformed(size, mem, pos, spec2))
         ready_weak = ready if not atomic else z3.BoolVal(True)
 
-        def weak(positions: list, backends: list) -> z3.BoolRef:
+        def weak(positions: list[z3.ExprRef], backends: list[z3.ExprRef]) -> z3.BoolRef:
             return z3.And(base, ready_weak, self.wellformed(size, mem, pos, spec2, positions, backends))
 
         return Branch("commit", guard, post, spec2, weak)

@@ -8,7 +8,7 @@ import z3
 
 from p4lb.model.packet import DropReason
 from p4lb.model.spec import SAFE_UPDATE_PROPS, Prop
-from p4lb.verify.encoding import FATE_DROP, FATE_LOST, StepEnc, Sym, any_eligible, eligible, open_at, reason
+from p4lb.verify.encoding import FATE_DROP, FATE_LOST, Out, StepEnc, Sym, any_eligible, eligible, open_at, reason
 
 
 @dataclass
@@ -52,7 +52,7 @@ def bad(prop: Prop, s: Sym, s2: Sym, e: StepEnc, w: Witness, n: int, timeout: in
     return z3.And(e.is_packet, cond)
 
 
-def _p3_wrong(spec: dict, out, n: int, w: Witness, counted: z3.BoolRef) -> z3.BoolRef:
+def _p3_wrong(spec: dict[str, z3.ExprRef], out: Out, n: int, w: Witness, counted: z3.BoolRef) -> z3.BoolRef:
     """Not dispatched to an eligible backend while some backend (witness b1) is eligible, or not dropped-and-counted while none is."""
     none_ok = z3.And(out.fate == FATE_DROP, out.reason == reason(DropReason.NO_ELIGIBLE), counted)
     return z3.Or(

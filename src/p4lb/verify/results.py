@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from p4lb.model.spec import Prop
 from p4lb.model.trace import Trace
@@ -30,7 +31,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     trace_path: str | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """JSON form."""
         return {
             "design": self.design,

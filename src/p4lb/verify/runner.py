@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from p4lb.model.design import make_design
 from p4lb.model.spec import Prop
@@ -61,7 +62,7 @@ class Report:
             parts.append(f"mutants: {sum(r.verdict is Verdict.REFUTED for r in self.mutants)}/{len(self.mutants)} refuted")
         return "; ".join(parts)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """JSON form of the whole report."""
         return {
             "backends": self.n,
@@ -87,7 +88,10 @@ def check_p4lb(task: Task, invariants: dict[str, InductionReport]) -> Result:
         if r.verdict is Verdict.PROVEN:
             r.detail = f"invariant of {inv.clauses} clause families, induction"
             return r
-    found = bmc(task)
+    small = replace(task, n=min(task.n, MUTANT_BACKENDS))  # counterexamples are searched where they are short and fast
+    found = bmc(small)
+    if small.n != task.n:
+        found.detail = f"{found.detail} at N = {small.n}"
     if found.verdict is Verdict.UNKNOWN and not inv.ok:
         found.detail = f"invariant not inductive ({inv.failed}); {found.detail}"
     return found

@@ -65,7 +65,7 @@ class SeedEncoding:
             init_spec(s.spec, Pool.initial(N)),
         )
 
-    def packet(self, s: Sym, pkt: PacketIn) -> tuple[dict, Out]:
+    def packet(self, s: Sym, pkt: PacketIn) -> tuple[dict[str, z3.ExprRef], Out]:
         """The ingress for one packet to the VIP (see model.seed.seed_packet)."""
         sw = s.sw
         idx = self.hash(pkt.key)
@@ -103,18 +103,18 @@ class SeedEncoding:
         post = dict(sw, flowlet_select=regs, myselect=myreg, mymax=m_max)
         return post, out
 
-    def set_max(self, s: Sym, k: z3.BitVecRef) -> dict:
+    def set_max(self, s: Sym, k: z3.BitVecRef) -> dict[str, z3.ExprRef]:
         """The write set_max := k (the _max parameter of the VIP's set_max entry)."""
         return dict(s.sw, set_max=k)
 
-    def set_status(self, s: Sym, b: z3.BitVecRef, fail: z3.BoolRef) -> dict:
+    def set_status(self, s: Sym, b: z3.BitVecRef, fail: z3.BoolRef) -> dict[str, z3.ExprRef]:
         """The write set_statusB := fail."""
         sw = dict(s.sw)
         for i in range(1, N + 1):
             sw[f"fail{i}"] = z3.If(b == i, fail, s.sw[f"fail{i}"])
         return sw
 
-    def write_step(self, s: Sym, tag: str, target: str) -> tuple[dict, z3.BitVecRef, list]:
+    def write_step(self, s: Sym, tag: str, target: str) -> tuple[dict[str, z3.ExprRef], z3.BitVecRef, list[z3.BoolRef]]:
         """(post-state, the written value as a bit-vector, assumptions) of one controller write to `target`."""
         if target == "set_max":
             k = z3.BitVec(f"k_{tag}", 3)

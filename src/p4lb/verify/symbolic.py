@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from types import NotImplementedType
+from typing import Any, TypeVar
 
 import z3
 
@@ -22,6 +23,7 @@ from p4lb.verify.errors import VerifyError
 
 log = logging.getLogger(__name__)
 MAX_PATHS = 4096
+T = TypeVar("T")
 
 
 class SymbolicError(VerifyError):
@@ -40,7 +42,7 @@ class Explorer:
     obligations: list[tuple[z3.BoolRef, str]] = field(default_factory=list)
     pos: int = 0
     solver: z3.Solver = field(default_factory=z3.Solver)
-    hasher: Callable[..., Any] | None = None  # the model's flow_index on symbolic fields
+    hasher: Callable[..., SymBV] | None = None  # the model's flow_index on symbolic fields
 
     def start(self, prefix: list[bool]) -> None:
         """Begin a run that replays the decisions in `prefix`."""
@@ -54,13 +56,13 @@ class Explorer:
         self.solver.pop()
         if r == z3.unknown:
             raise SymbolicError(f"solver could not decide a branch of the model: {self.solver.reason_unknown()}")
-        return r == z3.sat
+        return bool(r == z3.sat)
 
     def decide(self, cond: z3.BoolRef) -> bool:
         """The side this run takes at a branch on `cond`."""
         cond = z3.simplify(cond)
         if z3.is_true(cond) or z3.is_false(cond):
-            return z3.is_true(cond)
+            return bool(z3.is_true(cond))
         key = cond.get_id()
         if key in self.decided:
             return self.decided[key]
@@ -155,7 +157,7 @@ class SymBV:
     @property
     def width(self) -> int:
         """Bits of the term."""
-        return self.term.size()
+        return int(self.term.size())
 
     def widened(self, width: int) -> z3.BitVecRef:
         """The term zero-extended to `width` bits."""
@@ -173,7 +175,7 @@ class SymBV:
     def _arith(self, other: object, op: Callable[[z3.BitVecRef, z3.BitVecRef], z3.BitVecRef], extra: int = 0) -> SymBV:
         pair = self._pair(other)
         if pair is None:
-            return NotImplemented
+            return NotImplemented  # type: ignore[no-any-return]  # the operator then tries the reflected one
         a, b = pair
         if extra:
             a, b = z3.ZeroExt(extra, a), z3.ZeroExt(extra, b)
@@ -217,7 +219,7 @@ class SymBV:
     def _cmp(self, other: object, op: Callable[[z3.BitVecRef, z3.BitVecRef], z3.BoolRef]) -> SymBool:
         pair = self._pair(other)
         if pair is None:
-            return NotImplemented
+            return NotImplemented  # type: ignore[no-any-return]  # the operator then tries the reflected one
         return SymBool(op(*pair), self.ex)
 
     def __eq__(self, other: object) -> SymBool:  # type: ignore[override]
@@ -274,7 +276,7 @@ class SymInt:
             return z3.IntVal(other)
         return None
 
-    def _op(self, other: object, op: Callable[[z3.ArithRef, z3.ArithRef], Any], wrap: type) -> Any:
+    def _op(self, other: object, op: Callable[[z3.ArithRef, z3.ArithRef], Any], wrap: Callable[[Any, Explorer], T]) -> T | NotImplementedType:
         t = self._t(other)
         return NotImplemented if t is None else wrap(op(self.term, t), self.ex)
 
@@ -330,7 +332,7 @@ class SymArray:
     def __getitem__(self, index: Any) -> Any:
         return self.get(index)
 
-    def __or__(self, updates: dict) -> SymArray:
+    def __or__(self, updates: dict[Any, Any]) -> SymArray:
         arr = self.arr
         for k, v in updates.items():
             arr = z3.Store(arr, index_term(k, arr.domain()), value_term(v, arr.range()))
@@ -352,7 +354,7 @@ class SymPerVersion:
         a0, a1 = (a[index_term(i, a.domain())] for a in self.arrays)
         return self.wrap(z3.If(version_term(v), a1, a0))
 
-    def __or__(self, updates: dict) -> SymPerVersion:
+    def __or__(self, updates: dict[Any, Any]) -> SymPerVersion:
         a0, a1 = self.arrays
         for (v, i), val in updates.items():
             sel = version_term(v)

@@ -19,6 +19,7 @@ from p4lb.model.packet import DropReason
 from p4lb.verify.encoding import FATE_BACKEND, FATE_DROP, StepEnc, Sym, open_at, reason
 from p4lb.verify.engine import Task, _solver, _Unroll
 from p4lb.verify.invariants import Watched, clauses_at, conj, terms
+from p4lb.verify.p4lb_enc import P4lbEncoding
 from p4lb.verify.properties import Witness
 
 KindPredicate = Callable[[Sym, StepEnc, int], z3.BoolRef]
@@ -96,6 +97,7 @@ def reach(task: Task) -> dict[str, int | None]:
 def premises(task: Task) -> dict[str, str]:
     """Is 'invariant /\\ transition /\\ invariant afterwards /\\ step of kind K' satisfiable, for each kind."""
     enc = task.encoding(real_hash=False)
+    assert isinstance(enc, P4lbEncoding)  # the inductive invariant is p4lb's
     s0, s1 = enc.fresh("a"), enc.fresh("b")
     e = enc.step(s0, s1, "v", task.atomic)
     w, watched = Witness.fresh("v"), Watched.fresh(enc)

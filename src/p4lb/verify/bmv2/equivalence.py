@@ -25,15 +25,16 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias, cast
 
 import z3
 
-from p4lb.model.config import CPU_PORT, MAX_BACKENDS, LbConfig, default_config
+from p4lb.model.config import CPU_PORT, MAX_BACKENDS, Backend, LbConfig, default_config
 from p4lb.model.crc import ip_str
 from p4lb.model.p4lb import P4LB, FlowEntry, P4lbState, SlotState, p4lb_packet
-from p4lb.model.packet import DropReason, Fate, Packet, flags_str
+from p4lb.model.packet import DropReason, Fate, Outcome, Packet, flags_str
 from p4lb.model.seed import SEED_INDEX_BITS, SeedState, seed_packet
-from p4lb.verify.bmv2.program import Program, load
+from p4lb.verify.bmv2.program import FieldRef, HashAlgo, Program, load
 from p4lb.verify.bmv2.symbolic import (
     Arbitrary,
     Choice,
@@ -41,7 +42,6 @@ from p4lb.verify.bmv2.symbolic import (
     Entry,
     Environment,
     Function,
-    HashAlgo,
     Match,
     PacketInput,
     Result,
@@ -51,7 +51,7 @@ from p4lb.verify.bmv2.symbolic import (
     fresh_input,
     hash_sym,
 )
-from p4lb.verify.encoding import B8, PacketIn, Sym, fresh_spec
+from p4lb.verify.encoding import B8, Out, PacketIn, Sym, fresh_spec
 from p4lb.verify.errors import VerifyError
 from p4lb.verify.p4lb_enc import P4lbEncoding
 from p4lb.verify.seed_enc import SeedEncoding
@@ -231,7 +231,7 @@ def backend_entries(prog: Program, cfg: LbConfig, table: str, action: str, n: in
     return Entries([Entry((Match(b.id),), a, (b.mac, b.ip, b.port)) for b in cfg.backends[:n]])
 
 
-def backend_of(cfg: LbConfig, b: z3.BitVecRef, pick: Callable) -> z3.ExprRef:
+def backend_of(cfg: LbConfig, b: z3.BitVecRef, pick: Callable[[Backend], z3.ExprRef]) -> z3.ExprRef:
     """An attribute of backend b (1..N) as a term (0 elsewhere)."""
     out = None
     for be in reversed(cfg.backends):
@@ -263,7 +263,7 @@ class P4lbSetup:
     enc: P4lbEncoding
     model_sw: Mapping[str, z3.ExprRef]
     post: Mapping[str, z3.ExprRef]
-    out: object
+    out: Out
     pkt: PacketIn
     to_bv: IntToBv
     last_seen: z3.ArrayRef  # P4 flow_last_seen before the packet (48-bit)
@@ -283,10 +283,10 @@ def p4lb_tables(prog: Program, cfg: LbConfig, sw: Mapping[str, z3.ExprRef], pres
     }
     set_group, set_member = action_named(prog, grp_t, "set_group"), action_named(prog, mem_t, "set_member")
 
-    def group(keys: tuple) -> tuple[Choice, ...]:
+    def group(keys: tuple[z3.BitVecRef, ...]) -> tuple[Choice, ...]:
         return tuple(Choice(z3.And(keys[0] == v, present[f"rr_group{v}"]), set_group, (sw[f"rr_group{v}"],)) for v in (0, 1))
 
-    def member(keys: tuple) -> tuple[Choice, ...]:
+    def member(keys: tuple[z3.BitVecRef, ...]) -> tuple[Choice, ...]:
         ver, pos = keys
         return tuple(Choice(z3.And(ver == v, present[f"rr_member{v}"][pos]), set_member, (sw[f"rr_member{v}"][pos],)) for v in (0, 1))
 
@@ -414,7 +414,7 @@ def p4lb_branches(s: P4lbSetup) -> list[tuple[str, z3.BoolRef]]:
     ]
 
 
-def p4lb_counterexample(s: P4lbSetup, m: z3.ModelRef, failed: Sequence[str], subs: Sequence = ()) -> dict[str, object]:
+def p4lb_counterexample(s: P4lbSetup, m: z3.ModelRef, failed: Sequence[str], subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]] = ()) -> dict[str, object]:
     """A replayable description of a state and packet where the sides differ."""
     ev = _evaluator(m, subs)
     inp, res, sw, cfg = s.side.inp, s.side.res, s.model_sw, s.cfg
@@ -453,11 +453,11 @@ def p4lb_counterexample(s: P4lbSetup, m: z3.ModelRef, failed: Sequence[str], sub
     return {"failed": list(failed), "slot": slot, "packet": packet, "flags": flags_str(packet["flags"]), "state": state, "model": model_side, "p4": p4_side}
 
 
-def _slot_view(ev: Callable, regs: Mapping[str, z3.ArrayRef], slot: int, bits: int, prog: Program) -> dict[str, int]:
+def _slot_view(ev: Callable[[z3.ExprRef], int], regs: Mapping[str, z3.ArrayRef], slot: int, bits: int, prog: Program) -> dict[str, int]:
     return {k: ev(regs[prog.register(k).name][z3.BitVecVal(slot, bits)]) for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen")}
 
 
-def _evaluator(m: z3.ModelRef, subs: Sequence = ()) -> Callable[[z3.ExprRef], int]:
+def _evaluator(m: z3.ModelRef, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]] = ()) -> Callable[[z3.ExprRef], int]:
     """Evaluate a term (with the hash substitution applied) in a model, as a Python int."""
 
     def ev(e: z3.ExprRef) -> int:
@@ -469,12 +469,12 @@ def _evaluator(m: z3.ModelRef, subs: Sequence = ()) -> Callable[[z3.ExprRef], in
     return ev
 
 
-def replay_p4lb(cx: Mapping[str, object], cfg: LbConfig | None = None) -> tuple[P4lbState, object]:
+def replay_p4lb(cx: Mapping[str, Any], cfg: LbConfig | None = None) -> tuple[P4lbState, Outcome]:
     """The executable model's answer for a counterexample's state and packet (post-state, outcome)."""
     cfg = cfg or default_config(4)
     st = cx["state"]
     flows = {int(k): FlowEntry(SlotState(v["state"]) if v["state"] in (0, 1, 2) else v["state"], v["key"], v["backend"], v["last_seen"]) for k, v in st["flows"].items()}
-    members = {tuple(int(x) for x in k.split(",")): v for k, v in st["rr_member"].items()}
+    members: dict[Any, int] = {tuple(int(x) for x in k.split(",")): v for k, v in st["rr_member"].items()}  # keys "v,p" -> (v, p)
     state = P4lbState(vip=st["vip"], rr_group=tuple(st["rr_group"]), rr_member=members, rr_next=tuple(st["rr_next"]), flows=flows, now=st["now"])
     return p4lb_packet(cfg, P4LB, state, Packet(**cx["packet"]))
 
@@ -491,7 +491,7 @@ class SeedSetup:
     enc: SeedEncoding
     model_sw: Mapping[str, z3.ExprRef]
     post: Mapping[str, z3.ExprRef]
-    out: object
+    out: Out
     index: z3.BitVecRef
 
 
@@ -576,7 +576,7 @@ def seed_branches(s: SeedSetup) -> list[tuple[str, z3.BoolRef]]:
     ]
 
 
-def seed_counterexample(s: SeedSetup, m: z3.ModelRef, failed: Sequence[str], subs: Sequence = ()) -> dict[str, object]:
+def seed_counterexample(s: SeedSetup, m: z3.ModelRef, failed: Sequence[str], subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]] = ()) -> dict[str, object]:
     """A replayable description of a seed state and packet where the sides differ."""
     ev = _evaluator(m, subs)
     inp, res, sw = s.side.inp, s.side.res, s.model_sw
@@ -596,7 +596,7 @@ def seed_counterexample(s: SeedSetup, m: z3.ModelRef, failed: Sequence[str], sub
     }
 
 
-def replay_seed(cx: Mapping[str, object], cfg: LbConfig | None = None) -> tuple[SeedState, object]:
+def replay_seed(cx: Mapping[str, Any], cfg: LbConfig | None = None) -> tuple[SeedState, Outcome]:
     """The executable seed model's answer for a counterexample."""
     cfg = cfg or default_config(4, flow_table_bits=SEED_INDEX_BITS)
     st = cx["state"]
@@ -608,6 +608,7 @@ def replay_seed(cx: Mapping[str, object], cfg: LbConfig | None = None) -> tuple[
 
 
 Other = tuple[str, z3.BoolRef, z3.BoolRef, PacketInput]
+Counterexample: TypeAlias = Callable[[Any, z3.ModelRef, Sequence[str], Sequence[tuple[z3.ExprRef, z3.ExprRef]]], dict[str, object]]
 
 
 def p4lb_others(prog: Program, cfg: LbConfig) -> list[Other]:
@@ -665,7 +666,7 @@ def _check(name: str, premises: Sequence[z3.BoolRef], goal: z3.BoolRef, expected
     return chk, (s.model() if ans == z3.sat else None)
 
 
-def _prove(setup: object, premises: Sequence[z3.BoolRef], obligations: list[tuple[str, z3.BoolRef]], cex: Callable, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int) -> tuple[Check, dict | None]:
+def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligations: list[tuple[str, z3.BoolRef]], cex: Counterexample, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int) -> tuple[Check, dict[str, object] | None]:
     """UNSAT of premises and a broken obligation; on SAT, the counterexample with the obligations it breaks.
 
     A counterexample is re-solved with the hash bound again (h = the program's crc16 of the packet), so
@@ -709,12 +710,17 @@ def bind_hash(res: Result, model_slot: z3.BitVecRef, fixed: Sequence[tuple[z3.Ex
     return chk, [(c, h) for c in crcs] + [(model_slot, z3.Extract(bits - 1, 0, h))]
 
 
-def check_equivalence(program: str, n: int = 4, data: dict | None = None, timeout_ms: int = 20_000, reachability: bool = True, others: bool = True) -> EquivalenceResult:
+def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = None, timeout_ms: int = 20_000, reachability: bool = True, others: bool = True) -> EquivalenceResult:
     """Prove the compiled `program` (p4lb or seed; `data`: its JSON dict, e.g. mutated) equal to the model's packet step."""
     if program not in PROGRAMS:
         raise VerifyError(f"no model for {program!r}: use one of {', '.join(PROGRAMS)}")
     t0 = time.monotonic()
     prog = load(program, data)
+    s: P4lbSetup | SeedSetup
+    branches: list[tuple[str, z3.BoolRef]]
+    cex: Counterexample
+    assumptions: tuple[str, ...]
+    extra: Callable[[Program, LbConfig], list[Other]] | None
     if program == "p4lb":
         cfg = default_config(n)
         s = p4lb_setup(prog, cfg)
@@ -766,7 +772,7 @@ def other_counterexample(name: str, inp: PacketInput, m: z3.ModelRef) -> dict[st
     return {"failed": [name], "ingress_port": ev(inp.ingress_port), "length": ev(inp.length), "packet": packet}
 
 
-def _verdict(checks: Sequence[Check], counterexample: Mapping | None) -> Verdict:
+def _verdict(checks: Sequence[Check], counterexample: Mapping[str, object] | None) -> Verdict:
     if any(c.answer == "unknown" for c in checks):
         return Verdict.UNKNOWN
     if counterexample is not None or any(c.expected == "unsat" and not c.ok for c in checks):
@@ -807,7 +813,7 @@ def tcp_to_vip(prog: Program, cfg: LbConfig, src_ip: int, src_port: int, flags: 
         ("tcp", "flags"): flags,
     }
     calc = next(c for c in prog.calculations.values() if c.algo.value == "csum16" and not c.uses_payload)
-    parts = [z3.BitVecVal(v.get((e.header, e.field), 0), prog.field_type(e).width) for e in calc.inputs]
+    parts = [z3.BitVecVal(v.get((e.header, e.field), 0), prog.field_type(e).width) for e in cast("tuple[FieldRef, ...]", calc.inputs)]  # the IPv4 checksum reads header fields only
     v[("ipv4", "hdrChecksum")] = z3.simplify(hash_sym(calc.algo, parts)).as_long()
     return concrete_input(prog, v, HEADERS_LEN, port, ts)
 
@@ -857,7 +863,7 @@ def run_concrete(prog: Program, env: Environment, inp: PacketInput, counter_size
             return int(z3.is_true(v))
         if not z3.is_bv_value(v):
             raise VerifyError(f"not concrete: {v}")
-        return v.as_long()
+        return int(v.as_long())
 
     def reader(arr: z3.ArrayRef) -> Callable[[int], int]:
         return lambda i: val(arr[z3.BitVecVal(i, arr.domain().size())])

@@ -18,12 +18,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from p4lb.p4 import artifacts
 from p4lb.verify.errors import VerifyError
 
 log = logging.getLogger(__name__)
+_V = TypeVar("_V")
 
 
 class ProgramError(VerifyError):
@@ -164,7 +165,7 @@ def parse_expr(d: Any) -> Expr:
         raise ProgramError(f"unknown operand type {kind!r}") from None
 
 
-def _parse_op(d: dict) -> Expr:
+def _parse_op(d: dict[str, Any]) -> Expr:
     op = d["op"]
     if op == "?":
         return Ternary(parse_expr(d["cond"]), parse_expr(d["left"]), parse_expr(d["right"]))
@@ -434,7 +435,7 @@ class Pipeline:
         """Every node that can follow `node`."""
         if node in self.conditionals:
             c = self.conditionals[node]
-            nxt = (c.true_next, c.false_next)
+            nxt: tuple[str | None, ...] = (c.true_next, c.false_next)
         else:
             t = self.tables[node]
             nxt = (*t.next_tables.values(), t.base_default_next)
@@ -547,7 +548,7 @@ class Program:
         return _by_short(self.counters, short, "counter")
 
 
-def _by_short(items: Mapping[str, Any], short: str, what: str) -> Any:
+def _by_short(items: Mapping[str, _V], short: str, what: str) -> _V:
     if short in items:
         return items[short]
     found = [v for k, v in items.items() if k.rsplit(".", 1)[-1] == short]
@@ -556,7 +557,7 @@ def _by_short(items: Mapping[str, Any], short: str, what: str) -> Any:
     return found[0]
 
 
-def _primitive(d: dict) -> Primitive:
+def _primitive(d: dict[str, Any]) -> Primitive:
     try:
         op = PrimitiveOp(d["op"])
     except ValueError:
@@ -564,7 +565,7 @@ def _primitive(d: dict) -> Primitive:
     return Primitive(op, tuple(parse_expr(p) for p in d["parameters"]))
 
 
-def _parser_op(d: dict) -> ParserOp:
+def _parser_op(d: dict[str, Any]) -> ParserOp:
     try:
         kind = ParserOpKind(d["op"])
     except ValueError:
@@ -579,20 +580,20 @@ def _hex(value: str | None) -> int | None:
     return None if value is None else int(value, 16)
 
 
-def _parse_state(d: dict) -> ParseState:
+def _parse_state(d: dict[str, Any]) -> ParseState:
     trans = tuple(Transition(TransitionKind(t["type"]), _hex(t.get("value")) if t["type"] == "hexstr" else None, _hex(t.get("mask")), t.get("next_state")) for t in d["transitions"])
     key = tuple(parse_expr(k) for k in d.get("transition_key", []))
     return ParseState(d["name"], tuple(_parser_op(o) for o in d["parser_ops"]), key, trans)
 
 
-def _table(d: dict) -> Table:
+def _table(d: dict[str, Any]) -> Table:
     keys = tuple(TableKey(k.get("name", ""), MatchKind(k["match_type"]), parse_expr({"type": "field", "value": k["target"]}) if isinstance(k["target"], list) else HeaderRef(k["target"]), _hex(k.get("mask"))) for k in d["key"])
     de = d.get("default_entry")
     default = DefaultEntry(de["action_id"], tuple(int(x, 16) for x in de["action_data"]), bool(de.get("action_const"))) if de else None
     return Table(d["name"], keys, MatchKind(d["match_type"]), tuple(d["actions"]), tuple(d["action_ids"]), dict(d["next_tables"]), d.get("base_default_next"), default)
 
 
-def _pipeline(d: dict) -> Pipeline:
+def _pipeline(d: dict[str, Any]) -> Pipeline:
     if d.get("action_profiles"):
         raise ProgramError(f"pipeline {d['name']}: action profiles / selectors are not supported")
     tables = {t["name"]: _table(t) for t in d["tables"]}
@@ -600,7 +601,7 @@ def _pipeline(d: dict) -> Pipeline:
     return Pipeline(d["name"], d.get("init_table"), tables, conds)
 
 
-def _header_type(d: dict) -> HeaderType:
+def _header_type(d: dict[str, Any]) -> HeaderType:
     fields = []
     for f in d["fields"]:
         if f[1] == "*":
@@ -609,12 +610,12 @@ def _header_type(d: dict) -> HeaderType:
     return HeaderType(d["name"], tuple(fields))
 
 
-def _checksum(d: dict) -> Checksum:
+def _checksum(d: dict[str, Any]) -> Checksum:
     cond = d.get("if_cond")
     return Checksum(d["name"], FieldRef(*d["target"]), d["calculation"], bool(d.get("verify", True)), bool(d.get("update", True)), parse_expr(cond) if cond else None)
 
 
-def from_json(data: dict, name: str = "program") -> Program:
+def from_json(data: dict[str, Any], name: str = "program") -> Program:
     """A Program from a loaded BMv2 JSON dict (not modified)."""
     data = copy.deepcopy(data)
     types = {t["name"]: _header_type(t) for t in data["header_types"]}
@@ -654,12 +655,13 @@ def json_path(program: str) -> Path:
     return artifacts(program)[1]
 
 
-def load_json(program: str) -> dict:
+def load_json(program: str) -> dict[str, Any]:
     """The BMv2 JSON of a program as a dict."""
-    return json.loads(json_path(program).read_text())
+    data: dict[str, Any] = json.loads(json_path(program).read_text())
+    return data
 
 
-def load(program: str, data: dict | None = None) -> Program:
+def load(program: str, data: dict[str, Any] | None = None) -> Program:
     """A program by name (p4lb, seed, forward), or from an already loaded (possibly mutated) JSON dict."""
     prog = from_json(data if data is not None else load_json(program), program)
     log.debug("loaded %s: %d actions, %d ingress tables", program, len(prog.actions), len(prog.ingress.tables))

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import reduce
+from typing import TypeAlias, TypeVar
 
 import z3
 
@@ -48,12 +49,14 @@ from p4lb.verify.bmv2.program import (
     Named,
     ObjectKind,
     Param,
+    ParserOp,
     ParserOpKind,
     Pipeline,
     Primitive,
     PrimitiveOp,
     Program,
     Table,
+    TableKey,
     Ternary,
     TransitionKind,
     Unary,
@@ -131,7 +134,8 @@ def hash_sym(algo: HashAlgo, parts: Sequence[z3.BitVecRef]) -> z3.BitVecRef:
 
 # ---- integers ------------------------------------------------------------------------------------------
 
-Value = z3.BitVecRef | z3.BoolRef
+Value: TypeAlias = z3.BitVecRef | z3.BoolRef
+_K = TypeVar("_K")
 
 
 def sign_width(x: z3.BitVecRef, w: int) -> z3.BitVecRef:
@@ -291,7 +295,8 @@ class Entries(TableContents):
         return sum(m.prefix or 0 for m in e.match) + e.priority
 
     def lookup(self, table: Table, keys: tuple[z3.BitVecRef, ...], tag: str) -> tuple[Choice, ...]:
-        out, earlier = [], []
+        out: list[Choice] = []
+        earlier: list[z3.BoolRef] = []
         for e in sorted(self.entries, key=self._rank, reverse=True):
             c = self._cond(keys, e)
             out.append(Choice(z3.And(c, *[z3.Not(x) for x in earlier]), e.action, e.params))
@@ -353,7 +358,7 @@ def _merge_values(edges: Sequence[tuple[z3.BoolRef, z3.ExprRef]]) -> z3.ExprRef:
     return out
 
 
-def _merge_maps(edges: Sequence[tuple[z3.BoolRef, Mapping]]) -> dict:
+def _merge_maps(edges: Sequence[tuple[z3.BoolRef, Mapping[_K, z3.ExprRef]]]) -> dict[_K, z3.ExprRef]:
     keys = edges[0][1].keys()
     return {k: _merge_values([(pc, m[k]) for pc, m in edges]) for k in keys}
 
@@ -645,12 +650,12 @@ class Executor:
             self.faults.append((_and(pc, oob), f"{what}: index out of range"))
         return z3.Extract(bits - 1, 0, wide)
 
-    def _register_read(self, st: State, args: tuple, params: Sequence, pc: z3.BoolRef) -> State:
+    def _register_read(self, st: State, args: tuple[Expr, ...], params: Sequence[z3.BitVecRef], pc: z3.BoolRef) -> State:
         dst, reg = _field(args[0]), self.p.registers[_named(args[1])]
         i = self._index(reg.size, self.eval(args[2], st, params), pc, f"register_read {reg.name}")
         return self.set_field(st, dst, z3.ZeroExt(1, st.registers[reg.name][i]))
 
-    def _register_write(self, st: State, args: tuple, params: Sequence, pc: z3.BoolRef) -> State:
+    def _register_write(self, st: State, args: tuple[Expr, ...], params: Sequence[z3.BitVecRef], pc: z3.BoolRef) -> State:
         reg = self.p.registers[_named(args[0])]
         i = self._index(reg.size, self.eval(args[1], st, params), pc, f"register_write {reg.name}")
         v = to_field(self.eval(args[2], st, params), reg.bitwidth)
@@ -660,7 +665,7 @@ class Executor:
             new = z3.If(st.exited, arr, new)
         return replace(st, registers={**st.registers, reg.name: new})
 
-    def _count(self, st: State, args: tuple, params: Sequence, pc: z3.BoolRef) -> State:
+    def _count(self, st: State, args: tuple[Expr, ...], params: Sequence[z3.BitVecRef], pc: z3.BoolRef) -> State:
         ctr = self.p.counters[_named(args[0])]
         i = self._index(ctr.size, self.eval(args[1], st, params), pc, f"count {ctr.name}")
         arr = st.counters[ctr.name]
@@ -669,7 +674,7 @@ class Executor:
             new = z3.If(st.exited, arr, new)
         return replace(st, counters={**st.counters, ctr.name: new})
 
-    def calc_inputs(self, calc: Calculation, st: State, params: Sequence = ()) -> list[z3.BitVecRef]:
+    def calc_inputs(self, calc: Calculation, st: State, params: Sequence[z3.BitVecRef] = ()) -> list[z3.BitVecRef]:
         """The input bit-vectors of a calculation (fields at their widths, constants at theirs)."""
         parts = []
         for e in calc.inputs:
@@ -681,7 +686,7 @@ class Executor:
                 raise Unsupported(f"calculation {calc.name} input {e!r}")
         return parts
 
-    def _hash(self, st: State, args: tuple, params: Sequence) -> State:
+    def _hash(self, st: State, args: tuple[Expr, ...], params: Sequence[z3.BitVecRef]) -> State:
         dst, base, calc, size = _field(args[0]), self.eval(args[1], st, params), self.p.calculations[_named(args[2])], self.eval(args[3], st, params)
         parts = self.calc_inputs(calc, st, params)
         value = hash_sym(calc.algo, parts)
@@ -729,6 +734,7 @@ class Executor:
                 m = z3.BoolVal(True)
             elif t.kind is TransitionKind.VALUE:
                 mask = t.mask if t.mask is not None else (1 << key.size()) - 1
+                assert t.value is not None  # a VALUE transition has a value
                 m = _fold(key & mask == t.value & mask)
             else:
                 raise Unsupported("parser value sets")
@@ -766,7 +772,7 @@ class Executor:
             st = replace(st, fields={**st.fields, (STD, "parser_error"): z3.If(when, z3.BitVecVal(code, self.p.field_type(ref).width), st.fields[(STD, "parser_error")])})
         return replace(st, done=z3.Or(st.done, when) if not z3.is_false(st.done) else when)
 
-    def _parser_op(self, st: State, op, pc: z3.BoolRef) -> State:
+    def _parser_op(self, st: State, op: ParserOp, pc: z3.BoolRef) -> State:
         if z3.is_true(st.done):
             return st
         if op.kind is ParserOpKind.EXTRACT:
@@ -774,7 +780,9 @@ class Executor:
         if op.kind is ParserOpKind.SET:
             return self._guarded(st, lambda s: self.set_field(s, _field(op.args[0]), self.eval(op.args[1], s)))
         if op.kind is ParserOpKind.PRIMITIVE:
-            return self._guarded(st, lambda s: self.primitive(s, op.primitive, (), pc))
+            prim = op.primitive
+            assert prim is not None  # a PRIMITIVE parser op carries its primitive
+            return self._guarded(st, lambda s: self.primitive(s, prim, (), pc))
         if op.kind is ParserOpKind.VERIFY:
             ok = as_bool(self.eval(op.args[0], st))
             err = self.eval(op.args[1], st)
@@ -893,7 +901,7 @@ class Executor:
             return Arbitrary(self.p)
         raise Unsupported(f"no contents given for table {t.name}")
 
-    def _key(self, k, st: State) -> z3.BitVecRef:
+    def _key(self, k: TableKey, st: State) -> z3.BitVecRef:
         if k.match is MatchKind.VALID:
             return to_field(st.valid[_header(k.target)], 1)
         ref = _field(k.target)
