@@ -231,3 +231,64 @@ def test_executor_agrees_with_executable_model() -> None:
         assert got == (int(e.state), e.key, e.backend, e.last_seen), (st, pkt, out)
         assert (run.registers["rr_next"](0), run.registers["rr_next"](1)) == st2.rr_next, (st, pkt, out)
     assert {"BACKEND", "NO_ELIGIBLE", "FLOW_TABLE_FULL", "UNKNOWN_FLOW", "MALFORMED", "NO_BACKEND_ENTRY"} <= seen
+
+
+CPU_PORT, CPU_READ, CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT = 510, 1, 2, 3
+
+
+def cpu_request(prog, op_code: int, index: int, value: int):
+    """A controller PacketOut on the CPU port: cpu_out {op, index, value}."""
+    from p4lb.verify.bmv2.equivalence import concrete_input  # noqa: PLC0415
+
+    return concrete_input(prog, {("cpu_out", "op"): op_code, ("cpu_out", "index"): index, ("cpu_out", "value"): value}, 64, CPU_PORT, 5_000)
+
+
+def cpu_state() -> P4lbState:
+    """A deployed state with rr_next (5, 9) and one open flow."""
+    st = P4lbState(rr_next=(5, 9), now=4_000)
+    pkt = Packet(0x0A000105, 40_000, SYN, 1_000)
+    return P4lbState(**{**vars(st), "flows": {flow_slot(CFG, pkt): FlowEntry(SlotState.OPEN, pkt.key, 3, 1_000)}})
+
+
+@pytest.mark.parametrize(("index", "value", "want"), [(1, 0x1234, (5, 0x34)), (0, 7, (7, 9)), (3, 200, (5, 200))])
+def test_executor_cpu_port_writes_rr_next_as_the_controller_expects(index: int, value: int, want: tuple[int, int]) -> None:
+    """CPU_WRITE_RR_NEXT writes rr_next[index & 1] := value[7:0] and leaves the other version alone (the commit relies on it)."""
+    from p4lb.verify.bmv2.symbolic import execute  # noqa: PLC0415
+
+    prog = load("p4lb")
+    res = execute(prog, concrete_p4lb_env(prog, CFG, cpu_state()), cpu_request(prog, CPU_WRITE_RR_NEXT, index, value), "cpu")
+    rr_next = res.register("rr_next")
+    got = tuple(z3_int(rr_next[z3_bv(v, rr_next.domain().size())]) for v in (0, 1))
+    assert got == want
+    assert z3_int(res.egress_port) == CPU_PORT and not z3_int(res.dropped)
+
+
+def test_executor_cpu_port_writes_the_idle_timeout_and_reads_a_slot() -> None:
+    """CPU_WRITE_TIMEOUT sets idle_timeout; CPU_READ answers with the slot (index wrapped to the table) and both rr_next."""
+    from p4lb.verify.bmv2.symbolic import execute  # noqa: PLC0415
+
+    prog = load("p4lb")
+    env = concrete_p4lb_env(prog, CFG, cpu_state())
+    res = execute(prog, env, cpu_request(prog, CPU_WRITE_TIMEOUT, 0, 123_456), "cpu")
+    timeout = res.register("idle_timeout")
+    assert z3_int(timeout[z3_bv(0, timeout.domain().size())]) == 123_456
+    slot, entry = next(iter(cpu_state().flows.items()))
+    res = execute(prog, env, cpu_request(prog, CPU_READ, slot + (1 << CFG.flow_table_bits), 0), "cpu")
+    fields = {name: z3_int(res.field("cpu_in", name)) for name in ("flow_state", "flow_key", "flow_backend", "flow_last_seen", "rr_next0", "rr_next1", "index")}
+    assert fields == {"flow_state": 1, "flow_key": entry.key, "flow_backend": 3, "flow_last_seen": 1_000, "rr_next0": 5, "rr_next1": 9, "index": slot + (1 << CFG.flow_table_bits)}
+    assert z3_int(res.egress_port) == CPU_PORT
+
+
+def z3_bv(value: int, width: int):
+    """A bit-vector constant."""
+    import z3  # noqa: PLC0415
+
+    return z3.BitVecVal(value, width)
+
+
+def z3_int(term) -> int:
+    """A concrete Z3 term (bit-vector or truth value) as an int."""
+    import z3  # noqa: PLC0415
+
+    v = z3.simplify(term)
+    return int(z3.is_true(v)) if z3.is_bool(v) else v.as_long()

@@ -193,6 +193,47 @@ def test_cpu_scan_answer_layout_and_short_request():
     assert answer is not None and len(answer.payload) == SCAN_WIDTH * SCAN_SLOT.size + 4 and answer.payload.endswith(b"tail")
 
 
+# ---- cheap commits ---------------------------------------------------------------------------------------------
+def calls(fake: FakeP4Runtime, fn: Callable[[], object]) -> tuple[int, int, int]:
+    """Write, Read and PacketOut calls the switch received during fn()."""
+    kinds = (Rpc.WRITE, Rpc.READ, Rpc.PACKET_OUT)
+    before = [fake.calls[k] for k in kinds]
+    fn()
+    return tuple(fake.calls[k] - b for k, b in zip(kinds, before, strict=True))  # type: ignore[return-value]
+
+
+def test_a_quick_commit_is_one_read_two_writes_and_one_packet_out(fake, ctl):
+    ctl.deploy()
+    for op in (Fail(2), Fail(3), Heal(2), Heal(3)):  # staged entries modified (known) and inserted (unknown) alike
+        assert calls(fake, lambda op=op: ctl.converge(op.apply, str(op), thorough=False)) == (2, 1, 1), op
+    assert calls(fake, lambda: ctl.converge(lambda p: p, "idle", thorough=False)) == (0, 1, 0)
+    st = fake.device.state
+    assert st.members(st.vip) == (1, 2, 3, 4)
+
+
+def test_entries_changed_behind_our_back_are_written_the_other_way(fake, ctl, switch):
+    ctl.deploy()  # version 1 committed; version 0 has no entries
+    switch.rt.upsert("rr_member", {"meta.lb.version": 0, "meta.lb.position": 0}, "set_member", {"backend": 4})  # INSERT will meet ALREADY_EXISTS
+    assert calls(fake, lambda: ctl.converge(Fail(2).apply, "fail", thorough=False))[0] == 3  # staged Write, its fallback for one update, commit
+    st = fake.device.state
+    assert st.vip == 0 and st.members(0) == (1, 3, 4)
+    switch.rt.delete("rr_member", {"meta.lb.version": 1, "meta.lb.position": 2})  # MODIFY will meet NOT_FOUND
+    assert calls(fake, lambda: ctl.converge(Heal(2).apply, "heal", thorough=False))[0] == 3
+    st = fake.device.state
+    assert st.vip == 1 and st.members(1) == (1, 2, 3, 4)
+
+
+def test_a_new_session_forgets_what_the_last_one_knew(fake, ctl, switch):
+    ctl.deploy()
+    assert calls(fake, switch.read_quick)[1] == 1
+    fake.drop_streams()
+    deadline = time.monotonic() + 5
+    while switch.rt.client.ended is None and time.monotonic() < deadline:  # the stream's end is seen on its own thread
+        time.sleep(0.01)
+    assert calls(fake, switch.read_quick)[1] == 2  # the quick read, then every entry read back (the switch may have restarted)
+    assert switch.read_quick() == switch.read(full=False)
+
+
 # ---- sessions and faults ---------------------------------------------------------------------------------------
 def test_reconnects_after_unavailable(fake, ctl):
     ctl.deploy()

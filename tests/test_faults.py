@@ -16,13 +16,14 @@ import grpc
 import pytest
 
 from p4lb.controller import cli
+from p4lb.controller import loop as loop_module
 from p4lb.controller.controller import Controller, load_last_commit
 from p4lb.controller.errors import GrpcCode, LockError, SwitchError
 from p4lb.controller.health import Probe
 from p4lb.controller.lock import SwitchLock, runtime_dir
 from p4lb.controller.loop import HealthLoop
 from p4lb.controller.settings import Settings, parse
-from p4lb.controller.switch import P4RuntimeSwitch
+from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch
 from p4lb.lab.fake_p4rt import FakeP4Runtime, Rpc
 from p4lb.model.ops import Fail, Heal, Write
 from p4lb.model.p4lb import P4LB, p4lb_plan
@@ -206,6 +207,77 @@ def test_the_loop_redeploys_a_restarted_switch(fake, tmp_path):
         loop.monitor.close()
     finally:
         sw.close()
+
+
+def test_the_periodic_full_read_back_repairs_a_hand_deleted_member(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop_module, "FULL_READ_ROUNDS", 5)
+    s = settings_for(fake)
+    sw = p4rt_switch(s)
+    try:
+        ctl = Controller(s, sw, grace_s=0, state_file=tmp_path / "st.json")
+        ctl.deploy()
+        loop = HealthLoop(ctl, prober=Verdicts())
+        assert loop.round().applied.writes == ()  # the first round reads every entry back
+        sw.rt.delete("rr_member", {"meta.lb.version": fake.device.state.vip, "meta.lb.position": 1})  # by hand
+        assert group(fake) == (1, 0, 3, 4)
+        reads = fake.calls[Rpc.READ]
+        assert [loop.round().applied.writes for _ in range(4)] == [()] * 4  # quick rounds: vip and rr_group unchanged
+        assert fake.calls[Rpc.READ] == reads + 4 and group(fake) == (1, 0, 3, 4)  # one Read a round
+        res = loop.round()  # the fifth: every entry read back, the hole seen and repaired
+        assert res.applied.writes and group(fake) == (1, 2, 3, 4)
+        assert loop.round().applied.writes == ()
+        loop.monitor.close()
+    finally:
+        sw.close()
+
+
+def test_a_quick_round_reads_everything_back_when_the_vip_or_rr_group_entries_changed(fake, tmp_path):
+    s = settings_for(fake)
+    sw = p4rt_switch(s)
+    try:
+        ctl = Controller(s, sw, grace_s=0, state_file=tmp_path / "st.json")
+        ctl.deploy()
+        loop = HealthLoop(ctl, prober=Verdicts())
+        loop.round()
+        v = fake.device.state.vip
+        sw.rt.upsert("rr_group", {"meta.lb.version": v}, "set_group", {"size": 2})  # by hand: the group shrinks to (1, 2)
+        reads = fake.calls[Rpc.READ]
+        assert loop.round().applied.writes and group(fake) == (1, 2, 3, 4)  # seen in the very next (quick) round
+        assert fake.calls[Rpc.READ] == reads + 2  # the quick Read, then the full read-back
+        loop.monitor.close()
+    finally:
+        sw.close()
+
+
+class ReadSpy(ModelSwitch):
+    """The model switch, counting full and quick reads."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.reads: list[str] = []
+
+    def read(self, full: bool = True):
+        self.reads.append("full")
+        return super().read(full)
+
+    def read_quick(self, full: bool = False):
+        self.reads.append("quick")
+        return ModelSwitch.read(self, full)
+
+
+def test_a_commit_by_another_process_makes_the_next_round_read_everything_back(fake, tmp_path):
+    s = settings_for(fake)
+    spy = ReadSpy(s.lb)
+    state = tmp_path / "st.json"
+    Controller(s, spy, grace_s=0, state_file=state).deploy()
+    ctl = Controller(s, spy, grace_s=0, state_file=state)
+    ctl.converge(lambda p: p, "health", thorough=False)  # a new controller: the state file's last commit is news
+    ctl.converge(lambda p: p, "health", thorough=False)
+    Controller(s, spy, grace_s=0, state_file=state).apply(Fail(2))  # "another process"
+    spy.reads.clear()
+    assert ctl.converge(lambda p: p, "health", thorough=False).writes == ()
+    assert ctl.converge(lambda p: p, "health", thorough=False).writes == ()
+    assert spy.reads == ["full", "quick"]
 
 
 def test_a_hung_switch_bounds_the_round_and_the_loop_recovers(fake, tmp_path):

@@ -231,6 +231,11 @@ class ProfiledSwitch(P4RuntimeSwitch):
         with self._timed("read"):
             return super().read(full)
 
+    def read_quick(self, full: bool = False):
+        """The quick read (vip and rr_group; a full read-back if they differ), timed as read."""
+        with self._timed("read"):
+            return super().read_quick(full)
+
     def write_batch(self, ws: list[Write]) -> None:
         """The staged table writes, timed."""
         with self._timed("staged"):
@@ -304,7 +309,7 @@ def _world(conn: Connection, n: int, port: int) -> None:
             elif cmd == "cpu":
                 conn.send(time.process_time())
             elif cmd == "since":
-                conn.send((fake.commits[arg:], fake.calls[Rpc.WRITE], fake.calls[Rpc.PACKET_OUT], rss_mib()))
+                conn.send((fake.commits[arg:], fake.calls[Rpc.WRITE], fake.calls[Rpc.PACKET_OUT], fake.calls[Rpc.READ], rss_mib()))
             else:
                 break
     finally:
@@ -330,7 +335,7 @@ class World:
         self.address, self.addresses = got
         self.port = port
         self.commits: list[tuple[float, frozenset[int]]] = []
-        self.writes = self.packet_outs = 0
+        self.writes = self.packet_outs = self.reads = 0
         self.rss = 0.0
 
     def _ask(self, cmd: str, arg: object = None) -> object:
@@ -351,7 +356,7 @@ class World:
 
     def sync(self) -> World:
         """Fetch the new commits and the call counts."""
-        new, self.writes, self.packet_outs, self.rss = self._ask("since", len(self.commits))  # type: ignore[misc]
+        new, self.writes, self.packet_outs, self.reads, self.rss = self._ask("since", len(self.commits))  # type: ignore[misc]
         self.commits += new
         return self
 
@@ -503,35 +508,41 @@ PARTS = ("read", "staged", "rr_next", "vip")
 
 
 def converge_profile(rig: Rig, sizes: Sequence[int], reps: int, seed: int) -> list[tuple[object, ...]]:
-    """The loop stopped: converges that remove k backends (then restore them), per part the medians of wall time,
-    controller CPU (the calling thread) and switch CPU (the child process), and the Write RPCs per removal."""
+    """The loop stopped: converges that remove k backends (then restore them) as a quick loop round does them, per
+    part the medians of wall time, controller CPU (the calling thread) and switch CPU (the child process), and the
+    P4Runtime calls per removal (Write/Read/PacketOut, from the fake switch's counters)."""
     sw, rng, rows = rig.ctl.switch, random.Random(seed), []
     assert isinstance(sw, ProfiledSwitch)
     sw.server_cpu = rig.world.cpu
     try:
         for k in sizes:
-            runs, writes = [], []
+            runs, calls = [], []
             for _ in range(max(1, reps)):
                 victims = rng.sample(range(1, rig.ctl.settings.lb.n + 1), k)
                 sw.spent.clear()
-                before = rig.world.sync().writes
-                rig.ctl.converge(lambda p, v=victims: with_verdicts(p, dict.fromkeys(v, False)), "bench remove")
-                writes.append(rig.world.sync().writes - before)
+                before = _calls(rig.world.sync())
+                rig.ctl.converge(lambda p, v=victims: with_verdicts(p, dict.fromkeys(v, False)), "bench remove", thorough=False)
+                calls.append("/".join(str(b - a) for a, b in zip(before, _calls(rig.world.sync()), strict=True)))
                 runs.append(dict(sw.spent))
-                rig.ctl.converge(lambda p, v=victims: with_verdicts(p, dict.fromkeys(v, True)), "bench restore")
+                rig.ctl.converge(lambda p, v=victims: with_verdicts(p, dict.fromkeys(v, True)), "bench restore", thorough=False)
             for part in PARTS:
                 def med(key: str, runs: list[dict[str, float]] = runs) -> str:
                     return f"{statistics.median(r.get(key, 0.0) for r in runs) * 1000:.1f}"
-                rows.append((k, part, med(part), med(f"{part}.cpu"), med(f"{part}.server"), statistics.median(writes) if part == "staged" else ""))
+                rows.append((k, part, med(part), med(f"{part}.cpu"), med(f"{part}.server"), Counter(calls).most_common(1)[0][0] if part == "read" else ""))
     finally:
         sw.server_cpu = None
     return rows
 
 
+def _calls(world: World) -> tuple[int, int, int]:
+    """The switch's Write, Read and PacketOut calls so far."""
+    return world.writes, world.reads, world.packet_outs
+
+
 def profile_table(rows: Sequence[tuple[object, ...]]) -> str:
     """The converge profile."""
-    head = ("killed", "part", "wall", "ctl cpu", "switch cpu", "Writes in all")
-    return table("One converge removing k backends, loop stopped (ms, medians)", head, rows)
+    head = ("killed", "part", "wall", "ctl cpu", "switch cpu", "calls W/R/PO")
+    return table("One quick converge removing k backends, loop stopped (ms, medians)", head, rows)
 
 
 # ---- 3. soak -----------------------------------------------------------------------------------------------------

@@ -123,17 +123,20 @@ class Controller:
         op.apply(self._preflight())
         return self.converge(op.apply, str(op))
 
-    def converge(self, update: Callable[[Pool], Pool], why: str) -> Applied:
+    def converge(self, update: Callable[[Pool], Pool], why: str, thorough: bool = True) -> Applied:
         """Under the lock: the operator's sets (re-read) changed by `update`, and the switch made to match them.
 
         One plan and one commit, however many backends changed; the plan starts from what the switch holds (read
         back), so a partial plan left by a killed controller is repaired, and a switch that lost its pipeline (a
-        restart) is deployed again.
+        restart) is deployed again. Without `thorough` the switch is read quickly (read_quick: its vip and rr_group
+        entries, the rest as this session wrote or last read it) unless another process committed since our last
+        look (the state file's last commit moved).
         """
         with self._locked():
+            seen = self.last_commit
             before = self.current_pool()
             after = update(before)
-            view = self._view(full=False)
+            view = self._view(full=False, quick=not thorough and self.last_commit == seen)
             if view is None or view.vip is None:
                 log.warning("%s: the switch has no p4lb pipeline or no committed group (restarted?): deploying again", why)
                 writes = self._fresh(after, f"redeploy ({why})")
@@ -151,10 +154,10 @@ class Controller:
             self.last_commit = max(self.last_commit, load_last_commit(self.state_file))
         return self.pool
 
-    def _view(self, full: bool) -> SwitchView | None:
+    def _view(self, full: bool, quick: bool = False) -> SwitchView | None:
         """What the switch holds, or None if it runs no pipeline (FAILED_PRECONDITION); other errors propagate."""
         try:
-            return self.switch.read(full=full)
+            return self.switch.read_quick(full=full) if quick else self.switch.read(full=full)
         except SwitchError as exc:
             if exc.code is GrpcCode.FAILED_PRECONDITION:
                 log.info("no pipeline on the switch: %s", exc)
@@ -223,15 +226,19 @@ class Controller:
             for w in batch:
                 self.switch.write(w)
 
-    def drops(self) -> dict[str, int]:
+    def drops(self, quick: bool = False) -> dict[str, int]:
         """The lb_drops counter by reason: refused SYNs (flow_table_full), no_eligible, unknown_flow, malformed,
-        black holes (no_backend_entry)."""
-        return self.switch.read().lb_drops
+        black holes (no_backend_entry). `quick`: the tables read as in read_quick."""
+        return self._read(quick).lb_drops
 
-    def status(self, scan: bool = True) -> list[BackendStatus]:
+    def _read(self, quick: bool) -> SwitchView:
+        """Everything read back (quick: the controller's tables as read_quick gives them)."""
+        return self.switch.read_quick(full=True) if quick else self.switch.read()
+
+    def status(self, scan: bool = True, quick: bool = False) -> list[BackendStatus]:
         """One row per backend: its sets, whether it is in the committed group, new flows dispatched to it, and
-        (with `scan`, which reads every flow slot) its open flows."""
-        view = self.switch.read()
+        (with `scan`, which reads every flow slot) its open flows. `quick`: the tables read as in read_quick."""
+        view = self._read(quick)
         group = view.groups[view.vip] if view.vip is not None else ()
         open_flows = Counter(e.backend for e in self.switch.open_flows().values()) if scan else Counter()
         pool = self.pool

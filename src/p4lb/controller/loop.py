@@ -1,9 +1,11 @@
 """The health loop: probe every backend each interval, then make the switch match the verdicts in one plan.
 
-Every round re-reads the operator's sets and the switch's committed group and plans from what the switch really
+Every round re-reads the operator's sets and the switch's committed version and plans from what the switch really
 holds, so the loop repairs any difference on its own: a plan cut short by a kill, a switch that restarted (its
 pipeline gone: deployed again), an operator's manual fail or heal. All verdict changes of a round go into one plan
-and one commit.
+and one commit. A round reads the vip and rr_group entries only (the members as this session wrote or last read
+them); every entry is read back when those differ, after a switch error or reconnect, when another process
+committed, and every FULL_READ_ROUNDS rounds (which notices entries changed or deleted by hand).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METRICS_SCAN_S = 10.0  # the open-flows scan (1,024 CPU-port requests on BMv2) runs at most this often
+FULL_READ_ROUNDS = 50  # every this many rounds (and after a switch error) every entry is read back, not only vip and rr_group
 
 
 def with_verdicts(pool: Pool, verdicts: Mapping[int, bool]) -> Pool:
@@ -56,6 +59,7 @@ class HealthLoop:
         observe = metrics.observe_probe if metrics is not None else None
         self.monitor = HealthMonitor(s.health_addresses, s.health, initial=initial, prober=prober, ports=s.health_ports, observe=observe)
         self.last_scan = float("-inf")
+        self.due = 0  # rounds until the next full read-back (0: this round)
 
     def round(self) -> RoundResult:
         """Probe every backend, then one converge of the switch to the verdicts."""
@@ -71,11 +75,14 @@ class HealthLoop:
         def update(pool: Pool) -> Pool:
             return with_verdicts(pool, verdicts)
 
+        thorough = self.due <= 0
         try:
-            applied = self.metrics.converge(self.ctl, update, "health") if self.metrics is not None else self.ctl.converge(update, "health")
+            applied = self.metrics.converge(self.ctl, update, "health", thorough) if self.metrics is not None else self.ctl.converge(update, "health", thorough)
         except (SwitchError, LockError, StateFileError) as exc:
             log.error("health round: %s; retrying next round", exc)
+            self.due = 0
             return None
+        self.due = FULL_READ_ROUNDS - 1 if thorough else self.due - 1
         if applied.writes:
             changed = applied.before.healthy ^ applied.after.healthy
             ops = ", ".join(f"{'heal' if b in applied.after.healthy else 'fail'} {b} ({self.monitor.reasons.get(b, '')})" for b in sorted(changed))
@@ -89,7 +96,7 @@ class HealthLoop:
         scan = time.monotonic() - self.last_scan >= METRICS_SCAN_S
         if scan:
             self.last_scan = time.monotonic()
-        self.metrics.update_from(self.ctl, scan=scan)
+        self.metrics.update_from(self.ctl, scan=scan, quick=True)
 
     def run(self, rounds: int = 0, stop: threading.Event | None = None) -> int:
         """Rounds every interval (half of it while a verdict is pending) until `rounds` (0: forever) or `stop`."""

@@ -169,12 +169,13 @@ class Metrics:
             return self._snapshot
 
     # ---- what the switch says ------------------------------------------------------------------------------
-    def update_from(self, controller: Controller, scan: bool = True) -> bool:
+    def update_from(self, controller: Controller, scan: bool = True, quick: bool = False) -> bool:
         """Read status() and drops(); without `scan` the open-flow counts are the last scan's (a full scan reads every
-        flow slot). On a switch error count it, mark the switch down and keep the last values."""
+        flow slot); `quick`: the tables read quickly (see Controller.status). On a switch error count it, mark the
+        switch down and keep the last values."""
         try:
-            rows = controller.status(scan=scan)
-            snap = snapshot_of(rows if scan else self._keep_open_flows(rows), controller.drops(), time.time())
+            rows = controller.status(scan=scan, quick=quick)
+            snap = snapshot_of(rows if scan else self._keep_open_flows(rows), controller.drops(quick=quick), time.time())
         except SwitchError as exc:
             self.record_error(exc)
             with self._lock:
@@ -209,9 +210,9 @@ class Metrics:
         """controller.apply(op), timed and recorded."""
         return self._timed(op_to_json(op)["op"], lambda: controller.apply(op), lambda a: a.writes)
 
-    def converge(self, controller: Controller, update: Callable[[Pool], Pool], why: str) -> Applied:
-        """controller.converge(update, why), timed and recorded under the label `why`."""
-        return self._timed(why, lambda: controller.converge(update, why), lambda a: a.writes)
+    def converge(self, controller: Controller, update: Callable[[Pool], Pool], why: str, thorough: bool = True) -> Applied:
+        """controller.converge(update, why, thorough), timed and recorded under the label `why`."""
+        return self._timed(why, lambda: controller.converge(update, why, thorough), lambda a: a.writes)
 
     def deploy(self, controller: Controller) -> list[Write]:
         """controller.deploy(), timed and recorded."""

@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +24,7 @@ from p4lb.controller.errors import ConfigFileError, GrpcCode, MissingExtraError,
 log = logging.getLogger(__name__)
 
 Key = int | tuple[int, int]  # exact value, or (value, prefix_len) for LPM
+Entry = tuple[str, dict[str, Key], str, dict[str, int]]  # table, match, action, action parameters
 RECONNECT = frozenset({GrpcCode.UNAVAILABLE, GrpcCode.CANCELLED, GrpcCode.PERMISSION_DENIED})  # the session is gone
 PUSH_DEADLINE_FACTOR = 5  # a pipeline push (a large BMv2 JSON) gets five deadlines
 
@@ -209,8 +211,12 @@ class Client:
 
     def read_one(self, entity, timeout: float | None = None):
         """Read one entity (wildcards allowed): an iterator of ReadResponses."""
+        return self.read_many([entity], timeout)
+
+    def read_many(self, entities, timeout: float | None = None):
+        """Read several entities in one request (wildcards allowed): an iterator of ReadResponses."""
         req = self.mods.pb.ReadRequest(device_id=self.device_id)
-        req.entities.extend([entity])
+        req.entities.extend(entities)
         return self.stub.Read(req, timeout=timeout or self.timeout_s)
 
     def get_p4info(self, timeout: float | None = None):
@@ -266,6 +272,7 @@ class P4rt:
         self.client: Client | None = None
         self.context = None
         self.primary = False
+        self.sessions = 0  # sessions opened so far: a new one may be a restarted switch
 
     # ---- session -------------------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -286,6 +293,7 @@ class P4rt:
             client.tear_down()
             raise SwitchError(f"switch at {self.addr} did not answer arbitration for device {self.device_id}: {exc}: check switch.device_id and switch.election_id", exc.code) from None
         self.client = client
+        self.sessions += 1
         log.info("P4Runtime session with %s device %d, election id %s (%s)", self.addr, self.device_id, self.election_id, "primary" if self.primary else "backup")
 
     def close(self) -> None:
@@ -362,11 +370,12 @@ class P4rt:
         return obj
 
     # ---- tables --------------------------------------------------------------------------------------------
-    def table_entry(self, table: str, match: dict[str, Key], action: str | None = None, params: dict[str, int] | None = None):
-        """A TableEntry protobuf."""
+    def table_entry(self, table: str, match: dict[str, Key], action: str | None = None, params: dict[str, int] | None = None, into=None):
+        """A TableEntry protobuf (filled in place when `into`, an empty TableEntry, is given: no copies)."""
         pb = self.mods.pb
         t = self._obj("table", table)
-        te = pb.TableEntry(table_id=t.preamble.id)
+        te = into if into is not None else pb.TableEntry()
+        te.table_id = t.preamble.id
         fields = {mf.name: mf for mf in t.match_fields}
         for name, key in match.items():
             mf = fields.get(name)
@@ -396,35 +405,48 @@ class P4rt:
         pb = self.mods.pb
         req = pb.WriteRequest()
         req.updates.extend(updates)
+        self._send(what, req)
+
+    def _send(self, what: str, req) -> None:
+        """One Write RPC of a built request."""
         self._rpc(what, lambda: self.client.write(req, self.timeout_s))
 
     def upsert(self, table: str, match: dict[str, Key], action: str, params: dict[str, int] | None = None) -> None:
         """Insert the entry, or modify it if it is already there (deploys are idempotent)."""
-        pb = self.mods.pb
-        self.connect()
-        te = self.table_entry(table, match, action, params)
-        what = f"write {table} {match} -> {action}{params or {}}"
-        try:
-            self._write(what, [pb.Update(type=pb.Update.INSERT, entity=pb.Entity(table_entry=te))])
-        except SwitchError as exc:
-            if exc.code is not GrpcCode.ALREADY_EXISTS:
-                raise
-            self._write(what, [pb.Update(type=pb.Update.MODIFY, entity=pb.Entity(table_entry=te))])
+        self.write_entries([(table, match, action, params or {})])
 
-    def upsert_many(self, entries: list[tuple[str, dict[str, Key], str, dict[str, int]]]) -> None:
+    def upsert_many(self, entries: list[Entry]) -> None:
         """Upsert several entries in one Write (INSERT), then MODIFY those that already existed in a second one."""
+        self.write_entries(entries)
+
+    def write_entries(self, entries: list[Entry], exists: Sequence[bool] = ()) -> None:
+        """Write entries in one Write: MODIFY those known to exist (`exists`), INSERT the others. Updates refused
+        because the switch holds otherwise (INSERT: ALREADY_EXISTS, MODIFY: NOT_FOUND) go again, the other way, in
+        a second Write."""
         pb = self.mods.pb
         self.connect()
-        entities = [pb.Entity(table_entry=self.table_entry(*e)) for e in entries]
-        what = f"write {len(entries)} entries ({', '.join(sorted({e[0] for e in entries}))})"
+        kinds = [pb.Update.MODIFY if known else pb.Update.INSERT for known in (list(exists) or [False] * len(entries))]
+        req = pb.WriteRequest()
+        for entry, kind in zip(entries, kinds, strict=True):  # built in place: copying protobufs is most of the cost
+            self.table_entry(*entry, into=req.updates.add(type=kind).entity.table_entry)
+        what = f"write {len(entries)} entries ({', '.join(sorted({e[0] for e in entries}))})" if len(entries) > 1 else f"write {entries[0][0]} {entries[0][1]} -> {entries[0][2]}{entries[0][3]}"
         try:
-            self._write(what, [pb.Update(type=pb.Update.INSERT, entity=e) for e in entities])
+            self._send(what, req)
             return
         except SwitchError as exc:
-            codes = update_codes(exc.__cause__)
-            if len(codes) != len(entities) or any(c not in (GrpcCode.OK, GrpcCode.ALREADY_EXISTS) for c in codes):
-                raise
-        self._write(what, [pb.Update(type=pb.Update.MODIFY, entity=e) for e, c in zip(entities, codes, strict=True) if c is GrpcCode.ALREADY_EXISTS])
+            again = self._refused(exc, kinds)
+        flip = {pb.Update.INSERT: pb.Update.MODIFY, pb.Update.MODIFY: pb.Update.INSERT}
+        self._write(what, [pb.Update(type=flip[kinds[i]], entity=req.updates[i].entity) for i in again])
+
+    def _refused(self, exc: SwitchError, kinds: list[int]) -> list[int]:
+        """The updates of a failed Write that only found the switch holding otherwise; re-raise if any failed else."""
+        pb = self.mods.pb
+        codes = update_codes(exc.__cause__) or ([exc.code] if len(kinds) == 1 else [])
+        wrong = {pb.Update.INSERT: GrpcCode.ALREADY_EXISTS, pb.Update.MODIFY: GrpcCode.NOT_FOUND}
+        if len(codes) != len(kinds) or any(c not in (GrpcCode.OK, wrong[k]) for c, k in zip(codes, kinds, strict=True)):
+            raise exc
+        log.info("%d of %d updates found the switch changed behind our back: sent again the other way", sum(c is not GrpcCode.OK for c in codes), len(codes))
+        return [i for i, c in enumerate(codes) if c is not GrpcCode.OK]
 
     def delete(self, table: str, match: dict[str, Key]) -> None:
         """Delete one entry (absent is fine)."""
@@ -439,24 +461,32 @@ class P4rt:
 
     def read_table(self, table: str) -> list[TableRow]:
         """Every entry of a table."""
+        return self.read_tables([table])[table]
+
+    def read_tables(self, tables: list[str]) -> dict[str, list[TableRow]]:
+        """Every entry of several tables, in one Read."""
         pb = self.mods.pb
         self.connect()
-        t = self._obj("table", table)
-        entity = pb.Entity(table_entry=pb.TableEntry(table_id=t.preamble.id))
-        names = {mf.id: mf.name for mf in t.match_fields}
-        rows = []
-        for rep in self._rpc(f"read {table}", lambda: list(self.client.read_one(entity, self.timeout_s))):
+        ts = {self._obj("table", t).preamble.id: t for t in tables}
+        entities = [pb.Entity(table_entry=pb.TableEntry(table_id=tid)) for tid in ts]
+        out: dict[str, list[TableRow]] = {t: [] for t in tables}
+        for rep in self._rpc(f"read {', '.join(tables)}", lambda: list(self.client.read_many(entities, self.timeout_s))):
             for ent in rep.entities:
                 te = ent.table_entry
-                match: dict[str, Key] = {}
-                for fm in te.match:
-                    kind = fm.WhichOneof("field_match_type")
-                    match[names[fm.field_id]] = (decode(fm.lpm.value), fm.lpm.prefix_len) if kind == "lpm" else decode(fm.exact.value)
-                act = self.context.by_id[te.action.action.action_id]
-                pnames = {p.id: p.name for p in act.params}
-                params = {pnames[p.param_id]: decode(p.value) for p in te.action.action.params}
-                rows.append(TableRow(table, match, act.preamble.name, params))
-        return rows
+                out[ts[te.table_id]].append(self._row(ts[te.table_id], te))
+        return out
+
+    def _row(self, table: str, te) -> TableRow:
+        """A TableEntry decoded."""
+        names = {mf.id: mf.name for mf in self.context.by_id[te.table_id].match_fields}
+        match: dict[str, Key] = {}
+        for fm in te.match:
+            kind = fm.WhichOneof("field_match_type")
+            match[names[fm.field_id]] = (decode(fm.lpm.value), fm.lpm.prefix_len) if kind == "lpm" else decode(fm.exact.value)
+        act = self.context.by_id[te.action.action.action_id]
+        pnames = {p.id: p.name for p in act.params}
+        params = {pnames[p.param_id]: decode(p.value) for p in te.action.action.params}
+        return TableRow(table, match, act.preamble.name, params)
 
     # ---- packet I/O and counters ----------------------------------------------------------------------------
     def packet_out(self, metadata: dict[str, int], payload: bytes = b"\0" * 14) -> None:

@@ -21,7 +21,7 @@ from p4lb.model.p4lb import FREE, FlowEntry, P4lbState, SlotState, is_open, p4lb
 from p4lb.model.packet import DropReason
 
 if TYPE_CHECKING:
-    from p4lb.controller.p4rt import P4rt, Tls
+    from p4lb.controller.p4rt import Entry, P4rt, TableRow, Tls
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ SCAN_WIDTH = 64  # slots per CPU_SCAN answer (p4/p4lb.p4)
 SCAN_SLOT = struct.Struct("!BB6s6s")  # flow_scan_t: flow_state, flow_backend, flow_key, flow_last_seen
 SCAN_WINDOW = 64  # CPU_SCAN requests in flight
 BATCHED = frozenset({"rr_member", "rr_group"})  # table writes that may share one P4Runtime Write (staged version only)
+TABLES = ("vip", "rr_group", "rr_member")  # the tables the controller writes, by the model's target names
+VIP: tuple[str, tuple[int, ...]] = ("vip", ())
 MODEL_LOG = 10_000  # writes the model switch remembers (a dry-run loop must not grow without bound)
 
 
@@ -44,6 +46,41 @@ class SwitchView:
     backend_flows: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass
+class Shadow:
+    """What one P4Runtime session knows the controller's tables hold: (target, index) -> value for entries known to
+    exist (read back or written by us); an entry not listed may or may not exist. Void for any other session."""
+
+    session: int = -1
+    entries: dict[tuple[str, tuple[int, ...]], int] = field(default_factory=dict)
+
+    def view(self) -> SwitchView:
+        """The committed version and both groups as the entries give them (absent entries: size 0, backend 0)."""
+        sizes = [self.entries.get(("rr_group", (v,)), 0) for v in (0, 1)]
+        groups = tuple(tuple(self.entries.get(("rr_member", (v, i)), 0) for i in range(sizes[v])) for v in (0, 1))
+        return SwitchView(vip=self.entries.get(VIP), groups=groups)  # type: ignore[arg-type]
+
+    def agrees(self, heads: dict[tuple[str, tuple[int, ...]], int]) -> bool:
+        """The vip and rr_group entries read (`heads`) are those known, and every committed member is known."""
+        known = {k: v for k, v in self.entries.items() if k[0] != "rr_member"}
+        vip = heads.get(VIP)
+        if known != heads or vip is None:
+            return False
+        return all(("rr_member", (vip, i)) in self.entries for i in range(heads.get(("rr_group", (vip,)), 0)))
+
+
+def entries_of(rows: dict[str, list[TableRow]]) -> dict[tuple[str, tuple[int, ...]], int]:
+    """The entries of a read of vip, rr_group and (if read) rr_member, by the model's target names."""
+    entries: dict[tuple[str, tuple[int, ...]], int] = {}
+    for row in rows.get("vip", []):
+        entries[VIP] = row.params["version"]
+    for row in rows.get("rr_group", []):
+        entries["rr_group", (int(row.match["meta.lb.version"]),)] = row.params["size"]
+    for row in rows.get("rr_member", []):
+        entries["rr_member", (int(row.match["meta.lb.version"]), int(row.match["meta.lb.position"]))] = row.params["backend"]
+    return entries
+
+
 class Switch(Protocol):
     """What the controller needs from a switch."""
 
@@ -52,6 +89,7 @@ class Switch(Protocol):
     def write_batch(self, ws: list[Write]) -> None: ...
     def install_backends(self, cfg: LbConfig) -> None: ...
     def read(self, full: bool = True) -> SwitchView: ...
+    def read_quick(self, full: bool = False) -> SwitchView: ...
     def open_flows(self) -> dict[int, FlowEntry]: ...
     def read_slot(self, slot: int) -> dict[str, int]: ...
     def close(self) -> None: ...
@@ -99,6 +137,10 @@ class ModelSwitch:
     def close(self) -> None:
         """Nothing to release."""
 
+    def read_quick(self, full: bool = False) -> SwitchView:
+        """The model reads back at no cost: read()."""
+        return self.read(full)
+
     def read(self, full: bool = True) -> SwitchView:
         st = self.state
         return SwitchView(
@@ -119,6 +161,7 @@ class P4RuntimeSwitch:
         self.cfg = cfg
         self.files = (Path(p4info), Path(bmv2_json))
         self.rt = P4rt(grpc, device_id, election_id, timeout_s, tls)
+        self.shadow = Shadow()
 
     def preflight(self) -> None:
         """Check the local P4Info against the config before anything is written; no connection is made."""
@@ -145,7 +188,9 @@ class P4RuntimeSwitch:
         if self.files[0].is_file():
             self.rt.load_p4info(self.files[0])
             self._check_program()
+        self.shadow = Shadow()
         self.rt.push(*self.files)
+        self.shadow = Shadow(self.rt.sessions)  # every table is empty now
 
     def install_backends(self, cfg: LbConfig) -> None:
         """Static state: `backend` entries, the return path (`forward`, `send_frame` SNAT), `idle_timeout`."""
@@ -177,53 +222,79 @@ class P4RuntimeSwitch:
     def write_batch(self, ws: list[Write]) -> None:
         """Table writes of the staged version (rr_member, rr_group) in one P4Runtime Write: they touch only the
         version no packet reads, so the order the switch applies them in does not matter (P7)."""
-        rt = self._ready()
+        self._ready()
         if any(w.target not in BATCHED for w in ws):
             raise SwitchError(f"only {', '.join(sorted(BATCHED))} writes can be batched", GrpcCode.INVALID_ARGUMENT)
-        rt.upsert_many([self._entry(w) for w in ws])
+        self._put(ws)
 
-    def _entry(self, w: Write) -> tuple[str, dict[str, int], str, dict[str, int]]:
-        """The table entry of a staged table write."""
+    def _known(self) -> Shadow:
+        """This session's knowledge of the controller's tables (none after a reconnect: the switch may have restarted)."""
+        if self.shadow.session != self.rt.sessions:
+            self.shadow = Shadow(self.rt.sessions)
+        return self.shadow
+
+    def _put(self, ws: list[Write]) -> None:
+        """Table writes in one Write: MODIFY for entries known to exist, INSERT for the others; remembered once done
+        in the same session, all knowledge dropped if the write fails (the switch may hold any part of it)."""
+        shadow = self._known()
+        try:
+            self.rt.write_entries([self._entry(w) for w in ws], [(w.target, w.index) in shadow.entries for w in ws])
+        except SwitchError:
+            self.shadow = Shadow()
+            raise
+        if self._known() is shadow:
+            shadow.entries.update(((w.target, w.index), w.value) for w in ws)
+
+    def _entry(self, w: Write) -> Entry:
+        """The table entry of a table write."""
+        if w.target == "vip":
+            return "vip", {"hdr.ipv4.dstAddr": self.cfg.vip, "hdr.tcp.dstPort": self.cfg.vip_port}, "lb_select", {"version": w.value}
         if w.target == "rr_group":
             return "rr_group", {"meta.lb.version": w.index[0]}, "set_group", {"size": w.value}
         return "rr_member", {"meta.lb.version": w.index[0], "meta.lb.position": w.index[1]}, "set_member", {"backend": w.value}
 
     def write(self, w: Write) -> None:
         """One atomic write, as the model names it."""
-        rt = self._ready()
-        if w.target == "vip":
-            rt.upsert("vip", {"hdr.ipv4.dstAddr": self.cfg.vip, "hdr.tcp.dstPort": self.cfg.vip_port}, "lb_select", {"version": w.value})
-        elif w.target == "rr_group":
-            rt.upsert("rr_group", {"meta.lb.version": w.index[0]}, "set_group", {"size": w.value})
-        elif w.target == "rr_member":
-            rt.upsert("rr_member", {"meta.lb.version": w.index[0], "meta.lb.position": w.index[1]}, "set_member", {"backend": w.value})
+        self._ready()
+        if w.target in TABLES:
+            self._put([w])
         elif w.target == "rr_next":
             self.cpu(CPU_WRITE_RR_NEXT, w.index[0], w.value)
         else:
             raise SwitchError(f"no such switch target {w.target!r}: use vip, rr_group, rr_member or rr_next")
 
     def read(self, full: bool = True) -> SwitchView:
-        """The committed version and both groups read back; with `full`, rr_next and the counters too."""
+        """The committed version and both groups read back (one Read); with `full`, rr_next and the counters too."""
+        return self._read_back(full)
+
+    def _read_back(self, full: bool) -> SwitchView:
+        """read(): every entry of vip, rr_group and rr_member in one Read, remembered for this session."""
         rt = self._ready()
-        vips = rt.read_table("vip")
-        vip = vips[0].params["version"] if vips else None
-        sizes = [0, 0]
-        for row in rt.read_table("rr_group"):
-            sizes[int(row.match["meta.lb.version"])] = row.params["size"]
-        members: list[dict[int, int]] = [{}, {}]
-        for row in rt.read_table("rr_member"):
-            members[int(row.match["meta.lb.version"])][int(row.match["meta.lb.position"])] = row.params["backend"]
-        groups = tuple(tuple(members[v].get(i, 0) for i in range(sizes[v])) for v in (0, 1))
-        if not full:
-            return SwitchView(vip=vip, groups=groups)  # type: ignore[arg-type]
+        entries = entries_of(rt.read_tables(list(TABLES)))
+        self.shadow = Shadow(rt.sessions, entries)  # what was just read holds for the session it was read in
+        return self._with_counters(self.shadow.view()) if full else self.shadow.view()
+
+    def read_quick(self, full: bool = False) -> SwitchView:
+        """As read(), from one Read of the vip and rr_group entries and what this session knows of rr_member; a full
+        read-back when they disagree (an entry changed by someone else, a reconnect) or a committed member is unknown."""
+        rt = self._ready()
+        heads = entries_of(rt.read_tables(["vip", "rr_group"]))
+        known = self._known()
+        if not known.agrees(heads):
+            log.info("the switch's vip or rr_group entries are not those last seen: reading every entry back")
+            return self._read_back(full)
+        return self._with_counters(known.view()) if full else known.view()
+
+    def _with_counters(self, view: SwitchView) -> SwitchView:
+        """The view with rr_next (through the CPU port) and the lb_drops and backend_flows counters."""
         regs = self.read_slot(0)
-        drops = rt.counter_read("lb_drops")
+        drops = self.rt.counter_read("lb_drops")
         return SwitchView(
-            vip=vip,
-            groups=groups,  # type: ignore[arg-type]
+            vip=view.vip,
+            groups=view.groups,
             rr_next=(regs["rr_next0"], regs["rr_next1"]),
             lb_drops={r.name.lower(): drops.get(int(r), 0) for r in DropReason if r.counted},
-            backend_flows={i: c for i, c in rt.counter_read("backend_flows").items() if c},
+            backend_flows={i: c for i, c in self.rt.counter_read("backend_flows").items() if c},
         )
 
     def open_flows(self) -> dict[int, FlowEntry]:
