@@ -130,7 +130,7 @@ def _model() -> list[Mutant]:
         Mutant("m15", MODEL, M_PKT, Text("close = bool(flags & (FIN | RST))", "close = bool(flags & FIN)"), "RST is not a close"),
         Mutant("m16", MODEL, M_P4LB, Text("return e.state == SlotState.OPEN and now - e.last_seen <= idle_timeout_us", "return e.state == SlotState.OPEN and now - e.last_seen < idle_timeout_us"), "is_open (refusal test) expires one us early"),
         Mutant("m17", MODEL, M_P4LB, Text("if i >= n and not var.no_pointer_wrap:", "if i > n and not var.no_pointer_wrap:"), "rr_next == size not reset to 0 on read"),
-        Mutant("m18", MODEL, M_P4LB, Text('Write("rr_next", (s,), 0), ', ""), "the plan does not reset the staged rr_next"),
+        Mutant("m18", MODEL, M_P4LB, Text('Write(Target.RR_NEXT, (s,), 0), ', ""), "the plan does not reset the staged rr_next"),
         Mutant("m19", MODEL, M_CRC, Text('+ src_port.to_bytes(2, "big")', '+ src_port.to_bytes(2, "little")'), "5-tuple packs the client port little-endian"),
     ]
 

@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from p4lb.model.errors import ConfigError
 from p4lb.model.pool import Pool, fmt_set, with_sets
+
+
+class Target(enum.StrEnum):
+    """What a write changes: a table or register of the P4 programs, by its P4 name (NOOP: nothing, a change that needs no write)."""
+
+    VIP = "vip"  # p4lb: the vip entry's lb_select(version), the commit point
+    RR_GROUP = "rr_group"
+    RR_MEMBER = "rr_member"
+    RR_NEXT = "rr_next"
+    BACKEND = "backend"  # the backend table's entries (installed at deploy, outside the proofs' plans)
+    SET_MAX = "set_max"  # the seed's tables
+    SET_STATUS1 = "set_status1"
+    SET_STATUS2 = "set_status2"
+    SET_STATUS3 = "set_status3"
+    SET_STATUS4 = "set_status4"
+    NOOP = "noop"
 
 
 @dataclass(frozen=True)
 class Write:
     """One atomic switch write: a table entry's action parameter or a register cell, named as in the P4 program."""
 
-    target: str  # vip | rr_group | rr_member | rr_next | set_max | set_status1..4
+    target: Target
     index: tuple[int, ...]
     value: int
+
+    def __post_init__(self) -> None:
+        """Accept a target's P4 name (JSON traces, the switch tests); refuse anything else."""
+        if not isinstance(cast(object, self.target), Target):
+            try:
+                object.__setattr__(self, "target", Target(self.target))
+            except ValueError:
+                raise ConfigError("write.target", self.target, f"use one of {', '.join(t.value for t in Target)}") from None
 
     def __str__(self) -> str:
         idx = ",".join(str(i) for i in self.index)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from p4lb.model.config import LbConfig
 from p4lb.model.crc import flow_index
 from p4lb.model.errors import PlanError
-from p4lb.model.ops import Write
+from p4lb.model.ops import Target, Write
 from p4lb.model.packet import DropReason, FlagClass, Outcome, Packet, dropped, to_backend
 from p4lb.model.pool import Pool
 
@@ -209,8 +209,8 @@ def p4lb_plan(var: Variant, st: P4lbState, after: Pool) -> list[Write]:
     if st.members(st.vip) == members:
         return []
     s = st.vip if var.in_place_updates else 1 - st.vip
-    writes = [Write("rr_member", (s, i), b) for i, b in enumerate(members)]
-    return writes + [Write("rr_group", (s,), len(members)), Write("rr_next", (s,), 0), Write("vip", (), s)]
+    writes = [Write(Target.RR_MEMBER, (s, i), b) for i, b in enumerate(members)]
+    return writes + [Write(Target.RR_GROUP, (s,), len(members)), Write(Target.RR_NEXT, (s,), 0), Write(Target.VIP, (), s)]
 
 
 def check_plan(st: P4lbState, plan: list[Write], after: Pool) -> None:
@@ -224,7 +224,7 @@ def check_plan(st: P4lbState, plan: list[Write], after: Pool) -> None:
     for w in stage:
         if w.target not in ("rr_member", "rr_group", "rr_next") or w.index[0] != staged:
             raise PlanError(f"write {w} touches the live version {st.vip}; stage under version {staged}")
-    if commit != Write("vip", (), staged):
+    if commit != Write(Target.VIP, (), staged):
         raise PlanError(f"the last write must be the commit vip[] := {staged}, not {commit}")
     end = st
     for w in plan:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from p4lb.model.config import SEED_BACKENDS, LbConfig
 from p4lb.model.crc import flow_index
 from p4lb.model.errors import PlanError
-from p4lb.model.ops import Write
+from p4lb.model.ops import Target, Write
 from p4lb.model.packet import SYN, DropReason, Fate, Outcome, Packet, dropped, to_backend
 from p4lb.model.pool import Pool
 
@@ -115,11 +115,11 @@ def seed_plan(st: SeedState, before: Pool, after: Pool) -> list[Write]:
     if after.draining:
         raise PlanError("the seed has no drain")
     if k != st.set_max:
-        writes.append(Write("set_max", (), k))
+        writes.append(Write(Target.SET_MAX, (), k))
     for b in range(1, SEED_BACKENDS + 1):
         fail = 0 if b in after.healthy else 1
         if fail != st.set_status[b - 1]:
-            writes.append(Write(f"set_status{b}", (), fail))
+            writes.append(Write(Target(f"set_status{b}"), (), fail))
     return writes
 
 

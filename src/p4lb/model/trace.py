@@ -9,7 +9,7 @@ from typing import Any
 
 from p4lb.model.crc import ip, ip_str
 from p4lb.model.design import Design, make_design
-from p4lb.model.ops import Op, Write, op_from_json, op_to_json
+from p4lb.model.ops import Op, Target, Write, op_from_json, op_to_json
 from p4lb.model.p4lb import Variant
 from p4lb.model.packet import Outcome, Packet, flags_str, parse_flags
 from p4lb.model.pool import Pool
@@ -108,7 +108,7 @@ class Run:
         pool = op.apply(self.spec.pool)
         writes = self.design.plan(self.state, self.spec.pool, pool)
         if not writes:
-            return [WriteStep(Write("noop", (), 0), pool)]
+            return [WriteStep(Write(Target.NOOP, (), 0), pool)]
         return [WriteStep(w, pool if i == len(writes) - 1 else None) for i, w in enumerate(writes)]
 
 
@@ -208,4 +208,4 @@ def step_from_json(data: dict[str, Any], n: int) -> Step:
     w = data["write"]
     c = w.get("commit")
     pool = None if c is None else Pool(n, frozenset(c["active"]), frozenset(c["healthy"]), frozenset(c["draining"]))
-    return WriteStep(Write(w["target"], tuple(w["index"]), int(w["value"])), pool)
+    return WriteStep(Write(Target(w["target"]), tuple(w["index"]), int(w["value"])), pool)

@@ -10,7 +10,7 @@ import z3
 
 from p4lb.model.design import make_design
 from p4lb.model.errors import ModelError
-from p4lb.model.ops import Fail, Heal, Scale, Write, op_between
+from p4lb.model.ops import Fail, Heal, Scale, Target, Write, op_between
 from p4lb.model.p4lb import P4LB, Variant
 from p4lb.model.packet import Packet
 from p4lb.model.pool import Pool
@@ -208,16 +208,16 @@ def _p4lb_op(m: z3.ModelRef, task: Task, kind: int, before: Pool, post: Sym, e: 
     if task.atomic:
         return OpStep(op_between(before, pool))
     if kind == 2:
-        return WriteStep(Write("noop", (), 0), pool)
+        return WriteStep(Write(Target.NOOP, (), 0), pool)
     if kind == 1:
-        return WriteStep(Write("vip", (), int(_bool(m, post.sw["vip"]))), pool)
+        return WriteStep(Write(Target.VIP, (), int(_bool(m, post.sw["vip"]))), pool)
     tag = e.pkt.src_ip.decl().name().removeprefix("src_")
     ver = int(_bool(m, z3.Bool(f"wver_{tag}")))
     what = _val(m, z3.BitVec(f"what_{tag}", 2))
     idx, val = _val(m, z3.BitVec(f"widx_{tag}", 8)), _val(m, z3.BitVec(f"wval_{tag}", 8))
     if what == 0:
-        return WriteStep(Write("rr_member", (ver, idx), val))
-    return WriteStep(Write("rr_group" if what == 1 else "rr_next", (ver,), val))
+        return WriteStep(Write(Target.RR_MEMBER, (ver, idx), val))
+    return WriteStep(Write(Target.RR_GROUP if what == 1 else Target.RR_NEXT, (ver,), val))
 
 
 def replay(trace: Trace) -> list[Prop]:
