@@ -140,11 +140,13 @@ class _Unroll:
         return r
 
 
-def bmc(task: Task) -> Result:
+def bmc(task: Task, budget_s: float | None = None) -> Result:
     """Shortest run breaking the property: a hash-agnostic screen per depth, then BMv2's crc16 for real collisions."""
     start = time.monotonic()
     screen, real = _Unroll(task, real_hash=False), _Unroll(task, real_hash=True)
     for depth in range(1, task.max_depth + 1):
+        if budget_s is not None and time.monotonic() - start > budget_s:
+            return Result(task.label, task.prop, Verdict.UNKNOWN, time.monotonic() - start, f"no counterexample up to depth {depth - 1} within {budget_s:.0f} s")
         bad_screen, bad_real = screen.extend(), real.extend()
         r = screen.check(bad_screen, 2)
         if r == z3.unsat:

@@ -123,6 +123,8 @@ def print_report(report: Report, console: Console) -> None:
             if r.trace_path:
                 console.print(f"  replay: python -m p4lb.verify replay {r.trace_path}", soft_wrap=True)
     bad = report.failures()
+    if bad and not report.results:
+        console.print("[red]The proofs were not run:[/] the encoding they would use is not the model or the compiled program.")
     console.print(escape(f"{report.summary()} [{report.seconds:.1f}s]"))
     if bad:
         console.print("[red]FAILED:[/] " + escape("; ".join(bad)))
