@@ -22,7 +22,7 @@ from p4lb.verify.vacuity import VacuityReport, check_vacuity
 
 log = logging.getLogger(__name__)
 MUTANT_BACKENDS = 4  # mutants are searched for counterexamples at N = 4: small, readable traces
-FALLBACK_SEARCH_S = 20.0  # p4lb not proven: how long to look for a counterexample before reporting 'unknown' (a failure)
+FALLBACK_SEARCH_S = 5.0  # p4lb not proven: how long to look for a counterexample before reporting 'unknown' (a failure)
 
 
 @dataclass
