@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import Phase, settings
 
 from p4lb.lab.toolchain import missing_compiler, missing_switch, require_switch
+
+# `pytest --hypothesis-profile=p4lb-find`: no example database and no shrinking, to time how soon a run against a
+# mutant program ($P4LB_SWITCH_JSON) finds its first disagreement
+settings.register_profile("p4lb-find", settings.get_profile("p4lb"), database=None, phases=(Phase.explicit, Phase.generate))
 
 
 def pytest_report_header(config):

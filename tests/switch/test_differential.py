@@ -1,70 +1,181 @@
-"""Differential test: hypothesis-generated packets and operations on the Python model and on BMv2, packet by packet.
+"""Differential test: hypothesis-generated packets, waits and operations on the Python model and on BMv2.
 
 Compared at every packet: egress port (backend), drop and its counted reason, black hole (port 0), and the
-headers that left (MACs, addresses, ports, flags, TTL, both checksums). After each run the per-flow state on the
-switch is read back at the slots the model's crc16 computes: the hash index is the same on both.
+headers that left (MACs, addresses, ports, flags, TTL, both checksums). For p4lb the run has time: a 300 ms idle
+timeout (the `idle_timeout` register the controller writes), real waits across it, and the model stepped at each
+packet's ingress time on the switch's own clock (`run_clocked`); after every packet the registers of its slot
+(state, key, backend, last seen) and rr_next are read back and compared. Keys come in groups that share a slot.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p4lb.lab.driver import assert_agree, run_both
+from p4lb.lab.driver import Clocked, ClockedStep, Wait, assert_agree, collision_keys, run_both, run_clocked, slot_problems
 from p4lb.model.crc import ip
 from p4lb.model.design import Design, make_design
 from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain
-from p4lb.model.p4lb import flow_slot
-from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, Packet
+from p4lb.model.p4lb import SlotState, flow_slot
+from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, DropReason, FlagClass, Packet, flow_key
 from p4lb.model.pool import Pool
 from p4lb.model.seed import seed_index
 from p4lb.model.trace import OpStep, Run
 
-FLAGS = (SYN, SYN, ACK, PSH | ACK, FIN | ACK, RST, SYN | ACK, SYN | FIN, SYN | RST, 0)
 N = 4
-SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+TIMEOUT_US = 300_000
+WAITS_US = (TIMEOUT_US // 3, TIMEOUT_US - 40_000, TIMEOUT_US + TIMEOUT_US // 4, TIMEOUT_US + TIMEOUT_US // 4)  # short, to the edge, past it
+ODD = PSH | 0x20 | 0x40 | 0x80  # PSH, URG, ECE, CWR: bits that do not change a flag class
+CLIENTS = tuple(ip(f"10.0.1.{i}") for i in range(1, 5))
+P4LB = make_design("p4lb", N, idle_timeout_us=TIMEOUT_US)
+# 4 keys in one slot, 2 in another, 5 alone
+GROUPS = tuple(tuple(g) for g in collision_keys(P4LB.cfg, (4, 2, 1, 1, 1, 1, 1), CLIENTS))
+FEATURES = ("dispatches>=5", "refusals", "closing", "expiries", "commits", "collisions", "closing, other key", "odd SYNs", "edge waits", "reuse")
+FLOORS = dict.fromkeys(FEATURES, 0.15) | {"dispatches>=5": 0.08, "edge waits": 0.04, "closing, other key": 0.03}  # shares of runs: 100 runs reach 2-4x these
+SLOW = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-def steps(seed_ops: bool):
-    """Lists of up to 14 steps: packets of 6 flows from 3 clients, and operations on 4 backends."""
-    packet = st.builds(lambda h, p, f: Packet(ip("10.0.1.0") + h, 1000 + p, f), st.integers(1, 3), st.integers(0, 1), st.sampled_from(FLAGS))
+@st.composite
+def flag_bytes(draw: st.DrawFn) -> int:
+    """A TCP flag byte: SYNs with any of PSH/URG/ECE/CWR, data, FIN or RST, or any byte at all."""
+    kind, extra = draw(st.integers(0, 7)), draw(st.integers(0, 255))
+    syn, data, close = SYN | extra & ODD, ACK | extra & ODD, (FIN if extra & 1 else RST) | extra & (ACK | ODD)
+    return (syn, syn, syn, data, close, close, extra, extra)[kind]
+
+
+@dataclass(frozen=True)
+class Follow:
+    """A packet of the key of the packet before it (`other`: of another key in its slot, `pick` chooses which);
+    made concrete by `resolve`."""
+
+    other: bool
+    pick: int
+    flags: int
+
+
+@st.composite
+def step(draw: st.DrawFn, keys: tuple[int, ...], ops: tuple[st.SearchStrategy, ...], waits: bool):
+    """Mostly packets (15 in 20: 2 of the same key as the packet before, 6 of a key colliding with it), then waits
+    (3 in 20, if any) and operations (2 in 20)."""
+    kind = draw(st.integers(0, 19))
+    if kind < 8:
+        return Follow(kind >= 2, draw(st.integers(0, 3)), draw(flag_bytes()))
+    if kind < 15 or kind < 18 and not waits:
+        k = keys[draw(st.integers(0, len(keys) - 1))]
+        return Packet(k >> 16, k & 0xFFFF, draw(flag_bytes()))
+    if kind < 18:
+        return Wait(draw(st.sampled_from(WAITS_US)))
+    return OpStep(draw(st.one_of(*ops)))
+
+
+def resolve(groups: tuple[tuple[int, ...], ...], raw: list) -> list[ClockedStep]:
+    """Each Follow as a packet of the previous packet's key or of another key in its group (first key if none yet)."""
+    out: list[ClockedStep] = []
+    prev = groups[0][0]
+    for s in raw:
+        if isinstance(s, Follow):
+            group = next(g for g in groups if prev in g)
+            others = [k for k in group if k != prev] if s.other else []
+            k = others[s.pick % len(others)] if others else prev
+            s = Packet(k >> 16, k & 0xFFFF, s.flags)
+        if isinstance(s, Packet):
+            prev = s.key
+        out.append(s)
+    return out
+
+
+def steps(groups: tuple[tuple[int, ...], ...], seed_ops: bool, waits: bool, min_size: int, max_size: int):
+    """Lists of steps on 4 backends: packets of the keys in `groups` (keys in a group share a slot), waits, operations."""
     backend = st.integers(1, N)
     ops = [st.builds(Scale, st.integers(0, N)), st.builds(Fail, backend), st.builds(Heal, backend)]
     if not seed_ops:
         ops += [st.builds(Drain, backend), st.builds(Undrain, backend)]
-    return st.lists(st.one_of(packet, packet, packet, st.one_of(*ops).map(OpStep)), min_size=1, max_size=14)
+    keys = tuple(k for g in groups for k in g)
+    return st.lists(step(keys, tuple(ops), waits), min_size=min_size, max_size=max_size).map(lambda raw: resolve(groups, raw))
 
 
-def _run_agreeing(lab, program: str, raw) -> tuple[Design, Run]:
-    """A fresh pipeline, then the steps on the model and on the switch, which must agree at every packet."""
-    lab.reset()
-    design = make_design(program, N)
-    run, cmp = run_both(lab, design, Pool.initial(N), raw)
-    assert_agree(cmp)
-    return design, run
+def reached(design: Design, run: Run, clocked: list[Clocked]) -> set[str]:
+    """The features one clocked run reached on the model."""
+    timeout, out = design.cfg.idle_timeout_us, set()
+    outcomes = [r.outcome for r in run.results if r.outcome is not None]
+    if sum(1 for o in outcomes if o.admitted) >= 5:
+        out.add("dispatches>=5")
+    if any(o.reason is DropReason.FLOW_TABLE_FULL for o in outcomes):
+        out.add("refusals")
+    if any(len(r.writes) and r.writes[-1].target == "vip" for r in run.results):
+        out.add("commits")
+    for c, res in zip(clocked, [r for r in run.results if isinstance(r.step, Packet)], strict=True):
+        e, p, o = c.before, c.pkt, res.outcome
+        live = e.state != SlotState.FREE and p.time_us - e.last_seen <= timeout
+        out |= {"expiries"} if e.state != SlotState.FREE and not live else set()
+        out |= {"closing"} if live and e.key == p.key and e.state == SlotState.OPEN and p.flag_class is FlagClass.CLOSE else set()
+        out |= {"collisions"} if live and e.key != p.key else set()
+        out |= {"closing, other key"} if live and e.key != p.key and e.state == SlotState.CLOSING and p.flag_class in (FlagClass.CLOSE, FlagClass.OTHER) else set()
+        out |= {"odd SYNs"} if p.flag_class is FlagClass.SYN and p.flags & ODD and o.admitted else set()
+        out |= {"edge waits"} if c.guarded_us else set()
+        out |= {"reuse"} if e.state != SlotState.FREE and o.admitted and (not live or e.state == SlotState.CLOSING) else set()
+    return out
 
 
-@SLOW
-@given(raw=steps(seed_ops=False))
-def test_p4lb_model_equals_bmv2(p4lb_lab, raw):
-    design, run = _run_agreeing(p4lb_lab, "p4lb", raw)
-    # every slot a packet of this run hashes to, read back through the CPU port: the model's crc16 index is BMv2's
-    slots = {flow_slot(design.cfg, p) for p in raw if isinstance(p, Packet)}
-    for slot in sorted(slots):
-        regs = p4lb_lab.read_slot(slot)
-        e = run.state.flows.get(slot)
-        want = (0, 0, 0) if e is None else (int(e.state), e.key, e.backend)
-        assert (regs["flow_state"], regs["flow_key"], regs["flow_backend"]) == want, f"slot {slot}"
-    regs = p4lb_lab.read_slot(0)
-    assert (regs["rr_next0"], regs["rr_next1"]) == run.state.rr_next
+class Coverage:
+    """How many runs reached each feature."""
+
+    def __init__(self) -> None:
+        self.runs, self.hits = 0, dict.fromkeys(FEATURES, 0)
+
+    def add(self, features: set[str]) -> None:
+        """Count one run."""
+        self.runs += 1
+        for f in features:
+            self.hits[f] += 1
+
+    def table(self, title: str) -> str:
+        """The counts as a small table."""
+        return "\n".join([f"{title}: {self.runs} runs"] + [f"  {f:<20}{n:>5}  {100 * n / max(self.runs, 1):5.1f}%" for f, n in self.hits.items()])
 
 
-@SLOW
-@given(raw=steps(seed_ops=True))
-def test_seed_model_equals_bmv2(seed_lab, raw):
-    design, run = _run_agreeing(seed_lab, "seed", raw)
-    cells = {seed_index(design.cfg, p) for p in raw if isinstance(p, Packet)}
-    for cell in sorted(cells):
-        assert seed_lab.read_slot(cell)["flowlet_select"] == run.state.flowlet_select.get(cell, 0), f"flowlet_select[{cell}]"
-    regs = seed_lab.read_slot(0)
-    assert (regs["myselect"], regs["mymax"]) == (run.state.myselect, run.state.mymax)
+def test_p4lb_model_equals_bmv2(p4lb_lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """p4lb with time: every packet and every slot it touches, at the switch's ingress time."""
+    cov = Coverage()
+
+    @SLOW
+    @given(raw=steps(GROUPS, seed_ops=False, waits=True, min_size=12, max_size=32))
+    def one(raw) -> None:
+        p4lb_lab.reset()
+        run, cmp, clocked = run_clocked(p4lb_lab, P4LB, Pool.initial(N), raw)
+        assert_agree(cmp)
+        slots = sorted({flow_slot(P4LB.cfg, c.pkt) for c in clocked})  # at the end too: no packet wrote a slot not its own
+        assert not [d for slot in slots for d in slot_problems(run, slot, p4lb_lab.read_slot(slot))]
+        cov.add(reached(P4LB, run, clocked))
+
+    one()
+    with capsys.disabled():
+        print("\n" + cov.table(f"BMv2 = model on p4lb (N={N}, idle {TIMEOUT_US // 1000} ms, keys 4+2+1+1+1+1+1 in 7 slots)"))
+    low = [f for f, n in cov.hits.items() if n < FLOORS[f] * cov.runs]
+    assert not low, f"coverage below the floor: {low}\n{cov.table('coverage')}"
+
+
+SEED_GROUPS = tuple((flow_key(ip("10.0.1.0") + h, 1000 + p),) for h in (1, 2, 3) for p in (0, 1))
+
+
+def test_seed_model_equals_bmv2(seed_lab) -> None:
+    """The seed on 6 flows from 3 clients (it keeps no time: no waits)."""
+
+    @settings(SLOW, max_examples=60)
+    @given(raw=steps(SEED_GROUPS, seed_ops=True, waits=False, min_size=1, max_size=16))
+    def one(raw) -> None:
+        seed_lab.reset()
+        design = make_design("seed", N)
+        run, cmp = run_both(seed_lab, design, Pool.initial(N), raw)
+        assert_agree(cmp)
+        cells = {seed_index(design.cfg, p) for p in raw if isinstance(p, Packet)}
+        for cell in sorted(cells):
+            assert seed_lab.read_slot(cell)["flowlet_select"] == run.state.flowlet_select.get(cell, 0), f"flowlet_select[{cell}]"
+        regs = seed_lab.read_slot(0)
+        assert (regs["myselect"], regs["mymax"]) == (run.state.myselect, run.state.mymax)
+
+    one()
+

@@ -32,8 +32,19 @@ SWITCH_MAC = 0x00AA00000001  # source MAC of frames the client sends (any value:
 PROBE_DST = ip("10.0.0.250")
 PROBE_SPORT = 7
 GRACE_S = 0.004
+LATE_S = 0.3  # how long a packet that seems dropped without any counter is waited for (see Lab.late)
 
 TIMEOUT_S = 2.0
+SWITCH_JSON_ENV, SWITCH_P4INFO_ENV = "P4LB_SWITCH_JSON", "P4LB_SWITCH_P4INFO"
+
+
+def lab_artifacts(program: str) -> tuple[Path, Path]:
+    """(P4Info, BMv2 JSON) the lab pushes: the committed build, or for p4lb another compile of it (a mutant)
+    named by $P4LB_SWITCH_JSON (and $P4LB_SWITCH_P4INFO if its P4Info differs)."""
+    p4info, bmv2_json = artifacts(program)
+    if program != "p4lb" or not os.environ.get(SWITCH_JSON_ENV):
+        return p4info, bmv2_json
+    return Path(os.environ.get(SWITCH_P4INFO_ENV) or p4info), Path(os.environ[SWITCH_JSON_ENV])
 
 
 def free_port() -> int:
@@ -137,7 +148,9 @@ class Lab(contextlib.ExitStack):
             self.tmp = Path(self.enter_context(tempfile.TemporaryDirectory(prefix="p4lb-lab-")))
             self.topo = self.enter_context(Topology(host_specs(self.cfg, self.silent)))
             self.bmv2 = self.enter_context(Bmv2(self.topo.interfaces(), self.tmp))
-            p4info, bmv2_json = artifacts(self.program)
+            p4info, bmv2_json = lab_artifacts(self.program)
+            if (p4info, bmv2_json) != artifacts(self.program):
+                log.warning("lab: pushing %s (from $%s), not the committed build", bmv2_json, SWITCH_JSON_ENV)
             if not self.push:
                 return self
             if self.program == "p4lb":
@@ -156,10 +169,10 @@ class Lab(contextlib.ExitStack):
     def reset(self) -> None:
         """Push the pipeline again: every table, register and counter back to empty."""
         if self.push:
-            self.rt.push(*artifacts(self.program))
+            self.rt.push(*lab_artifacts(self.program))
             return
         with P4rt(self.bmv2.grpc, election_id=(0, 100)) as rt:
-            rt.push(*artifacts(self.program))
+            rt.push(*lab_artifacts(self.program))
 
     def read_slot(self, index: int) -> dict[str, int]:
         """Registers at one index, through the CPU port: p4lb's flow slot (+ rr_next, idle_timeout, now), or the
@@ -210,6 +223,20 @@ class Lab(contextlib.ExitStack):
         for h in self.hosts.values():
             got += [Seen(h.port, f) for f in h.drain() if not is_probe(f)]
         return got
+
+
+    def late(self, timeout_s: float = LATE_S) -> list[Seen]:
+        """Frames that arrive within timeout_s (none: the packet really was dropped). The probe returning first
+        does not prove a frame for another port has left: BMv2 has a queue and thread per egress port, so a
+        drop that no counter explains is waited for a while before it is believed."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.topo.wait_any(min(0.05, max(0.0, deadline - time.monotonic()))):
+                got = [Seen(h.port, f) for h in self.hosts.values() for f in h.drain() if not is_probe(f)]
+                if got:
+                    time.sleep(GRACE_S)
+                    return got + [Seen(h.port, f) for h in self.hosts.values() for f in h.drain() if not is_probe(f)]
+        return []
 
 
 def probe_frame() -> bytes:
