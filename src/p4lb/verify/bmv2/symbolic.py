@@ -79,7 +79,10 @@ class Unsupported(VerifyError):
 
 
 def crc16_arc(data: bytes) -> int:
-    """CRC-16/ARC (reflected poly 0x8005, init 0, no final xor): BMv2's `crc16`. check('123456789') = 0xBB3D."""
+    """CRC-16/ARC (reflected poly 0x8005, init 0, no final xor): BMv2's `crc16`. check('123456789') = 0xBB3D.
+
+    Deliberately not model.crc.crc16: this is the switch's side, written from BMv2's definition, and the
+    equivalence's hash lemma proves the two agree on every flow key (a wrong model crc is caught there)."""
     crc = 0
     for byte in data:
         crc ^= byte
