@@ -288,29 +288,6 @@ def compare(design: Design, pool: Pool, steps: list[Step], slots: list[int], enc
     raise EncodingMismatch("the encoding admits another run")  # pragma: no cover - the disjunction names a term
 
 
-def z3_outcomes(design: Design, pool: Pool, steps: list[Step]) -> list[Outcome | None]:
-    """The encoding's outcome for each packet step (None for operations), from one of its runs."""
-    p = pin(design, pool, steps)
-    if p.solver.check() != z3.sat:
-        raise EncodingMismatch("the encoding admits no run for these steps (the executable model ran them)")
-    m = p.solver.model()
-    outs: list[Outcome | None] = []
-    for step, e in zip(steps, p.steps, strict=True):
-        if not isinstance(step, Packet):
-            outs.append(None)
-            continue
-        fate = Fate(m.eval(e.out.fate, model_completion=True).as_long())
-        backend = m.eval(e.out.backend, model_completion=True).as_long()
-        reason = DropReason(m.eval(e.out.reason, model_completion=True).as_long())
-        outs.append(Outcome(fate, backend if fate is not Fate.DROP else 0, reason))
-    return outs
-
-
-def comparable(o: Outcome) -> tuple[Fate, int, DropReason]:
-    """What both sides must agree on."""
-    return (o.fate, o.backend if o.fate is not Fate.DROP else 0, o.reason)
-
-
 # ---- generated runs: abstract steps made concrete on the model -------------------------------------------
 
 

@@ -29,7 +29,7 @@ def reason(r: DropReason) -> z3.BitVecRef:
     return z3.BitVecVal(int(r), 3)
 
 
-COUNTED = (DropReason.NO_ELIGIBLE, DropReason.FLOW_TABLE_FULL, DropReason.UNKNOWN_FLOW, DropReason.MALFORMED, DropReason.NO_BACKEND_ENTRY)
+COUNTED = tuple(r for r in DropReason if r.counted)  # the lb_drops indices the switch increments (model.packet)
 
 
 @dataclass
@@ -152,9 +152,6 @@ class Out:
 
     def is_backend(self) -> z3.BoolRef:
         return self.fate == FATE_BACKEND
-
-    def counted_drop(self) -> z3.BoolRef:
-        return z3.And(self.fate == FATE_DROP, z3.Or(*[self.reason == reason(r) for r in COUNTED]))
 
 
 def open_at(spec: dict[str, z3.ExprRef], key: z3.ExprRef, t: z3.ArithRef, timeout: int) -> z3.BoolRef:
