@@ -199,11 +199,11 @@ def random_case(rng: random.Random) -> tuple[P4lbState, Packet]:
     key = pkt.key if rng.random() < 0.6 else rng.getrandbits(48)
     backend = rng.choice([1, 2, 3, 4, 1, 2, 0, 5])
     flows = {} if rng.random() < 0.15 else {slot: FlowEntry(rng.choice(list(SlotState)), key, backend, last)}
-    vip = rng.randrange(2)
+    version = rng.randrange(2)
     sizes = [rng.choice([0, 1, 2, 3, 4, 4]) for _ in (0, 1)]
     members = {(v, i): rng.choice([1, 2, 3, 4, 4, 0, 6]) for v in (0, 1) for i in range(sizes[v]) if rng.random() < 0.95}
     nxt = tuple(rng.choice([0, 1, 2, 3, 5, 255]) for _ in (0, 1))
-    st = P4lbState(vip=vip, rr_group=tuple(sizes), rr_member=members, rr_next=nxt, flows=flows, now=now)
+    st = P4lbState(version=version, rr_group=tuple(sizes), rr_member=members, rr_next=nxt, flows=flows, now=now)
     return st, pkt
 
 

@@ -102,7 +102,7 @@ def test_deploy_installs_the_pipeline_backends_and_group(fake, ctl, settings):
     writes = ctl.deploy()
     st = fake.device.state
     assert writes[-1].target == "vip" and fake.device.deployed
-    assert st.members(st.vip) == (1, 2, 3, 4) and st.rr_next == (0, 0)
+    assert st.members(st.version) == (1, 2, 3, 4) and st.rr_next == (0, 0)
     assert fake.device.idle_timeout_us == settings.lb.idle_timeout_us
     assert sorted(r.match["meta.lb.backend"] for r in fake.device.rows(Table.BACKEND)) == [1, 2, 3, 4]
     assert {r.params["sip"] for r in fake.device.rows(Table.SEND_FRAME)} == {settings.lb.vip}
@@ -121,8 +121,8 @@ def test_operations_write_what_the_model_writes(fake, ctl, settings):
     for op in OPS:
         assert ctl.apply(op).writes == reference.apply(op).writes, op
         st, want = fake.device.state, model.state
-        assert (st.vip, st.members(0), st.members(1), st.rr_next) == (want.vip, want.members(0), want.members(1), want.rr_next), op
-        assert ctl.switch.read(full=False) == SwitchView(vip=want.vip, groups=(want.members(0), want.members(1)))
+        assert (st.version, st.members(0), st.members(1), st.rr_next) == (want.version, want.members(0), want.members(1), want.rr_next), op
+        assert ctl.switch.read(full=False) == SwitchView(version=want.version, groups=(want.members(0), want.members(1)))
 
 
 def test_status_and_counters_read_back_as_the_model_counts(fake, ctl, settings):
@@ -208,7 +208,7 @@ def test_a_quick_commit_is_one_read_two_writes_and_one_packet_out(fake, ctl):
         assert calls(fake, lambda op=op: ctl.converge(op.apply, str(op), thorough=False)) == (2, 1, 1), op
     assert calls(fake, lambda: ctl.converge(lambda p: p, "idle", thorough=False)) == (0, 1, 0)
     st = fake.device.state
-    assert st.members(st.vip) == (1, 2, 3, 4)
+    assert st.members(st.version) == (1, 2, 3, 4)
 
 
 def test_entries_changed_behind_our_back_are_written_the_other_way(fake, ctl, switch):
@@ -216,11 +216,11 @@ def test_entries_changed_behind_our_back_are_written_the_other_way(fake, ctl, sw
     switch.rt.upsert("rr_member", {"meta.lb.version": 0, "meta.lb.position": 0}, "set_member", {"backend": 4})  # INSERT will meet ALREADY_EXISTS
     assert calls(fake, lambda: ctl.converge(Fail(2).apply, "fail", thorough=False))[0] == 3  # staged Write, its fallback for one update, commit
     st = fake.device.state
-    assert st.vip == 0 and st.members(0) == (1, 3, 4)
+    assert st.version == 0 and st.members(0) == (1, 3, 4)
     switch.rt.delete("rr_member", {"meta.lb.version": 1, "meta.lb.position": 2})  # MODIFY will meet NOT_FOUND
     assert calls(fake, lambda: ctl.converge(Heal(2).apply, "heal", thorough=False))[0] == 3
     st = fake.device.state
-    assert st.vip == 1 and st.members(1) == (1, 2, 3, 4)
+    assert st.version == 1 and st.members(1) == (1, 2, 3, 4)
 
 
 def test_a_new_session_forgets_what_the_last_one_knew(fake, ctl, switch):
@@ -241,14 +241,14 @@ def test_reconnects_after_unavailable(fake, ctl):
     fake.fail(Rpc.WRITE, grpc.StatusCode.UNAVAILABLE)
     assert ctl.apply(Fail(2)).writes
     assert fake.calls[Rpc.ARBITRATION] == arbitrations + 1  # one reconnect, then the write was retried
-    assert fake.device.state.members(fake.device.state.vip) == (1, 3, 4)
+    assert fake.device.state.members(fake.device.state.version) == (1, 3, 4)
 
 
 def test_reconnects_after_the_stream_broke(fake, ctl):
     ctl.deploy()
     fake.drop_streams()
     assert ctl.apply(Fail(2)).writes  # "Not primary" on the first write, re-arbitration, retry
-    assert fake.primary == (0, 1) and fake.device.state.members(fake.device.state.vip) == (1, 3, 4)
+    assert fake.primary == (0, 1) and fake.device.state.members(fake.device.state.version) == (1, 3, 4)
 
 
 def test_unavailable_twice_is_an_error_naming_the_switch(fake, ctl):
@@ -268,7 +268,7 @@ def test_rearbitrates_and_redeploys_after_a_restart(fake, ctl, switch):
     assert ctl.deploy()  # reconnects, is primary again, pushes and commits
     assert fake.primary == (0, 1) and fake.restarts == 1
     st = fake.device.state
-    assert st.members(st.vip) == (1, 2, 3, 4) and st.flows == {}
+    assert st.members(st.version) == (1, 2, 3, 4) and st.flows == {}
     assert ctl.deploy() == []
 
 
@@ -279,7 +279,7 @@ def test_a_non_primary_write_is_refused(fake, ctl, settings):
         with pytest.raises(SwitchError, match="Not primary.*higher election id"):
             ctl.apply(Fail(2))
         st = fake.device.state
-        assert st.members(st.vip) == (1, 2, 3, 4) and not st.rr_member.get((0, 0))  # nothing was written
+        assert st.members(st.version) == (1, 2, 3, 4) and not st.rr_member.get((0, 0))  # nothing was written
         other.load_p4info()  # from the running pipeline (GetForwardingPipelineConfig)
         assert other.read_table("vip")[0].params == {"version": 1}  # reads are allowed to everyone
     assert fake.primary == (0, 1)  # the higher one left: we are primary again
@@ -345,7 +345,7 @@ def test_delayed_answers_still_succeed(fake, ctl):
     applied = ctl.apply(Fail(2))
     assert time.monotonic() - t >= 0.05 * len(batches(list(applied.writes)))  # one delayed answer per request
     assert len(batches(list(applied.writes))) == 3 < len(applied.writes)  # staged table writes share one Write
-    assert fake.device.state.members(fake.device.state.vip) == (1, 3, 4)
+    assert fake.device.state.members(fake.device.state.version) == (1, 3, 4)
 
 
 def test_a_hung_switch_withholding_packet_ins_is_an_error(fake, ctl, switch):

@@ -100,7 +100,7 @@ def test_plan_stages_then_commits_and_in_place_is_rejected():
     st = make_design("p4lb", 4).initial(Pool.initial(4))
     after = Fail(2).apply(Pool.initial(4))
     plan = p4lb_plan(Variant(), st, after)
-    assert plan[-1].target == "vip" and all(w.index[0] != st.vip for w in plan[:-1])
+    assert plan[-1].target == "vip" and all(w.index[0] != st.version for w in plan[:-1])
     check_plan(st, plan, after)
     with pytest.raises(PlanError, match="live version"):
         check_plan(st, p4lb_plan(Variant(in_place_updates=True), st, after), after)
@@ -128,4 +128,4 @@ def test_bad_backend_id_in_op():
 
 def test_state_is_immutable():
     with pytest.raises(AttributeError):
-        P4lbState().vip = 1  # type: ignore[misc]
+        P4lbState().version = 1  # type: ignore[misc]

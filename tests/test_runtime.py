@@ -164,10 +164,10 @@ def test_operations_execute_the_models_plan():
     expected = p4lb_plan(P4LB, before, Fail(2).apply(ctl.pool))
     applied = ctl.apply(Fail(2))
     assert list(applied.writes) == expected
-    assert ctl.switch.state.members(ctl.switch.state.vip) == (1, 3, 4)
+    assert ctl.switch.state.members(ctl.switch.state.version) == (1, 3, 4)
     for op, group in ((Drain(3), (1, 4)), (Scale(2), (1,)), (Heal(2), (1, 2))):
         ctl.apply(op)
-        assert ctl.switch.state.members(ctl.switch.state.vip) == group
+        assert ctl.switch.state.members(ctl.switch.state.version) == group
 
 
 def test_redeploy_and_reconcile_write_nothing():
@@ -180,16 +180,16 @@ def test_redeploy_and_reconcile_write_nothing():
 def test_restart_after_partial_operation_converges():
     ctl = controller()
     ctl.deploy()
-    live = ctl.switch.state.vip
+    live = ctl.switch.state.version
     target = Fail(1).apply(ctl.pool)
     plan = p4lb_plan(P4LB, ctl.switch.state, target)
     for w in plan[:2]:  # killed after staging two writes: the live version is untouched
         ctl.switch.write(w)
-    assert ctl.switch.state.vip == live and ctl.switch.state.members(live) == (1, 2, 3, 4)
+    assert ctl.switch.state.version == live and ctl.switch.state.members(live) == (1, 2, 3, 4)
     restarted = Controller(ctl.settings, ctl.switch, grace_s=0)
     restarted.pool = target
     restarted.reconcile()
-    assert ctl.switch.state.members(ctl.switch.state.vip) == (2, 3, 4)
+    assert ctl.switch.state.members(ctl.switch.state.version) == (2, 3, 4)
     assert restarted.reconcile() == []
 
 
@@ -244,10 +244,10 @@ def test_adding_and_removing_backends_at_the_end(tmp_path):
     ctl = Controller(grown, first.switch, grace_s=0, state_file=state)
     assert ctl.pool.healthy == frozenset({1, 3, 4, 5}) and ctl.pool.active == frozenset({1, 2, 3, 4, 5})
     ctl.deploy()
-    assert ctl.switch.state.members(ctl.switch.state.vip) == (1, 3, 4, 5)
+    assert ctl.switch.state.members(ctl.switch.state.version) == (1, 3, 4, 5)
     shrunk = Controller(load(path), first.switch, grace_s=0, state_file=state)
     shrunk.deploy()
-    assert shrunk.switch.state.members(shrunk.switch.state.vip) == (1, 3, 4)
+    assert shrunk.switch.state.members(shrunk.switch.state.version) == (1, 3, 4)
 
 
 def test_suspect_backend_is_rechecked_sooner():

@@ -67,7 +67,7 @@ def _snapshot(lab) -> dict:
     slots = {flow_slot(lab.cfg, p) for p in FLOWS} | {flow_slot(lab.cfg, Packet(FLOWS[0].src_ip, port, SYN)) for port in (4444, 4445)}
     regs = {slot: {k: v for k, v in lab.read_slot(slot).items() if k != "now"} for slot in sorted(slots)}
     view = lab.switch.read()
-    return {"registers": regs, "open_flows": lab.switch.open_flows(), "group": view.groups, "vip": view.vip, "rr_next": view.rr_next, "backend_flows": view.backend_flows}
+    return {"registers": regs, "open_flows": lab.switch.open_flows(), "group": view.groups, "version": view.version, "rr_next": view.rr_next, "backend_flows": view.backend_flows}
 
 
 def test_malformed_input_changes_no_flow_and_no_dispatch_state(opened):

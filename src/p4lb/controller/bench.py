@@ -83,7 +83,7 @@ class _Timed(ModelSwitch):
     def write(self, w: Write) -> None:
         super().write(w)
         if w.target == "vip":
-            self.commits.append((time.monotonic(), self.state.members(self.state.vip)))
+            self.commits.append((time.monotonic(), self.state.members(self.state.version)))
 
 
 def trial(check: HealthCheck, victim: int = 2, rounds_limit_s: float = 10.0) -> float:
@@ -199,7 +199,7 @@ class RecordingFake(FakeP4Runtime):
         pipeline = self.device.pipeline
         if pipeline is not None and any(u.entity.table_entry.table_id == pipeline.table_id(Table.VIP) for u in request.updates):
             st = self.device.state
-            self.commits.append((time.monotonic(), frozenset(st.members(st.vip))))
+            self.commits.append((time.monotonic(), frozenset(st.members(st.version))))
         return rep
 
     def group(self) -> frozenset[int]:

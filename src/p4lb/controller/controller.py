@@ -80,7 +80,7 @@ def _mirror(view: SwitchView) -> P4lbState:
     """The model state of the controller-written part of the switch, as read back."""
     members = {(v, i): b for v in (0, 1) for i, b in enumerate(view.groups[v])}
     sizes = (len(view.groups[0]), len(view.groups[1]))
-    return P4lbState(vip=view.vip or 0, rr_group=sizes, rr_member=members, rr_next=view.rr_next)
+    return P4lbState(version=view.version or 0, rr_group=sizes, rr_member=members, rr_next=view.rr_next)
 
 
 class Controller:
@@ -105,7 +105,7 @@ class Controller:
         with self._locked():
             pool = self.current_pool()
             view = self._view(full=True)
-            if view is not None and view.vip is not None:
+            if view is not None and view.version is not None:
                 self.switch.install_backends(self.settings.lb)  # upserts: identical entries change nothing
                 writes = self._execute(_mirror(view), pool, "reconcile")
             else:
@@ -137,7 +137,7 @@ class Controller:
             before = self.current_pool()
             after = update(before)
             view = self._view(full=False, quick=not thorough and self.last_commit == seen)
-            if view is None or view.vip is None:
+            if view is None or view.version is None:
                 log.warning("%s: the switch has no p4lb pipeline or no committed group (restarted?): deploying again", why)
                 writes = self._fresh(after, f"redeploy ({why})")
             else:
@@ -239,7 +239,7 @@ class Controller:
         """One row per backend: its sets, whether it is in the committed group, new flows dispatched to it, and
         (with `scan`, which reads every flow slot) its open flows. `quick`: the tables read as in read_quick."""
         view = self._read(quick)
-        group = view.groups[view.vip] if view.vip is not None else ()
+        group = view.groups[view.version] if view.version is not None else ()
         open_flows = Counter(e.backend for e in self.switch.open_flows().values()) if scan else Counter()
         pool = self.pool
         return [

@@ -39,7 +39,7 @@ MODEL_LOG = 10_000  # writes the model switch remembers (a dry-run loop must not
 class SwitchView:
     """What the controller reads back: the committed version and both versions' groups."""
 
-    vip: int | None  # None when no vip entry exists (not deployed)
+    version: int | None  # the committed version; None when no vip entry exists (not deployed)
     groups: tuple[tuple[int, ...], tuple[int, ...]]
     rr_next: tuple[int, int] = (0, 0)
     lb_drops: dict[str, int] = field(default_factory=dict)
@@ -58,7 +58,7 @@ class Shadow:
         """The committed version and both groups as the entries give them (absent entries: size 0, backend 0)."""
         sizes = [self.entries.get(("rr_group", (v,)), 0) for v in (0, 1)]
         groups = tuple(tuple(self.entries.get(("rr_member", (v, i)), 0) for i in range(sizes[v])) for v in (0, 1))
-        return SwitchView(vip=self.entries.get(VIP), groups=groups)  # type: ignore[arg-type]
+        return SwitchView(version=self.entries.get(VIP), groups=groups)  # type: ignore[arg-type]
 
     def agrees(self, heads: dict[tuple[str, tuple[int, ...]], int]) -> bool:
         """The vip and rr_group entries read (`heads`) are those known, and every committed member is known."""
@@ -144,7 +144,7 @@ class ModelSwitch:
     def read(self, full: bool = True) -> SwitchView:
         st = self.state
         return SwitchView(
-            vip=st.vip if self.deployed else None,
+            version=st.version if self.deployed else None,
             groups=(st.members(0), st.members(1)),
             rr_next=st.rr_next,
             lb_drops={r.name.lower(): st.lb_drops[r] for r in DropReason if r.counted},
@@ -290,7 +290,7 @@ class P4RuntimeSwitch:
         regs = self.read_slot(0)
         drops = self.rt.counter_read("lb_drops")
         return SwitchView(
-            vip=view.vip,
+            version=view.version,
             groups=view.groups,
             rr_next=(regs["rr_next0"], regs["rr_next1"]),
             lb_drops={r.name.lower(): drops.get(int(r), 0) for r in DropReason if r.counted},

@@ -78,7 +78,7 @@ P4LB = Variant()
 class P4lbState:
     """Everything the ingress reads or writes."""
 
-    vip: int = 0  # version in the vip entry's lb_select action
+    version: int = 0  # the committed version: the vip entry's lb_select(version)
     rr_group: tuple[int, int] = (0, 0)
     rr_member: dict[tuple[int, int], int] = field(default_factory=dict)
     rr_next: tuple[int, int] = (0, 0)
@@ -112,7 +112,7 @@ def _set(pair: tuple[int, int], index: int, value: int) -> tuple[int, int]:
 
 def _advance(var: Variant, st: P4lbState) -> tuple[P4lbState, int, int]:
     """Read the group of the committed version and advance its rr_next: (state, position, backend)."""
-    v, n = st.vip, st.rr_group[st.vip]
+    v, n = st.version, st.rr_group[st.version]
     i = st.rr_next[v]
     if i >= n and not var.no_pointer_wrap:
         i = 0
@@ -156,7 +156,7 @@ def _ingress(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tuple[P
         return _new_flow(cfg, var, st, pkt, slot, held and not mine)
     if live and mine and e.state == SlotState.CLOSING:
         return _send(cfg, _put(st, slot, replace(e, last_seen=t)), e.backend)
-    if var.midflow_pickup and st.rr_group[st.vip]:
+    if var.midflow_pickup and st.rr_group[st.version]:
         st, _, b = _advance(var, st)
         return _send(cfg, st, b)
     return _count_drop(st, DropReason.UNKNOWN_FLOW), dropped(DropReason.UNKNOWN_FLOW)
@@ -165,11 +165,11 @@ def _ingress(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tuple[P
 def _new_flow(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet, slot: int, occupied: bool) -> tuple[P4lbState, Outcome]:
     """A SYN of no open flow: refuse if its slot is held, else dispatch round-robin and pin."""
     if occupied and not var.evict_on_collision:
-        if var.advance_on_refuse and st.rr_group[st.vip]:
+        if var.advance_on_refuse and st.rr_group[st.version]:
             st = _advance(var, st)[0]
         reason = DropReason.UNCOUNTED if var.refuse_uncounted else DropReason.FLOW_TABLE_FULL
         return _count_drop(st, reason), dropped(reason)
-    if st.rr_group[st.vip] == 0:
+    if st.rr_group[st.version] == 0:
         return _count_drop(st, DropReason.NO_ELIGIBLE), dropped(DropReason.NO_ELIGIBLE)
     st, _, b = _advance(var, st)
     st = replace(st, backend_flows=st.backend_flows | {b: st.backend_flows.get(b, 0) + 1})
@@ -184,7 +184,7 @@ def _put(st: P4lbState, slot: int, e: FlowEntry) -> P4lbState:
 def p4lb_write(st: P4lbState, w: Write) -> P4lbState:
     """Apply one control-plane write."""
     if w.target == "vip":
-        return replace(st, vip=w.value & 1)
+        return replace(st, version=w.value & 1)
     if w.target == "rr_group":
         return replace(st, rr_group=_set(st.rr_group, w.index[0], w.value))
     if w.target == "rr_next":
@@ -206,9 +206,9 @@ def planned_members(var: Variant, pool: Pool) -> tuple[int, ...]:
 def p4lb_plan(var: Variant, st: P4lbState, after: Pool) -> list[Write]:
     """Stage the new group under the unused version, then commit it with one write to `vip` (Reitblatt et al.)."""
     members = planned_members(var, after)
-    if st.members(st.vip) == members:
+    if st.members(st.version) == members:
         return []
-    s = st.vip if var.in_place_updates else 1 - st.vip
+    s = st.version if var.in_place_updates else 1 - st.version
     writes = [Write(Target.RR_MEMBER, (s, i), b) for i, b in enumerate(members)]
     return writes + [Write(Target.RR_GROUP, (s,), len(members)), Write(Target.RR_NEXT, (s,), 0), Write(Target.VIP, (), s)]
 
@@ -216,14 +216,14 @@ def p4lb_plan(var: Variant, st: P4lbState, after: Pool) -> list[Write]:
 def check_plan(st: P4lbState, plan: list[Write], after: Pool) -> None:
     """Raise PlanError unless `plan` only stages the unused version, commits last, and lists exactly `after`'s eligible set."""
     if not plan:
-        if set(st.members(st.vip)) != after.eligible:
-            raise PlanError(f"an empty plan leaves group {st.members(st.vip)} but eligible is {sorted(after.eligible)}")
+        if set(st.members(st.version)) != after.eligible:
+            raise PlanError(f"an empty plan leaves group {st.members(st.version)} but eligible is {sorted(after.eligible)}")
         return
-    staged = 1 - st.vip
+    staged = 1 - st.version
     *stage, commit = plan
     for w in stage:
         if w.target not in ("rr_member", "rr_group", "rr_next") or w.index[0] != staged:
-            raise PlanError(f"write {w} touches the live version {st.vip}; stage under version {staged}")
+            raise PlanError(f"write {w} touches the live version {st.version}; stage under version {staged}")
     if commit != Write(Target.VIP, (), staged):
         raise PlanError(f"the last write must be the commit vip[] := {staged}, not {commit}")
     end = st

@@ -81,7 +81,7 @@ def p4lb_state(sw: dict[str, z3.ExprRef], ex: Explorer, version: Any) -> P4lbSta
     """The model's P4lbState whose every field is the encoding's variable of the same name."""
     bv = _bv(ex)
     return P4lbState(
-        vip=version,
+        version=version,
         rr_group=(bv(sw["rr_group0"]), bv(sw["rr_group1"])),  # type: ignore[arg-type]
         rr_member=SymPerVersion((sw["rr_member0"], sw["rr_member1"]), ex, bv),  # type: ignore[arg-type]
         rr_next=(bv(sw["rr_next0"]), bv(sw["rr_next1"])),  # type: ignore[arg-type]
@@ -100,7 +100,7 @@ def p4lb_terms(st: P4lbState) -> dict[str, z3.ExprRef]:
     for i, d in enumerate(st.lb_drops):
         drops = z3.Store(drops, z3.BitVecVal(i, 3), value_term(d, INT))
     return {
-        "vip": value_term(st.vip, z3.BitVecSort(1)) == 1,
+        "version": value_term(st.version, z3.BitVecSort(1)) == 1,
         "rr_group0": value_term(st.rr_group[0], B8),
         "rr_group1": value_term(st.rr_group[1], B8),
         "rr_member0": members.arrays[0],
@@ -208,7 +208,7 @@ def bind_p4lb_packet(cfg: LbConfig, variant: Variant = P4LB) -> BindingResult:
 
     def run(ex: Explorer) -> tuple[P4lbState, Outcome]:
         ex.hasher = hasher(enc.hash, cfg)
-        version = 1 if SymBool(s.sw["vip"], ex) else 0
+        version = 1 if SymBool(s.sw["version"], ex) else 0
         return p4lb_packet(cfg, variant, p4lb_state(s.sw, ex, version), sym_packet(pkt, ex))
 
     paths, ex = explore(run, assume)
@@ -254,7 +254,7 @@ def bind_p4lb_write(cfg: LbConfig, target: str) -> BindingResult:
     assume = [z3.BitVec(f"what_{tag}", 2) == WRITE_TARGETS[target]] if target != "vip" else []
 
     def run(ex: Explorer) -> P4lbState:
-        version = 1 if SymBool(s.sw["vip"], ex) else 0
+        version = 1 if SymBool(s.sw["version"], ex) else 0
         st = p4lb_state(s.sw, ex, version)
         v = SymBV(z3.If(ver, z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)), ex)
         if target == "vip":

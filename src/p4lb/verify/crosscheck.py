@@ -182,7 +182,7 @@ def pin(design: Design, pool: Pool, steps: list[Step], free_reset: bool = False,
     run = Run.start(design, pool)
     p = Pinned(design, enc, solver, states, [], list(steps), run, encoded)
     if isinstance(enc, P4lbEncoding):
-        p.flip = run.state.vip
+        p.flip = run.state.version
         solver.add(*[states[0].sw[f"rr_member{v ^ p.flip}"] == _members(run.state, v) for v in (0, 1)])
     for i, step in enumerate(steps):
         _pin_step(p, i, step, free_reset)
@@ -224,7 +224,7 @@ def _outcome_terms(e: StepEnc, out: Outcome) -> list[tuple[str, z3.ExprRef, int]
 def _p4lb_terms(enc: P4lbEncoding, s: Sym, st: P4lbState, slots: list[int], flip: int) -> list[tuple[str, z3.ExprRef, int]]:
     """(name, Z3 term, the model's value) for p4lb's registers and counters (flow registers at `slots`)."""
     sw = s.sw
-    out: list[tuple[str, z3.ExprRef, int]] = [("vip", z3.If(sw["vip"], bv8(1 ^ flip), bv8(flip)), st.vip), ("now", sw["now"], st.now)]
+    out: list[tuple[str, z3.ExprRef, int]] = [("version", z3.If(sw["version"], bv8(1 ^ flip), bv8(flip)), st.version), ("now", sw["now"], st.now)]
     for v in (0, 1):
         z = v ^ flip
         out += [(f"rr_group{v}", sw[f"rr_group{z}"], st.rr_group[v]), (f"rr_next{v}", sw[f"rr_next{z}"], st.rr_next[v])]

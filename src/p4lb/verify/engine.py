@@ -212,7 +212,7 @@ def _p4lb_op(m: z3.ModelRef, task: Task, kind: int, before: Pool, post: Sym, e: 
     if kind == 2:
         return WriteStep(Write(Target.NOOP, (), 0), pool)
     if kind == 1:
-        return WriteStep(Write(Target.VIP, (), int(_bool(m, post.sw["vip"]))), pool)
+        return WriteStep(Write(Target.VIP, (), int(_bool(m, post.sw["version"]))), pool)
     tag = e.pkt.src_ip.decl().name().removeprefix("src_")
     ver = int(_bool(m, z3.Bool(f"wver_{tag}")))
     what = _val(m, z3.BitVec(f"what_{tag}", 2))

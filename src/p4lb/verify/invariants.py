@@ -28,7 +28,7 @@ def _ind(i: z3.ExprRef, start: z3.ExprRef, p: z3.ExprRef) -> z3.ExprRef:
 def global_clauses(enc: P4lbEncoding, s: Sym) -> list[Clause]:
     """Clauses with no quantified variable."""
     sw, spec = s.sw, s.spec
-    size, _, nxt = enc.group(s, sw["vip"])
+    size, _, nxt = enc.group(s, sw["version"])
     return [
         ("G0 group size at most N", z3.ULE(size, enc.n)),
         ("G2 rr_next inside the group", z3.Or(size == 0, z3.ULT(nxt, size))),
@@ -40,7 +40,7 @@ def global_clauses(enc: P4lbEncoding, s: Sym) -> list[Clause]:
 def position_clauses(enc: P4lbEncoding, s: Sym, j: z3.ExprRef) -> list[Clause]:
     """Position j: holds an eligible backend whose position is j; its count is base + [j in [start, rr_next))."""
     sw, cnt = s.sw, s.spec["cnt"]
-    size, mem, nxt = enc.group(s, sw["vip"])
+    size, mem, nxt = enc.group(s, sw["version"])
     fair = z3.Implies(z3.ULT(j, size), cnt[mem[j]] == cnt[mem[nxt]] + _ind(j, sw["ghost_start"], nxt))
     return [
         ("G1a group position holds an eligible backend", enc.wf_position(size, mem, sw["ghost_pos"], s.spec, j)),
@@ -50,7 +50,7 @@ def position_clauses(enc: P4lbEncoding, s: Sym, j: z3.ExprRef) -> list[Clause]:
 
 def backend_clauses(enc: P4lbEncoding, s: Sym, b: z3.ExprRef) -> list[Clause]:
     """An eligible backend is in the group, at its recorded position."""
-    size, mem, _ = enc.group(s, s.sw["vip"])
+    size, mem, _ = enc.group(s, s.sw["version"])
     return [("G1b eligible backend is in the group", enc.wf_backend(size, mem, s.sw["ghost_pos"], s.spec, b))]
 
 
@@ -97,7 +97,7 @@ class Watched:
 
 def terms(enc: P4lbEncoding, s: Sym, e: StepEnc, w: Witness, watched: Watched) -> tuple[list[z3.ExprRef], list[z3.ExprRef], list[z3.ExprRef], list[z3.ExprRef]]:
     """Positions, backends, keys and slots to instantiate the clauses of state s at."""
-    size, mem, nxt = enc.group(s, s.sw["vip"])
+    size, mem, nxt = enc.group(s, s.sw["version"])
     i, nxt2 = enc.dispatch_positions(s)
     pos = s.sw["ghost_pos"]
     positions = [watched.j, nxt, i, nxt2]

@@ -60,7 +60,7 @@ class P4lbEncoding:
     def fresh(self, tag: str) -> Sym:
         """A fresh symbolic state (sw includes the proof's two ghosts: pos and start)."""
         sw = {
-            "vip": z3.Bool(f"vip_{tag}"),
+            "version": z3.Bool(f"version_{tag}"),
             "rr_group0": z3.BitVec(f"rr_group0_{tag}", 8),
             "rr_group1": z3.BitVec(f"rr_group1_{tag}", 8),
             "rr_member0": z3.Array(f"rr_member0_{tag}", B8, B8),
@@ -114,7 +114,7 @@ class P4lbEncoding:
 
     def dispatch_positions(self, s: Sym) -> tuple[z3.ExprRef, z3.ExprRef]:
         """(position a new flow would take, rr_next after it) in the committed version."""
-        size, _, nxt = self.group(s, s.sw["vip"])
+        size, _, nxt = self.group(s, s.sw["version"])
         wrap = not self.var.no_pointer_wrap
         i = z3.If(z3.And(z3.UGE(nxt, size), z3.BoolVal(wrap)), bv8(0), nxt)
         return i, z3.If(z3.And(z3.UGE(i + 1, size), z3.BoolVal(wrap)), bv8(0), i + 1)
@@ -128,7 +128,7 @@ class P4lbEncoding:
         sw, n = s.sw, self.n
         pool = Pool.initial(n)
         return z3.And(
-            z3.Not(sw["vip"]),
+            z3.Not(sw["version"]),
             sw["rr_group0"] == n,
             *[sw["rr_member0"][bv8(i)] == i + 1 for i in range(n)],
             *[sw["ghost_pos"][bv8(b)] == b - 1 for b in range(1, n + 1)],
@@ -159,7 +159,7 @@ class P4lbEncoding:
         established = z3.And(live, mine, fs == OPEN, z3.Not(pkt.syn) if var.resyn_redispatch else z3.BoolVal(True))
         occupied = z3.And(fs != FREE if var.refuse_stale else z3.And(live, fs == OPEN), z3.Not(mine))
         refuse = z3.And(pkt.syn, occupied) if not var.evict_on_collision else z3.BoolVal(False)
-        ver = sw["vip"]
+        ver = sw["version"]
         size, mem, _ = self.group(s, ver)
         i, nxt2 = self.dispatch_positions(s)
         b = mem[i]
@@ -222,8 +222,8 @@ class P4lbEncoding:
         else:
             size, mem, nxt = self.group(s, target)
             ready = nxt == 0
-        staged = target == z3.Not(sw["vip"])
-        post.update(vip=target, ghost_pos=pos, ghost_start=bv8(0))
+        staged = target == z3.Not(sw["version"])
+        post.update(version=target, ghost_pos=pos, ghost_start=bv8(0))
         base = z3.And(staged if not self.var.in_place_updates else z3.BoolVal(True), self.planned_changed(s.spec, spec2))
         guard = z3.And(base, ready, self.wellformed(size, mem, pos, spec2))
         ready_weak = ready if not atomic else z3.BoolVal(True)
@@ -250,7 +250,7 @@ class P4lbEncoding:
             post[f"rr_group{v}"] = z3.If(z3.And(sel, what == 1), val, sw[f"rr_group{v}"])
             post[f"rr_next{v}"] = z3.If(z3.And(sel, what == 2), val, sw[f"rr_next{v}"])
         spec2 = dict(s.spec, wrote=z3.BoolVal(True))
-        guard = z3.And(ver == z3.Not(sw["vip"]) if not self.var.in_place_updates else z3.BoolVal(True), z3.ULE(what, 2))
+        guard = z3.And(ver == z3.Not(sw["version"]) if not self.var.in_place_updates else z3.BoolVal(True), z3.ULE(what, 2))
         return Branch("stage write", guard, post, spec2)
 
     def step(self, s: Sym, s2: Sym, tag: str, atomic: bool = True) -> StepEnc:
@@ -259,7 +259,7 @@ class P4lbEncoding:
         pkt = PacketIn.fresh(tag)
         reset = z3.Bool(f"reset_{tag}")
         sw_pkt, out, occ_open = self.packet(s, pkt)
-        _, _, nxt = self.group(s, s.sw["vip"])
+        _, _, nxt = self.group(s, s.sw["version"])
         sw_pkt["ghost_start"] = z3.If(reset, nxt, s.sw["ghost_start"])
         spec_pkt = spec_after_packet(s.spec, pkt, out, reset, self.timeout)
         is_packet = kind == 0

@@ -274,9 +274,9 @@ class P4lbSetup:
 
 
 def p4lb_tables(prog: Program, cfg: LbConfig, sw: Mapping[str, z3.ExprRef], present: Mapping[str, z3.ExprRef], others: TableContents | None) -> dict[str, TableContents]:
-    """The controller's tables: vip (VIP:port -> lb_select(vip)), rr_group / rr_member per version, backend 1..N."""
+    """The controller's tables: vip (VIP:port -> lb_select(version)), rr_group / rr_member per version, backend 1..N."""
     vip_t, grp_t, mem_t = table_named(prog, "vip"), table_named(prog, "rr_group"), table_named(prog, "rr_member")
-    version = z3.If(sw["vip"], z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)) if z3.is_bool(sw["vip"]) else sw["vip"]
+    version = z3.If(sw["version"], z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)) if z3.is_bool(sw["version"]) else sw["version"]
     tables: dict[str, TableContents] = {
         vip_t: Entries([Entry((Match(cfg.vip), Match(cfg.vip_port)), action_named(prog, vip_t, "lb_select"), (version,))]),
         table_named(prog, "backend"): backend_entries(prog, cfg, "backend", "set_backend"),
@@ -352,7 +352,7 @@ def _scalar(prog: Program, stem: str) -> str:
 
 P4LB_ASSUMPTIONS = (
     "packet (a): Ethernet + IPv4 (version 4, IHL 5, MF 0, offset 0, valid header checksum, proto 6, dst VIP) + TCP to the VIP port, >= 54 bytes, not from the CPU port (510)",
-    "tables as the controller writes them: vip = {(VIP, port) -> lb_select(vip)}; rr_group[v] -> set_group(rr_group{v}) if present (absent: the model has 0); rr_member[v][p] -> set_member(rr_member{v}[p]) if present (absent: the model has 0); backend = {i -> set_backend(mac_i, ip_i, port_i) | i in 1..N}; forward, send_frame arbitrary",
+    "tables as the controller writes them: vip = {(VIP, port) -> lb_select(version)}; rr_group[v] -> set_group(rr_group{v}) if present (absent: the model has 0); rr_member[v][p] -> set_member(rr_member{v}[p]) if present (absent: the model has 0); backend = {i -> set_backend(mac_i, ip_i, port_i) | i in 1..N}; forward, send_frame arbitrary",
     "rr_member entries hold backend ids <= 128 (MAX_BACKENDS: the controller writes ids 1..N); backend_flows has 129 cells",
     "registers: rr_next = (rr_next0, rr_next1); flow_state/flow_key/flow_backend = the model's arrays; idle_timeout[0] = cfg idle timeout; flow_last_seen[i] = the model's value (48-bit)",
     "time: ingress_global_timestamp = t; 0 <= flow_last_seen[slot] <= now <= t < 2^48 (the invariant keeps last_seen <= now; the clock is monotone and 48-bit)",
@@ -420,7 +420,7 @@ def p4lb_counterexample(s: P4lbSetup, m: z3.ModelRef, failed: Sequence[str], sub
     inp, res, sw, cfg = s.side.inp, s.side.res, s.model_sw, s.cfg
     slot = ev(s.slot)
     t = ev(inp.timestamp)
-    version = ev(sw["vip"])
+    version = ev(sw["version"])
     groups = [ev(sw["rr_group0"]), ev(sw["rr_group1"])]
     members = {f"{v},{p}": ev(sw[f"rr_member{v}"][z3.BitVecVal(p, 8)]) for v in (0, 1) for p in range(min(groups[v], 255))}
     entry = {
@@ -430,7 +430,7 @@ def p4lb_counterexample(s: P4lbSetup, m: z3.ModelRef, failed: Sequence[str], sub
         "last_seen": ev(s.last_seen[z3.BitVecVal(slot, cfg.flow_table_bits)]),
     }
     packet = {"src_ip": ev(inp.field("ipv4", "srcAddr")), "src_port": ev(inp.field("tcp", "srcPort")), "flags": ev(inp.field("tcp", "flags")), "time_us": t}
-    state = {"vip": version, "rr_group": groups, "rr_member": members, "rr_next": [ev(sw["rr_next0"]), ev(sw["rr_next1"])], "flows": {str(slot): entry}, "now": ev(s.now)}
+    state = {"version": version, "rr_group": groups, "rr_member": members, "rr_next": [ev(sw["rr_next0"]), ev(sw["rr_next1"])], "flows": {str(slot): entry}, "now": ev(s.now)}
     post_p4 = _slot_view(ev, res.registers, slot, cfg.flow_table_bits, prog=s.side.prog)
     bv = s.to_bv
     model_side = {
@@ -475,7 +475,7 @@ def replay_p4lb(cx: Mapping[str, Any], cfg: LbConfig | None = None) -> tuple[P4l
     st = cx["state"]
     flows = {int(k): FlowEntry(SlotState(v["state"]) if v["state"] in (0, 1, 2) else v["state"], v["key"], v["backend"], v["last_seen"]) for k, v in st["flows"].items()}
     members: dict[Any, int] = {tuple(int(x) for x in k.split(",")): v for k, v in st["rr_member"].items()}  # keys "v,p" -> (v, p)
-    state = P4lbState(vip=st["vip"], rr_group=tuple(st["rr_group"]), rr_member=members, rr_next=tuple(st["rr_next"]), flows=flows, now=st["now"])
+    state = P4lbState(version=st["version"], rr_group=tuple(st["rr_group"]), rr_member=members, rr_next=tuple(st["rr_next"]), flows=flows, now=st["now"])
     return p4lb_packet(cfg, P4LB, state, Packet(**cx["packet"]))
 
 
@@ -613,7 +613,7 @@ Counterexample: TypeAlias = Callable[[Any, z3.ModelRef, Sequence[str], Sequence[
 
 def p4lb_others(prog: Program, cfg: LbConfig) -> list[Other]:
     """(name, premise, claim) for the packets outside class (a), p4lb; registers arbitrary."""
-    sw = {"vip": z3.Bool("vip_b"), **{f"rr_group{v}": z3.BitVec(f"rr_group{v}_b", 8) for v in (0, 1)}, **{f"rr_member{v}": z3.Array(f"rr_member{v}_b", B8, B8) for v in (0, 1)}}
+    sw = {"version": z3.Bool("version_b"), **{f"rr_group{v}": z3.BitVec(f"rr_group{v}_b", 8) for v in (0, 1)}, **{f"rr_member{v}": z3.Array(f"rr_member{v}_b", B8, B8) for v in (0, 1)}}
     present = {"rr_group0": z3.BoolVal(True), "rr_group1": z3.BoolVal(True), "rr_member0": z3.K(B8, z3.BoolVal(True)), "rr_member1": z3.K(B8, z3.BoolVal(True))}
     inp = fresh_input(prog, "pb")
     env = Environment(p4lb_tables(prog, cfg, sw, present, None), {}, Unlisted.ERROR)
@@ -833,7 +833,7 @@ def concrete_p4lb_env(prog: Program, cfg: LbConfig, st: P4lbState) -> Environmen
         regs[k] = arr
     regs = {prog.register(k).name: v for k, v in regs.items()}
     tables: dict[str, TableContents] = {
-        table_named(prog, "vip"): Entries([Entry((Match(cfg.vip), Match(cfg.vip_port)), action_named(prog, table_named(prog, "vip"), "lb_select"), (st.vip,))]),
+        table_named(prog, "vip"): Entries([Entry((Match(cfg.vip), Match(cfg.vip_port)), action_named(prog, table_named(prog, "vip"), "lb_select"), (st.version,))]),
         table_named(prog, "rr_group"): Entries([Entry((Match(v),), action_named(prog, table_named(prog, "rr_group"), "set_group"), (st.rr_group[v],)) for v in (0, 1)]),
         table_named(prog, "rr_member"): Entries([Entry((Match(v), Match(p)), action_named(prog, table_named(prog, "rr_member"), "set_member"), (b,)) for (v, p), b in st.rr_member.items()]),
         table_named(prog, "backend"): backend_entries(prog, cfg, "backend", "set_backend"),
