@@ -70,7 +70,7 @@ class ExitCode(enum.IntEnum):
 
 EXIT_OK, EXIT_PROVER, EXIT_INPUT, EXIT_SWITCH, EXIT_INTERNAL = ExitCode.OK, ExitCode.PROVER, ExitCode.INPUT, ExitCode.SWITCH, ExitCode.INTERNAL
 EPILOG = __doc__.split("\n\n", 1)[1]
-OPS = {"fail": Fail, "heal": Heal, "drain": Drain, "undrain": Undrain}
+OPS: dict[str, type[Fail | Heal | Drain | Undrain]] = {"fail": Fail, "heal": Heal, "drain": Drain, "undrain": Undrain}
 OP_HELP = {
     "fail": "mark a backend failed: it gets no new flows; its open flows stay pinned to it",
     "heal": "mark a failed backend healthy again: it rejoins the group if active and not draining",
@@ -142,8 +142,8 @@ def parser() -> ArgParser:
     p.add_argument("--debug", action="store_true", help="log everything and print tracebacks of errors")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=ArgParser, help="what to do (p4lb COMMAND --help describes its arguments)")
 
-    def command(name: str, text: str, **kw: object) -> ArgParser:
-        return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", **kw)
+    def command(name: str, text: str, add_help: bool = True, usage: str | None = None) -> ArgParser:
+        return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", add_help=add_help, usage=usage)
 
     command("deploy", "push the pipeline, backends and group (reconciles if already deployed)")
     command("status", "table of backends: state, group membership, open and dispatched flows").add_argument("--json", action="store_true", help="print JSON instead of a table")

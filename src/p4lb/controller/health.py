@@ -260,7 +260,7 @@ class HealthMonitor:
                 return Probe(False, f"probe error: {type(exc).__name__}: {exc}", time.monotonic() - started)
 
     @staticmethod
-    def _result(task: asyncio.Future, budget: float) -> Probe:
+    def _result(task: asyncio.Future[Probe], budget: float) -> Probe:
         """The probe's result, or a failure if it overran the round."""
         if task.cancelled() or not task.done():
             return Probe(False, f"overran the round: no result within the interval ({budget * 1000:g} ms)", budget)

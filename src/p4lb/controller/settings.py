@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, cast
 
 from p4lb.controller.errors import ConfigFileError
 from p4lb.model.config import CPU_PORT, MAX_BACKENDS, Backend, LbConfig
@@ -29,6 +30,8 @@ HOST_RE = re.compile(r"^[A-Za-z0-9._\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5
 GRPC_RE = re.compile(r"^[\w.\-\[\]:]+:\d{1,5}$")
 MAX_ELECTION_ID = (1 << 128) - 2  # one-shot commands take the id just above
 U64 = (1 << 64) - 1
+
+Table = Mapping[str, object]  # a parsed TOML table: values are checked before use
 
 
 class CheckKind(enum.Enum):
@@ -60,7 +63,7 @@ class HealthCheck:
     max_concurrent: int = 256  # probes in flight at once
 
     def __post_init__(self) -> None:
-        if not isinstance(self.kind, CheckKind):
+        if not isinstance(cast(object, self.kind), CheckKind):  # a kind given as its name ("http")
             object.__setattr__(self, "kind", CheckKind(self.kind))
 
 
@@ -120,7 +123,7 @@ def _name(where: str, key: str) -> str:
     return f"{where}.{shown}" if where else shown
 
 
-def _known(table: Mapping, valid: tuple[str, ...], where: str) -> None:
+def _known(table: Table, valid: tuple[str, ...], where: str) -> None:
     """Refuse keys the schema does not have, suggesting the nearest valid one."""
     for key in table:
         if key in valid:
@@ -130,7 +133,7 @@ def _known(table: Mapping, valid: tuple[str, ...], where: str) -> None:
         raise ConfigFileError(_name(where, str(key)), table[key], f"unknown key: {hint}(valid keys: {', '.join(valid)})")
 
 
-def _section(data: Mapping, key: str) -> Mapping:
+def _section(data: Table, key: str) -> Table:
     """A [key] table (absent: empty); anything else is refused."""
     value = data.get(key, {})
     if not isinstance(value, dict):
@@ -139,7 +142,7 @@ def _section(data: Mapping, key: str) -> Mapping:
     return value
 
 
-def _int(table: Mapping, key: str, default: int, lo: int, hi: int, where: str, fix: str = "") -> int:
+def _int(table: Table, key: str, default: int, lo: int, hi: int, where: str, fix: str = "") -> int:
     """A whole number in lo..hi (booleans are not numbers)."""
     value = table.get(key, default)
     field = _name(where, key)
@@ -150,14 +153,14 @@ def _int(table: Mapping, key: str, default: int, lo: int, hi: int, where: str, f
     return value
 
 
-def _str(table: Mapping, key: str, default: str, where: str) -> str:
+def _str(table: Table, key: str, default: str, where: str) -> str:
     value = table.get(key, default)
     if not isinstance(value, str):
         raise ConfigFileError(_name(where, key), value, "use a string (in double quotes)")
     return value
 
 
-def _bool(table: Mapping, key: str, default: bool, where: str) -> bool:
+def _bool(table: Table, key: str, default: bool, where: str) -> bool:
     value = table.get(key, default)
     if not isinstance(value, bool):
         raise ConfigFileError(_name(where, key), value, "use true or false")
@@ -212,7 +215,7 @@ def _backend(i: int, b: object) -> tuple[Backend, str, int]:
     return Backend(i + 1, addr, mac, port), health, health_port
 
 
-def _backends(data: Mapping) -> tuple[tuple[Backend, ...], tuple[str, ...], tuple[int, ...]]:
+def _backends(data: Table) -> tuple[tuple[Backend, ...], tuple[str, ...], tuple[int, ...]]:
     raw = data.get("backend", [])
     if not isinstance(raw, list) or not raw:
         raise ConfigFileError("backend", raw, "add one [[backend]] table per server (address, mac, port)")
@@ -222,7 +225,7 @@ def _backends(data: Mapping) -> tuple[tuple[Backend, ...], tuple[str, ...], tupl
     return tuple(p[0] for p in parsed), tuple(p[1] for p in parsed), tuple(p[2] for p in parsed)
 
 
-def _kind(h: Mapping) -> CheckKind:
+def _kind(h: Table) -> CheckKind:
     value = h.get("kind", "tcp")
     try:
         return CheckKind(value)
@@ -230,7 +233,7 @@ def _kind(h: Mapping) -> CheckKind:
         raise ConfigFileError("health.kind", value, "use 'tcp' (connect), 'http' or 'https' (GET path, expect status)") from None
 
 
-def _health_text(h: Mapping) -> tuple[str, str]:
+def _health_text(h: Table) -> tuple[str, str]:
     """health.path and health.host: ASCII, no space, CR or LF (they go into the request line and a header)."""
     path = _str(h, "path", "/", "health")
     if not PATH_RE.match(path):
@@ -241,7 +244,7 @@ def _health_text(h: Mapping) -> tuple[str, str]:
     return path, host
 
 
-def _health(data: Mapping, base: Path | None) -> HealthCheck:
+def _health(data: Table, base: Path | None) -> HealthCheck:
     h = _section(data, "health")
     kind = _kind(h)
     interval = _int(h, "interval_ms", 1000, 10, 3_600_000, "health", "use 10..3600000 ms")
@@ -272,23 +275,33 @@ def _relative(value: str, base: Path | None) -> str:
     return str(path if path.is_absolute() or base is None else (base / path).resolve())
 
 
-def _election_id(s: Mapping) -> tuple[int, int]:
+def _election_id(s: Table) -> tuple[int, int]:
     """switch.election_id: a whole number 1..2**128-2 (one-shot commands use the id just above)."""
     value = _int(s, "election_id", 1, 1, MAX_ELECTION_ID, "switch", "use a whole number 1..2**128-2")
     return value >> 64, value & U64
 
 
-def _tls(s: Mapping, base: Path | None) -> dict[str, object]:
+class _Tls(TypedDict):
+    """The SwitchTarget fields _tls fills."""
+
+    tls: bool
+    root_cert: str
+    client_cert: str
+    client_key: str
+
+
+def _tls(s: Table, base: Path | None) -> _Tls:
     """switch.tls and the PEM paths; any path implies TLS; a client certificate needs its key and back."""
     paths = {k: _str(s, k, "", "switch") for k in ("root_cert", "client_cert", "client_key")}
     if bool(paths["client_cert"]) != bool(paths["client_key"]):
         missing = "client_key" if paths["client_cert"] else "client_cert"
         raise ConfigFileError(f"switch.{missing}", "", "give both switch.client_cert and switch.client_key (mutual TLS), or neither")
     tls = _bool(s, "tls", False, "switch") or any(paths.values())
-    return {"tls": tls} | {k: _relative(v, base) if v else "" for k, v in paths.items()}
+    full = {k: _relative(v, base) if v else "" for k, v in paths.items()}
+    return _Tls(tls=tls, root_cert=full["root_cert"], client_cert=full["client_cert"], client_key=full["client_key"])
 
 
-def _switch(data: Mapping, base: Path | None) -> SwitchTarget:
+def _switch(data: Table, base: Path | None) -> SwitchTarget:
     s = _section(data, "switch")
     grpc = _str(s, "grpc", "127.0.0.1:9559", "switch")
     if not GRPC_RE.match(grpc) or not 0 < int(grpc.rsplit(":", 1)[1]) < 65536:
@@ -301,7 +314,7 @@ def _switch(data: Mapping, base: Path | None) -> SwitchTarget:
         bmv2_json=_relative(_str(s, "bmv2_json", SwitchTarget.bmv2_json, "switch"), base),
         rpc_timeout_ms=_int(s, "rpc_timeout_ms", 2000, 10, 600_000, "switch", "use 10..600000 ms"),
         lock_timeout_ms=_int(s, "lock_timeout_ms", 10_000, 0, 3_600_000, "switch", "use 0..3600000 ms"),
-        **_tls(s, base),  # type: ignore[arg-type]
+        **_tls(s, base),
     )
 
 
@@ -312,7 +325,7 @@ def _toml_field(field: str) -> str:
     return "backend" if field == "backends" else field
 
 
-def _lb(data: Mapping, backends: tuple[Backend, ...]) -> LbConfig:
+def _lb(data: Table, backends: tuple[Backend, ...]) -> LbConfig:
     vip, flows = _section(data, "vip"), _section(data, "flows")
     net = _network(vip.get("client_net", "10.0.0.0/24"), "vip.client_net")
     try:
@@ -331,7 +344,7 @@ def _lb(data: Mapping, backends: tuple[Backend, ...]) -> LbConfig:
         raise ConfigFileError(_toml_field(exc.field), exc.value, exc.fix) from None
 
 
-def parse(data: Mapping, base: Path | None = None) -> Settings:
+def parse(data: Table, base: Path | None = None) -> Settings:
     """Validate a parsed TOML document (relative paths from folder `base`); raise ConfigFileError on the first bad field."""
     if not isinstance(data, dict):
         raise ConfigFileError("config", data, "give a TOML document")

@@ -13,40 +13,44 @@ from dataclasses import dataclass, field, replace
 
 from p4lb.controller.p4rt import P4rt
 from p4lb.lab.lab import SWITCH_MAC, Lab, Seen, mac
-from p4lb.model.config import LbConfig
+from p4lb.model.config import SEED_BACKENDS, LbConfig
 from p4lb.model.crc import ip_str
 from p4lb.model.design import Design, make_design
 from p4lb.model.ops import Write
 from p4lb.model.p4lb import FREE, FlowEntry, P4lbState, SlotState, flow_slot, p4lb_plan
 from p4lb.model.packet import DropReason, Fate, Outcome, Packet, flow_key
 from p4lb.model.pool import Pool
-from p4lb.model.seed import SEED_BACKENDS, SeedState, seed_plan
+from p4lb.model.seed import SeedState, seed_plan
 from p4lb.model.trace import OpStep, Run, Step, Trace
 
 CLIENT_TTL = 64
 GUARD_US = 80_000  # a packet is not sent within this long before its slot's expiry edge (see run_clocked)
 
+Match = dict[str, int | tuple[int, int]]  # a table entry's match, as P4rt.upsert takes it (LPM: (value, prefix_len))
 
-def _tcp_packet(cfg: LbConfig, pkt: Packet, eth_dst: str, ip_dst: str, ttl: int, pktlen: int):
-    """ptf's simple_tcp_packet with the model packet's 5-tuple and flags."""
+
+def _tcp_frame(cfg: LbConfig, pkt: Packet, eth_dst: str, ip_dst: str, ttl: int, pktlen: int) -> bytes:
+    """ptf's simple_tcp_packet with the model packet's 5-tuple and flags, as bytes."""
     import ptf.testutils as tu  # noqa: PLC0415
 
-    return tu.simple_tcp_packet(
-        pktlen=pktlen, eth_dst=eth_dst, eth_src=mac(cfg.client_mac), ip_src=ip_str(pkt.src_ip), ip_dst=ip_dst, ip_ttl=ttl,
-        tcp_sport=pkt.src_port, tcp_dport=cfg.vip_port, tcp_flags=pkt.flags, ip_id=1,
+    return bytes(
+        tu.simple_tcp_packet(
+            pktlen=pktlen, eth_dst=eth_dst, eth_src=mac(cfg.client_mac), ip_src=ip_str(pkt.src_ip), ip_dst=ip_dst, ip_ttl=ttl,
+            tcp_sport=pkt.src_port, tcp_dport=cfg.vip_port, tcp_flags=pkt.flags, ip_id=1,
+        )
     )
 
 
 def tcp_frame(cfg: LbConfig, pkt: Packet, pktlen: int = 64) -> bytes:
     """The packet as the client sends it: TCP to vip:vip_port (ptf.testutils, padded to pktlen)."""
-    return bytes(_tcp_packet(cfg, pkt, mac(SWITCH_MAC), ip_str(cfg.vip), CLIENT_TTL, pktlen))
+    return _tcp_frame(cfg, pkt, mac(SWITCH_MAC), ip_str(cfg.vip), CLIENT_TTL, pktlen)
 
 
 def expected_frame(design: Design, pkt: Packet, backend: int, pktlen: int = 64) -> bytes:
     """The frame the model says leaves towards `backend`: MAC and address rewritten (TTL-1 in the seed), checksums right."""
     b = design.cfg.backend(backend)
     ttl = CLIENT_TTL - 1 if design.is_seed else CLIENT_TTL
-    return bytes(_tcp_packet(design.cfg, pkt, mac(b.mac), ip_str(b.ip), ttl, pktlen))
+    return _tcp_frame(design.cfg, pkt, mac(b.mac), ip_str(b.ip), ttl, pktlen)
 
 
 @dataclass(frozen=True)
@@ -372,7 +376,7 @@ def seed_write_switch(lab: Lab, w: Write) -> None:
 
 def install_seed_rt(rt: P4rt, cfg: LbConfig, pool: Pool) -> None:
     """The seed's static entries: VIP -> flowlet read and round-robin, selectors 1..4 -> servers, return path."""
-    vip = {"hdr.ipv4.dstAddr": (cfg.vip, 32)}
+    vip: Match = {"hdr.ipv4.dstAddr": (cfg.vip, 32)}
     rt.upsert("forward", vip, "read_flowlet_select")
     rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.client_net, cfg.client_prefix)}, "set_nhop", {"dmac": cfg.client_mac, "port": cfg.client_port})
     rt.upsert("ecmp_group", vip, "set_ecmp_select")
@@ -390,7 +394,7 @@ def install_seed_rt(rt: P4rt, cfg: LbConfig, pool: Pool) -> None:
 
 def seed_write_rt(rt: P4rt, cfg: LbConfig, w: Write) -> None:
     """One of the seed controller's table_modify commands."""
-    vip = {"hdr.ipv4.dstAddr": (cfg.vip, 32)}
+    vip: Match = {"hdr.ipv4.dstAddr": (cfg.vip, 32)}
     if w.target == "set_max":
         rt.upsert("set_max", vip, "_max", {"max": w.value % 8})
     elif w.target.startswith("set_status"):

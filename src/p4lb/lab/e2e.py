@@ -12,15 +12,19 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from p4lb.lab.hosts import NetNs, wait_until
 from p4lb.lab.toolchain import artifacts
 from p4lb.model.crc import ip_str
 
+if TYPE_CHECKING:
+    from p4lb.lab.lab import Lab
+
 INTERVAL_MS = 100
 
 
-def toml_config(lab) -> str:
+def toml_config(lab: Lab) -> str:
     """The controller configuration for a lab (health checks over the management links)."""
     cfg = lab.cfg
     p4info, bmv2_json = artifacts("p4lb")
@@ -51,12 +55,12 @@ def toml_config(lab) -> str:
 class E2E:
     """The lab, one HTTP server per backend, and the CLI."""
 
-    def __init__(self, lab, tmp: Path) -> None:
+    def __init__(self, lab: Lab, tmp: Path) -> None:
         self.lab, self.tmp = lab, tmp
         self.config = tmp / "p4lb.toml"
         self.config.write_text(toml_config(lab))
-        self.servers: dict[int, subprocess.Popen] = {}
-        self.loop: subprocess.Popen | None = None
+        self.servers: dict[int, subprocess.Popen[bytes]] = {}
+        self.loop: subprocess.Popen[bytes] | None = None
 
     def start_server(self, b: int) -> None:
         """`python -m http.server` in backend b's namespace, serving 'backend b'."""
@@ -64,8 +68,10 @@ class E2E:
         root.mkdir(exist_ok=True)
         (root / "index.html").write_text(f"backend {b}\n")
         h = self.lab.hosts[f"b{b}"]
+        addr = h.mgmt_ip
+        assert addr is not None, f"backend {b} has no management link (a lab with silent=False has one)"
         self.servers[b] = h.popen(sys.executable, "-m", "http.server", "80", "--bind", "0.0.0.0", "--directory", str(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert wait_until(lambda: self._listening(h.mgmt_ip), 10.0, 0.05), f"server {b} did not start"
+        assert wait_until(lambda: self._listening(addr), 10.0, 0.05), f"server {b} did not start"
 
     @staticmethod
     def _listening(addr: str) -> bool:
@@ -79,7 +85,7 @@ class E2E:
         p.kill()
         p.wait()
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `p4lb -c CONFIG ARGS`."""
         res = subprocess.run([sys.executable, "-m", "p4lb.controller.cli", "-c", str(self.config), *args], capture_output=True, text=True, cwd=self.tmp, timeout=120)
         if check and res.returncode != 0:
@@ -109,9 +115,10 @@ class E2E:
             self.loop = None
             self.loop_log.close()
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """`p4lb status --json`."""
-        return json.loads(self.cli("status", "--json").stdout)
+        status: dict[str, Any] = json.loads(self.cli("status", "--json").stdout)
+        return status
 
     def connect(self, timeout: float = 1.0) -> socket.socket:
         """A TCP connection from the client to the VIP."""

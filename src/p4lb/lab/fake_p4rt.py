@@ -24,10 +24,11 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Any, TypeAlias
 
 import grpc
 from google.rpc import code_pb2, status_pb2
@@ -35,7 +36,7 @@ from p4.config.v1 import p4info_pb2
 from p4.v1 import p4runtime_pb2, p4runtime_pb2_grpc
 
 from p4lb.model.config import Backend, LbConfig
-from p4lb.model.ops import Write
+from p4lb.model.ops import Target, Write
 from p4lb.model.p4lb import FREE, P4LB, P4lbState, p4lb_packet, p4lb_write
 from p4lb.model.packet import DropReason, Fate, Outcome, Packet, dropped, to_backend
 
@@ -88,6 +89,10 @@ DEFAULT_ACTIONS: Mapping[Table, tuple[str, tuple[tuple[str, int], ...]]] = Mappi
 )
 COUNTERS = ("lb_drops", "backend_flows")
 
+# A P4Info table, action, counter, register or controller header: p4info_pb2 messages, which have no type stubs
+P4InfoObject = Any
+EntryKey = tuple[tuple[int, int, int], ...]  # (field id, value, prefix length) per match field, by field id
+
 
 class P4Error(Exception):
     """A request the switch refuses: a gRPC/P4Runtime status code and a message."""
@@ -106,6 +111,13 @@ class Row:
     action: str
     params: Mapping[str, int]
 
+    def exact(self, name: str) -> int:
+        """The value of an exact match field (TypeError for an LPM one)."""
+        value = self.match[name]
+        if isinstance(value, tuple):
+            raise TypeError(f"{name} is an LPM match field, not an exact one")
+        return value
+
 
 @dataclass(frozen=True)
 class Pipeline:
@@ -114,7 +126,7 @@ class Pipeline:
     info: p4info_pb2.P4Info
     device_config: bytes
     cookie: int
-    objects: Mapping[int, object]  # P4Info id -> table / action / counter / controller header
+    objects: Mapping[int, P4InfoObject]  # P4Info id -> table / action / counter / register / controller header
     tables: Mapping[int, Table]
     counters: Mapping[int, str]
     packet_out: Mapping[int, str]  # metadata id -> name
@@ -127,7 +139,8 @@ class Pipeline:
 
     def action_id(self, name: str) -> int:
         """The P4Info id of an action by its short name."""
-        return next(a.preamble.id for a in self.info.actions if _short(a.preamble.name) == name)
+        aid: int = next(a.preamble.id for a in self.info.actions if _short(a.preamble.name) == name)
+        return aid
 
 
 def _short(name: str) -> str:
@@ -184,7 +197,7 @@ class ModelDevice:
         """Power-on: no pipeline, no entries, every register and counter zero."""
         with self._lock:
             self.pipeline: Pipeline | None = None
-            self._entries: dict[Table, dict[tuple, p4runtime_pb2.TableEntry]] = {t: {} for t in Table}
+            self._entries: dict[Table, dict[EntryKey, p4runtime_pb2.TableEntry]] = {t: {} for t in Table}
             self._defaults: dict[Table, p4runtime_pb2.TableEntry] = {}
             self._state = P4lbState()
             self._idle_timeout = 0
@@ -222,11 +235,11 @@ class ModelDevice:
         return self.pipeline
 
     # ---- writes --------------------------------------------------------------------------------------------
-    def write(self, updates) -> list[tuple[int, str]]:
+    def write(self, updates: Iterable[p4runtime_pb2.Update]) -> list[tuple[int, str]]:
         """Apply a batch (CONTINUE_ON_ERROR): one (google.rpc code, message) per update, OK for those applied."""
         with self._lock:
             self._need_pipeline()
-            results = []
+            results: list[tuple[int, str]] = []
             for update in updates:
                 try:
                     self._write_one(update)
@@ -270,7 +283,7 @@ class ModelDevice:
             raise P4Error(grpc.StatusCode.NOT_FOUND, f"no table with id {table_id}")
         return table
 
-    def _key(self, te: p4runtime_pb2.TableEntry) -> tuple:
+    def _key(self, te: p4runtime_pb2.TableEntry) -> EntryKey:
         """The entry's match as a canonical key (field id, value, prefix length); P4Error if it is not valid."""
         fields = {mf.id: mf for mf in self._need_pipeline().objects[te.table_id].match_fields}
         key = {}
@@ -287,7 +300,7 @@ class ModelDevice:
         return tuple(sorted((fid, *v) for fid, v in key.items()))
 
     @staticmethod
-    def _field_key(mf, fm) -> tuple[int, int]:
+    def _field_key(mf: p4info_pb2.MatchField, fm: p4runtime_pb2.FieldMatch) -> tuple[int, int]:
         kind = fm.WhichOneof("field_match_type")
         if kind == "exact" and mf.match_type == p4info_pb2.MatchField.EXACT:
             value, plen = _int(fm.exact.value), mf.bitwidth
@@ -338,11 +351,11 @@ class ModelDevice:
         if self.pipeline is None:
             return
         vips = [r for r in self.rows(Table.VIP) if r.action == "lb_select"]
-        st = p4lb_write(self._state, Write("vip", (), vips[0].params["version"])) if vips else self._state
+        st = p4lb_write(self._state, Write(Target.VIP, (), vips[0].params["version"])) if vips else self._state
         default_size = self._row(self._defaults[Table.RR_GROUP]).params.get("size", 0)
-        sizes = {int(r.match["meta.lb.version"]): r.params["size"] for r in self.rows(Table.RR_GROUP)}
+        sizes = {r.exact("meta.lb.version"): r.params["size"] for r in self.rows(Table.RR_GROUP)}
         default_member = self._row(self._defaults[Table.RR_MEMBER]).params.get("backend", 0)
-        members = {(int(r.match["meta.lb.version"]), int(r.match["meta.lb.position"])): r.params["backend"] for r in self.rows(Table.RR_MEMBER)}
+        members = {(r.exact("meta.lb.version"), r.exact("meta.lb.position")): r.params["backend"] for r in self.rows(Table.RR_MEMBER)}
         rr_group = (sizes.get(0, default_size), sizes.get(1, default_size))
         if default_member:
             members = {(v, i): members.get((v, i), default_member) for v in (0, 1) for i in range(rr_group[v])} | members
@@ -444,7 +457,7 @@ class ModelDevice:
             body = b"".join(self._scan_slot(base + i) for i in range(SCAN_WIDTH))
             return head | self._globals(), body + payload[need:]
         if op == CpuOp.WRITE_RR_NEXT:
-            self._state = p4lb_write(self._state, Write("rr_next", (index & 1,), value & 0xFF))
+            self._state = p4lb_write(self._state, Write(Target.RR_NEXT, (index & 1,), value & 0xFF))
         elif op == CpuOp.WRITE_TIMEOUT:
             self._idle_timeout = value
         e = self._state.flows.get(index & (slots - 1), FREE)
@@ -467,12 +480,12 @@ class ModelDevice:
             vips = [r for r in self.rows(Table.VIP) if r.action == "lb_select"]
             if not vips:
                 raise P4Error(grpc.StatusCode.FAILED_PRECONDITION, "no vip entry: the balancer is not deployed")
-            cfg = self._lb_config(int(vips[0].match["hdr.ipv4.dstAddr"]), int(vips[0].match["hdr.tcp.dstPort"]))
+            cfg = self._lb_config(vips[0].exact("hdr.ipv4.dstAddr"), vips[0].exact("hdr.tcp.dstPort"))
             stamped = pkt if pkt.time_us else replace(pkt, time_us=self.now_us())
             self._state, out = p4lb_packet(cfg, P4LB, self._state, stamped)
             if out.fate is not Fate.BACKEND:
                 return out  # dropped (the model counts a backend id outside 1..N as NO_BACKEND_ENTRY itself)
-            if out.backend not in {int(r.match["meta.lb.backend"]) for r in self.rows(Table.BACKEND) if r.action == "set_backend"}:
+            if out.backend not in {r.exact("meta.lb.backend") for r in self.rows(Table.BACKEND) if r.action == "set_backend"}:
                 drops = list(self._state.lb_drops)
                 drops[DropReason.NO_BACKEND_ENTRY] += 1
                 self._state = replace(self._state, lb_drops=tuple(drops))
@@ -493,13 +506,6 @@ def _copy(te: p4runtime_pb2.TableEntry) -> p4runtime_pb2.TableEntry:
 
 
 # ---- the gRPC server -------------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class _Session:
-    """One StreamChannel: the messages waiting to be sent on it."""
-
-    out: queue.Queue = field(default_factory=queue.Queue)
-
-
 @dataclass(frozen=True)
 class _Abort:
     """End a stream with an error."""
@@ -508,7 +514,21 @@ class _Abort:
     details: str
 
 
-_END = object()
+class _End(enum.Enum):
+    """The stream is over (its requests ended or the RPC was cancelled)."""
+
+    END = enum.auto()
+
+
+_END = _End.END
+_Outgoing: TypeAlias = "p4runtime_pb2.StreamMessageResponse | _Abort | _End"  # what a stream's queue carries
+
+
+@dataclass(frozen=True, eq=False)
+class _Session:
+    """One StreamChannel: the messages waiting to be sent on it."""
+
+    out: queue.Queue[_Outgoing] = field(default_factory=queue.Queue)
 
 
 @dataclass
@@ -521,7 +541,7 @@ class _Faults:
     released: threading.Event = field(default_factory=threading.Event)
 
 
-class FakeP4Runtime(p4runtime_pb2_grpc.P4RuntimeServicer):
+class FakeP4Runtime(p4runtime_pb2_grpc.P4RuntimeServicer):  # type: ignore[misc]  # generated gRPC code has no stubs: the base is Any
     """A P4Runtime server for one device running p4lb.p4 as the model; start() on 127.0.0.1, port 0 by default."""
 
     def __init__(self, device_id: int = 0, port: int = 0, clock_us: Callable[[], int] | None = None, workers: int = 32, tls: tuple[bytes, bytes] | None = None) -> None:
@@ -711,12 +731,12 @@ class FakeP4Runtime(p4runtime_pb2_grpc.P4RuntimeServicer):
         if not self._is_primary(election_id):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "Not primary")
 
-    def Capabilities(self, request, context):  # noqa: N802 (gRPC method name)
+    def Capabilities(self, request: p4runtime_pb2.CapabilitiesRequest, context: grpc.ServicerContext) -> p4runtime_pb2.CapabilitiesResponse:  # noqa: N802 (gRPC method name)
         """The P4Runtime API version."""
         self._gate(Rpc.CAPABILITIES, context)
         return p4runtime_pb2.CapabilitiesResponse(p4runtime_api_version=API_VERSION)
 
-    def SetForwardingPipelineConfig(self, request, context):  # noqa: N802
+    def SetForwardingPipelineConfig(self, request: p4runtime_pb2.SetForwardingPipelineConfigRequest, context: grpc.ServicerContext) -> p4runtime_pb2.SetForwardingPipelineConfigResponse:  # noqa: N802
         """Install (or verify) the pipeline; primary only."""
         self._gate(Rpc.SET_PIPELINE, context)
         self._check(request.device_id, context)
@@ -727,7 +747,7 @@ class FakeP4Runtime(p4runtime_pb2_grpc.P4RuntimeServicer):
             context.abort(exc.code, exc.message)
         return p4runtime_pb2.SetForwardingPipelineConfigResponse()
 
-    def GetForwardingPipelineConfig(self, request, context):  # noqa: N802
+    def GetForwardingPipelineConfig(self, request: p4runtime_pb2.GetForwardingPipelineConfigRequest, context: grpc.ServicerContext) -> p4runtime_pb2.GetForwardingPipelineConfigResponse:  # noqa: N802
         """The running pipeline (empty when none was pushed)."""
         self._gate(Rpc.GET_PIPELINE, context)
         self._check(request.device_id, context)
@@ -743,7 +763,7 @@ class FakeP4Runtime(p4runtime_pb2_grpc.P4RuntimeServicer):
             rep.config.p4_device_config = pipeline.device_config
         return rep
 
-    def Write(self, request, context):  # noqa: N802
+    def Write(self, request: p4runtime_pb2.WriteRequest, context: grpc.ServicerContext) -> p4runtime_pb2.WriteResponse:  # noqa: N802
         """Table writes, primary only; per-update errors come back as BMv2 sends them (UNKNOWN + p4.Error details)."""
         self._gate(Rpc.WRITE, context)
         self._check(request.device_id, context)
@@ -760,7 +780,7 @@ class FakeP4Runtime(p4runtime_pb2_grpc.P4RuntimeServicer):
             context.abort(grpc.StatusCode.UNKNOWN, "Write failure.")
         return p4runtime_pb2.WriteResponse()
 
-    def Read(self, request, context) -> Iterator[p4runtime_pb2.ReadResponse]:  # noqa: N802
+    def Read(self, request: p4runtime_pb2.ReadRequest, context: grpc.ServicerContext) -> Iterator[p4runtime_pb2.ReadResponse]:  # noqa: N802
         """Table entries and counter cells (registers: UNIMPLEMENTED, as on BMv2)."""
         self._gate(Rpc.READ, context)
         self._check(request.device_id, context)
@@ -772,7 +792,7 @@ class FakeP4Runtime(p4runtime_pb2_grpc.P4RuntimeServicer):
             context.abort(exc.code, exc.message)
         yield rep
 
-    def StreamChannel(self, request_iterator, context) -> Iterator[p4runtime_pb2.StreamMessageResponse]:  # noqa: N802
+    def StreamChannel(self, request_iterator: Iterator[p4runtime_pb2.StreamMessageRequest], context: grpc.ServicerContext) -> Iterator[p4runtime_pb2.StreamMessageResponse]:  # noqa: N802
         """Arbitration and packet I/O: requests are read on their own thread, answers queued to this one."""
         session = _Session()
         with self._lock:
@@ -790,7 +810,7 @@ class FakeP4Runtime(p4runtime_pb2_grpc.P4RuntimeServicer):
         finally:
             self._leave(session)
 
-    def _read_stream(self, session: _Session, requests) -> None:
+    def _read_stream(self, session: _Session, requests: Iterator[p4runtime_pb2.StreamMessageRequest]) -> None:
         try:
             for req in requests:
                 kind = req.WhichOneof("update")

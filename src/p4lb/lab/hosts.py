@@ -15,8 +15,10 @@ import select
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ PACKET_OUTGOING = 4
 PREFIX = "p4lb"  # every namespace and link this harness makes starts with it
 
 
-def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run a command (ip, sysctl), raising with its stderr."""
     res = subprocess.run(cmd, capture_output=True, text=True)
     if check and res.returncode != 0:
@@ -87,12 +89,12 @@ class Host:
     mgmt_if: str | None = None
     sock: socket.socket | None = field(default=None, repr=False)
 
-    def exec(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    def exec(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a command inside the host's namespace."""
         return run("ip", "netns", "exec", self.ns, *cmd, check=check)
 
-    def popen(self, *cmd: str, **kw) -> subprocess.Popen:
-        """Start a process inside the host's namespace."""
+    def popen(self, *cmd: str, **kw: Any) -> subprocess.Popen[bytes]:
+        """Start a process inside the host's namespace (keyword arguments as subprocess.Popen's; bytes mode)."""
         return subprocess.Popen(["ip", "netns", "exec", self.ns, *cmd], **kw)
 
     def open_socket(self) -> socket.socket:
@@ -112,7 +114,7 @@ class Host:
     def drain(self) -> list[bytes]:
         """Every frame received since the last call (frames this host sent are skipped)."""
         s = self.open_socket()
-        out = []
+        out: list[bytes] = []
         while True:
             try:
                 data, addr = s.recvfrom(65535)
@@ -233,7 +235,7 @@ def cleanup_stale() -> None:
             log.info("removed stale namespace %s", ns)
 
 
-def wait_until(pred, timeout: float, step: float = 0.01) -> bool:
+def wait_until(pred: Callable[[], object], timeout: float, step: float = 0.01) -> bool:
     """Poll pred() until it is true or timeout passes."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:

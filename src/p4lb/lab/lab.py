@@ -51,16 +51,27 @@ def free_port() -> int:
     """A free TCP port on 127.0.0.1 for the gRPC server."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the switch is started: which binary, under which wrapper (e.g. valgrind), how long it may take to listen."""
+
+    binary: str = "simple_switch_grpc"
+    wrapper: tuple[str, ...] = ()
+    start_timeout_s: float = 10.0
 
 
 class Bmv2:
     """simple_switch_grpc on the given ports, gRPC on 127.0.0.1; stopped on exit."""
 
-    def __init__(self, interfaces: dict[int, str], log_dir: Path) -> None:
+    def __init__(self, interfaces: dict[int, str], log_dir: Path, launch: Launch = Launch()) -> None:
         self.grpc = f"127.0.0.1:{free_port()}"
         self.log_path = log_dir / "bmv2.log"
-        cmd = ["simple_switch_grpc", "--device-id", "0", "--no-p4"]
+        self.launch = launch
+        cmd = [*launch.wrapper, launch.binary, "--device-id", "0", "--no-p4"]
         for port, ifname in sorted(interfaces.items()):
             cmd += ["-i", f"{port}@{ifname}"]
         if os.environ.get("P4LB_BMV2_LOG"):
@@ -71,7 +82,7 @@ class Bmv2:
     def __enter__(self) -> Bmv2:
         self.out = self.log_path.open("w")
         self.proc = subprocess.Popen(self.cmd, stdout=self.out, stderr=subprocess.STDOUT)
-        if not wait_until(self._listening, 10.0, 0.05):
+        if not wait_until(self._listening, self.launch.start_timeout_s, 0.05):
             self.__exit__()
             raise RuntimeError(f"simple_switch_grpc did not open {self.grpc}: {self.log_path.read_text()[-2000:]}")
         return self
@@ -134,24 +145,26 @@ def host_specs(cfg: LbConfig, silent: bool = True) -> list[HostSpec]:
 class Lab(contextlib.ExitStack):
     """Hosts + BMv2 running `program` + a P4Runtime session; packets sent from the client, fates observed."""
 
-    def __init__(self, program: str, cfg: LbConfig | None = None, silent: bool = True, push: bool = True) -> None:
-        """push=False: hold no P4Runtime session (the controller under test will); reset() pushes with a brief one."""
+    def __init__(self, program: str, cfg: LbConfig | None = None, silent: bool = True, push: bool = True, launch: Launch = Launch()) -> None:
+        """push=False: hold no P4Runtime session (the controller under test will); reset() pushes with a brief one.
+        launch: another BMv2 binary, a wrapper command, a longer start timeout."""
         super().__init__()
         self.program = program
         self.cfg = cfg or default_config(4)
         self.silent = silent
-        self.push = push
+        self.holds_session = push  # not `push`: that is ExitStack.push
+        self.launch = launch
 
     def __enter__(self) -> Lab:
         super().__enter__()
         try:
             self.tmp = Path(self.enter_context(tempfile.TemporaryDirectory(prefix="p4lb-lab-")))
             self.topo = self.enter_context(Topology(host_specs(self.cfg, self.silent)))
-            self.bmv2 = self.enter_context(Bmv2(self.topo.interfaces(), self.tmp))
+            self.bmv2 = self.enter_context(Bmv2(self.topo.interfaces(), self.tmp, self.launch))
             p4info, bmv2_json = lab_artifacts(self.program)
             if (p4info, bmv2_json) != artifacts(self.program):
                 log.warning("lab: pushing %s (from $%s), not the committed build", bmv2_json, SWITCH_JSON_ENV)
-            if not self.push:
+            if not self.holds_session:
                 return self
             if self.program == "p4lb":
                 self.switch = P4RuntimeSwitch(self.bmv2.grpc, 0, (0, 1), str(p4info), str(bmv2_json), self.cfg)
@@ -168,7 +181,7 @@ class Lab(contextlib.ExitStack):
 
     def reset(self) -> None:
         """Push the pipeline again: every table, register and counter back to empty."""
-        if self.push:
+        if self.holds_session:
             self.rt.push(*lab_artifacts(self.program))
             return
         with P4rt(self.bmv2.grpc, election_id=(0, 100)) as rt:
@@ -193,8 +206,8 @@ class Lab(contextlib.ExitStack):
         """The switch port of a host."""
         return self.hosts[name].port
 
-    def backend_at(self, port: int) -> int:
-        """Backend id attached at a port (0 if none)."""
+    def backend_at(self, port: int | None) -> int:
+        """Backend id attached at a port (0 if none, or no port)."""
         for b in self.cfg.backends:
             if b.port == port:
                 return b.id
