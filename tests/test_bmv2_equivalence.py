@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from p4lb.model.config import default_config
 from p4lb.model.p4lb import FREE, P4LB, FlowEntry, P4lbState, SlotState, flow_slot, p4lb_packet
 from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, DropReason, Fate, Packet
+from p4lb.model.seed import SeedState, seed_packet
+from p4lb.p4 import artifacts
+from p4lb.verify.bmv2.cex import counterexample_file, read_cex, save_counterexample
 from p4lb.verify.bmv2.equivalence import (
     Verdict,
     check_equivalence,
@@ -20,6 +26,7 @@ from p4lb.verify.bmv2.equivalence import (
     tcp_to_vip,
 )
 from p4lb.verify.bmv2.program import load, load_json
+from p4lb.verify.bmv2.replay import dry_replay
 
 # ---- JSON surgery -------------------------------------------------------------------------------------
 
@@ -119,7 +126,7 @@ def no_wrap(d: dict) -> int:
     n = 0
     for p in a["primitives"]:
         if p["op"] == "assign" and op(p["parameters"][1]).get("op") == "?":
-            p["parameters"][1] = op(p["parameters"][1])["right"]
+            p["parameters"][1] = {"type": "expression", "value": op(p["parameters"][1])["right"]}  # a primitive's parameter: wrapped twice, as p4c writes it (BMv2 needs it)
             n += 1
     return n
 
@@ -168,13 +175,19 @@ def test_mutated_json_differs(name: str) -> None:
     assert outcome.fate.name == cx["model"]["fate"]
 
 
-def test_mutated_seed_differs() -> None:
+def seed_mutant() -> dict:
     """The seed's first failover (server 1 failed -> server 2) records server 3 in flowlet_select."""
     data = copy.deepcopy(load_json("seed"))
     (choose,) = [a for a in data["actions"] if a["name"].endswith("choose") and any(hexval(p["parameters"][1]) == 2 for p in a["primitives"] if p["op"] == "assign")][:1]
     for p in choose["primitives"]:
         if p["op"] == "register_write" and p["parameters"][0]["value"].endswith("flowlet_select"):
             p["parameters"][2] = {"type": "hexstr", "value": "0x03"}
+    return data
+
+
+def test_mutated_seed_differs() -> None:
+    """The seed's first failover (server 1 failed -> server 2) records server 3 in flowlet_select."""
+    data = seed_mutant()
     r = check_equivalence("seed", data=data, reachability=False, others=False)
     assert r.verdict is Verdict.DIFFERS
     assert "flowlet_select" in r.counterexample["failed"]
@@ -292,3 +305,90 @@ def z3_int(term) -> int:
 
     v = z3.simplify(term)
     return int(z3.is_true(v)) if z3.is_bool(v) else v.as_long()
+
+
+# ---- counterexample files: written, read back, replayed on the model and the JSON (no BMv2) -------------------
+
+
+def mutant_file(tmp_path: Path, name: str) -> Path:
+    """A JSON mutant written where a replay can push it."""
+    data = copy.deepcopy(load_json("p4lb"))
+    assert MUTANTS[name](data) > 0
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_differing_json_writes_a_counterexample_file_that_round_trips(tmp_path: Path) -> None:
+    """A mutated JSON: DIFFERS, a replayable counterexample file, read back equal, and the difference it names shows
+    on the file's own state when the model and the JSON are run on it."""
+    mutant = mutant_file(tmp_path, "fin_writes_free")
+    r = check_equivalence("p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False)
+    assert r.verdict is Verdict.DIFFERS and r.counterexample is not None
+    path = save_counterexample(r, tmp_path / "out", mutant)
+    assert path.parent == tmp_path / "out" and path.name.startswith("bmv2-cex-p4lb-")
+    cex, made = read_cex(path), counterexample_file(r, mutant, artifacts("p4lb")[0])
+    assert (cex.scenario, cex.failed, cex.kind, cex.replayable, cex.notes, cex.json_sha256, cex.p4info) == (made.scenario, made.failed, made.kind, made.replayable, made.notes, made.json_sha256, made.p4info)
+    assert cex.to_json() == json.loads(path.read_text())  # what is read is what was written
+    assert cex.bmv2_json == mutant.resolve() and cex.replayable and cex.failed == ("flow_state",)
+    scn = cex.scenario
+    assert scn.frame.ingress_port == 1 and len(scn.frame.data) >= 54 and scn.frame.data[12:14] == b"\x08\x00"
+    assert {t.table for t in scn.tables} >= {"vip", "rr_group", "backend", "forward", "send_frame"}
+    slot = scn.only_cell("flow_state")
+    assert flow_slot(CFG, Packet(scn.register("flow_key", slot) >> 16, scn.register("flow_key", slot) & 0xFFFF, 0)) == slot  # packets can put it there
+    rep = dry_replay(cex)
+    assert [row.name for row in rep.differing()] == [f"flow_state[{slot}]"]
+    (row,) = rep.differing()
+    assert (row.model, row.json) == (str(int(SlotState.CLOSING)), str(int(SlotState.FREE)))
+
+
+def test_counterexample_cli_prints_the_replay_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m p4lb.verify.bmv2 p4lb --json MUTANT`: exit 1, the file written, one replay command; that command
+    with --no-switch: exit 0 and the table; a file that is not one: exit 2 with one line."""
+    from p4lb.lab.replay import main as replay_main  # noqa: PLC0415
+    from p4lb.verify.bmv2.__main__ import main  # noqa: PLC0415
+
+    mutant = mutant_file(tmp_path, "wrong_drop_index")
+    assert main(["p4lb", "--json", str(mutant), "--out", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    (cmd,) = [line.split(": ", 1)[1] for line in out.splitlines() if "replay it on BMv2" in line]
+    assert cmd.startswith("python -m p4lb.lab.replay ") and Path(cmd.split()[-1]).is_file()
+    assert replay_main([cmd.split()[-1], "--no-switch"]) == 0
+    table = capsys.readouterr().out
+    assert "lb_drops *" in table and "UNKNOWN_FLOW +1" in table and "FLOW_TABLE_FULL +1" in table
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert replay_main([str(bad), "--no-switch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: not a counterexample file")
+
+
+def test_time_edge_counterexample_is_marked_not_replayable(tmp_path: Path) -> None:
+    """idle_strict differs only at now - last_seen == timeout exactly: BMv2's clock cannot be set, so the file says so."""
+    mutant = mutant_file(tmp_path, "idle_strict")
+    r = check_equivalence("p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False)
+    cex = read_cex(save_counterexample(r, tmp_path, mutant))
+    assert not cex.replayable and any("no counterexample in a state BMv2 can be driven into" in n for n in cex.notes)
+
+
+def test_seed_counterexample_file_is_in_reachable_registers(tmp_path: Path) -> None:
+    """The seed mutant's counterexample: registers packets can produce, and its steps get there on the model."""
+    from p4lb.verify.bmv2.reach import other_cell, seed_plan, seed_reachable  # noqa: PLC0415
+
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps(seed_mutant()))
+    r = check_equivalence("seed", data=json.loads(path.read_text()), reachability=False, others=False)
+    cex = read_cex(save_counterexample(r, tmp_path, path))
+    scn, cfg = cex.scenario, cex.scenario.cfg()
+    cell = scn.only_cell("flowlet_select")
+    target = (scn.register("flowlet_select", cell), scn.register("myselect"), scn.register("mymax"))
+    assert cex.replayable and target in seed_reachable()
+    pkt = Packet(scn.frame.get("ipv4.srcAddr"), scn.frame.get("tcp.srcPort"), 0)
+    plan = seed_plan(cfg, pkt, target)
+    assert plan is not None
+    st, off = SeedState(), other_cell(cfg, pkt)
+    for step in plan:
+        st = replace(st, set_max=step.set_max, set_status=step.status)
+        st, _ = seed_packet(cfg, st, replace(pkt if step.at_cell else off, flags=SYN if step.syn else ACK))
+    assert (st.flowlet_select.get(cell, 0), st.myselect, st.mymax) == target
+    assert [row.name for row in dry_replay(cex).differing()] == [f"flowlet_select[{cell}]"]

@@ -47,6 +47,7 @@ from p4lb.verify.bmv2.symbolic import (
     Result,
     TableContents,
     Unlisted,
+    crc16_sym,
     execute,
     fresh_input,
     hash_sym,
@@ -64,6 +65,9 @@ HEADERS_LEN = 14 + 20 + 20  # Ethernet + IPv4 without options + TCP without opti
 TIME_BITS = 48
 WIDE = 64
 PROGRAMS = ("p4lb", "seed")
+MAX_FRAME = 1514  # bytes: the lab's veth links carry at most a 1500-byte IPv4 packet
+REPLAY_MARGIN_US = 1_000_000  # a replayable counterexample's packet is this far from its slot's idle-timeout edge
+PACKET_HEADERS = ("ethernet", "ipv4", "tcp")  # a non-CPU packet's bytes, in the order the parser extracts them
 
 
 class Verdict(enum.Enum):
@@ -450,7 +454,7 @@ def p4lb_counterexample(s: P4lbSetup, m: z3.ModelRef, failed: Sequence[str], sub
         "slot_after": post_p4,
         "rr_next_after": [ev(res.register("rr_next")[z3.BitVecVal(i, 1)]) for i in (0, 1)],
     }
-    return {"failed": list(failed), "slot": slot, "packet": packet, "flags": flags_str(packet["flags"]), "state": state, "model": model_side, "p4": p4_side}
+    return {"failed": list(failed), "slot": slot, "packet": packet, "flags": flags_str(packet["flags"]), "state": state, "model": model_side, "p4": p4_side, "input": input_values(ev, s.side.prog, inp)}
 
 
 def _slot_view(ev: Callable[[z3.ExprRef], int], regs: Mapping[str, z3.ArrayRef], slot: int, bits: int, prog: Program) -> dict[str, int]:
@@ -593,6 +597,7 @@ def seed_counterexample(s: SeedSetup, m: z3.ModelRef, failed: Sequence[str], sub
         "state": state,
         "model": {"fate": Fate(ev(s.out.fate)).name, "backend": ev(s.out.backend), "flowlet_after": ev(s.post["flowlet_select"][at]), "myselect_after": ev(s.post["myselect"]), "mymax_after": ev(s.post["mymax"])},
         "p4": {"dropped": bool(ev(res.dropped)), "egress_port": ev(res.egress_port), "flowlet_after": ev(res.register("flowlet_select")[at]), "myselect_after": ev(res.register("myselect")[one]), "mymax_after": ev(res.register("mymax")[one])},
+        "input": input_values(ev, s.side.prog, inp),
     }
 
 
@@ -666,11 +671,13 @@ def _check(name: str, premises: Sequence[z3.BoolRef], goal: z3.BoolRef, expected
     return chk, (s.model() if ans == z3.sat else None)
 
 
-def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligations: list[tuple[str, z3.BoolRef]], cex: Counterexample, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int) -> tuple[Check, dict[str, object] | None]:
+def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligations: list[tuple[str, z3.BoolRef]], cex: Counterexample, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int, replayable: Callable[[], list[z3.BoolRef]] | None = None) -> tuple[Check, dict[str, object] | None]:
     """UNSAT of premises and a broken obligation; on SAT, the counterexample with the obligations it breaks.
 
     A counterexample is re-solved with the hash bound again (h = the program's crc16 of the packet), so
-    the packet, the slot and the state it shows are consistent and replay on the executable model.
+    the packet, the slot and the state it shows are consistent and replay on the executable model; then once
+    more with `replayable()` (a state BMv2 can be driven into, a packet the lab can send), kept if Z3 finds one.
+    Only a differing program pays for these solves (and for building `replayable()`).
     """
     goal = z3.Not(z3.And(*[o for _, o in obligations]))
     chk, m = _check("(a) equivalence", premises, goal, "unsat", timeout_ms)
@@ -681,8 +688,49 @@ def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligat
     s.add(*premises, goal, *bound)
     if s.check() == z3.sat:
         m = s.model()
+    found = "none asked"
+    if replayable is not None:
+        s.add(*[z3.substitute(r, *subs) for r in replayable()])
+        answer = s.check()
+        found = str(answer)
+        if answer == z3.sat:
+            m = s.model()
     failed = [name for name, o in obligations if z3.is_false(m.eval(o, model_completion=True))]
-    return chk, cex(setup, m, failed, subs)
+    out = cex(setup, m, failed, subs)
+    out["replayable"] = found == "sat"
+    if found != "sat":
+        out["replay_note"] = f"no counterexample in a state BMv2 can be driven into (Z3: {found}): the replay reaches the nearest it can"
+    return chk, out
+
+
+def p4lb_replayable(s: P4lbSetup) -> list[z3.BoolRef]:
+    """A counterexample the lab can replay: sent from the client port as one frame; its slot FREE and never
+    written, or OPEN / CLOSING with a key that hashes there (so packets can put it there) and a backend the
+    backend_flows counter holds; its age at least REPLAY_MARGIN_US from the idle-timeout edge (BMv2's clock
+    cannot be set, only waited on)."""
+    cfg, inp, slot = s.cfg, s.side.inp, s.slot
+    fs, fk, fb, last = s.model_sw["flow_state"][slot], s.model_sw["flow_key"][slot], s.model_sw["flow_backend"][slot], s.last_seen[slot]
+    crc = crc16_sym([z3.Extract(47, 16, fk), z3.BitVecVal(cfg.vip, 32), z3.BitVecVal(TCP, 8), z3.Extract(15, 0, fk), z3.BitVecVal(cfg.vip_port, 16)])
+    age, timeout = inp.timestamp - last, cfg.idle_timeout_us
+    far = z3.Or(z3.ULE(age, max(0, timeout - REPLAY_MARGIN_US)), z3.UGE(age, timeout + REPLAY_MARGIN_US))
+    return [
+        inp.ingress_port == cfg.client_port,
+        z3.ULE(inp.length, MAX_FRAME),
+        z3.ULE(fs, int(SlotState.CLOSING)),
+        z3.Implies(fs == int(SlotState.FREE), z3.And(fk == 0, fb == 0, last == 0)),
+        z3.Implies(fs != int(SlotState.FREE), z3.And(z3.Extract(cfg.flow_table_bits - 1, 0, crc) == slot, z3.ULE(fb, MAX_BACKENDS), far)),
+    ]
+
+
+def seed_replayable(s: SeedSetup) -> list[z3.BoolRef]:
+    """A seed counterexample the lab can replay: from the client port, one frame, in registers packets can
+    produce (flowlet_select[cell], myselect, mymax among those a search on the executable model reaches)."""
+    from p4lb.verify.bmv2.reach import seed_reachable  # noqa: PLC0415  (searched only when a seed JSON differs)
+
+    inp, sw = s.side.inp, s.model_sw
+    regs = (sw["flowlet_select"][s.index], sw["myselect"], sw["mymax"])
+    reachable = z3.Or(*[z3.And(*[r == v for r, v in zip(regs, key, strict=True)]) for key in sorted(seed_reachable())])
+    return [inp.ingress_port == s.cfg.client_port, z3.ULE(inp.length, MAX_FRAME), reachable]
 
 
 def class_constants(cfg: LbConfig, inp: PacketInput) -> list[tuple[z3.ExprRef, z3.ExprRef]]:
@@ -743,7 +791,9 @@ def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = No
     branches = [(name, z3.substitute(b, *subs)) for name, b in branches]
     sat_chk, _ = _check("premises satisfiable", premises, z3.BoolVal(True), "sat", timeout_ms)
     checks.append(sat_chk)
-    main, counterexample = _prove(s, premises, obligations, cex, subs, timeout_ms)
+    setup = s
+    replayable = (lambda: p4lb_replayable(setup)) if isinstance(setup, P4lbSetup) else (lambda: seed_replayable(setup))
+    main, counterexample = _prove(s, premises, obligations, cex, subs, timeout_ms, replayable)
     checks.append(main)
     if reachability and main.ok:
         checks += [_check(f"reachable: {name}", premises, cond, "sat", timeout_ms)[0] for name, cond in branches]
@@ -752,7 +802,7 @@ def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = No
             chk, m = _check(name, [premise], z3.Not(claim), "unsat", timeout_ms)
             checks.append(chk)
             if m is not None and counterexample is None:
-                counterexample = other_counterexample(name, inp, m)
+                counterexample = other_counterexample(name, prog, inp, m)
     verdict = _verdict(checks, counterexample)
     if program == "p4lb":
         notes.append("forward and send_frame are arbitrary (any entries): class (a) never applies forward; send_frame only rewrites the IPv4 source")
@@ -765,11 +815,19 @@ def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = No
 SHOWN = (("ethernet", "etherType"), ("ipv4", "version"), ("ipv4", "ihl"), ("ipv4", "flags"), ("ipv4", "fragOffset"), ("ipv4", "protocol"), ("ipv4", "srcAddr"), ("ipv4", "dstAddr"), ("ipv4", "hdrChecksum"), ("tcp", "srcPort"), ("tcp", "dstPort"), ("tcp", "flags"))
 
 
-def other_counterexample(name: str, inp: PacketInput, m: z3.ModelRef) -> dict[str, object]:
-    """A class-(b) packet that breaks the claim: its port, length and main header fields."""
+def other_counterexample(name: str, prog: Program, inp: PacketInput, m: z3.ModelRef) -> dict[str, object]:
+    """A class-(b) packet that breaks the claim: its port, length and main header fields (and its whole input)."""
     ev = _evaluator(m)
     packet = {f"{h}.{f}": ev(inp.field(h, f)) for h, f in SHOWN if (h, f) in inp.fields}
-    return {"failed": [name], "ingress_port": ev(inp.ingress_port), "length": ev(inp.length), "packet": packet}
+    return {"failed": [name], "ingress_port": ev(inp.ingress_port), "length": ev(inp.length), "packet": packet, "input": input_values(ev, prog, inp)}
+
+
+def input_values(ev: Callable[[z3.ExprRef], int], prog: Program, inp: PacketInput) -> dict[str, object]:
+    """The packet as a counterexample gives it: ingress port, length, time, and the fields of the headers it carries."""
+    port = ev(inp.ingress_port)
+    headers = ("cpu_out",) if port == CPU_PORT else PACKET_HEADERS
+    fields = {f"{h}.{f.name}": ev(inp.field(h, f.name)) for h in headers if h in prog.headers for f in prog.header_type(h).fields}
+    return {"ingress_port": port, "length": ev(inp.length), "timestamp": ev(inp.timestamp), "headers": [h for h in headers if h in prog.headers], "fields": fields}
 
 
 def _verdict(checks: Sequence[Check], counterexample: Mapping[str, object] | None) -> Verdict:
