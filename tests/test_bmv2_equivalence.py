@@ -392,3 +392,19 @@ def test_seed_counterexample_file_is_in_reachable_registers(tmp_path: Path) -> N
         st, _ = seed_packet(cfg, st, replace(pkt if step.at_cell else off, flags=SYN if step.syn else ACK))
     assert (st.flowlet_select.get(cell, 0), st.myselect, st.mymax) == target
     assert [row.name for row in dry_replay(cex).differing()] == [f"flowlet_select[{cell}]"]
+
+
+def test_prove_saves_a_differing_programs_counterexample_and_prints_its_replay(tmp_path: Path) -> None:
+    """The prover's run: a compiled program that differs gets its file beside the traces and the BMv2 replay command."""
+    from rich.console import Console  # noqa: PLC0415
+
+    from p4lb.verify.report import print_compiled  # noqa: PLC0415
+    from p4lb.verify.runner import _save_cex  # noqa: PLC0415
+
+    mutant = mutant_file(tmp_path, "fin_writes_free")
+    r = check_equivalence("p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False)
+    saved = _save_cex([r], 4, tmp_path / "out" / "traces")
+    assert list(saved) == ["p4lb"] and Path(saved["p4lb"]).parent == tmp_path / "out" and read_cex(Path(saved["p4lb"])).replayable
+    console = Console(record=True, width=200)
+    print_compiled([r], console, saved)
+    assert f"replay on BMv2: python -m p4lb.lab.replay {saved['p4lb']}" in console.export_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -10,6 +12,7 @@ from p4lb.model.crc import ip_str
 from p4lb.model.packet import Packet, flags_str
 from p4lb.model.trace import OpStep, Run, Trace, WriteStep
 from p4lb.verify.binding import BindingResult
+from p4lb.verify.bmv2.cex import replay_command
 from p4lb.verify.bmv2.equivalence import EquivalenceResult
 from p4lb.verify.bmv2.equivalence import Verdict as Equivalence
 from p4lb.verify.results import Result, Verdict
@@ -76,8 +79,8 @@ def compiled_table(results: list[EquivalenceResult]) -> Table:
     return t
 
 
-def print_compiled(results: list[EquivalenceResult], console: Console) -> None:
-    """The equivalence table, its assumptions (the controller discipline among them) and any counterexample."""
+def print_compiled(results: list[EquivalenceResult], console: Console, cex_files: dict[str, str] | None = None) -> None:
+    """The equivalence table, its assumptions (the controller discipline among them) and any counterexample with its replay."""
     console.print(compiled_table(results))
     for c in results:
         console.print(f"{c.program}.json assumes:", style="bold")
@@ -85,6 +88,8 @@ def print_compiled(results: list[EquivalenceResult], console: Console) -> None:
             console.print(escape(f"  - {a}"))
         if c.counterexample is not None:
             console.print(escape(f"  differs: {c.counterexample}"), style="red")
+            if c.program in (cex_files or {}):
+                console.print(escape(f"  replay on BMv2: {replay_command(Path((cex_files or {})[c.program]))}"))
 
 
 def vacuity_table(reports: list[VacuityReport]) -> Table:
@@ -107,7 +112,7 @@ def print_report(report: Report, console: Console) -> None:
     if report.bindings:
         console.print(binding_table(report.bindings))
     if report.compiled:
-        print_compiled(report.compiled, console)
+        print_compiled(report.compiled, console, report.compiled_cex)
     if report.vacuity:
         console.print(vacuity_table(report.vacuity))
     for name, inv in report.invariants.items():

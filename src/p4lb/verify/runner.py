@@ -12,6 +12,7 @@ from p4lb.model.design import make_design
 from p4lb.model.p4lb import P4LB
 from p4lb.model.spec import Prop
 from p4lb.verify.binding import BindingResult, bind_all
+from p4lb.verify.bmv2.cex import save_counterexample
 from p4lb.verify.bmv2.equivalence import EquivalenceResult, check_equivalence
 from p4lb.verify.bmv2.equivalence import Verdict as Equivalence
 from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, prove, replay
@@ -35,6 +36,7 @@ class Report:
     invariants: dict[str, InductionReport] = field(default_factory=dict)
     bindings: list[BindingResult] = field(default_factory=list)
     compiled: list[EquivalenceResult] = field(default_factory=list)
+    compiled_cex: dict[str, str] = field(default_factory=dict)  # program -> its saved counterexample (replay on BMv2)
     vacuity: list[VacuityReport] = field(default_factory=list)
     designs: list[str] = field(default_factory=list)
     props: list[Prop] = field(default_factory=list)
@@ -115,6 +117,7 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
     report = Report(n, designs=list(designs), props=list(props))
     report.bindings = bind_all(make_design("p4lb", n).cfg, make_design("seed").cfg)
     report.compiled = [check_equivalence("p4lb", n=n), check_equivalence("seed", n=4)]
+    report.compiled_cex = _save_cex(report.compiled, n, out_dir)
     if report.failures():  # the encoding is not the model (or not the program): proofs about it would prove nothing
         log.error("stopping before the proofs: %s", "; ".join(report.failures()))
         report.seconds = time.monotonic() - start
@@ -134,6 +137,16 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
             report.mutants.append(_save(check_replay(r), out_dir))
     report.seconds = time.monotonic() - start
     return report
+
+
+def _save_cex(results: list[EquivalenceResult], n: int, out_dir: Path | None) -> dict[str, str]:
+    """Write each differing program's counterexample next to the traces (out/bmv2-cex-*.json), for the BMv2 replay."""
+    where = (out_dir or Path("out/traces")).parent
+    saved = {}
+    for c in results:
+        if c.verdict is Equivalence.DIFFERS and c.counterexample is not None:
+            saved[c.program] = str(save_counterexample(c, where, n=n if c.program == "p4lb" else 4))
+    return saved
 
 
 def _save(r: Result, out_dir: Path | None) -> Result:
