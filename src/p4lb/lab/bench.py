@@ -5,16 +5,20 @@ each) and packets of 16 established flows. Throughput keeps at most WINDOW frame
 loss); latency sends one frame at a time (send -> frame seen at the backend). Also the P4Runtime side: a full
 deploy's time and single-write operations per second. Bounded: COUNT frames per case, TIME_LIMIT_S each.
 
-    python -m p4lb.lab.bench [--count N]
+    python -m p4lb.lab.bench [--count N] [--bin PATH]   (PATH also from $P4LB_BMV2_BIN; the build used is printed)
+
+Instructions per packet, the figure without packet-rate noise: python -m p4lb.lab.instructions.
 """
 
 from __future__ import annotations
 
 import argparse
 import select
+import socket
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -23,11 +27,10 @@ from rich.table import Table
 from p4lb.controller.controller import Controller
 from p4lb.controller.settings import HealthCheck, Settings, SwitchTarget
 from p4lb.lab.driver import install_seed, tcp_frame
-from p4lb.lab.lab import Lab
-from p4lb.lab.toolchain import missing_switch
+from p4lb.lab.lab import Lab, Launch
 from p4lb.model.config import default_config
 from p4lb.model.crc import ip
-from p4lb.model.ops import Write
+from p4lb.model.ops import Target, Write
 from p4lb.model.p4lb import flow_slot
 from p4lb.model.packet import ACK, PSH, SYN, Packet
 from p4lb.model.pool import Pool
@@ -51,7 +54,9 @@ class Figures:
 
 def _syn_packets(count: int) -> list[Packet]:
     """SYNs of distinct flows whose p4lb slots are all distinct (none is refused for a full slot)."""
-    cfg, seen, out = default_config(4), set(), []
+    cfg = default_config(4)
+    seen: set[int] = set()
+    out: list[Packet] = []
     src, port = ip("10.1.0.1"), 1024
     while len(out) < count:
         p = Packet(src, port, SYN)
@@ -82,11 +87,11 @@ def _setup(lab: Lab) -> None:
         lab.rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.client_net, cfg.client_prefix)}, "set_nhop", {"mac": cfg.client_mac, "port": cfg.client_port})
 
 
-def _backend_socks(lab: Lab) -> list:
+def _backend_socks(lab: Lab) -> list[socket.socket]:
     return [h.open_socket() for name, h in lab.hosts.items() if name.startswith("b")]
 
 
-def _count_rx(socks, timeout: float) -> int:
+def _count_rx(socks: list[socket.socket], timeout: float) -> int:
     """Frames received on the backends' sockets within timeout (0 if none)."""
     ready, _, _ = select.select(socks, [], [], timeout)
     n = 0
@@ -135,14 +140,14 @@ def latency(lab: Lab, frames: list[bytes]) -> list[float]:
     return out
 
 
-def measure(program: str, count: int) -> list[Figures]:
+def measure(program: str, count: int, launch: Launch | None = None) -> list[Figures]:
     """Both kinds of traffic through one program."""
     cfg = default_config(4)
     syns = [tcp_frame(cfg, p) for p in _syn_packets(count + 200)]
     flows = [Packet(ip("10.2.0.1"), 2000 + i, SYN) for i in range(FLOWS)]
     est = [tcp_frame(cfg, Packet(p.src_ip, p.src_port, PSH | ACK), pktlen=128) for p in flows]
     out = []
-    with Lab(program, cfg) as lab:
+    with Lab(program, cfg, launch=launch or Launch()) as lab:
         _setup(lab)
         for p in flows:
             lab.send(tcp_frame(cfg, p))
@@ -154,10 +159,10 @@ def measure(program: str, count: int) -> list[Figures]:
     return out
 
 
-def controller_figures(writes: int = 300) -> dict[str, float]:
+def controller_figures(writes: int = 300, launch: Launch | None = None) -> dict[str, float]:
     """A full p4lb deploy's time (pipeline push + entries + group) and single P4Runtime writes per second."""
     cfg = default_config(64)
-    with Lab("p4lb", cfg, push=False) as lab:
+    with Lab("p4lb", cfg, push=False, launch=launch or Launch()) as lab:
         from p4lb.lab.toolchain import artifacts  # noqa: PLC0415
 
         p4info, bmv2_json = artifacts("p4lb")
@@ -171,7 +176,7 @@ def controller_figures(writes: int = 300) -> dict[str, float]:
             deploy_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             for i in range(writes):
-                sw.write(Write("rr_member", (1, i % 64), 1 + i % 64))
+                sw.write(Write(Target.RR_MEMBER, (1, i % 64), 1 + i % 64))
             ops = writes / (time.perf_counter() - t0)
             t0 = time.perf_counter()
             for _ in range(20):
@@ -185,7 +190,7 @@ def controller_figures(writes: int = 300) -> dict[str, float]:
     return {"deploy_s (N=64)": deploy_s, "table writes/s": ops, "state read-back ms": read_ms, "open-flow scan s (65,536 slots)": scan_s}
 
 
-def failover_figures(rounds: int = 5) -> list[float]:
+def failover_figures(rounds: int = 5, launch: Launch | None = None) -> list[float]:
     """Milliseconds from killing a backend's server to the health loop's committed fail, on BMv2 (e2e lab)."""
     import tempfile  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
@@ -194,9 +199,13 @@ def failover_figures(rounds: int = 5) -> list[float]:
     from p4lb.lab.hosts import wait_until  # noqa: PLC0415
 
     out = []
-    with Lab("p4lb", default_config(4), silent=False, push=False) as lab, tempfile.TemporaryDirectory() as tmp:
+    with Lab("p4lb", default_config(4), silent=False, push=False, launch=launch or Launch()) as lab, tempfile.TemporaryDirectory() as tmp:
         lab.reset()
         env = E2E(lab, Path(tmp))
+
+        def more_than(op: str, n: int) -> Callable[[], bool]:
+            return lambda: env.transitions(op) > n
+
         try:
             for b in range(1, 5):
                 env.start_server(b)
@@ -206,11 +215,11 @@ def failover_figures(rounds: int = 5) -> list[float]:
                 time.sleep(0.5)
                 t0 = time.monotonic()
                 env.stop_server(3)
-                if not wait_until(lambda i=i: env.transitions("fail 3") > i, 10.0, 0.002):
+                if not wait_until(more_than("fail 3", i), 10.0, 0.002):
                     break
                 out.append((time.monotonic() - t0) * 1000)
                 env.start_server(3)
-                if not wait_until(lambda i=i: env.transitions("heal 3") > i, 10.0, 0.01):
+                if not wait_until(more_than("heal 3", i), 10.0, 0.01):
                     break
         finally:
             env.close()
@@ -228,13 +237,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=2000, help="frames per throughput case (default 2000)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of forward, seed, p4lb in turn; the median round is shown (default 3)")
+    ap.add_argument("--bin", help="simple_switch_grpc to run (default $P4LB_BMV2_BIN, else the one on PATH; e.g. an optimised build)")
     args = ap.parse_args(argv)
     console = Console()
-    reason = missing_switch()
+    from p4lb.lab.instructions import build_of, chosen_binary, missing  # noqa: PLC0415  (it imports this module)
+
+    reason = missing(chosen_binary(args.bin), valgrind=False)
     if reason:
         console.print(f"switch benchmark skipped: {reason}")
         return 0
-    rounds = [[f for program in ("forward", "seed", "p4lb") for f in measure(program, args.count)] for _ in range(max(1, args.rounds))]
+    build = build_of(chosen_binary(args.bin))
+    launch = Launch(binary=build.path)
+    console.print(f"BMv2 build: {build.label()}", markup=False)
+    rounds = [[f for program in ("forward", "seed", "p4lb") for f in measure(program, args.count, launch)] for _ in range(max(1, args.rounds))]
     figures = [median_figures([r[i] for r in rounds]) for i in range(len(rounds[0]))]
     t = Table(title=f"BMv2 simple_switch_grpc, {args.count} frames per case, window {WINDOW}, median of {len(rounds)} interleaved rounds")
     for col in ("program", "traffic", "packets/s", "latency median us", "latency p99 us", "lost"):
@@ -245,9 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     by = {(f.program, f.kind): f.pps for f in figures}
     for kind in ("new-flow SYN", "established"):
         console.print(f"{kind}: p4lb/seed = {by['p4lb', kind] / by['seed', kind]:.2f}x, p4lb/forward = {by['p4lb', kind] / by['forward', kind]:.2f}x (target p4lb >= 0.8x seed)")
-    for k, v in controller_figures().items():
+    for k, v in controller_figures(launch=launch).items():
         console.print(f"P4Runtime: {k} = {v:,.2f}")
-    fo = failover_figures()
+    fo = failover_figures(launch=launch)
     if fo:
         console.print(f"failover on BMv2 (kill -> fail committed, 100 ms interval, fall=2): median {statistics.median(fo):.0f} ms, max {max(fo):.0f} ms over {len(fo)} kills (target 200 ms)")
     return 0
