@@ -160,7 +160,7 @@ def test_compiled_program_equals_model(program: str) -> None:
     assert all(c.ok for c in r.checks)
     assert any(c.name.startswith("reachable") for c in r.checks)
     assert r.assumptions
-    assert r.seconds < 20
+    assert r.seconds < 90  # wall time on a loaded 2-core machine; `nox -s bench` reports the figure
 
 
 @pytest.mark.parametrize("name", sorted(MUTANTS))

@@ -139,6 +139,8 @@ VIOLATIONS = [
     Case(P4b, "expired flow's packet dropped without a count", lambda: trace([syn(A, 0), pk(A, ACK, T + 1)], uncounted), fs({P4b}), "went to: drop (unknown_flow)"),
     Case(P4b, "closing flow's packet dropped without a count", lambda: trace([syn(A, 0), pk(A, RST, 1), syn(B, 2), pk(A, ACK, 3)], uncounted), fs({P4b}), "went to: drop (unknown_flow)"),
     Case(P5, "a refusal advances round-robin: 1, 1 over {1, 2}", lambda: trace([syn(A, 0), syn(B, 1), syn(key(2000), 2)], Variant(advance_on_refuse=True), 2), fs({P5}), "unfair spread"),
+    Case(P5, "an unfair suffix after a fair prefix: 1, 2, 2 over {1, 2}", lambda: trace([syn(A, 0), syn(key(2000), 1), syn(B, 2), syn(key(2001), 3)], Variant(advance_on_refuse=True), 2), fs({P5}), "unfair spread"),
+    Case(P5, "an operation that leaves the eligible set alone does not restart the run", lambda: trace([syn(A, 0), syn(key(2000), 1), syn(B, 2), *ops(Heal(1)), syn(key(2001), 3)], Variant(advance_on_refuse=True), 2), fs({P5}), "unfair spread"),
     Case(P6, "a new SYN evicts another open flow's record", lambda: trace([syn(A, 0), syn(B, 1)], evict), fs({P6, P8}), "changed the state of open flow"),
     Case(P7, "P1 broken between two writes of one operation", lambda: trace(_in_place_heal(), Variant(in_place_updates=True)), fs({P1, P3, P7}), "P1 broken after a controller write"),
     Case(P8, "SYN colliding with an open flow evicts it", lambda: trace([syn(A, 0), syn(B, 1)], evict), fs({P6, P8}), "was not refused and counted"),

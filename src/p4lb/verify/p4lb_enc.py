@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import z3
 
 from p4lb.model.config import LbConfig
-from p4lb.model.p4lb import P4LB, SlotState, Variant
+from p4lb.model.p4lb import P4LB, FlowEntry, SlotState, Variant
 from p4lb.model.packet import DropReason
 from p4lb.model.pool import Pool
 from p4lb.verify.encoding import (
@@ -271,7 +273,7 @@ class P4lbEncoding:
         if not atomic:
             branches.append(self.stage_write(s, tag))
         trans = choose(kind, s2, branches)
-        fields = ("flow_state", "flow_key", "flow_backend", "flow_last_seen")
+        fields = tuple(f"flow_{f.name}" for f in dataclasses.fields(FlowEntry))  # all four registers of a flow slot
 
         def changed(key: z3.ExprRef) -> z3.BoolRef:
             h = self.hash(key)
