@@ -128,6 +128,7 @@ VIOLATIONS = [
     Case(P3, "dispatched to a non-eligible backend", lambda: trace([*ops(Fail(1)), syn(A, 1)], ign_health), fs({P1, P3}), "not dispatched to an eligible"),
     Case(P3, "none eligible, but the SYN dispatched", lambda: trace([*ops(Fail(1), Fail(2)), syn(A, 1)], ign_health, 2), fs({P1, P3}), "no backend eligible"),
     Case(P3, "none eligible, dropped as no_eligible but not counted", lambda: trace([*ops(Scale(0)), syn(A, 1)], uncounted, 2), fs({P3, P7}), "no backend eligible"),
+    Case(P3, "none eligible, dropped and counted under another reason", lambda: trace([*ops(Scale(0)), syn(A, 1)], Variant(no_eligible_as_unknown=True), 2), fs({P3, P7}), "no backend eligible"),
     Case(P3, "refusal whose occupant is closing is not excused", lambda: trace([syn(A, 0), pk(A, FIN | ACK, 1), syn(B, 2)], stale), fs({P3, P8}), "not dispatched to an eligible"),
     Case(P3, "refusal that is not counted is not excused", lambda: trace([syn(A, 0), syn(B, 1)], uncounted), fs({P3, P8}), "not dispatched to an eligible"),
     Case(P3, "sent where no backend is (LOST)", lambda: trace([pk(A, ACK, 0)], design="seed"), fs({P3}), "sent where no backend is"),

@@ -179,7 +179,7 @@ class P4lbEncoding:
         to = z3.If(z3.Or(c_est, c_close), fb, b)
         miss = z3.And(sent, z3.Not(self.has_entry(to)))
         fate = z3.If(z3.And(sent, z3.Not(miss)), FATE_BACKEND, FATE_DROP)
-        rsn = z3.If(c_mal, reason(DropReason.MALFORMED), z3.If(miss, reason(DropReason.NO_BACKEND_ENTRY), z3.If(c_syn, z3.If(refuse, full, reason(DropReason.NO_ELIGIBLE)), reason(DropReason.UNKNOWN_FLOW))))
+        rsn = z3.If(c_mal, reason(DropReason.MALFORMED), z3.If(miss, reason(DropReason.NO_BACKEND_ENTRY), z3.If(c_syn, z3.If(refuse, full, reason(DropReason.UNKNOWN_FLOW if var.no_eligible_as_unknown else DropReason.NO_ELIGIBLE)), reason(DropReason.UNKNOWN_FLOW))))
         out = Out(fate, z3.If(fate == FATE_BACKEND, to, bv8(0)), z3.If(fate == FATE_DROP, rsn, reason(DropReason.NONE)))
         del no_elig
         new_state = z3.If(c_est, z3.If(pkt.close, CLOSING, OPEN), z3.If(z3.And(c_syn, dispatch), OPEN, fs))
