@@ -64,6 +64,7 @@ class Variant:
     refuse_uncounted: bool = False  # P8: a SYN refused for a full slot is dropped without being counted
     uncounted_drops: bool = False  # P3/P4b/P8 (tests): every drop keeps its reason but lb_drops never goes up
     refuse_stale: bool = False  # P3/P8 (tests): a SYN is refused if its slot holds any other flow, even a closing or expired one
+    no_eligible_as_unknown: bool = False  # P3 (tests): a SYN with no backend eligible is counted as an unknown flow, not no_eligible
 
     def name(self) -> str:
         """The mutant's name, or p4lb."""
@@ -170,7 +171,8 @@ def _new_flow(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet, slot: int
         reason = DropReason.UNCOUNTED if var.refuse_uncounted else DropReason.FLOW_TABLE_FULL
         return _count_drop(st, reason), dropped(reason)
     if st.rr_group[st.version] == 0:
-        return _count_drop(st, DropReason.NO_ELIGIBLE), dropped(DropReason.NO_ELIGIBLE)
+        none = DropReason.UNKNOWN_FLOW if var.no_eligible_as_unknown else DropReason.NO_ELIGIBLE
+        return _count_drop(st, none), dropped(none)
     st, _, b = _advance(var, st)
     st = replace(st, backend_flows=st.backend_flows | {b: st.backend_flows.get(b, 0) + 1})
     return _send(cfg, _put(st, slot, FlowEntry(SlotState.OPEN, pkt.key, b, st.now)), b, admitted=True)
