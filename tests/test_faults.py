@@ -17,7 +17,7 @@ import pytest
 
 from p4lb.controller import cli
 from p4lb.controller import loop as loop_module
-from p4lb.controller.controller import Controller, load_last_commit
+from p4lb.controller.controller import Controller, load_last_commit, load_pool
 from p4lb.controller.errors import GrpcCode, LockError, SwitchError
 from p4lb.controller.health import Probe
 from p4lb.controller.lock import SwitchLock, runtime_dir
@@ -27,6 +27,7 @@ from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch
 from p4lb.lab.fake_p4rt import FakeP4Runtime, Rpc
 from p4lb.model.ops import Fail, Heal, Write
 from p4lb.model.p4lb import P4LB, p4lb_plan
+from p4lb.model.pool import Pool
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +281,55 @@ def test_a_commit_by_another_process_makes_the_next_round_read_everything_back(f
     assert spy.reads == ["full", "quick"]
 
 
+def test_a_plan_another_process_started_makes_the_next_round_read_everything_back(fake, tmp_path):
+    """Killed after staging a write, before its commit: the switch's vip and rr_group entries need not show it, but the
+    state file names the dead process as the switch's last writer, so the next quick round reads every entry back."""
+    s = settings_for(fake)
+    spy = ReadSpy(s.lb)
+    state = tmp_path / "st.json"
+    ctl = Controller(s, spy, grace_s=0, state_file=state)
+    ctl.deploy()
+    ctl.converge(lambda p: p, "health", thorough=False)
+    dying = Controller(s, Recording(spy, kill_after=1), grace_s=0, state_file=state)
+    with pytest.raises(SwitchError, match="write 1 of"):
+        dying.apply(Fail(2))
+    assert load_pool(state, s) == Pool.initial(4)  # the sets are still those before the killed operation
+    spy.reads.clear()
+    assert ctl.converge(lambda p: p, "health", thorough=False).writes == ()
+    assert ctl.converge(lambda p: p, "health", thorough=False).writes == ()
+    assert spy.reads == ["full", "quick"]
+
+
+def test_a_kill_that_left_the_staged_size_unchanged_is_repaired_by_a_quick_round(fake, tmp_path):
+    """The loop plans from what it knows of the staged version and writes only what differs: a process killed after
+    changing some staged members (not the staged size) must not make it commit them."""
+    s = settings_for(fake)
+    state = tmp_path / "st.json"
+    sw, other = p4rt_switch(s), p4rt_switch(s)
+    other.rt.election_id = (0, 2)  # a one-shot command's election id: above the loop's
+    try:
+        ctl = Controller(s, sw, grace_s=0, state_file=state)
+        ctl.deploy()
+        verdicts = Verdicts()
+        loop = HealthLoop(ctl, prober=verdicts)
+        verdicts.down = {2}
+        loop.round()
+        verdicts.down = set()
+        loop.round()  # (1, 2, 3, 4) live again; the staged version still lists (1, 3, 4)
+        assert group(fake) == (1, 2, 3, 4)
+        dying = Controller(s, Recording(other, kill_after=1), grace_s=0, state_file=state)
+        with pytest.raises(SwitchError, match="write 1 of"):
+            dying.apply(Fail(4))  # stages (1, 2, 3) over (1, 3, 4), same size: dies after position 1 := 2
+        other.close()
+        verdicts.down = {2}  # the loop wants (1, 3, 4): what it last knew the staged version held
+        assert loop.round().applied is not None and group(fake) == (1, 3, 4)
+        assert loop.round().applied.writes == ()
+        loop.monitor.close()
+    finally:
+        other.close()
+        sw.close()
+
+
 def test_a_hung_switch_bounds_the_round_and_the_loop_recovers(fake, tmp_path):
     s = settings_for(fake, rpc_timeout_ms=300)
     sw = p4rt_switch(s)
@@ -300,9 +350,21 @@ def test_a_hung_switch_bounds_the_round_and_the_loop_recovers(fake, tmp_path):
 
 
 # ---- simultaneous failures: one plan, one commit -----------------------------------------------------------------
-def time_to_single_commit(fake: FakeP4Runtime, tmp_path: Path, failing: int, n: int = 128) -> tuple[float, int]:
+class CountedLoop(HealthLoop):
+    """The health loop, noting when each round starts."""
+
+    def __init__(self, ctl: Controller) -> None:
+        super().__init__(ctl)
+        self.starts: list[float] = []
+
+    def round(self):
+        self.starts.append(time.monotonic())
+        return super().round()
+
+
+def time_to_single_commit(fake: FakeP4Runtime, tmp_path: Path, failing: int, n: int = 128) -> tuple[float, int, int]:
     """Real TCP checks of n loopback listeners at a 100 ms interval, fall 2; close `failing` of them at once: the
-    time until the commit that removes them, and the number of commits."""
+    time until the commit that removes them, the number of commits, and the rounds started from the kill to it."""
     listeners = [socket.create_server(("127.0.0.1", 0), backlog=64) for _ in range(n)]
     doc = {"backend": [b | {"health_port": sock.getsockname()[1]} for b, sock in zip(backends(n), listeners, strict=True)],
            "switch": {"grpc": fake.address}, "health": {"kind": "tcp", "interval_ms": 100, "timeout_ms": 50, "fall": 2, "rise": 2}}
@@ -312,7 +374,7 @@ def time_to_single_commit(fake: FakeP4Runtime, tmp_path: Path, failing: int, n: 
     try:
         ctl = Controller(s, sw, grace_s=0.05, state_file=tmp_path / f"st{failing}.json")
         ctl.deploy()
-        loop = HealthLoop(ctl)
+        loop = CountedLoop(ctl)
         runner = threading.Thread(target=loop.run, kwargs={"stop": stop}, daemon=True)
         runner.start()
         time.sleep(0.35)
@@ -327,7 +389,7 @@ def time_to_single_commit(fake: FakeP4Runtime, tmp_path: Path, failing: int, n: 
         runner.join(5)
         commits = sw.commits[before:]
         assert group(fake) == tuple(range(failing + 1, n + 1))
-        return commits[0] - killed, len(commits)
+        return commits[0] - killed, len(commits), sum(killed <= s <= commits[0] for s in loop.starts)
     finally:
         stop.set()
         sw.close()
@@ -337,10 +399,13 @@ def time_to_single_commit(fake: FakeP4Runtime, tmp_path: Path, failing: int, n: 
 
 @pytest.mark.parametrize("failing", [1, 10, 100])
 def test_simultaneous_failures_make_one_commit(fake, tmp_path, failing):
-    took, commits = time_to_single_commit(fake, tmp_path, failing)
-    log.warning("%d simultaneous failures: one commit after %.0f ms", failing, took * 1000)
+    took, commits, rounds = time_to_single_commit(fake, tmp_path, failing)
+    log.warning("%d simultaneous failures: one commit after %.0f ms, from round %d after the kill", failing, took * 1000, rounds)
     assert commits == 1
-    assert took < 0.5  # fall 2 at 100 ms with the half-interval re-check: ~150-250 ms
+    # fall 2: the first round after the kill fails every victim once, the re-check half an interval later commits (the
+    # first round commits if the kill fell inside the probes of the one before); ~150-250 ms when the machine is idle
+    assert 1 <= rounds <= 2, rounds
+    assert took < 2.0  # and no round hung
 
 
 # ---- one controller per switch -------------------------------------------------------------------------------------
@@ -400,11 +465,11 @@ def test_the_grace_period_holds_across_processes(fake, tmp_path):
     first = Controller(s, _Model(s), grace_s=0.3, state_file=state)
     first.deploy()
     first.apply(Fail(1))
-    assert abs(load_last_commit(state) - time.time()) < 1
+    committed = load_last_commit(state)
+    assert abs(committed - time.time()) < 1
     second = Controller(s, first.switch, grace_s=0.3, state_file=state)  # another process: no memory of the commit
-    t = time.monotonic()
     second.apply(Heal(1))
-    assert time.monotonic() - t >= 0.25
+    assert load_last_commit(state) - committed >= 0.3  # its first write waited out the grace after the first's commit
 
 
 # ---- TLS to the switch -----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -22,6 +23,7 @@ from p4lb.controller.settings import CheckKind, HealthCheck, parse
 
 BACKENDS = [{"address": f"10.0.{i + 1}.{i + 1}", "mac": f"00:00:00:00:0{i + 1}:0{i + 1}", "port": i + 1} for i in range(1, 5)]
 Handler = Callable[[socket.socket, threading.Event], None]
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -136,21 +138,56 @@ def timed(address: str, check: HealthCheck) -> tuple[Probe, float]:
     return res, time.monotonic() - t
 
 
+# Deadline assertions allow what the machine's load adds to the same work done against backends that answer at once
+# (the baseline, measured next to the assertion): a few ms when idle, tens of ms at a load of 5 on two cores. A
+# deadline that works ends within deadline + slack; a broken one (per read, queued, or none) runs for seconds, in
+# every attempt, where a loaded machine's passing stall spoils one: up to TRIES attempts, one must be in time.
+SLACK_MIN_S = 0.05
+SLACK_FACTOR = 3
+TRIES = 3
+
+
+def slack(baseline: Callable[[], object], runs: int = 2) -> float:
+    """SLACK_MIN_S plus SLACK_FACTOR times the slowest of a few runs of `baseline`, timed now."""
+    worst = 0.0
+    for _ in range(runs):
+        t = time.monotonic()
+        baseline()
+        worst = max(worst, time.monotonic() - t)
+    return SLACK_MIN_S + SLACK_FACTOR * worst
+
+
+def within(attempt: Callable[[], T], limit_s: float, baseline: Callable[[], object]) -> tuple[T, float]:
+    """Run `attempt` until one ends within limit_s + slack(baseline) (at most TRIES times): its result and time."""
+    times = []
+    for _ in range(TRIES):
+        t = time.monotonic()
+        res = attempt()
+        times.append(time.monotonic() - t)
+        if times[-1] < limit_s + slack(baseline):
+            return res, times[-1]
+    raise AssertionError(f"no attempt of {TRIES} ended within {limit_s * 1000:g} ms and the machine's slack: {times}")
+
+
+def probe_baseline(serve) -> Callable[[], object]:
+    """An HTTP probe of a backend that answers at once."""
+    port = serve(answer(200))
+    return lambda: probe("127.0.0.1", http(port, 5000))
+
+
+def round_baseline(serve, n: int, max_concurrent: int = 256) -> tuple[Callable[[], object], HealthMonitor]:
+    """A round of n TCP probes of a server that accepts and closes at once (close the monitor after)."""
+    m = HealthMonitor(("127.0.0.1",) * n, HealthCheck(CheckKind.TCP, serve(close), interval_ms=5000, timeout_ms=4000, max_concurrent=max_concurrent))
+    return m.round, m
+
+
 # ---- one probe, one deadline -----------------------------------------------------------------------------------
-def test_a_dribbling_backend_fails_at_the_deadline(serve):
-    res, took = timed("127.0.0.1", http(serve(dribble), 50))
-    assert not res.ok and "timeout" in res.reason
-    assert 0.045 <= took < 0.09, took  # 50 ms for the whole probe, not 50 ms per byte
-
-
-def test_a_body_shorter_than_promised_fails_at_the_deadline(serve):
-    res, took = timed("127.0.0.1", http(serve(short_body), 50))
-    assert not res.ok and "timeout" in res.reason and took < 0.09
-
-
-def test_a_hanging_backend_fails_at_the_deadline(serve):
-    res, took = timed("127.0.0.1", http(serve(hang), 50))
-    assert not res.ok and "timeout" in res.reason and 0.045 <= took < 0.09
+@pytest.mark.parametrize("handler", [dribble, short_body, hang], ids=["dribbling", "short body", "hanging"])
+def test_a_backend_that_never_finishes_its_answer_fails_at_the_deadline(serve, handler):
+    """50 ms for the whole probe, not 50 ms per byte (a dribbler never stops) nor until the server gives up (2 s)."""
+    check = http(serve(handler), 50)
+    res, took = within(lambda: probe("127.0.0.1", check), 0.05, probe_baseline(serve))
+    assert not res.ok and "timeout" in res.reason and took >= 0.045, (res, took)
 
 
 def test_status_500_fails_and_200_passes(serve):
@@ -162,7 +199,7 @@ def test_status_500_fails_and_200_passes(serve):
 
 def test_a_backend_that_closes_at_once_fails_fast(serve):
     res, took = timed("127.0.0.1", http(serve(close), 500))
-    assert not res.ok and took < 0.2 and "timeout" not in res.reason
+    assert not res.ok and took < 0.45 and "timeout" not in res.reason  # before its 500 ms deadline
 
 
 def test_garbage_instead_of_http_fails(serve):
@@ -224,31 +261,28 @@ def test_128_hanging_backends_finish_a_round_within_the_interval(serve):
     port = serve(None)  # accepted by the kernel, never answered: every probe hangs
     check = HealthCheck(CheckKind.HTTP, port, interval_ms=100, timeout_ms=50, fall=1)
     m = HealthMonitor(("127.0.0.1",) * 128, check)
+    baseline, base = round_baseline(serve, 128)
     try:
-        rounds = []
-        for _ in range(3):
-            t = time.monotonic()
-            m.round()
-            rounds.append(time.monotonic() - t)
-        assert min(rounds) < 0.1, rounds  # within the interval
-        assert max(rounds) < 0.15, rounds  # and never far past it, even on a loaded machine
-        assert not any(m.verdicts().values()) and all("timeout" in r for r in m.reasons.values())
+        within(m.round, 0.1, baseline)  # within the interval, give or take the machine's load
+        assert not any(m.verdicts().values())
+        assert all("timeout" in r or "overran the round" in r for r in m.reasons.values()), m.reasons  # each at a deadline
     finally:
         m.close()
+        base.close()
 
 
 def test_a_round_never_overruns_the_interval_even_when_probes_queue(serve):
     port = serve(None)
     check = HealthCheck(CheckKind.HTTP, port, interval_ms=100, timeout_ms=100, fall=1, max_concurrent=8)  # 16 waves of 100 ms
     m = HealthMonitor(("127.0.0.1",) * 128, check)
+    baseline, base = round_baseline(serve, 128, max_concurrent=8)
     try:
-        t = time.monotonic()
-        m.round()
-        assert time.monotonic() - t < 0.13  # the probes stop at 90 ms
+        within(m.round, 0.09, baseline)  # the probes stop at 90 ms, not after 16 waves (1.6 s)
         assert not any(m.verdicts().values())
         assert sum("overran the round" in r for r in m.reasons.values()) >= 100  # queued probes count as failures
     finally:
         m.close()
+        base.close()
 
 
 def test_a_prober_that_overruns_or_raises_is_a_failure():
@@ -258,15 +292,18 @@ def test_a_prober_that_overruns_or_raises_is_a_failure():
     def broken(backend, address):
         raise RuntimeError("bug")
 
+    def instant(backend, address):
+        return Probe(True, "up")
+
     check = HealthCheck(interval_ms=50, timeout_ms=10, fall=1)
     for prober, words in ((slow, "overran"), (broken, "RuntimeError")):
-        m = HealthMonitor(("127.0.0.1",) * 3, check, prober=prober)
+        m, base = HealthMonitor(("127.0.0.1",) * 3, check, prober=prober), HealthMonitor(("127.0.0.1",) * 3, check, prober=instant)
         try:
-            t = time.monotonic()
-            (tr, *_) = m.round()
-            assert time.monotonic() - t < 0.09 and not tr.healthy and words in tr.reason
+            within(m.round, 0.045, base.round)  # not the prober's 10 s
+            assert not m.verdicts()[1] and words in m.reasons[1], m.reasons
         finally:
             m.close()
+            base.close()
 
 
 def test_a_flapping_backend_is_damped(serve):
@@ -286,12 +323,14 @@ def test_a_flapping_backend_is_damped(serve):
 
 def test_probe_latencies_are_observed(serve):
     seen = []
-    m = HealthMonitor(("127.0.0.1", "127.0.0.1"), http(serve(answer(200)), 200), ports=(0, serve(answer(500))), observe=lambda b, s, ok: seen.append((b, ok, s)))
+    m = HealthMonitor(("127.0.0.1", "127.0.0.1"), http(serve(answer(200)), 2000), ports=(0, serve(answer(500))), observe=lambda b, s, ok: seen.append((b, ok, s)))
     try:
+        t = time.monotonic()
         m.round()
+        took = time.monotonic() - t
     finally:
         m.close()
-    assert [(b, ok) for b, ok, _ in seen] == [(1, True), (2, False)] and all(0 < s < 0.2 for *_, s in seen)
+    assert [(b, ok) for b, ok, _ in seen] == [(1, True), (2, False)] and all(0 < s <= took for *_, s in seen), (seen, took)
 
 
 # ---- validated config ------------------------------------------------------------------------------------------

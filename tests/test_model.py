@@ -1,13 +1,15 @@
 """The executable models behave as designed, and the properties checker catches what it should."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
 
 from p4lb.model.config import default_config
 from p4lb.model.crc import ip
 from p4lb.model.design import make_design
 from p4lb.model.errors import ConfigError, PlanError
 from p4lb.model.ops import Drain, Fail, Heal, Scale
-from p4lb.model.p4lb import P4lbState, Variant, check_plan, p4lb_plan
+from p4lb.model.p4lb import P4lbState, Variant, check_plan, p4lb_plan, p4lb_write
 from p4lb.model.packet import ACK, FIN, RST, SYN, DropReason, Fate, Packet
 from p4lb.model.pool import Pool
 from p4lb.model.spec import Prop
@@ -109,6 +111,54 @@ def test_plan_stages_then_commits_and_in_place_is_rejected():
 def test_empty_plan_when_eligibility_unchanged():
     st = make_design("p4lb", 4).initial(Pool.initial(4, active=2))
     assert p4lb_plan(Variant(), st, Fail(4).apply(Pool.initial(4, active=2))) == []
+
+
+N = 8
+backend_ids = hs.integers(0, N + 1)  # 0: no entry (a miss), N + 1: a backend the pool does not know
+
+
+@hs.composite
+def switch_states(draw: hs.DrawFn) -> P4lbState:
+    """Any controller-written state: both versions' sizes and members (stale ones past the size too), any rr_next."""
+    members = {(v, i): draw(backend_ids) for v in (0, 1) for i in range(draw(hs.integers(0, N + 2)))}
+    sizes = (draw(hs.integers(0, N + 2)), draw(hs.integers(0, N + 2)))
+    return P4lbState(version=draw(hs.integers(0, 1)), rr_group=sizes, rr_member={k: b for k, b in members.items() if b}, rr_next=(draw(hs.integers(0, 255)), draw(hs.integers(0, 255))))
+
+
+@hs.composite
+def pools(draw: hs.DrawFn) -> Pool:
+    """Any operator sets over backends 1..N."""
+    subset = hs.frozensets(hs.integers(1, N))
+    return Pool(N, draw(subset), draw(subset), draw(subset))
+
+
+@given(switch_states(), pools())
+def test_a_plan_writes_only_the_staged_entries_that_differ(state, pool):
+    plan = p4lb_plan(Variant(), state, pool)
+    check_plan(state, plan, pool)  # stages the unused version only, commits last, lists the eligible set once each
+    if not plan:
+        return
+    staged, members = 1 - state.version, pool.members()
+    end = state
+    for w in plan:
+        end = p4lb_write(end, w)
+    assert end.members(staged) == members and end.rr_next[staged] == 0  # the group in the planner's (sorted) order
+    written = [w for w in plan if w.target == "rr_member"]
+    assert all(state.rr_member.get(w.index) != w.value for w in written)  # no write that changes nothing
+    assert len(written) == sum(state.rr_member.get((staged, i)) != b for i, b in enumerate(members))  # and none missing
+    assert [w.target for w in plan[len(written):]] in (["rr_group", "rr_next", "vip"], ["rr_next", "vip"])
+    assert p4lb_plan(Variant(), state, pool) == plan  # a function of (variant, state, pool) alone
+
+
+def test_a_plan_over_a_staged_version_that_already_lists_the_group_only_resets_rr_next_and_commits():
+    st0 = make_design("p4lb", 4).initial(Pool.initial(4))
+    down = Fail(2).apply(Pool.initial(4))
+    st1 = st0
+    for w in p4lb_plan(Variant(), st0, down):
+        st1 = p4lb_write(st1, w)
+    back = p4lb_plan(Variant(), st1, Pool.initial(4))  # the unused version still lists 1..4
+    assert [w.target for w in back] == ["rr_next", "vip"]
+    check_plan(st1, back, Pool.initial(4))
 
 
 @pytest.mark.parametrize(

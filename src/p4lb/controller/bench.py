@@ -20,6 +20,7 @@ import bisect
 import contextlib
 import http.server
 import logging
+import math
 import multiprocessing
 import random
 import selectors
@@ -28,18 +29,23 @@ import statistics
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
+from typing import Any
+
+import grpc
 
 from p4lb.controller.cli import health_loop
 from p4lb.controller.controller import Controller
 from p4lb.controller.loop import HealthLoop, RoundResult, with_verdicts
-from p4lb.controller.settings import HealthCheck, Settings, parse
-from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch
+from p4lb.controller.settings import CheckKind, HealthCheck, Settings, parse
+from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch, SwitchView
 from p4lb.lab.fake_p4rt import FakeP4Runtime, Rpc, Table
+from p4lb.model.config import LbConfig
 from p4lb.model.ops import Write
+from p4lb.model.pool import Pool
 
 PORT = 18080
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
@@ -65,18 +71,21 @@ def ms(seconds: float) -> str:
 
 # ---- 1. the failover figure (four HTTP backends, the model switch) ----------------------------------------------
 class _Quiet(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
+    """Answers 200 to every GET, logging nothing."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        """200, no body."""
         self.send_response(200)
         self.end_headers()
 
-    def log_message(self, *args):
-        pass
+    def log_message(self, *args: object) -> None:
+        """Silent."""
 
 
 class _Timed(ModelSwitch):
     """Records when each commit lands."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: LbConfig) -> None:
         super().__init__(cfg)
         self.commits: list[tuple[float, tuple[int, ...]]] = []
 
@@ -118,7 +127,7 @@ def trial(check: HealthCheck, victim: int = 2, rounds_limit_s: float = 10.0) -> 
 
 def failover_figure(trials: int) -> list[str]:
     """p4lb's failover time at a 100 ms interval next to the seed's ping loop (the original figure)."""
-    p4lb = HealthCheck("tcp", PORT, interval_ms=100, timeout_ms=50, rise=2, fall=2)
+    p4lb = HealthCheck(CheckKind.TCP, PORT, interval_ms=100, timeout_ms=50, rise=2, fall=2)
     seed = replace(p4lb, interval_ms=2000, timeout_ms=1000, fall=1, rise=1)  # ping -W1 then sleep 1
     rows, medians = [], []
     for name, check, n in (("p4lb tcp 100ms fall 2", p4lb, trials), ("seed 1s+1s fall 1", seed, max(1, trials * 3 // 5))):
@@ -174,7 +183,7 @@ class Listeners:
         while not self.stop.is_set():
             for key, _ in self.sel.select(0.05):
                 with self.lock, contextlib.suppress(OSError):
-                    if key.data in self.socks:
+                    if key.data in self.socks and isinstance(key.fileobj, socket.socket):
                         key.fileobj.accept()[0].close()
 
     def close(self) -> None:
@@ -193,7 +202,7 @@ class RecordingFake(FakeP4Runtime):
         super().__init__()
         self.commits: list[tuple[float, frozenset[int]]] = []
 
-    def Write(self, request, context):  # noqa: N802 (gRPC method name)
+    def Write(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 (gRPC method name)
         """A Write; a vip update in it is a commit."""
         rep = super().Write(request, context)
         pipeline = self.device.pipeline
@@ -211,7 +220,7 @@ class ProfiledSwitch(P4RuntimeSwitch):
     """The real P4Runtime client, adding up the seconds spent per part of a round: read, staged, rr_next, vip;
     with `server_cpu` set (the loop stopped), also this thread's CPU and the switch process's CPU per part."""
 
-    spent: Counter[str]
+    spent: defaultdict[str, float]
     server_cpu: Callable[[], float] | None = None
 
     @contextlib.contextmanager
@@ -226,12 +235,12 @@ class ProfiledSwitch(P4RuntimeSwitch):
                 self.spent[f"{part}.cpu"] += time.thread_time() - cpu
                 self.spent[f"{part}.server"] += self.server_cpu() - server
 
-    def read(self, full: bool = True):
+    def read(self, full: bool = True) -> SwitchView:
         """Read back, timed."""
         with self._timed("read"):
             return super().read(full)
 
-    def read_quick(self, full: bool = False):
+    def read_quick(self, full: bool = False) -> SwitchView:
         """The quick read (vip and rr_group; a full read-back if they differ), timed as read."""
         with self._timed("read"):
             return super().read_quick(full)
@@ -243,7 +252,7 @@ class ProfiledSwitch(P4RuntimeSwitch):
 
     def write(self, w: Write) -> None:
         """One write, timed as staged, rr_next (CPU port, PacketIn waited for) or vip (the commit)."""
-        with self._timed(w.target if w.target in ("rr_next", "vip") else "staged"):
+        with self._timed(str(w.target) if w.target in ("rr_next", "vip") else "staged"):
             super().write(w)
 
 
@@ -257,12 +266,13 @@ class Round:
     writes: int
     ok: bool
     parts: dict[str, float]
+    failing: frozenset[int] = frozenset()  # backends whose probe failed this round
 
 
 class RecordedLoop(HealthLoop):
     """The health loop, recording every round (or, with keep=False, only counting them)."""
 
-    def __init__(self, ctl: Controller, spent: Counter[str], keep: bool = True) -> None:
+    def __init__(self, ctl: Controller, spent: defaultdict[str, float], keep: bool = True) -> None:
         super().__init__(ctl)
         self.spent = spent
         self.keep = keep
@@ -270,6 +280,7 @@ class RecordedLoop(HealthLoop):
         self.removals: deque[tuple[float, int, str]] = deque(maxlen=10_000)  # (when, backend, the failing probe's reason)
         self.count = self.overruns = self.failed = 0
         self.worst_s = 0.0
+        self.next_start = 0.0  # when the next round is due, as the loop will wait for it
 
     def round(self) -> RoundResult:
         """One round, recorded."""
@@ -281,12 +292,14 @@ class RecordedLoop(HealthLoop):
         self.overruns += res.total_s > interval
         self.failed += res.applied is None
         self.worst_s = max(self.worst_s, res.total_s)
+        self.next_start = started + max(self.monitor.next_delay(), res.total_s)
         if res.applied is not None:
             now = time.monotonic()
             self.removals.extend((now, b, self.monitor.reasons.get(b, "")) for b in res.applied.before.healthy - res.applied.after.healthy)
         if self.keep:
             writes = len(res.applied.writes) if res.applied is not None else 0
-            self.rounds.append(Round(started, res.probe_s, res.total_s, writes, res.applied is not None, dict(self.spent)))
+            failing = frozenset(b for b, h in self.monitor.states.items() if (h.streak == 0) != h.healthy)
+            self.rounds.append(Round(started, res.probe_s, res.total_s, writes, res.applied is not None, dict(self.spent), failing))
         return res
 
 
@@ -305,7 +318,9 @@ def _world(conn: Connection, n: int, port: int) -> None:
             if cmd == "down":
                 conn.send(listeners.down(arg))
             elif cmd == "up":
-                conn.send([listeners.up(b) for b in arg])
+                for b in arg:
+                    listeners.up(b)
+                conn.send(None)
             elif cmd == "cpu":
                 conn.send(time.process_time())
             elif cmd == "since":
@@ -356,6 +371,7 @@ class World:
 
     def sync(self) -> World:
         """Fetch the new commits and the call counts."""
+        new: list[tuple[float, frozenset[int]]]
         new, self.writes, self.packet_outs, self.reads, self.rss = self._ask("since", len(self.commits))  # type: ignore[misc]
         self.commits += new
         return self
@@ -395,6 +411,24 @@ class Rig:
         self.thread.start()
         return self
 
+    def aim(self, before_s: float) -> None:
+        """Sleep until `before_s` seconds before the loop's next round is due (settled: one every interval)."""
+        last = self.loop.next_start
+        if not last:
+            return
+        due = last + max(0, math.ceil((time.monotonic() + before_s + 0.002 - last) / self.interval)) * self.interval
+        time.sleep(max(0.0, due - before_s - time.monotonic()))
+
+    def rounds_until(self, at: float, limit_s: float = 5.0) -> list[Round]:
+        """The loop's rounds, once the round running at `at` (a commit's time) has been recorded."""
+        deadline = time.monotonic() + limit_s
+        while at != float("inf") and time.monotonic() < deadline:
+            last = self.loop.rounds[-1] if self.loop.rounds else None
+            if last is not None and last.started + last.total_s >= at:
+                break
+            time.sleep(0.002)
+        return list(self.loop.rounds)
+
     def wait_group(self, want: frozenset[int], limit_s: float) -> bool:
         """Wait until the committed group is `want`; False after limit_s."""
         deadline = time.monotonic() + limit_s
@@ -428,7 +462,7 @@ def make_rig(n: int, interval_ms: int, fall: int, keep: bool = True, port: int =
         settings = rig_settings(world, interval_ms, fall)
         t = settings.switch
         switch = ProfiledSwitch(t.grpc, t.device_id, t.election_id, t.p4info, t.bmv2_json, settings.lb, timeout_s=t.rpc_timeout_ms / 1000)
-        switch.spent = Counter()
+        switch.spent = defaultdict(float)
         ctl = Controller(settings, switch)
         ctl.deploy()
     except BaseException:
@@ -449,33 +483,43 @@ class Kill:
     packet_outs: int
     in_probe: bool  # the kill landed inside a round's probe phase
     commit_round: Round | None
+    wait_s: float = float("nan")  # kill -> the start of the first round after it
+    seen_first: bool = False  # that round's probes failed every victim (the first probe after the kill detects it)
+    confirm_s: float = float("nan")  # that round's start -> the start of the round that committed
 
 
-def kill_trial(rig: Rig, k: int, rng: random.Random) -> Kill:
-    """Kill k random backends at one instant at a random phase; wait for their removal, then revive them."""
+def kill_trial(rig: Rig, k: int, rng: random.Random, phase: float | None = None) -> Kill:
+    """Kill k random backends at one instant, `phase` of an interval (default: random) before the loop's next
+    round is due; wait for their removal, then revive them."""
     everyone = frozenset(range(1, rig.ctl.settings.lb.n + 1))
     if not rig.wait_group(everyone, 30 * rig.interval):
         raise SystemExit("the group did not return to every backend before a trial")
-    time.sleep(rig.interval * (1 + rng.random()))  # settle, then a random phase of the loop
+    time.sleep(rig.interval * (1 + rng.random()))  # settle
     victims = frozenset(rng.sample(sorted(everyone), k))
     world = rig.world.sync()
     writes0, outs0, first = world.writes, world.packet_outs, len(world.commits)
+    rig.aim(rig.interval * (rng.random() if phase is None else phase))
     killed = world.down(victims)
     done = rig.wait_group(everyone - victims, 30 * rig.interval)
     writes, outs = world.writes - writes0, world.packet_outs - outs0
     commits = world.commits[first:]
     at = commits[-1][0] if done else float("inf")
     world.up(victims)
-    rounds = list(rig.loop.rounds)
+    rounds = rig.rounds_until(at)
     in_probe = any(r.started <= killed <= r.started + r.probe_s for r in rounds[-40:])
     committing = next((r for r in reversed(rounds) if r.writes and r.started < at), None)
-    return Kill(k, at - killed, len(commits), writes, outs, in_probe, committing)
+    probing = next((r for r in rounds if r.started >= killed), None)
+    if probing is None or committing is None:
+        return Kill(k, at - killed, len(commits), writes, outs, in_probe, committing)
+    return Kill(k, at - killed, len(commits), writes, outs, in_probe, committing, probing.started - killed, victims <= probing.failing, committing.started - probing.started)
 
 
 def simultaneous(rig: Rig, sizes: Sequence[int], trials: int, seed: int) -> list[Kill]:
-    """`trials` kills of each size, one at a time on the running rig."""
+    """`trials` kills of each size, one at a time on the running rig. The kills of one size are spread evenly over
+    the loop's interval (stratified: trial j lands at a random point of the j-th of `trials` equal slices of the
+    time before the next round), so the median sees the median phase rather than the luck of a few draws."""
     rng = random.Random(seed)
-    return [kill_trial(rig, k, rng) for k in sizes for _ in range(trials)]
+    return [kill_trial(rig, k, rng, (j + rng.random()) / trials) for k in sizes for j in range(trials)]
 
 
 def kill_tables(kills: Sequence[Kill], interval: float) -> list[str]:
@@ -491,7 +535,18 @@ def kill_tables(kills: Sequence[Kill], interval: float) -> list[str]:
     head = ("killed", "n", "min", "median", "max", "med/iv", "max/iv", "commits", "writes", "inprobe")
     out = [table(f"Simultaneous failures: 128 TCP backends, fake P4Runtime, {ms(interval)} ms interval (ms)", head, rows)]
     out.append(table("The committing round, medians (ms)", ("killed", "probes", "read", "staged", "rr_next", "vip", "round", "writes"), prof))
+    out.append(table("Where the time went, medians (ms)", ("killed", "to 1st probe", "1st probe saw it", "to confirm", "to commit", "total"), [delay_row(k, [x for x in kills if x.k == k]) for k in sorted({x.k for x in kills})]))
     return out
+
+
+def delay_row(k: int, kills: Sequence[Kill]) -> tuple[object, ...]:
+    """Kill -> the first round's start (the phase), whether that round's probes failed every victim, -> the start of
+    the round that committed (the re-check), -> the commit (that round's probes and writes)."""
+    def med(values: Iterable[float]) -> str:
+        got = [v for v in values if v == v]  # NaN: the trial's rounds were not found
+        return ms(statistics.median(got)) if got else "-"
+    commit = (x.seconds - x.wait_s - x.confirm_s for x in kills)
+    return (k, med(x.wait_s for x in kills), f"{sum(x.seen_first for x in kills)}/{len(kills)}", med(x.confirm_s for x in kills), med(commit), med(x.seconds for x in kills))
 
 
 def profile_row(k: int, rounds: Sequence[Round]) -> tuple[object, ...]:
@@ -511,20 +566,20 @@ def converge_profile(rig: Rig, sizes: Sequence[int], reps: int, seed: int) -> li
     """The loop stopped: converges that remove k backends (then restore them) as a quick loop round does them, per
     part the medians of wall time, controller CPU (the calling thread) and switch CPU (the child process), and the
     P4Runtime calls per removal (Write/Read/PacketOut, from the fake switch's counters)."""
-    sw, rng, rows = rig.ctl.switch, random.Random(seed), []
+    sw, rng, rows = rig.ctl.switch, random.Random(seed), list[tuple[object, ...]]()
     assert isinstance(sw, ProfiledSwitch)
     sw.server_cpu = rig.world.cpu
     try:
         for k in sizes:
-            runs, calls = [], []
+            runs, calls = list[dict[str, float]](), list[str]()
             for _ in range(max(1, reps)):
                 victims = rng.sample(range(1, rig.ctl.settings.lb.n + 1), k)
                 sw.spent.clear()
                 before = _calls(rig.world.sync())
-                rig.ctl.converge(lambda p, v=victims: with_verdicts(p, dict.fromkeys(v, False)), "bench remove", thorough=False)
+                rig.ctl.converge(_set_health(victims, False), "bench remove", thorough=False)
                 calls.append("/".join(str(b - a) for a, b in zip(before, _calls(rig.world.sync()), strict=True)))
                 runs.append(dict(sw.spent))
-                rig.ctl.converge(lambda p, v=victims: with_verdicts(p, dict.fromkeys(v, True)), "bench restore", thorough=False)
+                rig.ctl.converge(_set_health(victims, True), "bench restore", thorough=False)
             for part in PARTS:
                 def med(key: str, runs: list[dict[str, float]] = runs) -> str:
                     return f"{statistics.median(r.get(key, 0.0) for r in runs) * 1000:.1f}"
@@ -532,6 +587,11 @@ def converge_profile(rig: Rig, sizes: Sequence[int], reps: int, seed: int) -> li
     finally:
         sw.server_cpu = None
     return rows
+
+
+def _set_health(backends: list[int], healthy: bool) -> Callable[[Pool], Pool]:
+    """A converge's update: these backends' verdicts."""
+    return lambda pool: with_verdicts(pool, dict.fromkeys(backends, healthy))
 
 
 def _calls(world: World) -> tuple[int, int, int]:

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from p4lb.controller.errors import ControllerError, GrpcCode, StateFileError, SwitchError
 from p4lb.controller.lock import SwitchLock
@@ -94,6 +95,7 @@ class Controller:
         self.grace_s = settings.lb.drain_grace_ms / 1000 if grace_s is None else grace_s
         self.lock = lock or (SwitchLock(settings.switch.key, settings.switch.lock_timeout_ms / 1000) if state_file else None)
         self.last_commit = 0.0  # Unix time of the last commit (also kept in the state file, for other processes)
+        self.writer = ""  # who last started writing the switch, as the state file said at our last look (see _announce)
 
     def deploy(self) -> list[Write]:
         """Push the pipeline and backends, then commit the configured group (or reconcile if already running).
@@ -129,14 +131,15 @@ class Controller:
         One plan and one commit, however many backends changed; the plan starts from what the switch holds (read
         back), so a partial plan left by a killed controller is repaired, and a switch that lost its pipeline (a
         restart) is deployed again. Without `thorough` the switch is read quickly (read_quick: its vip and rr_group
-        entries, the rest as this session wrote or last read it) unless another process committed since our last
-        look (the state file's last commit moved).
+        entries, the rest as this session wrote or last read it) unless another process started writing the switch
+        or committed since our last look (the state file's writer or last commit moved): the plan only writes the
+        staged entries that differ, so what this session knows of them must be what the switch holds.
         """
         with self._locked():
-            seen = self.last_commit
+            seen = self._marks()
             before = self.current_pool()
             after = update(before)
-            view = self._view(full=False, quick=not thorough and self.last_commit == seen)
+            view = self._view(full=False, quick=not thorough and self._marks() == seen)
             if view is None or view.version is None:
                 log.warning("%s: the switch has no p4lb pipeline or no committed group (restarted?): deploying again", why)
                 writes = self._fresh(after, f"redeploy ({why})")
@@ -151,8 +154,13 @@ class Controller:
         """The operator's sets: re-read from the state file, which other `p4lb` commands may have changed."""
         if self.state_file:
             self.pool = load_pool(self.state_file, self.settings)
-            self.last_commit = max(self.last_commit, load_last_commit(self.state_file))
+            last_commit, self.writer = load_marks(self.state_file)
+            self.last_commit = max(self.last_commit, last_commit)
         return self.pool
+
+    def _marks(self) -> tuple[float, str]:
+        """What the state file said, at our last look, of the last commit and of who last started writing."""
+        return self.last_commit, self.writer
 
     def _view(self, full: bool, quick: bool = False) -> SwitchView | None:
         """What the switch holds, or None if it runs no pipeline (FAILED_PRECONDITION); other errors propagate."""
@@ -172,7 +180,15 @@ class Controller:
 
     def _save(self, pool: Pool) -> None:
         if self.state_file:
-            save_pool(self.state_file, pool, self.settings, self.last_commit)
+            save_pool(self.state_file, pool, self.settings, self.last_commit, self.writer)
+
+    def _announce(self) -> None:
+        """Before a plan's first write: name this process as the switch's last writer in the state file (the sets
+        unchanged), so that a process which reads the switch quickly (the health loop) reads it all back next time,
+        even if this one is killed before it commits. Not fsynced: it only has to reach other live processes."""
+        if self.state_file:
+            self.writer = f"pid {os.getpid()} at {time.time_ns()}"
+            save_pool(self.state_file, self.pool, self.settings, self.last_commit, self.writer, durable=False)
 
     def _preflight(self) -> Pool:
         """The operator's sets, after checking the state file can be read and written: before the lock file exists."""
@@ -206,6 +222,7 @@ class Controller:
         wait = min(self.grace_s, self.grace_s - (time.time() - self.last_commit))
         if wait > 0:
             time.sleep(wait)  # packets that read the old version before the last commit have left the pipeline
+        self._announce()
         done = 0
         for batch in batches(plan):
             try:
@@ -275,10 +292,11 @@ def _partial(why: str, k: int, plan: list[Write], exc: SwitchError) -> SwitchErr
     return SwitchError(f"{why}: write {k + 1} of {len(plan)} failed ({held}; the next command or health round reconciles it): {exc}", exc.code)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     """Replace `path` with `data`: a new file (mode 0600, never through a symbolic link), fsynced, renamed over it.
 
-    A kill or a full disk leaves the old file as it was."""
+    A kill or a full disk leaves the old file as it was. Without `durable` nothing is fsynced: still atomic for
+    other processes and across a kill, not across a power cut."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
@@ -287,7 +305,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
         os.close(fd)
         fd = -1
         if path.is_symlink():
@@ -299,7 +318,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_folder(path.parent)
+    if durable:
+        _fsync_folder(path.parent)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -312,23 +332,32 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
-def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_commit: float = 0.0) -> None:
-    """Write the operator's sets, the backends' addresses and the last commit's time atomically (see atomic_write)."""
-    data: dict = {"n": pool.n, "active": sorted(pool.active), "healthy": sorted(pool.healthy), "draining": sorted(pool.draining), "last_commit": last_commit}
+def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_commit: float = 0.0, writer: str = "", durable: bool = True) -> None:
+    """Write the operator's sets, the backends' addresses, the last commit's time and the switch's last writer
+    atomically (see atomic_write)."""
+    data: dict[str, object] = {"n": pool.n, "active": sorted(pool.active), "healthy": sorted(pool.healthy), "draining": sorted(pool.draining), "last_commit": last_commit, "writer": writer}
     if settings is not None:
         data["backends"] = [ip_str(b.ip) for b in settings.lb.backends]
     try:
-        atomic_write(path, (json.dumps(data) + "\n").encode())
+        atomic_write(path, (json.dumps(data) + "\n").encode(), durable)
     except OSError as exc:
         raise StateFileError(f"cannot write the state file {path} ({exc.strerror}; the previous one is intact): free space or give --state a writable file path") from None
 
 
 def load_last_commit(path: Path) -> float:
     """Unix time of the last commit any process recorded in the state file (0 if none)."""
+    return load_marks(path)[0]
+
+
+def load_marks(path: Path) -> tuple[float, str]:
+    """(Unix time of the last commit, the process that last started writing the switch) as the state file records
+    them; (0, "") if there is none."""
     if not path.exists():
-        return 0.0
-    value = _read_state(path).get("last_commit", 0.0)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+        return 0.0, ""
+    data = _read_state(path)
+    value, writer = data.get("last_commit", 0.0), data.get("writer", "")
+    commit = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    return commit, writer if isinstance(writer, str) else ""
 
 
 def load_pool(path: Path, settings: Settings) -> Pool:
@@ -356,7 +385,7 @@ def load_pool(path: Path, settings: Settings) -> Pool:
     return Pool(n, active, (sets["healthy"] | added) & keep, sets["draining"] & keep)
 
 
-def _read_state(path: Path) -> dict:
+def _read_state(path: Path) -> dict[str, Any]:
     """The state file's JSON object, or a StateFileError naming the file and the fix."""
     try:
         with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:

@@ -4,8 +4,10 @@ Every round re-reads the operator's sets and the switch's committed version and 
 holds, so the loop repairs any difference on its own: a plan cut short by a kill, a switch that restarted (its
 pipeline gone: deployed again), an operator's manual fail or heal. All verdict changes of a round go into one plan
 and one commit. A round reads the vip and rr_group entries only (the members as this session wrote or last read
-them); every entry is read back when those differ, after a switch error or reconnect, when another process
-committed, and every FULL_READ_ROUNDS rounds (which notices entries changed or deleted by hand).
+them); every entry is read back when those differ, after a switch error, a reconnect or another controller's
+arbitration, when another process started writing or committed, and every FULL_READ_ROUNDS rounds (which notices
+entries changed or deleted by hand) -- though not in a round whose verdicts changed: that read waits a round, so a
+failover does not pay for it.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ class HealthLoop:
         observe = metrics.observe_probe if metrics is not None else None
         self.monitor = HealthMonitor(s.health_addresses, s.health, initial=initial, prober=prober, ports=s.health_ports, observe=observe)
         self.last_scan = float("-inf")
-        self.due = 0  # rounds until the next full read-back (0: this round)
+        self.due = 0  # rounds until the next periodic full read-back (0: this round, unless the verdicts changed)
+        self.reread = True  # read everything back this round: the first one, and after an error
+        self.last_verdicts: dict[int, bool] = {}  # the verdicts of the last round
 
     def round(self) -> RoundResult:
         """Probe every backend, then one converge of the switch to the verdicts."""
@@ -75,13 +79,15 @@ class HealthLoop:
         def update(pool: Pool) -> Pool:
             return with_verdicts(pool, verdicts)
 
-        thorough = self.due <= 0
+        moved, self.last_verdicts = verdicts != self.last_verdicts, verdicts
+        thorough = self.reread or (self.due <= 0 and not moved)
         try:
             applied = self.metrics.converge(self.ctl, update, "health", thorough) if self.metrics is not None else self.ctl.converge(update, "health", thorough)
         except (SwitchError, LockError, StateFileError) as exc:
             log.error("health round: %s; retrying next round", exc)
-            self.due = 0
+            self.reread = True
             return None
+        self.reread = False
         self.due = FULL_READ_ROUNDS - 1 if thorough else self.due - 1
         if applied.writes:
             changed = applied.before.healthy ^ applied.after.healthy

@@ -14,15 +14,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, TypeVar
 
 from p4lb.controller.errors import ConfigFileError, GrpcCode, MissingExtraError, SwitchError
 
 log = logging.getLogger(__name__)
 
+Msg = Any  # a P4Runtime or P4Info protobuf message: the generated modules carry no types
+T = TypeVar("T")
 Key = int | tuple[int, int]  # exact value, or (value, prefix_len) for LPM
 Entry = tuple[str, dict[str, Key], str, dict[str, int]]  # table, match, action, action parameters
 RECONNECT = frozenset({GrpcCode.UNAVAILABLE, GrpcCode.CANCELLED, GrpcCode.PERMISSION_DENIED})  # the session is gone
@@ -82,7 +85,7 @@ def _pem(path: str, field: str) -> bytes | None:
         raise ConfigFileError(f"switch.{field}", path, f"give a readable PEM file ({exc.strerror})") from None
 
 
-def credentials(mods: SimpleNamespace, tls: Tls):
+def credentials(mods: SimpleNamespace, tls: Tls) -> Any:
     """gRPC channel credentials from the PEM files."""
     return mods.grpc.ssl_channel_credentials(_pem(tls.root_cert, "root_cert"), _pem(tls.client_key, "client_key"), _pem(tls.client_cert, "client_cert"))
 
@@ -160,10 +163,11 @@ class Client:
         grpc = mods.grpc
         self.channel = grpc.secure_channel(addr, credentials(mods, tls)) if tls is not None else grpc.insecure_channel(addr)
         self.stub = mods.pb_grpc.P4RuntimeStub(self.channel)
-        self.stream_out_q: queue.Queue = queue.Queue()
-        self.arbitration: queue.Queue = queue.Queue()
-        self.packets: queue.Queue = queue.Queue()
+        self.stream_out_q: queue.Queue[Msg | None] = queue.Queue()
+        self.arbitration: queue.Queue[Msg | StreamEnd] = queue.Queue()
+        self.packets: queue.Queue[Msg | StreamEnd] = queue.Queue()
         self.ended: StreamEnd | None = None
+        self.notices = 0  # arbitration updates received (the first answers our handshake; later ones: others came or went)
         self.stream = self.stub.StreamChannel(iter(self.stream_out_q.get, None))
         self.reader = threading.Thread(target=self._read, name="p4rt-stream", daemon=True)
         self.reader.start()
@@ -175,7 +179,9 @@ class Client:
             for msg in self.stream:
                 kind = msg.WhichOneof("update")
                 if kind == "arbitration":
-                    self.arbitration.put(msg)
+                    self.notices += 1
+                    if self.notices == 1:  # the answer to our handshake; later ones are only counted (epoch)
+                        self.arbitration.put(msg)
                 elif kind in ("packet", "error"):
                     self.packets.put(msg)
                 else:
@@ -186,7 +192,7 @@ class Client:
         self.arbitration.put(end)
         self.packets.put(end)
 
-    def _uint128(self, msg) -> None:
+    def _uint128(self, msg: Msg) -> None:
         msg.high, msg.low = self.election_id
 
     def handshake(self) -> bool:
@@ -201,31 +207,32 @@ class Client:
             raise SwitchError(f"no arbitration answer within {self.timeout_s:g} s", GrpcCode.DEADLINE_EXCEEDED) from None
         if isinstance(rep, StreamEnd):
             raise SwitchError(f"{rep.code.name}: {rep.details}", rep.code)
-        return rep.arbitration.status.code == 0
+        return bool(rep.arbitration.status.code == 0)
 
-    def write(self, req, timeout: float | None = None):
+    def write(self, req: Msg, timeout: float | None = None) -> Msg:
         """Write (as primary, with our election id)."""
         req.device_id = self.device_id
         self._uint128(req.election_id)
         return self.stub.Write(req, timeout=timeout or self.timeout_s)
 
-    def read_one(self, entity, timeout: float | None = None):
+    def read_one(self, entity: Msg, timeout: float | None = None) -> Iterator[Msg]:
         """Read one entity (wildcards allowed): an iterator of ReadResponses."""
         return self.read_many([entity], timeout)
 
-    def read_many(self, entities, timeout: float | None = None):
+    def read_many(self, entities: list[Msg], timeout: float | None = None) -> Iterator[Msg]:
         """Read several entities in one request (wildcards allowed): an iterator of ReadResponses."""
         req = self.mods.pb.ReadRequest(device_id=self.device_id)
         req.entities.extend(entities)
-        return self.stub.Read(req, timeout=timeout or self.timeout_s)
+        reps: Iterator[Msg] = self.stub.Read(req, timeout=timeout or self.timeout_s)
+        return reps
 
-    def get_p4info(self, timeout: float | None = None):
+    def get_p4info(self, timeout: float | None = None) -> Msg:
         """The running pipeline's P4Info (empty if none)."""
         kind = self.mods.pb.GetForwardingPipelineConfigRequest
         req = kind(device_id=self.device_id, response_type=kind.P4INFO_AND_COOKIE)
         return self.stub.GetForwardingPipelineConfig(req, timeout=timeout or self.timeout_s).config.p4info
 
-    def set_fwd_pipe_config(self, p4info_path: str, bin_path: str, timeout: float | None = None):
+    def set_fwd_pipe_config(self, p4info_path: str, bin_path: str, timeout: float | None = None) -> Msg:
         """Push the pipeline with VERIFY_AND_COMMIT."""
         pb = self.mods.pb
         req = pb.SetForwardingPipelineConfigRequest(device_id=self.device_id, action=pb.SetForwardingPipelineConfigRequest.VERIFY_AND_COMMIT)
@@ -236,9 +243,9 @@ class Client:
 
     def api_version(self, timeout: float | None = None) -> str:
         """The switch's P4Runtime API version."""
-        return self.stub.Capabilities(self.mods.pb.CapabilitiesRequest(), timeout=timeout or self.timeout_s).p4runtime_api_version
+        return str(self.stub.Capabilities(self.mods.pb.CapabilitiesRequest(), timeout=timeout or self.timeout_s).p4runtime_api_version)
 
-    def packet(self, timeout: float):
+    def packet(self, timeout: float) -> Msg | StreamEnd | None:
         """The next PacketIn or stream error message, a StreamEnd, or None after `timeout`."""
         try:
             msg = self.packets.get(timeout=timeout)
@@ -270,9 +277,16 @@ class P4rt:
         self.addr, self.device_id, self.election_id, self.timeout_s, self.tls = grpc_addr, device_id, election_id, timeout_s, tls
         self.mods = _modules()
         self.client: Client | None = None
-        self.context = None
+        self.context: Names | None = None
         self.primary = False
         self.sessions = 0  # sessions opened so far: a new one may be a restarted switch
+
+    @property
+    def epoch(self) -> tuple[int, int]:
+        """What this session's knowledge of the switch holds for: it moves with a new session (the switch may have
+        restarted) and with every arbitration update after our own (another controller became primary or left, and
+        may have written)."""
+        return self.sessions, self.client.notices if self.client is not None else 0
 
     # ---- session -------------------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -295,6 +309,12 @@ class P4rt:
         self.client = client
         self.sessions += 1
         log.info("P4Runtime session with %s device %d, election id %s (%s)", self.addr, self.device_id, self.election_id, "primary" if self.primary else "backup")
+
+    def _session(self) -> Client:
+        """The open session's client (callers connect first; a reconnect between calls replaces it)."""
+        if self.client is None:
+            raise SwitchError(f"no P4Runtime session with {self.addr}", GrpcCode.UNAVAILABLE)
+        return self.client
 
     def close(self) -> None:
         """End the stream (its reader thread would otherwise keep running)."""
@@ -319,7 +339,7 @@ class P4rt:
                 raise SwitchError(f"pipeline file {path} is missing: run `nox -s build_p4` or fix switch.p4info / switch.bmv2_json")
         self.connect()
         deadline = self.timeout_s * PUSH_DEADLINE_FACTOR
-        self._rpc(f"push pipeline {Path(bmv2_json).name}", lambda: self.client.set_fwd_pipe_config(str(p4info), str(bmv2_json), deadline))
+        self._rpc(f"push pipeline {Path(bmv2_json).name}", lambda: self._session().set_fwd_pipe_config(str(p4info), str(bmv2_json), deadline))
         self._load_p4info_file(Path(p4info))
 
     def load_p4info(self, p4info: Path | None = None) -> None:
@@ -328,7 +348,7 @@ class P4rt:
             self._load_p4info_file(Path(p4info))
             return
         self.connect()
-        info = self._rpc("read the running pipeline", lambda: self.client.get_p4info(self.timeout_s))
+        info = self._rpc("read the running pipeline", lambda: self._session().get_p4info(self.timeout_s))
         if not info.tables:
             raise SwitchError(f"the switch at {self.addr} runs no P4 program: run `p4lb deploy` first", GrpcCode.FAILED_PRECONDITION)
         self._set_context(info)
@@ -338,10 +358,10 @@ class P4rt:
         self.mods.text_format.Merge(path.read_text(), info, allow_unknown_field=True)
         self._set_context(info)
 
-    def _set_context(self, info) -> None:
+    def _set_context(self, info: Msg) -> None:
         self.context = Names(info)
 
-    def _rpc(self, what: str, call):
+    def _rpc(self, what: str, call: Callable[[], T]) -> T:
         """Run one RPC; when the session is gone (by status code) reconnect once and retry (every write here is
         idempotent). A deadline that expires is not retried."""
         for attempt in (1, 2):
@@ -361,16 +381,21 @@ class P4rt:
         raise AssertionError("unreachable")
 
     # ---- names ---------------------------------------------------------------------------------------------
-    def _obj(self, kind: str, name: str):
+    def _names(self) -> Names:
+        """The loaded P4Info's names."""
         if self.context is None:
             raise SwitchError("no P4Info loaded: push the pipeline or load its P4Info first")
-        obj = self.context.get(kind, name)
+        return self.context
+
+    def _obj(self, kind: str, name: str) -> Msg:
+        """A P4Info object by kind and name (or unique suffix)."""
+        obj = self._names().get(kind, name)
         if obj is None:
             raise SwitchError(f"the P4 program has no {kind} named {name!r}: check the program and the P4Info")
         return obj
 
     # ---- tables --------------------------------------------------------------------------------------------
-    def table_entry(self, table: str, match: dict[str, Key], action: str | None = None, params: dict[str, int] | None = None, into=None):
+    def table_entry(self, table: str, match: dict[str, Key], action: str | None = None, params: dict[str, int] | None = None, into: Msg = None) -> Msg:
         """A TableEntry protobuf (filled in place when `into`, an empty TableEntry, is given: no copies)."""
         pb = self.mods.pb
         t = self._obj("table", table)
@@ -401,15 +426,15 @@ class P4rt:
                 te.action.action.params.add(param_id=p.id, value=encode(value, p.bitwidth, f"{action}.{name}"))
         return te
 
-    def _write(self, what: str, updates) -> None:
+    def _write(self, what: str, updates: list[Msg]) -> None:
         pb = self.mods.pb
         req = pb.WriteRequest()
         req.updates.extend(updates)
         self._send(what, req)
 
-    def _send(self, what: str, req) -> None:
+    def _send(self, what: str, req: Msg) -> None:
         """One Write RPC of a built request."""
-        self._rpc(what, lambda: self.client.write(req, self.timeout_s))
+        self._rpc(what, lambda: self._session().write(req, self.timeout_s))
 
     def upsert(self, table: str, match: dict[str, Key], action: str, params: dict[str, int] | None = None) -> None:
         """Insert the entry, or modify it if it is already there (deploys are idempotent)."""
@@ -470,20 +495,21 @@ class P4rt:
         ts = {self._obj("table", t).preamble.id: t for t in tables}
         entities = [pb.Entity(table_entry=pb.TableEntry(table_id=tid)) for tid in ts]
         out: dict[str, list[TableRow]] = {t: [] for t in tables}
-        for rep in self._rpc(f"read {', '.join(tables)}", lambda: list(self.client.read_many(entities, self.timeout_s))):
+        for rep in self._rpc(f"read {', '.join(tables)}", lambda: list(self._session().read_many(entities, self.timeout_s))):
             for ent in rep.entities:
                 te = ent.table_entry
                 out[ts[te.table_id]].append(self._row(ts[te.table_id], te))
         return out
 
-    def _row(self, table: str, te) -> TableRow:
+    def _row(self, table: str, te: Msg) -> TableRow:
         """A TableEntry decoded."""
-        names = {mf.id: mf.name for mf in self.context.by_id[te.table_id].match_fields}
+        by_id = self._names().by_id
+        names = {mf.id: mf.name for mf in by_id[te.table_id].match_fields}
         match: dict[str, Key] = {}
         for fm in te.match:
             kind = fm.WhichOneof("field_match_type")
             match[names[fm.field_id]] = (decode(fm.lpm.value), fm.lpm.prefix_len) if kind == "lpm" else decode(fm.exact.value)
-        act = self.context.by_id[te.action.action.action_id]
+        act = by_id[te.action.action.action_id]
         pnames = {p.id: p.name for p in act.params}
         params = {pnames[p.param_id]: decode(p.value) for p in te.action.action.params}
         return TableRow(table, match, act.preamble.name, params)
@@ -504,7 +530,7 @@ class P4rt:
             req.packet.metadata.add(metadata_id=m.id, value=encode(value, m.bitwidth, f"packet_out.{name}"))
         if self.client is None or self.client.ended is not None:
             self.connect()  # the stream broke (switch restarted, or our session dropped): a new one
-        self.client.stream_out_q.put(req)
+        self._session().stream_out_q.put(req)
 
     def packet_in(self, timeout_s: float | None = None) -> dict[str, int]:
         """The next PacketIn's controller header as field name -> value."""
@@ -536,7 +562,7 @@ class P4rt:
         c = self._obj("counter", counter)
         entity = pb.Entity(counter_entry=pb.CounterEntry(counter_id=c.preamble.id))
         out = {}
-        for rep in self._rpc(f"read {counter}", lambda: list(self.client.read_one(entity, self.timeout_s))):
+        for rep in self._rpc(f"read {counter}", lambda: list(self._session().read_one(entity, self.timeout_s))):
             for ent in rep.entities:
                 out[ent.counter_entry.index.index] = ent.counter_entry.data.packet_count
         return out
@@ -547,10 +573,10 @@ class Names:
 
     KINDS = {"table": "tables", "action": "actions", "register": "registers", "counter": "counters", "controller_packet_metadata": "controller_packet_metadata"}
 
-    def __init__(self, info) -> None:
+    def __init__(self, info: Msg) -> None:
         self.info = info
-        self.by_id = {}
-        self.names: dict[tuple[str, str], object] = {}
+        self.by_id: dict[int, Msg] = {}
+        self.names: dict[tuple[str, str], Msg] = {}
         ambiguous: set[tuple[str, str]] = set()
         for kind, attr in self.KINDS.items():
             for obj in getattr(info, attr):
@@ -565,6 +591,6 @@ class Names:
             if key[1] != self.names[key].preamble.name:
                 del self.names[key]
 
-    def get(self, kind: str, name: str):
+    def get(self, kind: str, name: str) -> Msg | None:
         """The object, or None."""
         return self.names.get((kind, name))

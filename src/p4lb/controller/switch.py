@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from p4lb.controller.errors import ConfigFileError, GrpcCode, SwitchError
 from p4lb.model.config import LbConfig
-from p4lb.model.ops import Write
+from p4lb.model.ops import Target, Write
 from p4lb.model.p4lb import FREE, FlowEntry, P4lbState, SlotState, is_open, p4lb_write
 from p4lb.model.packet import DropReason
 
@@ -49,9 +49,10 @@ class SwitchView:
 @dataclass
 class Shadow:
     """What one P4Runtime session knows the controller's tables hold: (target, index) -> value for entries known to
-    exist (read back or written by us); an entry not listed may or may not exist. Void for any other session."""
+    exist (read back or written by us); an entry not listed may or may not exist. Void once the session's epoch
+    moves: another session (the switch may have restarted), or another controller's arbitration (it may have written)."""
 
-    session: int = -1
+    epoch: tuple[int, int] = (-1, -1)
     entries: dict[tuple[str, tuple[int, ...]], int] = field(default_factory=dict)
 
     def view(self) -> SwitchView:
@@ -75,10 +76,18 @@ def entries_of(rows: dict[str, list[TableRow]]) -> dict[tuple[str, tuple[int, ..
     for row in rows.get("vip", []):
         entries[VIP] = row.params["version"]
     for row in rows.get("rr_group", []):
-        entries["rr_group", (int(row.match["meta.lb.version"]),)] = row.params["size"]
+        entries["rr_group", (_exact(row, "meta.lb.version"),)] = row.params["size"]
     for row in rows.get("rr_member", []):
-        entries["rr_member", (int(row.match["meta.lb.version"]), int(row.match["meta.lb.position"]))] = row.params["backend"]
+        entries["rr_member", (_exact(row, "meta.lb.version"), _exact(row, "meta.lb.position"))] = row.params["backend"]
     return entries
+
+
+def _exact(row: TableRow, field: str) -> int:
+    """An exact match field's value (an LPM field's would be a pair)."""
+    key = row.match[field]
+    if isinstance(key, tuple):
+        raise SwitchError(f"{row.table}.{field} read back as a prefix {key}: is the switch running p4/p4lb.p4?")
+    return key
 
 
 class Switch(Protocol):
@@ -110,7 +119,7 @@ class ModelSwitch:
 
     def install_backends(self, cfg: LbConfig) -> None:
         if self.installed != cfg:  # upserts of identical entries change nothing, so they are not logged
-            self.log.append(Write("backend", (), cfg.n))
+            self.log.append(Write(Target.BACKEND, (), cfg.n))
             self.installed = cfg
 
     def write(self, w: Write) -> None:
@@ -190,7 +199,7 @@ class P4RuntimeSwitch:
             self._check_program()
         self.shadow = Shadow()
         self.rt.push(*self.files)
-        self.shadow = Shadow(self.rt.sessions)  # every table is empty now
+        self.shadow = Shadow(self.rt.epoch)  # every table is empty now
 
     def install_backends(self, cfg: LbConfig) -> None:
         """Static state: `backend` entries, the return path (`forward`, `send_frame` SNAT), `idle_timeout`."""
@@ -228,9 +237,9 @@ class P4RuntimeSwitch:
         self._put(ws)
 
     def _known(self) -> Shadow:
-        """This session's knowledge of the controller's tables (none after a reconnect: the switch may have restarted)."""
-        if self.shadow.session != self.rt.sessions:
-            self.shadow = Shadow(self.rt.sessions)
+        """This session's knowledge of the controller's tables (none after a reconnect or another controller's arbitration)."""
+        if self.shadow.epoch != self.rt.epoch:
+            self.shadow = Shadow(self.rt.epoch)
         return self.shadow
 
     def _put(self, ws: list[Write]) -> None:
@@ -270,13 +279,17 @@ class P4RuntimeSwitch:
     def _read_back(self, full: bool) -> SwitchView:
         """read(): every entry of vip, rr_group and rr_member in one Read, remembered for this session."""
         rt = self._ready()
+        rt.connect()
+        epoch = rt.epoch  # taken before the Read: an arbitration update during it voids what it returns
         entries = entries_of(rt.read_tables(list(TABLES)))
-        self.shadow = Shadow(rt.sessions, entries)  # what was just read holds for the session it was read in
+        self.shadow = Shadow(epoch, entries)
         return self._with_counters(self.shadow.view()) if full else self.shadow.view()
 
     def read_quick(self, full: bool = False) -> SwitchView:
-        """As read(), from one Read of the vip and rr_group entries and what this session knows of rr_member; a full
-        read-back when they disagree (an entry changed by someone else, a reconnect) or a committed member is unknown."""
+        """As read(), from one Read of the vip and rr_group entries and what this session knows of rr_member (an
+        unknown staged member reads as absent, so a plan writes it); a full read-back when they disagree (an entry
+        changed by someone else), after a reconnect or another controller's arbitration, or if a committed member is
+        unknown."""
         rt = self._ready()
         heads = entries_of(rt.read_tables(["vip", "rr_group"]))
         known = self._known()
@@ -302,7 +315,7 @@ class P4RuntimeSwitch:
         SCAN_WINDOW requests in flight; each block is judged open or idle at the switch clock of its own read."""
         rt = self._ready()
         blocks = rt.register_size("flow_state") // SCAN_WIDTH
-        sent, done, out = 0, set(), {}
+        sent, done, out = 0, set[int](), dict[int, FlowEntry]()
         while len(done) < blocks:
             while sent < blocks and sent - len(done) < SCAN_WINDOW:
                 rt.packet_out({"op": CPU_SCAN, "index": sent}, bytes(SCAN_WIDTH * SCAN_SLOT.size))

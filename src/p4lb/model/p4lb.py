@@ -206,13 +206,19 @@ def planned_members(var: Variant, pool: Pool) -> tuple[int, ...]:
 
 
 def p4lb_plan(var: Variant, st: P4lbState, after: Pool) -> list[Write]:
-    """Stage the new group under the unused version, then commit it with one write to `vip` (Reitblatt et al.)."""
+    """Stage the new group under the unused version, then commit it with one write to `vip` (Reitblatt et al.).
+
+    The staged version still holds an older group: only the positions (and the size) that differ from the new
+    group are written, so a plan costs what changed since that group, not the group's length. rr_next is always
+    reset, as a controller that read the switch quickly does not know it."""
     members = planned_members(var, after)
     if st.members(st.version) == members:
         return []
     s = st.version if var.in_place_updates else 1 - st.version
-    writes = [Write(Target.RR_MEMBER, (s, i), b) for i, b in enumerate(members)]
-    return writes + [Write(Target.RR_GROUP, (s,), len(members)), Write(Target.RR_NEXT, (s,), 0), Write(Target.VIP, (), s)]
+    writes = [Write(Target.RR_MEMBER, (s, i), b) for i, b in enumerate(members) if st.rr_member.get((s, i)) != b]
+    if st.rr_group[s] != len(members) or not members:
+        writes.append(Write(Target.RR_GROUP, (s,), len(members)))
+    return writes + [Write(Target.RR_NEXT, (s,), 0), Write(Target.VIP, (), s)]
 
 
 def check_plan(st: P4lbState, plan: list[Write], after: Pool) -> None:
