@@ -115,6 +115,6 @@ def check_vacuity(task: Task) -> VacuityReport:
     """Both checks for the mode of `task`."""
     start = time.monotonic()
     mode = "atomic operations" if task.atomic else "operations as single writes"
-    rep = VacuityReport(mode, reach(task), premises(task), min(task.n, REACH_BACKENDS))
+    rep = VacuityReport(mode, reach(task), premises=premises(task), reach_n=min(task.n, REACH_BACKENDS))
     rep.seconds = time.monotonic() - start
     return rep
