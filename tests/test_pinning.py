@@ -16,7 +16,7 @@ import z3
 
 from p4lb.model.crc import ip
 from p4lb.model.design import make_design
-from p4lb.model.ops import Drain, Fail, Heal, Op, Scale, Undrain
+from p4lb.model.ops import Drain, Fail, Heal, Op, Scale, Undrain, Weight
 from p4lb.model.p4lb import P4LB, Variant
 from p4lb.model.packet import ACK, FIN, RST, SYN, Packet
 from p4lb.model.pool import Pool
@@ -142,6 +142,7 @@ VIOLATIONS = [
     Case(P5, "a refusal advances round-robin: 1, 1 over {1, 2}", lambda: trace([syn(A, 0), syn(B, 1), syn(key(2000), 2)], Variant(advance_on_refuse=True), 2), fs({P5}), "unfair spread"),
     Case(P5, "an unfair suffix after a fair prefix: 1, 2, 2 over {1, 2}", lambda: trace([syn(A, 0), syn(key(2000), 1), syn(B, 2), syn(key(2001), 3)], Variant(advance_on_refuse=True), 2), fs({P5}), "unfair spread"),
     Case(P5, "an operation that leaves the eligible set alone does not restart the run", lambda: trace([syn(A, 0), syn(key(2000), 1), syn(B, 2), *ops(Heal(1)), syn(key(2001), 3)], Variant(advance_on_refuse=True), 2), fs({P5}), "unfair spread"),
+    Case(P5, "weights ignored: backends 1 (weight 3) and 2 (weight 1) get 2 new flows each", lambda: trace([*ops(Weight(1, 3)), *[syn(key(3000 + i), 1 + i) for i in range(4)]], Variant(ignores_weights=True), 2), fs({P5}), "unfair spread"),
     Case(P6, "a new SYN evicts another open flow's record", lambda: trace([syn(A, 0), syn(B, 1)], evict), fs({P6, P8}), "changed the state of open flow"),
     Case(P7, "P1 broken between two writes of one operation", lambda: trace(_in_place_heal(), Variant(in_place_updates=True)), fs({P1, P3, P7}), "P1 broken after a controller write"),
     Case(P8, "SYN colliding with an open flow evicts it", lambda: trace([syn(A, 0), syn(B, 1)], evict), fs({P6, P8}), "was not refused and counted"),
@@ -178,6 +179,8 @@ NEAR_MISSES = [
     (P4b, "closing flow's packet still forwarded to its backend", lambda: trace([syn(A, 0), pk(A, FIN, 1), pk(A, ACK, 2)])),
     (P5, "a refusal does not advance round-robin", lambda: trace([syn(A, 0), syn(B, 1), syn(key(2000), 2)], n=2)),
     (P5, "a change of the eligible set starts a new fairness run", lambda: trace([syn(A, 0), *ops(Drain(2)), syn(key(2001), 1), syn(key(2002), 2), *ops(Undrain(2)), syn(key(2003), 3)], n=2)),
+    (P5, "weights 3 and 1: two cycles of 1, 1, 2, 1 stay within one share", lambda: trace([*ops(Weight(1, 3)), *[syn(key(3000 + i), 1 + i) for i in range(8)]], n=2)),
+    (P5, "a weight change starts a new fairness run", lambda: trace([*[syn(key(3000 + i), i) for i in range(3)], *ops(Weight(2, 4)), *[syn(key(3100 + i), 10 + i) for i in range(5)]], n=2)),
     (P6, "a colliding SYN is refused: the open flow's record is unchanged", lambda: trace([syn(A, 0), syn(B, 1)])),
     (P6, "a closing flow's record may be reused", lambda: trace([syn(A, 0), pk(A, FIN, 1), syn(B, 2)])),
     (P7, "p4lb stages its writes: a SYN between them is fine", lambda: trace(_heal_on_p4lb())),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from p4lb.model.errors import ConfigError
@@ -120,31 +120,58 @@ class Undrain:
 
 
 @dataclass(frozen=True)
+class Weight:
+    """Set a backend's weight (its share of new flows is weight / the eligible backends' total)."""
+
+    backend: int
+    weight: int
+
+    def apply(self, pool: Pool) -> Pool:
+        pool.check_backend(self.backend)
+        weights = list(pool.weights)
+        weights[self.backend - 1] = self.weight
+        after = replace(pool, weights=tuple(weights))
+        after.check_positions()
+        return after
+
+    def __str__(self) -> str:
+        return f"weight {self.backend} {self.weight}"
+
+
+@dataclass(frozen=True)
 class Configure:
-    """Set all three sets at once (what a counterexample's abstract operation becomes)."""
+    """Set all three sets (and the weights) at once (what a counterexample's abstract operation becomes)."""
 
     active: frozenset[int]
     healthy: frozenset[int]
     draining: frozenset[int] = frozenset()
+    weights: tuple[int, ...] = ()  # () keeps the pool's weights
 
     def apply(self, pool: Pool) -> Pool:
         for b in self.active | self.healthy | self.draining:
             pool.check_backend(b)
-        return Pool(pool.n, frozenset(self.active), frozenset(self.healthy), frozenset(self.draining))
+        after = Pool(pool.n, frozenset(self.active), frozenset(self.healthy), frozenset(self.draining), self.weights or pool.weights)
+        after.check_positions()
+        return after
 
     def __str__(self) -> str:
-        return f"configure active={fmt_set(self.active)} healthy={fmt_set(self.healthy)} draining={fmt_set(self.draining)}"
+        heavy = {b: w for b, w in enumerate(self.weights, 1) if w != 1}
+        text = f"configure active={fmt_set(self.active)} healthy={fmt_set(self.healthy)} draining={fmt_set(self.draining)}"
+        return text + (f" weights={heavy}" if heavy else "")
 
 
-Op = Scale | Fail | Heal | Drain | Undrain | Configure
+Op = Scale | Fail | Heal | Drain | Undrain | Weight | Configure
 
 
 def op_to_json(op: Op) -> dict[str, Any]:
     """JSON form of an operation."""
     if isinstance(op, Configure):
-        return {"op": "configure", "active": sorted(op.active), "healthy": sorted(op.healthy), "draining": sorted(op.draining)}
+        out: dict[str, Any] = {"op": "configure", "active": sorted(op.active), "healthy": sorted(op.healthy), "draining": sorted(op.draining)}
+        return out | ({"weights": list(op.weights)} if op.weights else {})
     if isinstance(op, Scale):
         return {"op": "scale", "active": op.active}
+    if isinstance(op, Weight):
+        return {"op": "weight", "backend": op.backend, "weight": op.weight}
     return {"op": type(op).__name__.lower(), "backend": op.backend}
 
 
@@ -152,13 +179,15 @@ def op_from_json(data: dict[str, Any]) -> Op:
     """Inverse of op_to_json."""
     kind = data.get("op")
     if kind == "configure":
-        return Configure(frozenset(data["active"]), frozenset(data["healthy"]), frozenset(data.get("draining", [])))
+        return Configure(frozenset(data["active"]), frozenset(data["healthy"]), frozenset(data.get("draining", [])), tuple(data.get("weights", ())))
     if kind == "scale":
         return Scale(int(data["active"]))
+    if kind == "weight":
+        return Weight(int(data["backend"]), int(data["weight"]))
     table: dict[str, Callable[[int], Op]]
     table = {"fail": Fail, "heal": Heal, "drain": Drain, "undrain": Undrain}
     if kind not in table:
-        raise ConfigError("op", kind, f"use one of configure, scale, {', '.join(table)}")
+        raise ConfigError("op", kind, f"use one of configure, scale, weight, {', '.join(table)}")
     return table[kind](int(data["backend"]))
 
 
@@ -166,6 +195,11 @@ def op_between(before: Pool, after: Pool) -> Op:
     """The simplest operation that turns `before` into `after`."""
     n = before.n
     same_active, same_healthy, same_draining = before.active == after.active, before.healthy == after.healthy, before.draining == after.draining
+    moved = [b for b in range(1, n + 1) if before.weight(b) != after.weight(b)]
+    if moved:
+        if same_active and same_healthy and same_draining and len(moved) == 1:
+            return Weight(moved[0], after.weight(moved[0]))
+        return Configure(after.active, after.healthy, after.draining, after.weights)
     if same_active and same_draining and len(before.healthy ^ after.healthy) == 1:
         (b,) = before.healthy ^ after.healthy
         return Heal(b) if b in after.healthy else Fail(b)

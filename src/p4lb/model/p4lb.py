@@ -10,6 +10,7 @@ Tables (written by the controller): `vip` (lb_select(version): the one atomic co
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 
 from p4lb.model.config import LbConfig
@@ -17,7 +18,7 @@ from p4lb.model.crc import flow_index
 from p4lb.model.errors import PlanError
 from p4lb.model.ops import Target, Write
 from p4lb.model.packet import DropReason, FlagClass, Outcome, Packet, dropped, to_backend
-from p4lb.model.pool import Pool
+from p4lb.model.pool import Pool, interleave
 
 TCP = 6
 INDEX_MOD = 256  # rr_next and rr_member positions are bit<8>
@@ -59,6 +60,7 @@ class Variant:
     resyn_redispatch: bool = False  # P4: a retransmitted SYN of an open flow is dispatched again
     midflow_pickup: bool = False  # P4b: a non-SYN packet of no live flow is dispatched round-robin instead of dropped
     advance_on_refuse: bool = False  # P5: a refused SYN still advances rr_next
+    ignores_weights: bool = False  # P5: the planner lists every eligible backend once, whatever its weight
     evict_on_collision: bool = False  # P6: a new SYN takes the slot of another open flow
     in_place_updates: bool = False  # P7: the controller rewrites the live version instead of staging
     refuse_uncounted: bool = False  # P8: a SYN refused for a full slot is dropped without being counted
@@ -197,12 +199,13 @@ def p4lb_write(st: P4lbState, w: Write) -> P4lbState:
 
 
 def planned_members(var: Variant, pool: Pool) -> tuple[int, ...]:
-    """The group the planner lists for a pool (the mutants list the wrong set)."""
+    """The group the planner lists for a pool: each eligible backend weight times, interleaved (the mutants list the wrong set)."""
+    listed = pool.eligible
     if var.eligible_ignores_health:
-        return tuple(sorted(pool.active - pool.draining))
+        listed = pool.active - pool.draining
     if var.eligible_ignores_active:
-        return tuple(sorted(pool.healthy - pool.draining))
-    return pool.members()
+        listed = pool.healthy - pool.draining
+    return interleave({b: 1 if var.ignores_weights else pool.weight(b) for b in listed})
 
 
 def p4lb_plan(var: Variant, st: P4lbState, after: Pool) -> list[Write]:
@@ -222,9 +225,9 @@ def p4lb_plan(var: Variant, st: P4lbState, after: Pool) -> list[Write]:
 
 
 def check_plan(st: P4lbState, plan: list[Write], after: Pool) -> None:
-    """Raise PlanError unless `plan` only stages the unused version, commits last, and lists exactly `after`'s eligible set."""
+    """Raise PlanError unless `plan` only stages the unused version, commits last, and lists `after`'s eligible set by weight."""
     if not plan:
-        if set(st.members(st.version)) != after.eligible:
+        if Counter(st.members(st.version)) != {b: after.weight(b) for b in after.eligible}:
             raise PlanError(f"an empty plan leaves group {st.members(st.version)} but eligible is {sorted(after.eligible)}")
         return
     staged = 1 - st.version
@@ -238,5 +241,5 @@ def check_plan(st: P4lbState, plan: list[Write], after: Pool) -> None:
     for w in plan:
         end = p4lb_write(end, w)
     group = end.members(staged)
-    if len(set(group)) != len(group) or set(group) != after.eligible or end.rr_next[staged] != 0:
-        raise PlanError(f"staged group {group} (rr_next {end.rr_next[staged]}) does not list eligible {sorted(after.eligible)} once each")
+    if Counter(group) != {b: after.weight(b) for b in after.eligible} or end.rr_next[staged] != 0:
+        raise PlanError(f"staged group {group} (rr_next {end.rr_next[staged]}) does not list eligible {sorted(after.eligible)} as often as their weights")

@@ -1,4 +1,8 @@
-"""The backend sets the operator controls: active, healthy, draining; eligible = active and healthy and not draining."""
+"""The backend sets the operator controls: active, healthy, draining; eligible = active and healthy and not draining.
+
+Each backend also has a weight (1..MAX_WEIGHT, default 1): the round-robin group lists an eligible backend as many
+times as its weight, interleaved (smooth weighted round robin), so new flows are spread in proportion to weights.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ from dataclasses import dataclass, replace
 from typing import TypedDict, Unpack
 
 from p4lb.model.errors import ConfigError
+
+MAX_WEIGHT = 8  # a backend's weight is 1..MAX_WEIGHT (the proofs unroll weights up to this bound)
+MAX_POSITIONS = 255  # rr_group sizes are bit<8>: the eligible backends' weights add up to at most this
 
 
 @dataclass(frozen=True)
@@ -16,12 +23,26 @@ class Pool:
     active: frozenset[int]
     healthy: frozenset[int]
     draining: frozenset[int] = frozenset()
+    weights: tuple[int, ...] = ()  # backend b's weight is weights[b - 1]; () means every weight is 1
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            object.__setattr__(self, "weights", (1,) * self.n)
+        if len(self.weights) != self.n:
+            raise ConfigError("weights", self.weights, f"give one weight per backend 1..{self.n}")
+        for b, w in enumerate(self.weights, 1):
+            if not 1 <= w <= MAX_WEIGHT:
+                raise ConfigError(f"backend[{b}].weight", w, f"use 1..{MAX_WEIGHT}")
 
     @classmethod
     def initial(cls, n: int, active: int | None = None) -> Pool:
-        """All healthy, the first `active` (default all) active, none draining."""
+        """All healthy, the first `active` (default all) active, none draining, every weight 1."""
         k = n if active is None else active
         return cls(n, frozenset(range(1, k + 1)), frozenset(range(1, n + 1)))
+
+    def weight(self, backend: int) -> int:
+        """A backend's weight."""
+        return self.weights[backend - 1]
 
     @property
     def eligible(self) -> frozenset[int]:
@@ -29,8 +50,14 @@ class Pool:
         return (self.active & self.healthy) - self.draining
 
     def members(self) -> tuple[int, ...]:
-        """The eligible backends in the order the round-robin group lists them."""
-        return tuple(sorted(self.eligible))
+        """The round-robin group: each eligible backend as many times as its weight, interleaved."""
+        return interleave({b: self.weight(b) for b in self.eligible})
+
+    def check_positions(self) -> None:
+        """Raise if the eligible backends' weights add up to more positions than a group has."""
+        total = sum(self.weight(b) for b in self.eligible)
+        if total > MAX_POSITIONS:
+            raise ConfigError("backend.weight", total, f"the eligible backends' weights add up to {total}: keep the sum at most {MAX_POSITIONS}")
 
     def check_backend(self, backend: int) -> None:
         """Raise if `backend` is not in 1..n."""
@@ -39,7 +66,23 @@ class Pool:
 
     def describe(self) -> str:
         """Short text: eligible {..}."""
-        return f"active={sorted(self.active)} healthy={sorted(self.healthy)} draining={sorted(self.draining)}"
+        text = f"active={sorted(self.active)} healthy={sorted(self.healthy)} draining={sorted(self.draining)}"
+        heavy = {b: w for b, w in enumerate(self.weights, 1) if w != 1}
+        return text + (f" weights={heavy}" if heavy else "")
+
+
+def interleave(weights: dict[int, int]) -> tuple[int, ...]:
+    """Smooth weighted round robin: each turn every backend gains its weight, the richest (lowest id on ties) is listed and pays the total."""
+    total = sum(weights.values())
+    credit = dict.fromkeys(sorted(weights), 0)
+    out = []
+    for _ in range(total):
+        for b in credit:
+            credit[b] += weights[b]
+        pick = max(credit, key=lambda b: (credit[b], -b))
+        credit[pick] -= total
+        out.append(pick)
+    return tuple(out)
 
 
 def fmt_set(values: frozenset[int]) -> str:
@@ -53,6 +96,7 @@ class PoolSets(TypedDict, total=False):
     active: frozenset[int]
     healthy: frozenset[int]
     draining: frozenset[int]
+    weights: tuple[int, ...]
 
 
 def with_sets(pool: Pool, **changes: Unpack[PoolSets]) -> Pool:

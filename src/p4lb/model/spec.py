@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
 from p4lb.model.crc import ip_str
 from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet
@@ -80,9 +81,14 @@ def spec_packet(spec: SpecState, pkt: Packet, t: int, timeout: int, outcome: Out
     return replace(spec, flows=flows, run=run)
 
 
+def shares(pool: Pool) -> dict[int, int]:
+    """The eligible backends and their weights: what P5 spreads new flows by."""
+    return {b: pool.weight(b) for b in pool.eligible}
+
+
 def spec_pool(spec: SpecState, pool: Pool) -> SpecState:
-    """The operator's sets changed (at an operation's commit): a new fairness run starts if eligibility changed."""
-    run = spec.run if pool.eligible == spec.pool.eligible else ()
+    """The operator's sets changed (at an operation's commit): a new fairness run starts if the eligible set or a weight in it changed."""
+    run = spec.run if shares(pool) == shares(spec.pool) else ()
     return replace(spec, pool=pool, run=run)
 
 
@@ -99,13 +105,14 @@ class StepView:
     counted: bool = False  # the switch's lb_drops counter at the outcome's reason went up by one (a named counter, not a label)
 
 
-def _fair(run: tuple[int, ...], eligible: frozenset[int]) -> bool:
-    """Every window ending at the last dispatch gives eligible backends counts within 1 of each other."""
-    counts = dict.fromkeys(eligible, 0)
+def fair(run: tuple[int, ...], weights: dict[int, int]) -> bool:
+    """Every window ending at the last dispatch gives eligible backends counts whose count/weight are within 1 of each other."""
+    counts = dict.fromkeys(weights, 0)
     for b in reversed(run):
         if b in counts:
             counts[b] += 1
-        if counts and max(counts.values()) - min(counts.values()) > 1:
+        norm = [Fraction(counts[a], weights[a]) for a in counts]
+        if norm and max(norm) - min(norm) > 1:
             return False
     return True
 
@@ -133,8 +140,8 @@ def violations(spec: SpecState, view: StepView, timeout: int) -> list[tuple[Prop
             found.append((Prop.P4, f"packet of an open flow pinned to {want} went to: {out}"))
     if pkt.key in spec.admitted and not new_syn:
         found += _p4b(spec.admitted[pkt.key], out, view.counted)
-    if new_syn and out.fate is Fate.BACKEND and pool.eligible and not _fair(spec.run + (out.backend,), pool.eligible):
-        found.append((Prop.P5, f"unfair spread over eligible {sorted(pool.eligible)}: {spec.run + (out.backend,)}"))
+    if new_syn and out.fate is Fate.BACKEND and pool.eligible and not fair(spec.run + (out.backend,), shares(pool)):
+        found.append((Prop.P5, f"unfair spread over eligible {shares(pool)} (backend: weight): {spec.run + (out.backend,)}"))
     if view.records_changed:
         flows = ", ".join(key_str(k) for k in sorted(view.records_changed))
         found.append((Prop.P6, f"a packet of another flow changed the state of open flow(s) {flows}"))

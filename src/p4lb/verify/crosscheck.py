@@ -68,7 +68,8 @@ def _sets(tag: str, pool: Pool) -> list[z3.BoolRef]:
     for name, members in (("active", pool.active), ("healthy", pool.healthy), ("draining", pool.draining)):
         arr = z3.Array(f"{name}_op_{tag}", B8, z3.BoolSort())
         cons += [arr[bv8(b)] == (b in members) for b in range(1, pool.n + 1)]
-    return cons
+    weight = z3.Array(f"weight_op_{tag}", B8, B8)
+    return cons + [weight[bv8(b)] == pool.weight(b) for b in range(1, pool.n + 1)]
 
 
 def _pin_packet(e: StepEnc, pkt: Packet) -> list[z3.BoolRef]:

@@ -9,7 +9,7 @@ from typing import Any
 import z3
 
 from p4lb.model.packet import DropReason, Fate
-from p4lb.model.pool import Pool
+from p4lb.model.pool import MAX_WEIGHT, Pool
 
 B8 = z3.BitVecSort(8)
 KEY = z3.BitVecSort(48)
@@ -55,6 +55,7 @@ def fresh_spec(tag: str) -> dict[str, z3.ExprRef]:
         "active": z3.Array(f"active_{tag}", B8, BOOL),
         "healthy": z3.Array(f"healthy_{tag}", B8, BOOL),
         "draining": z3.Array(f"draining_{tag}", B8, BOOL),
+        "weight": z3.Array(f"weight_{tag}", B8, B8),
         "open": z3.Array(f"open_{tag}", KEY, BOOL),
         "backend": z3.Array(f"fbackend_{tag}", KEY, B8),
         "admitted": z3.Array(f"admitted_{tag}", KEY, BOOL),
@@ -66,14 +67,17 @@ def fresh_spec(tag: str) -> dict[str, z3.ExprRef]:
 
 
 def pool_terms(pool: Pool) -> dict[str, z3.ExprRef]:
-    """A concrete pool as three arrays."""
+    """A concrete pool as three arrays and the weights."""
     def arr(members: frozenset[int]) -> z3.ArrayRef:
         a = z3.K(B8, z3.BoolVal(False))
         for b in sorted(members):
             a = z3.Store(a, bv8(b), z3.BoolVal(True))
         return a
 
-    return {"active": arr(pool.active), "healthy": arr(pool.healthy), "draining": arr(pool.draining)}
+    weights = z3.K(B8, bv8(1))
+    for b in range(1, pool.n + 1):
+        weights = z3.Store(weights, bv8(b), bv8(pool.weight(b)))
+    return {"active": arr(pool.active), "healthy": arr(pool.healthy), "draining": arr(pool.draining), "weight": weights}
 
 
 def init_spec(spec: dict[str, z3.ExprRef], pool: Pool) -> z3.BoolRef:
@@ -102,8 +106,18 @@ def any_eligible(spec: dict[str, z3.ExprRef], n: int) -> z3.BoolRef:
 
 
 def eligible_changed(old: dict[str, z3.ExprRef], new: dict[str, z3.ExprRef], n: int) -> z3.BoolRef:
-    """The eligible set differs."""
-    return z3.Or(*[eligible(old, bv8(b), n) != eligible(new, bv8(b), n) for b in range(1, n + 1)])
+    """The eligible set, or the weight of an eligible backend, differs (P5's run starts again)."""
+    return z3.Or(*[z3.Or(eligible(old, bv8(b), n) != eligible(new, bv8(b), n), z3.And(eligible(new, bv8(b), n), old["weight"][bv8(b)] != new["weight"][bv8(b)])) for b in range(1, n + 1)])
+
+
+def weights_ok(spec: dict[str, z3.ExprRef], n: int) -> z3.BoolRef:
+    """Every backend's weight is in 1..MAX_WEIGHT."""
+    return z3.And(*[z3.And(z3.UGE(spec["weight"][bv8(b)], 1), z3.ULE(spec["weight"][bv8(b)], MAX_WEIGHT)) for b in range(1, n + 1)])
+
+
+def times(c: z3.ArithRef, w: z3.BitVecRef) -> z3.ArithRef:
+    """c * w for a weight w in 0..MAX_WEIGHT, as a sum of If terms (linear: no nonlinear arithmetic in the queries)."""
+    return z3.Sum([z3.If(z3.UGT(w, k), c, z3.IntVal(0)) for k in range(MAX_WEIGHT)])
 
 
 @dataclass

@@ -13,10 +13,10 @@ from p4lb.model.errors import ModelError
 from p4lb.model.ops import Fail, Heal, Scale, Target, Write, op_between
 from p4lb.model.p4lb import P4LB, Variant
 from p4lb.model.packet import Packet
-from p4lb.model.pool import Pool
+from p4lb.model.pool import MAX_WEIGHT, Pool
 from p4lb.model.spec import Prop
 from p4lb.model.trace import OpStep, Step, Trace, WriteStep
-from p4lb.verify.encoding import B8, StepEnc, Sym
+from p4lb.verify.encoding import StepEnc, Sym
 from p4lb.verify.errors import ReplayError
 from p4lb.verify.invariants import Watched, clause_names, clauses_at, conj, terms, watched_clauses
 from p4lb.verify.p4lb_enc import P4lbEncoding
@@ -82,24 +82,28 @@ def _plain_packet(e: StepEnc, depth: int, strict: bool) -> list[z3.BoolRef]:
 
 
 def _plain_op(enc: Encoding, s: Sym, e: StepEnc, tag: str) -> list[z3.BoolRef]:
-    """Operator actions a person would do: one fail/heal/drain/undrain, or a scale to 1..N."""
+    """Operator actions a person would do: one fail/heal/drain/undrain, a scale to 1..N, or one backend's weight."""
     if isinstance(enc, SeedEncoding):
         return [z3.Implies(e.inputs["kind"] == 1, z3.UGE(e.inputs["k"], 1))]
     old = s.spec
-    new = {k: z3.Array(f"{k}_op_{tag}", B8, z3.BoolSort()) for k in ("active", "healthy", "draining")}
+    new = enc.new_sets(tag)
     b = z3.BitVec(f"plainb_{tag}", 8)
     x = z3.Bool(f"plainx_{tag}")
     one = z3.And(z3.UGE(b, 1), z3.ULE(b, enc.n))
-    flip_h = z3.And(one, new["healthy"] == z3.Store(old["healthy"], b, x), new["active"] == old["active"], new["draining"] == old["draining"])
-    flip_d = z3.And(one, new["draining"] == z3.Store(old["draining"], b, x), new["active"] == old["active"], new["healthy"] == old["healthy"])
+    same_w = new["weight"] == old["weight"]
+    flip_h = z3.And(one, new["healthy"] == z3.Store(old["healthy"], b, x), new["active"] == old["active"], new["draining"] == old["draining"], same_w)
+    flip_d = z3.And(one, new["draining"] == z3.Store(old["draining"], b, x), new["active"] == old["active"], new["healthy"] == old["healthy"], same_w)
+    wv = z3.BitVec(f"plainw_{tag}", 8)
+    same_sets = z3.And(*[new[k] == old[k] for k in ("active", "healthy", "draining")])
+    reweight = z3.And(one, z3.UGE(wv, 1), z3.ULE(wv, MAX_WEIGHT), new["weight"] == z3.Store(old["weight"], b, wv), same_sets)
     scales = []
     for k in range(1, enc.n + 1):
         arr = old["active"]
         for i in range(1, enc.n + 1):
             arr = z3.Store(arr, z3.BitVecVal(i, 8), z3.BoolVal(i <= k))
         scales.append(new["active"] == arr)
-    scale = z3.And(z3.Or(*scales), new["healthy"] == old["healthy"], new["draining"] == old["draining"])
-    return [z3.Implies(z3.Or(e.inputs["kind"] == 1, e.inputs["kind"] == 2), z3.Or(flip_h, flip_d, scale))]
+    scale = z3.And(z3.Or(*scales), new["healthy"] == old["healthy"], new["draining"] == old["draining"], same_w)
+    return [z3.Implies(z3.Or(e.inputs["kind"] == 1, e.inputs["kind"] == 2), z3.Or(flip_h, flip_d, scale, reweight))]
 
 
 class _Unroll:
@@ -130,13 +134,12 @@ class _Unroll:
 
     def check(self, bad_now: z3.BoolRef, level: int) -> z3.CheckSatResult:
         """Is 'bad at the last step' reachable, under the readability constraints of `level` and weaker."""
-        self.solver.push()
-        self.solver.add(bad_now, *[c for lv in range(level, 2) for c in self.plain[lv]])
-        self.solver.set("timeout", PREFERENCE_TIMEOUT_MS if level < 2 else QUERY_TIMEOUT_MS)
-        r = self.solver.check()
-        self.model = self.solver.model() if r == z3.sat else None
-        self.reason = self.solver.reason_unknown() if r == z3.unknown else ""
-        self.solver.pop()
+        solver = _solver()  # fresh per query: z3's incremental mode skips the preprocessing the weighted groups need
+        solver.add(*self.solver.assertions(), bad_now, *[c for lv in range(level, 2) for c in self.plain[lv]])
+        solver.set("timeout", PREFERENCE_TIMEOUT_MS if level < 2 else QUERY_TIMEOUT_MS)
+        r = solver.check()
+        self.model = solver.model() if r == z3.sat else None
+        self.reason = solver.reason_unknown() if r == z3.unknown else ""
         return r
 
 
@@ -177,7 +180,8 @@ def _set(m: z3.ModelRef, arr: z3.ExprRef, n: int) -> frozenset[int]:
 
 
 def _pool(m: z3.ModelRef, spec: dict[str, z3.ExprRef], n: int) -> Pool:
-    return Pool(n, _set(m, spec["active"], n), _set(m, spec["healthy"], n), _set(m, spec["draining"], n))
+    weights = tuple(_val(m, spec["weight"][z3.BitVecVal(b, 8)]) for b in range(1, n + 1))
+    return Pool(n, _set(m, spec["active"], n), _set(m, spec["healthy"], n), _set(m, spec["draining"], n), weights)
 
 
 def extract(task: Task, enc: Encoding, m: z3.ModelRef, states: list[Sym], steps: list[StepEnc]) -> Trace:

@@ -1,4 +1,4 @@
-"""p4lb's inductive invariant: the committed group lists the eligible set, flow slots and the spec agree, fair counts.
+"""p4lb's inductive invariant: the committed group lists the eligible set by weight, flow slots and the spec agree, fair counts.
 
 Every clause family is universally quantified over a position j, a backend b, a flow key k or a slot s. A query
 uses the instances at finitely many terms (the watched ones, the packet's, the witnesses', and what they point
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import z3
 
-from p4lb.verify.encoding import StepEnc, Sym
-from p4lb.verify.p4lb_enc import FREE, OPEN, P4lbEncoding
+from p4lb.verify.encoding import StepEnc, Sym, bv8
+from p4lb.verify.p4lb_enc import FREE, OPEN, Ghosts, P4lbEncoding
 from p4lb.verify.properties import Witness
 
 Clause = tuple[str, z3.BoolRef]
@@ -30,7 +30,6 @@ def global_clauses(enc: P4lbEncoding, s: Sym) -> list[Clause]:
     sw, spec = s.sw, s.spec
     size, _, nxt = enc.group(s, sw["version"])
     return [
-        ("G0 group size at most N", z3.ULE(size, enc.n)),
         ("G2 rr_next inside the group", z3.Or(size == 0, z3.ULT(nxt, size))),
         ("G3 window start inside the group", z3.Or(size == 0, z3.ULT(sw["ghost_start"], size))),
         ("G5 switch clock = spec clock", sw["now"] == spec["now"]),
@@ -38,20 +37,27 @@ def global_clauses(enc: P4lbEncoding, s: Sym) -> list[Clause]:
 
 
 def position_clauses(enc: P4lbEncoding, s: Sym, j: z3.ExprRef) -> list[Clause]:
-    """Position j: holds an eligible backend whose position is j; its count is base + [j in [start, rr_next))."""
-    sw, cnt = s.sw, s.spec["cnt"]
+    """Position j: holds a copy of an eligible backend recorded at j; its count of new flows is base + [j in [start, rr_next))."""
+    sw, pc = s.sw, s.sw["ghost_pc"]
     size, mem, nxt = enc.group(s, sw["version"])
-    fair = z3.Implies(z3.ULT(j, size), cnt[mem[j]] == cnt[mem[nxt]] + _ind(j, sw["ghost_start"], nxt))
+    fair = z3.Implies(z3.ULT(j, size), pc[j] == pc[nxt] + _ind(j, sw["ghost_start"], nxt))
     return [
-        ("G1a group position holds an eligible backend", enc.wf_position(size, mem, sw["ghost_pos"], s.spec, j)),
-        ("G4 counts = base + cyclic interval [start, rr_next)", fair),
+        ("G1a group position holds an eligible backend's copy", enc.wf_position(size, mem, Ghosts.of(sw), s.spec, j)),
+        ("G4 position counts = base + cyclic interval [start, rr_next)", fair),
     ]
 
 
 def backend_clauses(enc: P4lbEncoding, s: Sym, b: z3.ExprRef) -> list[Clause]:
-    """An eligible backend is in the group, at its recorded position."""
-    size, mem, _ = enc.group(s, s.sw["version"])
-    return [("G1b eligible backend is in the group", enc.wf_backend(size, mem, s.sw["ghost_pos"], s.spec, b))]
+    """An eligible backend is in the group weight times, at its recorded positions; its count is the sum of theirs."""
+    sw, spec = s.sw, s.spec
+    size, mem, _ = enc.group(s, sw["version"])
+    gh = Ghosts.of(sw)
+    w = enc.weight(spec, b)
+    total = z3.Sum([z3.If(z3.ULT(bv8(r), w), sw["ghost_pc"][p], z3.IntVal(0)) for r, p in enumerate(gh.copies(b))])
+    return [
+        ("G1b eligible backend is in the group weight times", enc.wf_backend(size, mem, gh, spec, b)),
+        ("G6 a backend's count = its positions' counts", z3.Implies(enc.planned(spec, b), spec["cnt"][b] == total)),
+    ]
 
 
 def key_clauses(enc: P4lbEncoding, s: Sym, k: z3.ExprRef) -> list[Clause]:
@@ -99,11 +105,10 @@ def terms(enc: P4lbEncoding, s: Sym, e: StepEnc, w: Witness, watched: Watched) -
     """Positions, backends, keys and slots to instantiate the clauses of state s at."""
     size, mem, nxt = enc.group(s, s.sw["version"])
     i, nxt2 = enc.dispatch_positions(s)
-    pos = s.sw["ghost_pos"]
+    gh = Ghosts.of(s.sw)
     positions = [watched.j, nxt, i, nxt2]
-    backends = [watched.b, w.b1, w.b2, e.out.backend]
-    positions += [pos[b] for b in backends]
-    backends += [mem[j] for j in positions]
+    backends = [watched.b, w.b1, w.b2, e.out.backend, *[mem[j] for j in positions]]
+    positions += [p for b in (w.b1, w.b2) for p in gh.copies(b)]  # P5 bounds b1's and b2's counts by their copies' counts
     keys = [watched.k, e.pkt.key, w.key]
     slots = [watched.slot]
     keys += [s.sw["flow_key"][sl] for sl in slots]

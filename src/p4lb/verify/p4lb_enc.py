@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import z3
 
 from p4lb.model.config import LbConfig
 from p4lb.model.p4lb import P4LB, FlowEntry, SlotState, Variant
 from p4lb.model.packet import DropReason
-from p4lb.model.pool import Pool
+from p4lb.model.pool import MAX_POSITIONS, MAX_WEIGHT, Pool
 from p4lb.verify.encoding import (
     B8,
     BOOL,
@@ -31,12 +32,33 @@ from p4lb.verify.encoding import (
     reason,
     spec_after_packet,
     spec_after_pool,
+    weights_ok,
 )
 from p4lb.verify.hashing import Hash
 
 ST = z3.BitVecSort(2)
 R3 = z3.BitVecSort(3)
 FREE, OPEN, CLOSING = (z3.BitVecVal(int(x), 2) for x in SlotState)
+
+
+VB = z3.BitVecSort(16)  # a backend's copy: backend ++ rank
+
+
+@dataclass(frozen=True)
+class Ghosts:
+    """The proof's record of the committed group: pos[b ++ r] is where backend b's r-th copy sits, rank[j] which copy position j is."""
+
+    pos: z3.ArrayRef
+    rank: z3.ArrayRef
+
+    def copies(self, b: z3.ExprRef) -> list[z3.ExprRef]:
+        """The positions of backend b's copies 0..MAX_WEIGHT-1 (those below its weight are used)."""
+        return [self.pos[z3.Concat(b, bv8(r))] for r in range(MAX_WEIGHT)]
+
+    @classmethod
+    def of(cls, sw: dict[str, z3.ExprRef]) -> Ghosts:
+        """The ghosts of a state."""
+        return cls(sw["ghost_pos"], sw["ghost_rank"])
 
 
 def pick(ver: z3.BoolRef, v0: z3.ExprRef, v1: z3.ExprRef) -> z3.ExprRef:
@@ -60,7 +82,7 @@ class P4lbEncoding:
     # ---- state -----------------------------------------------------------------------------------------
 
     def fresh(self, tag: str) -> Sym:
-        """A fresh symbolic state (sw includes the proof's two ghosts: pos and start)."""
+        """A fresh symbolic state (sw includes the proof's ghosts: pos, rank, pc and start)."""
         sw = {
             "version": z3.Bool(f"version_{tag}"),
             "rr_group0": z3.BitVec(f"rr_group0_{tag}", 8),
@@ -76,7 +98,9 @@ class P4lbEncoding:
             "now": z3.Int(f"now_sw_{tag}"),
             "lb_drops": z3.Array(f"lb_drops_{tag}", R3, INT),
             "backend_flows": z3.Array(f"backend_flows_{tag}", B8, INT),
-            "ghost_pos": z3.Array(f"ghost_pos_{tag}", B8, B8),
+            "ghost_pos": z3.Array(f"ghost_pos_{tag}", VB, B8),
+            "ghost_rank": z3.Array(f"ghost_rank_{tag}", B8, B8),
+            "ghost_pc": z3.Array(f"ghost_pc_{tag}", B8, INT),
             "ghost_start": z3.BitVec(f"ghost_start_{tag}", 8),
         }
         return Sym(sw, fresh_spec(tag))
@@ -95,23 +119,28 @@ class P4lbEncoding:
             return z3.And(rng, spec["healthy"][b], z3.Not(spec["draining"][b]))
         return z3.And(rng, spec["active"][b], spec["healthy"][b], z3.Not(spec["draining"][b]))
 
-    def wf_position(self, size: z3.ExprRef, mem: z3.ExprRef, pos: z3.ExprRef, spec: dict[str, z3.ExprRef], j: z3.ExprRef) -> z3.BoolRef:
-        """Position j of the group (if used) holds a planned backend whose recorded position is j."""
-        m = mem[j]
-        return z3.Implies(z3.ULT(j, size), z3.And(self.planned(spec, m), pos[m] == j))
+    def weight(self, spec: dict[str, z3.ExprRef], b: z3.ExprRef) -> z3.BitVecRef:
+        """How many times the planner lists backend b (its weight; 1 for the mutant that ignores weights)."""
+        return bv8(1) if self.var.ignores_weights else spec["weight"][b]
 
-    def wf_backend(self, size: z3.ExprRef, mem: z3.ExprRef, pos: z3.ExprRef, spec: dict[str, z3.ExprRef], b: z3.ExprRef) -> z3.BoolRef:
-        """A planned backend b sits in the group at position pos[b]."""
-        return z3.Implies(self.planned(spec, b), z3.And(z3.ULT(pos[b], size), mem[pos[b]] == b))
+    def wf_position(self, size: z3.ExprRef, mem: z3.ExprRef, gh: Ghosts, spec: dict[str, z3.ExprRef], j: z3.ExprRef) -> z3.BoolRef:
+        """Position j of the group (if used) holds a planned backend b as its copy rank[j] < weight(b), recorded at pos[b, rank[j]]."""
+        m, r = mem[j], gh.rank[j]
+        return z3.Implies(z3.ULT(j, size), z3.And(self.planned(spec, m), z3.ULT(r, self.weight(spec, m)), gh.pos[z3.Concat(m, r)] == j))
 
-    def wellformed(self, size: z3.ExprRef, mem: z3.ExprRef, pos: z3.ExprRef, spec: dict[str, z3.ExprRef], positions: list[z3.ExprRef] | None = None, backends: list[z3.ExprRef] | None = None) -> z3.BoolRef:
-        """The group lists the planned set exactly once each (all N positions and backends, or only the given terms)."""
-        positions = [bv8(i) for i in range(self.n)] if positions is None else positions
+    def wf_backend(self, size: z3.ExprRef, mem: z3.ExprRef, gh: Ghosts, spec: dict[str, z3.ExprRef], b: z3.ExprRef) -> z3.BoolRef:
+        """A planned backend b has weight 1..MAX_WEIGHT and its r-th copy (r < weight) sits at position pos[b, r] with rank r."""
+        w = self.weight(spec, b)
+        copies = [z3.Implies(z3.ULT(bv8(r), w), z3.And(z3.ULT(p, size), mem[p] == b, gh.rank[p] == r)) for r, p in enumerate(gh.copies(b))]
+        return z3.Implies(self.planned(spec, b), z3.And(z3.UGE(w, 1), z3.ULE(w, MAX_WEIGHT), *copies))
+
+    def wellformed(self, size: z3.ExprRef, mem: z3.ExprRef, gh: Ghosts, spec: dict[str, z3.ExprRef], positions: list[z3.ExprRef] | None = None, backends: list[z3.ExprRef] | None = None) -> z3.BoolRef:
+        """The group lists each planned backend weight times (all positions and backends, or only the given terms)."""
+        positions = [bv8(i) for i in range(min(self.n * MAX_WEIGHT, MAX_POSITIONS))] if positions is None else positions
         backends = [bv8(b) for b in range(1, self.n + 1)] if backends is None else backends
         return z3.And(
-            z3.ULE(size, self.n),
-            *[self.wf_position(size, mem, pos, spec, j) for j in positions],
-            *[self.wf_backend(size, mem, pos, spec, b) for b in backends],
+            *[self.wf_position(size, mem, gh, spec, j) for j in positions],
+            *[self.wf_backend(size, mem, gh, spec, b) for b in backends],
         )
 
     def dispatch_positions(self, s: Sym) -> tuple[z3.ExprRef, z3.ExprRef]:
@@ -122,8 +151,11 @@ class P4lbEncoding:
         return i, z3.If(z3.And(z3.UGE(i + 1, size), z3.BoolVal(wrap)), bv8(0), i + 1)
 
     def planned_changed(self, old: dict[str, z3.ExprRef], new: dict[str, z3.ExprRef]) -> z3.BoolRef:
-        """The planner's set differs (for p4lb: the eligible set changed)."""
-        return z3.Or(*[self.planned(old, bv8(b)) != self.planned(new, bv8(b)) for b in range(1, self.n + 1)])
+        """The planner's group differs (for p4lb: the eligible set or an eligible backend's weight changed)."""
+        def differs(b: z3.BitVecRef) -> z3.BoolRef:
+            return z3.Or(self.planned(old, b) != self.planned(new, b), z3.And(self.planned(new, b), self.weight(old, b) != self.weight(new, b)))
+
+        return z3.Or(*[differs(bv8(b)) for b in range(1, self.n + 1)])
 
     def init(self, s: Sym) -> z3.BoolRef:
         """Deployed: version 0 lists backends 1..N, version 1 empty, every slot free, nothing open."""
@@ -133,7 +165,9 @@ class P4lbEncoding:
             z3.Not(sw["version"]),
             sw["rr_group0"] == n,
             *[sw["rr_member0"][bv8(i)] == i + 1 for i in range(n)],
-            *[sw["ghost_pos"][bv8(b)] == b - 1 for b in range(1, n + 1)],
+            *[sw["ghost_pos"][z3.Concat(bv8(b), bv8(0))] == b - 1 for b in range(1, n + 1)],
+            *[sw["ghost_rank"][bv8(i)] == 0 for i in range(n)],
+            sw["ghost_pc"] == z3.K(B8, z3.IntVal(0)),
             sw["rr_group1"] == 0,
             sw["rr_next0"] == 0,
             sw["rr_next1"] == 0,
@@ -151,8 +185,11 @@ class P4lbEncoding:
         """The `backend` table has entries 1..N only; a miss is dropped and counted as NO_BACKEND_ENTRY."""
         return z3.And(z3.UGE(b, 1), z3.ULE(b, self.n))
 
-    def packet(self, s: Sym, pkt: PacketIn) -> tuple[dict[str, z3.ExprRef], Out, z3.BoolRef]:
-        """The ingress for one packet (see model.p4lb.p4lb_packet); also returns 'slot held by another live open flow'."""
+    def packet(self, s: Sym, pkt: PacketIn, reset: z3.BoolRef | None = None) -> tuple[dict[str, z3.ExprRef], Out, z3.BoolRef]:
+        """The ingress for one packet (see model.p4lb.p4lb_packet); also returns 'slot held by another live open flow'.
+
+        `reset` (the proof's choice to start P5's window here) clears the per-position counts before this dispatch.
+        """
         sw, var, key, t = s.sw, self.var, pkt.key, pkt.t
         slot = self.hash(key)
         fs, fk, fb, fl = sw["flow_state"][slot], sw["flow_key"][slot], sw["flow_backend"][slot], sw["flow_last_seen"][slot]
@@ -190,6 +227,8 @@ class P4lbEncoding:
         post["flow_backend"] = z3.If(z3.And(c_syn, dispatch), z3.Store(sw["flow_backend"], slot, b), sw["flow_backend"])
         post["flow_last_seen"] = z3.If(touch, z3.Store(sw["flow_last_seen"], slot, t), sw["flow_last_seen"])
         moved = z3.Or(z3.And(c_syn, advance), c_pick)
+        pc = sw["ghost_pc"] if reset is None else z3.If(reset, z3.K(B8, z3.IntVal(0)), sw["ghost_pc"])
+        post["ghost_pc"] = z3.If(moved, z3.Store(pc, i, pc[i] + 1), pc)
         post["rr_next0"] = z3.If(z3.And(moved, z3.Not(ver)), nxt2, sw["rr_next0"])
         post["rr_next1"] = z3.If(z3.And(moved, ver), nxt2, sw["rr_next1"])
         post["now"] = t
@@ -203,7 +242,8 @@ class P4lbEncoding:
 
     def new_sets(self, tag: str) -> dict[str, z3.ExprRef]:
         """Fresh operator sets for an operation."""
-        return {k: z3.Array(f"{k}_op_{tag}", B8, BOOL) for k in ("active", "healthy", "draining")}
+        sets: dict[str, z3.ExprRef] = {k: z3.Array(f"{k}_op_{tag}", B8, BOOL) for k in ("active", "healthy", "draining")}
+        return sets | {"weight": z3.Array(f"weight_op_{tag}", B8, B8)}
 
     def commit(self, s: Sym, tag: str, atomic: bool) -> Branch:
         """Commit a new group for new sets: atomic (stage+commit at once) or of what single writes staged."""
@@ -211,7 +251,7 @@ class P4lbEncoding:
         sets = self.new_sets(tag)
         spec2 = spec_after_pool(s.spec, sets, n, True)
         target = z3.Bool(f"cver_{tag}")
-        pos = z3.Array(f"pos_{tag}", B8, B8)
+        gh = Ghosts(z3.Array(f"pos_{tag}", VB, B8), z3.Array(f"rank_{tag}", B8, B8))
         post = dict(sw)
         if atomic:
             size, mem = z3.BitVec(f"size_{tag}", 8), z3.Array(f"mem_{tag}", B8, B8)
@@ -220,18 +260,20 @@ class P4lbEncoding:
                 post[f"rr_group{v}"] = z3.If(sel, size, sw[f"rr_group{v}"])
                 post[f"rr_member{v}"] = z3.If(sel, mem, sw[f"rr_member{v}"])
                 post[f"rr_next{v}"] = z3.If(sel, bv8(0), sw[f"rr_next{v}"])
-            ready = z3.And(True, *[z3.Implies(z3.ULT(bv8(i + 1), size), z3.ULT(mem[bv8(i)], mem[bv8(i + 1)])) for i in range(n - 1)])
+            # with every weight 1 the planner lists backends in ascending order (as model.pool.interleave does)
+            ones = z3.And(*[z3.Implies(self.planned(spec2, bv8(b)), self.weight(spec2, bv8(b)) == 1) for b in range(1, n + 1)])
+            ready = z3.Implies(ones, z3.And(True, *[z3.Implies(z3.ULT(bv8(i + 1), size), z3.ULT(mem[bv8(i)], mem[bv8(i + 1)])) for i in range(n - 1)]))
         else:
             size, mem, nxt = self.group(s, target)
             ready = nxt == 0
         staged = target == z3.Not(sw["version"])
-        post.update(version=target, ghost_pos=pos, ghost_start=bv8(0))
-        base = z3.And(staged if not self.var.in_place_updates else z3.BoolVal(True), self.planned_changed(s.spec, spec2))
-        guard = z3.And(base, ready, self.wellformed(size, mem, pos, spec2))
+        post.update(version=target, ghost_pos=gh.pos, ghost_rank=gh.rank, ghost_pc=z3.K(B8, z3.IntVal(0)), ghost_start=bv8(0))
+        base = z3.And(staged if not self.var.in_place_updates else z3.BoolVal(True), self.planned_changed(s.spec, spec2), weights_ok(sets, n))
+        guard = z3.And(base, ready, self.wellformed(size, mem, gh, spec2))
         ready_weak = ready if not atomic else z3.BoolVal(True)
 
         def weak(positions: list[z3.ExprRef], backends: list[z3.ExprRef]) -> z3.BoolRef:
-            return z3.And(base, ready_weak, self.wellformed(size, mem, pos, spec2, positions, backends))
+            return z3.And(base, ready_weak, self.wellformed(size, mem, gh, spec2, positions, backends))
 
         return Branch("commit", guard, post, spec2, weak)
 
@@ -239,7 +281,7 @@ class P4lbEncoding:
         """An operation that changes the sets but not the eligible set: no switch write at all."""
         sets = self.new_sets(tag)
         spec2 = spec_after_pool(s.spec, sets, self.n, False)
-        return Branch("sets only", z3.Not(self.planned_changed(s.spec, spec2)), dict(s.sw), spec2)
+        return Branch("sets only", z3.And(z3.Not(self.planned_changed(s.spec, spec2)), weights_ok(sets, self.n)), dict(s.sw), spec2)
 
     def stage_write(self, s: Sym, tag: str) -> Branch:
         """One write to the staged version: a member, the group size, or rr_next (any position, any value)."""
@@ -260,7 +302,7 @@ class P4lbEncoding:
         kind = z3.BitVec(f"kind_{tag}", 2)
         pkt = PacketIn.fresh(tag)
         reset = z3.Bool(f"reset_{tag}")
-        sw_pkt, out, occ_open = self.packet(s, pkt)
+        sw_pkt, out, occ_open = self.packet(s, pkt, reset)
         _, _, nxt = self.group(s, s.sw["version"])
         sw_pkt["ghost_start"] = z3.If(reset, nxt, s.sw["ghost_start"])
         spec_pkt = spec_after_packet(s.spec, pkt, out, reset, self.timeout)

@@ -8,7 +8,7 @@ import z3
 
 from p4lb.model.packet import DropReason
 from p4lb.model.spec import SAFE_UPDATE_PROPS, Prop
-from p4lb.verify.encoding import FATE_DROP, FATE_LOST, Out, StepEnc, Sym, any_eligible, eligible, open_at, reason
+from p4lb.verify.encoding import FATE_DROP, FATE_LOST, Out, StepEnc, Sym, any_eligible, eligible, open_at, reason, times
 
 
 @dataclass
@@ -41,7 +41,7 @@ def bad(prop: Prop, s: Sym, s2: Sym, e: StepEnc, w: Witness, n: int, timeout: in
         Prop.P3: z3.Or(z3.And(new_syn, z3.Not(z3.And(e.occupant_open, refused, e.counted)), _p3_wrong(spec, out, n, w, e.counted)), out.fate == FATE_LOST),
         Prop.P4: z3.And(key_open, z3.Not(pkt.malformed), z3.Not(z3.And(out.is_backend(), out.backend == spec["backend"][key]))),
         Prop.P4b: z3.And(spec["admitted"][key], z3.Not(new_syn), z3.Not(z3.Or(z3.And(out.is_backend(), out.backend == spec["backend"][key]), z3.And(out.fate == FATE_DROP, e.counted)))),
-        Prop.P5: z3.And(sent_new, eligible(spec, w.b1, n), eligible(spec, w.b2, n), s2.spec["cnt"][w.b1] - s2.spec["cnt"][w.b2] >= 2),
+        Prop.P5: z3.And(sent_new, eligible(spec, w.b1, n), eligible(spec, w.b2, n), _unfair(s2.spec, w.b1, w.b2)),
         Prop.P6: z3.And(other_open, e.record_changed(w.key)),
         Prop.P8: z3.And(new_syn, z3.Or(
             z3.And(other_open, e.slot_of(w.key) == e.slot_of(key), z3.Not(z3.And(out.fate == FATE_DROP, e.counted))),
@@ -50,6 +50,12 @@ def bad(prop: Prop, s: Sym, s2: Sym, e: StepEnc, w: Witness, n: int, timeout: in
         )),
     }[prop]
     return z3.And(e.is_packet, cond)
+
+
+def _unfair(spec: dict[str, z3.ExprRef], b1: z3.BitVecRef, b2: z3.BitVecRef) -> z3.BoolRef:
+    """cnt[b1] / w[b1] - cnt[b2] / w[b2] > 1, multiplied out: with all weights 1, the counts differ by 2 or more."""
+    c1, c2, w1, w2 = spec["cnt"][b1], spec["cnt"][b2], spec["weight"][b1], spec["weight"][b2]
+    return times(c1, w2) - times(c2, w1) > times(times(z3.IntVal(1), w1), w2)
 
 
 def _p3_wrong(spec: dict[str, z3.ExprRef], out: Out, n: int, w: Witness, counted: z3.BoolRef) -> z3.BoolRef:

@@ -94,7 +94,8 @@ def print_compiled(results: list[EquivalenceResult], console: Console, cex_files
 
 def vacuity_table(reports: list[VacuityReport]) -> Table:
     """Each kind of step: the shortest run from deployment that ends with it, per mode, and the induction premises admit it."""
-    t = Table(title="Non-vacuity: every kind of step happens (run length from deployment)", title_justify="left")
+    reach_n = min((v.reach_n for v in reports), default=0)
+    t = Table(title=f"Non-vacuity: every kind of step happens (run length from deployment, N = {reach_n}; premises at the proof's N)", title_justify="left")
     t.add_column("kind of step")
     for v in reports:
         t.add_column(v.mode.replace("operations", "ops"), justify="right")

@@ -4,14 +4,14 @@ An empty or over-constrained transition makes any invariant inductive and any pr
 mode of the proofs (atomic operations; single writes for P7) every kind of step (dispatch, pinned packet, close,
 a packet of a closing flow, refusal, expiry, unknown flow, malformed, no eligible backend, commit, a change that
 needs no write, a staged write) must (1) occur at the end of some run from the deployed state, found by bounded
-search, and (2) satisfy the induction query's premises (invariant before, transition, invariant after).
+search with up to REACH_BACKENDS backends, and (2) satisfy the induction query's premises (invariant before, transition, invariant after) at the proof's N.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import z3
 
@@ -24,6 +24,7 @@ from p4lb.verify.properties import Witness
 
 KindPredicate = Callable[[Sym, StepEnc, int], z3.BoolRef]
 MAX_DEPTH = 5
+REACH_BACKENDS = 16  # runs from deployment are searched with at most this many backends (the premises use the proof's N)
 
 
 def _dropped(e: StepEnc, r: DropReason) -> z3.BoolRef:
@@ -66,6 +67,7 @@ class VacuityReport:
 
     mode: str
     reached: dict[str, int | None] = field(default_factory=dict)
+    reach_n: int = 0  # backends in the runs from deployment
     premises: dict[str, str] = field(default_factory=dict)  # kind -> sat / unsat / unknown
     seconds: float = 0.0
 
@@ -76,19 +78,18 @@ class VacuityReport:
 
 
 def reach(task: Task) -> dict[str, int | None]:
-    """The shortest run from the deployed state whose last step is of each kind (uninterpreted hash)."""
-    u = _Unroll(task, real_hash=False)
+    """The shortest run from the deployed state whose last step is of each kind (uninterpreted hash, N <= REACH_BACKENDS)."""
+    u = _Unroll(replace(task, n=min(task.n, REACH_BACKENDS)), real_hash=False)
     todo = kinds(task.atomic)
     found: dict[str, int | None] = dict.fromkeys(todo)
     for depth in range(1, MAX_DEPTH + 1):
         u.extend()
         s, e = u.states[-2], u.steps[-1]
         for name in [k for k in todo if found[k] is None]:
-            u.solver.push()
-            u.solver.add(predicate(name, s, e, u.enc.timeout))
-            if u.solver.check() == z3.sat:
+            solver = _solver()  # fresh per query: z3's incremental mode skips the preprocessing these need
+            solver.add(*u.solver.assertions(), predicate(name, s, e, u.enc.timeout))
+            if solver.check() == z3.sat:
                 found[name] = depth
-            u.solver.pop()
         if all(d is not None for d in found.values()):
             break
     return found
@@ -101,14 +102,12 @@ def premises(task: Task) -> dict[str, str]:
     s0, s1 = enc.fresh("a"), enc.fresh("b")
     e = enc.step(s0, s1, "v", task.atomic)
     w, watched = Witness.fresh("v"), Watched.fresh(enc)
-    solver = _solver()
-    solver.add(conj(clauses_at(enc, s0, *terms(enc, s0, e, w, watched))), e.trans, conj(clauses_at(enc, s1, *terms(enc, s1, e, w, watched))))
+    base = [conj(clauses_at(enc, s0, *terms(enc, s0, e, w, watched))), e.trans, conj(clauses_at(enc, s1, *terms(enc, s1, e, w, watched)))]
     out = {}
     for name in kinds(task.atomic):
-        solver.push()
-        solver.add(predicate(name, s0, e, enc.timeout))
+        solver = _solver()  # a fresh solver per query: z3's incremental mode skips the preprocessing these need
+        solver.add(*base, predicate(name, s0, e, enc.timeout))
         out[name] = str(solver.check())
-        solver.pop()
     return out
 
 
@@ -116,6 +115,6 @@ def check_vacuity(task: Task) -> VacuityReport:
     """Both checks for the mode of `task`."""
     start = time.monotonic()
     mode = "atomic operations" if task.atomic else "operations as single writes"
-    rep = VacuityReport(mode, reach(task), premises(task))
+    rep = VacuityReport(mode, reach(task), premises=premises(task), reach_n=min(task.n, REACH_BACKENDS))
     rep.seconds = time.monotonic() - start
     return rep
