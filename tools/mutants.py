@@ -99,6 +99,8 @@ M_P4LB = "src/p4lb/model/p4lb.py"
 M_PKT = "src/p4lb/model/packet.py"
 M_SEED = "src/p4lb/model/seed.py"
 M_CRC = "src/p4lb/model/crc.py"
+M_POOL = "src/p4lb/model/pool.py"
+M_SPEC = "src/p4lb/model/spec.py"
 Z_ENC = "src/p4lb/verify/p4lb_enc.py"
 Z_SHARED = "src/p4lb/verify/encoding.py"
 Z_PROPS = "src/p4lb/verify/properties.py"
@@ -132,6 +134,10 @@ def _model() -> list[Mutant]:
         Mutant("m17", MODEL, M_P4LB, Text("if i >= n and not var.no_pointer_wrap:", "if i > n and not var.no_pointer_wrap:"), "rr_next == size not reset to 0 on read"),
         Mutant("m18", MODEL, M_P4LB, Text('Write(Target.RR_NEXT, (s,), 0), ', ""), "the plan does not reset the staged rr_next"),
         Mutant("m19", MODEL, M_CRC, Text('+ src_port.to_bytes(2, "big")', '+ src_port.to_bytes(2, "little")'), "5-tuple packs the client port little-endian"),
+        Mutant("m20", MODEL, M_P4LB, Text("interleave({b: 1 if var.ignores_weights else pool.weight(b) for b in listed})", "interleave({b: 1 for b in listed})"), "the planner ignores weights"),
+        Mutant("m21", MODEL, M_POOL, Text("pick = max(credit, key=lambda b: (credit[b], -b))", "pick = min(credit, key=lambda b: (credit[b], -b))"), "interleave picks the poorest backend: copies miscounted"),
+        Mutant("m22", MODEL, M_SPEC, Text("norm = [Fraction(counts[a], weights[a]) for a in counts]", "norm = [Fraction(counts[a], 1) for a in counts]"), "spec: P5 ignores weights"),
+        Mutant("m23", MODEL, M_SPEC, Text("run = spec.run if shares(pool) == shares(spec.pool) else ()", "run = spec.run if pool.eligible == spec.pool.eligible else ()"), "spec: a weight change does not restart P5's run"),
     ]
 
 
@@ -155,6 +161,9 @@ def _z3() -> list[Mutant]:
         Mutant("z15", Z3, Z_ENC, Text("            ready = nxt == 0\n", "            ready = z3.BoolVal(True)\n"), "single-write commit without rr_next = 0"),
         Mutant("z16", Z3, Z_SHARED, Text("return z3.And(z3.UGE(b, 1), z3.ULE(b, n), spec[\"active\"][b], spec[\"healthy\"][b], z3.Not(spec[\"draining\"][b]))", "return z3.And(z3.UGE(b, 1), z3.ULE(b, n), spec[\"active\"][b], spec[\"healthy\"][b])"), "spec: draining backends are eligible"),
         Mutant("z17", Z3, Z_SEED, Text("syn = pkt.bit(0x02)", "syn = pkt.syn"), "seed encoding: SYN+ACK is not a SYN"),
+        Mutant("z18", Z3, Z_PROPS, Text("> times(times(z3.IntVal(1), w1), w2)", "> times(times(z3.IntVal(2), w1), w2)"), "P5 bound doubled (count/weight within 2)"),
+        Mutant("z19", Z3, Z_ENC, Text("return bv8(1) if self.var.ignores_weights else spec[\"weight\"][b]", "return bv8(1)"), "encoding: the group lists every backend once, whatever its weight"),
+        Mutant("z20", Z3, Z_SHARED, Text("z3.And(eligible(new, bv8(b), n), old[\"weight\"][bv8(b)] != new[\"weight\"][bv8(b)])", "z3.BoolVal(False)"), "spec ghost: a weight change does not restart P5's counts"),
     ]
 
 
