@@ -275,7 +275,7 @@ def test_status_json_fields_are_stable(cfg, capsys):
     rows = status(capsys, cfg)
     assert rows[0]["address"] == "10.0.2.2" and rows[0]["switch_port"] == 2 and rows[0]["state"] == "serving"
     assert rows[2]["state"] == "draining" and rows[2]["draining"] is True and not rows[2]["in_group"]
-    assert set(rows[0]) == {"backend", "address", "switch_port", "state", "active", "healthy", "draining", "in_group", "open_flows", "flows_dispatched"}
+    assert set(rows[0]) == {"backend", "address", "switch_port", "state", "active", "healthy", "draining", "in_group", "weight", "open_flows", "flows_dispatched"}
 
 
 def test_flow_on_a_free_slot_says_it_is_free(cfg, capsys):
@@ -342,7 +342,7 @@ def test_tables_fit_80_columns(cfg, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert max(len(line) for line in out.splitlines()) <= 80
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│") and line.split("│")[1].strip()]
-    backends = {r[0]: r for r in rows if len(r) == 7}
+    backends = {r[0]: r for r in rows if len(r) == 8}
     for b in ctl.settings.lb.backends:  # address and port each whole, on the backend's own line
         assert backends[str(b.id)][1:3] == [ip_str(b.ip), str(b.port)]
     flows = [r for r in rows if len(r) == 5]

@@ -1,4 +1,4 @@
-"""`p4lb`: deploy, status, scale, fail, heal, drain, undrain, run (health loop), flows, flow, prove.
+"""`p4lb`: deploy, status, scale, fail, heal, drain, undrain, weight, run (health loop), flows, flow, prove.
 
 Exit codes:
   0    done
@@ -47,9 +47,10 @@ from p4lb.controller.settings import Settings, load
 from p4lb.controller.switch import ModelSwitch, Switch
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError
-from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain
+from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain, Weight
 from p4lb.model.p4lb import SlotState, flow_slot
 from p4lb.model.packet import Packet
+from p4lb.model.pool import MAX_WEIGHT
 
 if TYPE_CHECKING:
     from p4lb.controller.metrics import Metrics
@@ -85,6 +86,17 @@ class ArgParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Raise instead of printing and exiting."""
         raise UsageError(message, self.format_usage(), self.prog)
+
+
+def weight_value(text: str) -> int:
+    """A weight argument: a whole number in 1..MAX_WEIGHT."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a weight: give a whole number in 1..{MAX_WEIGHT}") from None
+    if not 1 <= value <= MAX_WEIGHT:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: a weight is 1..{MAX_WEIGHT}")
+    return value
 
 
 def backend_id(text: str) -> int:
@@ -150,6 +162,9 @@ def parser() -> ArgParser:
     command("scale", "make backends 1..K active (the others take no new flows)").add_argument("--active", type=count, required=True, metavar="K", help="how many backends are active (0..number of backends)")
     for name, text in OP_HELP.items():
         command(name, text).add_argument("backend", type=backend_id, help="backend id: its position in the config's [[backend]] list, from 1")
+    wt = command("weight", f"set a backend's weight (1..{MAX_WEIGHT}): its share of new flows is its weight over the eligible backends' total")
+    wt.add_argument("backend", type=backend_id, help="backend id: its position in the config's [[backend]] list, from 1")
+    wt.add_argument("weight", type=weight_value, help=f"the new weight, 1..{MAX_WEIGHT} (staged and committed like every change)")
     run = command("run", "health-check loop: probe every backend, fail and heal them automatically")
     run.add_argument("--rounds", type=count, default=0, help="stop after this many rounds (default 0: forever)")
     run.add_argument("--metrics", type=metrics_address, default=None, metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free one, printed)")
@@ -217,7 +232,7 @@ def simulate_deployed(ctl: Controller) -> None:
 def check_args(args: argparse.Namespace, settings: Settings) -> None:
     """Refuse arguments the config rules out, before anything is written."""
     n = settings.lb.n
-    if args.cmd in OPS and args.backend > n:
+    if (args.cmd in OPS or args.cmd == "weight") and args.backend > n:
         raise UsageError(f"backend {args.backend} does not exist: use a backend id in 1..{n} (the config has {n} backends)")
     if args.cmd == "scale" and args.active > n:
         raise UsageError(f"--active {args.active} is out of range: use 0..{n} (the config has {n} backends)")
@@ -242,11 +257,12 @@ def status_table(rows: list[BackendStatus]) -> Table:
     t.add_column("address", no_wrap=True)
     t.add_column("port", justify="right", no_wrap=True)
     t.add_column("state")
-    t.add_column("in group", no_wrap=True)
-    t.add_column("open flows", justify="right")
+    t.add_column("group", no_wrap=True)
+    t.add_column("weight", justify="right")
+    t.add_column("open", justify="right")
     t.add_column("dispatched", justify="right")
     for r in rows:
-        t.add_row(str(r.backend), r.address, str(r.switch_port), backend_state(r), "yes" if r.in_group else "no", str(r.open_flows), str(r.flows_dispatched))
+        t.add_row(str(r.backend), r.address, str(r.switch_port), backend_state(r), "yes" if r.in_group else "no", str(r.weight), str(r.open_flows), str(r.flows_dispatched))
     return t
 
 
@@ -345,6 +361,9 @@ def dispatch(args: argparse.Namespace, ctl: Controller, console: Console) -> int
     elif args.cmd in OPS:
         applied = ctl.apply(OPS[args.cmd](args.backend))
         console.print(f"{applied.op}: {len(applied.writes)} writes; eligible now {sorted(applied.after.eligible)}")
+    elif args.cmd == "weight":
+        applied = ctl.apply(Weight(args.backend, args.weight))
+        console.print(f"{applied.op}: {len(applied.writes)} writes; group now lists {args.backend} {args.weight} time(s) while eligible")
     elif args.cmd == "run":
         run_loop(ctl, args, console)
     elif args.cmd == "flows":

@@ -20,7 +20,7 @@ from p4lb.controller.lock import SwitchLock
 from p4lb.controller.settings import Settings
 from p4lb.controller.switch import BATCHED, Switch, SwitchView
 from p4lb.model.crc import ip_str
-from p4lb.model.errors import PlanError
+from p4lb.model.errors import ConfigError, PlanError
 from p4lb.model.ops import Op, Write
 from p4lb.model.p4lb import P4LB, P4lbState, check_plan, p4lb_plan
 from p4lb.model.pool import Pool
@@ -58,6 +58,7 @@ class BackendStatus:
     healthy: bool
     draining: bool
     in_group: bool
+    weight: int  # copies in the round-robin group while eligible
     open_flows: int
     flows_dispatched: int
 
@@ -91,7 +92,7 @@ class Controller:
         self.settings = settings
         self.switch = switch
         self.state_file = state_file
-        self.pool = load_pool(state_file, settings) if state_file else Pool.initial(settings.lb.n, settings.active)
+        self.pool = load_pool(state_file, settings) if state_file else initial_pool(settings)
         self.grace_s = settings.lb.drain_grace_ms / 1000 if grace_s is None else grace_s
         self.lock = lock or (SwitchLock(settings.switch.key, settings.switch.lock_timeout_ms / 1000) if state_file else None)
         self.last_commit = 0.0  # Unix time of the last commit (also kept in the state file, for other processes)
@@ -268,6 +269,7 @@ class Controller:
                 healthy=b.id in pool.healthy,
                 draining=b.id in pool.draining,
                 in_group=b.id in group,
+                weight=pool.weight(b.id),
                 open_flows=open_flows.get(b.id, 0),
                 flows_dispatched=view.backend_flows.get(b.id, 0),
             )
@@ -335,7 +337,7 @@ def _fsync_folder(folder: Path) -> None:
 def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_commit: float = 0.0, writer: str = "", durable: bool = True) -> None:
     """Write the operator's sets, the backends' addresses, the last commit's time and the switch's last writer
     atomically (see atomic_write)."""
-    data: dict[str, object] = {"n": pool.n, "active": sorted(pool.active), "healthy": sorted(pool.healthy), "draining": sorted(pool.draining), "last_commit": last_commit, "writer": writer}
+    data: dict[str, object] = {"n": pool.n, "active": sorted(pool.active), "healthy": sorted(pool.healthy), "draining": sorted(pool.draining), "weights": list(pool.weights), "last_commit": last_commit, "writer": writer}
     if settings is not None:
         data["backends"] = [ip_str(b.ip) for b in settings.lb.backends]
     try:
@@ -368,12 +370,13 @@ def load_pool(path: Path, settings: Settings) -> Pool:
     """
     n = settings.lb.n
     if not path.exists():
-        return Pool.initial(n, settings.active)
+        return initial_pool(settings)
     data = _read_state(path)
     try:
         old_n = int(data["n"])
         sets = {k: frozenset(int(b) for b in data[k]) for k in ("active", "healthy", "draining")}
         old_backends = [str(a) for a in data.get("backends", [])]
+        saved = [int(w) for w in data.get("weights", [])]
     except (ValueError, KeyError, TypeError) as exc:
         raise StateFileError(f"state file {path} is not a p4lb state file (bad field {exc}): delete it to start from the config") from None
     for i, (old, b) in enumerate(zip(old_backends, settings.lb.backends, strict=False), start=1):
@@ -382,7 +385,18 @@ def load_pool(path: Path, settings: Settings) -> Pool:
     keep = frozenset(range(1, n + 1))
     added = frozenset(range(old_n + 1, n + 1))
     active = (sets["active"] | frozenset(b for b in added if b <= settings.active)) & keep
-    return Pool(n, active, (sets["healthy"] | added) & keep, sets["draining"] & keep)
+    configured = initial_pool(settings).weights
+    weights = tuple(saved[b - 1] if b <= min(old_n, len(saved)) else configured[b - 1] for b in range(1, n + 1))
+    try:
+        return Pool(n, active, (sets["healthy"] | added) & keep, sets["draining"] & keep, weights)
+    except ConfigError as exc:
+        raise StateFileError(f"state file {path} has a bad weight ({exc}): delete it to start from the config") from None
+
+
+def initial_pool(settings: Settings) -> Pool:
+    """The configured start: all healthy, backends 1..active active, none draining, the configured weights."""
+    start = Pool.initial(settings.lb.n, settings.active)
+    return Pool(start.n, start.active, start.healthy, start.draining, settings.weights)
 
 
 def _read_state(path: Path) -> dict[str, Any]:

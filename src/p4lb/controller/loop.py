@@ -37,7 +37,7 @@ def with_verdicts(pool: Pool, verdicts: Mapping[int, bool]) -> Pool:
     """The operator's sets with the checker's verdicts as the healthy set (other sets unchanged)."""
     up = {b for b, ok in verdicts.items() if ok and 1 <= b <= pool.n}
     down = {b for b, ok in verdicts.items() if not ok}
-    return Pool(pool.n, pool.active, frozenset((pool.healthy - down) | up), pool.draining)
+    return Pool(pool.n, pool.active, frozenset((pool.healthy - down) | up), pool.draining, pool.weights)
 
 
 @dataclass(frozen=True)

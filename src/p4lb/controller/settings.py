@@ -22,6 +22,7 @@ from p4lb.controller.errors import ConfigFileError
 from p4lb.model.config import CPU_PORT, MAX_BACKENDS, Backend, LbConfig
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError
+from p4lb.model.pool import MAX_POSITIONS, MAX_WEIGHT
 from p4lb.p4 import artifacts
 
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -99,6 +100,7 @@ class Settings:
     active: int
     health_addresses: tuple[str, ...]
     health_ports: tuple[int, ...] = ()  # per backend; 0 (or missing): health.port
+    weights: tuple[int, ...] = ()  # per backend, 1..MAX_WEIGHT (missing: 1); the state file keeps later `p4lb weight` changes
 
     def health_targets(self) -> tuple[tuple[str, int], ...]:
         """(address, port) to probe, per backend in id order."""
@@ -113,7 +115,7 @@ SECTION_KEYS: Mapping[str, tuple[str, ...]] = {
     "switch": ("grpc", "device_id", "election_id", "p4info", "bmv2_json", "rpc_timeout_ms", "tls", "root_cert", "client_cert", "client_key", "lock_timeout_ms"),
     "health": ("kind", "port", "path", "host", "expect_status", "interval_ms", "timeout_ms", "rise", "fall", "tls_verify", "ca_file", "max_concurrent"),
     "flows": ("idle_timeout_s", "table_bits"),
-    "backend": ("address", "mac", "port", "health_address", "health_port"),
+    "backend": ("address", "mac", "port", "health_address", "health_port", "weight"),
 }
 
 
@@ -198,8 +200,8 @@ def _mac(value: object, field: str) -> int:
 
 
 # ---- sections --------------------------------------------------------------------------------------------------
-def _backend(i: int, b: object) -> tuple[Backend, str, int]:
-    """One [[backend]] table: the model's Backend, its health address and health port (0: health.port)."""
+def _backend(i: int, b: object) -> tuple[Backend, str, int, int]:
+    """One [[backend]] table: the model's Backend, its health address, health port (0: health.port) and weight."""
     where = f"backend[{i}]"
     if not isinstance(b, dict):
         raise ConfigFileError(where, b, "use a [[backend]] table (address, mac, port)")
@@ -212,17 +214,21 @@ def _backend(i: int, b: object) -> tuple[Backend, str, int]:
     port = _int(b, "port", 0, 1, CPU_PORT - 1, where, f"use the switch port the server is attached to (1..{CPU_PORT - 1}; {CPU_PORT} is the CPU port)")
     health = _ipv4(b.get("health_address", ip_str(addr)), f"{where}.health_address")
     health_port = _int(b, "health_port", 0, 0, 65535, where, "use a TCP port 1..65535 (0: health.port)")
-    return Backend(i + 1, addr, mac, port), health, health_port
+    weight = _int(b, "weight", 1, 1, MAX_WEIGHT, where, f"use 1..{MAX_WEIGHT}: the backend's share of new flows is its weight over the eligible backends' total")
+    return Backend(i + 1, addr, mac, port), health, health_port, weight
 
 
-def _backends(data: Table) -> tuple[tuple[Backend, ...], tuple[str, ...], tuple[int, ...]]:
+def _backends(data: Table) -> tuple[tuple[Backend, ...], tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
     raw = data.get("backend", [])
     if not isinstance(raw, list) or not raw:
         raise ConfigFileError("backend", raw, "add one [[backend]] table per server (address, mac, port)")
     if len(raw) > MAX_BACKENDS:
         raise ConfigFileError("backend", len(raw), f"use at most {MAX_BACKENDS} backends")
     parsed = [_backend(i, b) for i, b in enumerate(raw)]
-    return tuple(p[0] for p in parsed), tuple(p[1] for p in parsed), tuple(p[2] for p in parsed)
+    weights = tuple(p[3] for p in parsed)
+    if sum(weights) > MAX_POSITIONS:
+        raise ConfigFileError("backend.weight", sum(weights), f"the backends' weights add up to {sum(weights)}: keep the sum at most {MAX_POSITIONS} (a group has {MAX_POSITIONS} positions)")
+    return tuple(p[0] for p in parsed), tuple(p[1] for p in parsed), tuple(p[2] for p in parsed), weights
 
 
 def _kind(h: Table) -> CheckKind:
@@ -349,10 +355,10 @@ def parse(data: Table, base: Path | None = None) -> Settings:
     if not isinstance(data, dict):
         raise ConfigFileError("config", data, "give a TOML document")
     _known(data, TOP_KEYS, "")
-    backends, health_addresses, health_ports = _backends(data)
+    backends, health_addresses, health_ports, weights = _backends(data)
     lb = _lb(data, backends)
     active = _int(data, "active", len(backends), 0, len(backends), "", f"use 0..{len(backends)} (number of backends)")
-    return Settings(lb, _health(data, base), _switch(data, base), active, health_addresses, health_ports)
+    return Settings(lb, _health(data, base), _switch(data, base), active, health_addresses, health_ports, weights)
 
 
 def load(path: Path) -> Settings:

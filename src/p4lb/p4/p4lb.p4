@@ -237,7 +237,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         key = { meta.lb.version: exact; meta.lb.position: exact; }
         actions = { set_member; }
         default_action = set_member(0);
-        size = 256;
+        size = 512;  /* two versions of up to 255 positions (weights list a backend several times) */
     }
     table backend {
         key = { meta.lb.backend: exact; }
