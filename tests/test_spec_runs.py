@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p4lb.model.design import Design, make_design
-from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain
+from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain, Weight
 from p4lb.model.packet import ACK, FIN, PSH, RST, SYN
-from p4lb.model.pool import Pool
+from p4lb.model.pool import MAX_WEIGHT, Pool
 from p4lb.verify.crosscheck import Abstract, Coverage, NextWrite, Operate, Send, colliding_keys, concretize
 
 N = 4
@@ -49,8 +49,8 @@ def operations(n: int, drain: bool = True) -> st.SearchStrategy[Operate]:
     """An operator action on backend 1..n (drains only if `drain`), applied atomically or write by write."""
     b = st.integers(1, n)
     kinds = [(3, st.just(Scale(0))), (2, st.builds(Scale, st.integers(1, n))), (2, st.builds(Fail, b)), (2, st.builds(Heal, b))]
-    if drain:
-        kinds += [(3, st.builds(Drain, b)), (2, st.builds(Undrain, b))]
+    if drain:  # p4lb only: the seed has no drain and no weights
+        kinds += [(3, st.builds(Drain, b)), (2, st.builds(Undrain, b)), (1, st.builds(Weight, b, st.integers(1, MAX_WEIGHT)))]
     return st.builds(Operate, weighted(*kinds), st.booleans())
 
 

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from p4lb.lab.driver import Clocked, ClockedStep, Wait, assert_agree, collision_keys, run_both, run_clocked, slot_problems
 from p4lb.model.crc import ip
 from p4lb.model.design import Design, make_design
-from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain
+from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain, Weight
 from p4lb.model.p4lb import SlotState, flow_slot
 from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, DropReason, FlagClass, Packet, flow_key
-from p4lb.model.pool import Pool
+from p4lb.model.pool import MAX_WEIGHT, Pool
 from p4lb.model.seed import seed_index
 from p4lb.model.trace import OpStep, Run
 
@@ -92,7 +92,7 @@ def steps(groups: tuple[tuple[int, ...], ...], seed_ops: bool, waits: bool, min_
     backend = st.integers(1, N)
     ops = [st.builds(Scale, st.integers(0, N)), st.builds(Fail, backend), st.builds(Heal, backend)]
     if not seed_ops:
-        ops += [st.builds(Drain, backend), st.builds(Undrain, backend)]
+        ops += [st.builds(Drain, backend), st.builds(Undrain, backend), st.builds(Weight, backend, st.integers(1, MAX_WEIGHT))]
     keys = tuple(k for g in groups for k in g)
     return st.lists(step(keys, tuple(ops), waits), min_size=min_size, max_size=max_size).map(lambda raw: resolve(groups, raw))
 
