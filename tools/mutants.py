@@ -107,6 +107,7 @@ Z_PROPS = "src/p4lb/verify/properties.py"
 Z_INV = "src/p4lb/verify/invariants.py"
 Z_HASH = "src/p4lb/verify/hashing.py"
 Z_SEED = "src/p4lb/verify/seed_enc.py"
+Z_VAC = "src/p4lb/verify/vacuity.py"
 J_P4LB = "src/p4lb/p4/build/p4lb.json"
 J_SEED = "src/p4lb/p4/build/seed.json"
 P_SRC = "src/p4lb/p4/p4lb.p4"
@@ -137,6 +138,10 @@ def _model() -> list[Mutant]:
         Mutant("m20", MODEL, M_P4LB, Text("interleave({b: 1 if var.ignores_weights else pool.weight(b) for b in listed})", "interleave({b: 1 for b in listed})"), "the planner ignores weights"),
         Mutant("m21", MODEL, M_POOL, Text("pick = max(credit, key=lambda b: (credit[b], -b))", "pick = min(credit, key=lambda b: (credit[b], -b))"), "interleave picks the poorest backend: copies miscounted"),
         Mutant("m22", MODEL, M_SPEC, Text("norm = [Fraction(counts[a], weights[a]) for a in counts]", "norm = [Fraction(counts[a], 1) for a in counts]"), "spec: P5 ignores weights"),
+        Mutant("m24", MODEL, M_P4LB, Text(" or end.rr_next[staged] != 0:", ":"), "check_plan accepts a staged rr_next left non-zero (red team n04)"),
+        Mutant("m25", MODEL, M_P4LB, Text("if Counter(group) != {b: after.weight(b) for b in after.eligible} or", "if not set(group) <= after.eligible or"), "check_plan accepts a group missing an eligible backend (red team n21)"),
+        Mutant("m26", MODEL, M_SPEC, Text("    for b in reversed(run):", "    for b in run:"), "spec: P5 checks prefix windows only (red team n05)"),
+        Mutant("m27", MODEL, M_SPEC, Text("run = spec.run if shares(pool) == shares(spec.pool) else ()", "run = ()"), "spec: every operation restarts P5's run (red team n23)"),
         Mutant("m23", MODEL, M_SPEC, Text("run = spec.run if shares(pool) == shares(spec.pool) else ()", "run = spec.run if pool.eligible == spec.pool.eligible else ()"), "spec: a weight change does not restart P5's run"),
     ]
 
@@ -161,6 +166,9 @@ def _z3() -> list[Mutant]:
         Mutant("z15", Z3, Z_ENC, Text("            ready = nxt == 0\n", "            ready = z3.BoolVal(True)\n"), "single-write commit without rr_next = 0"),
         Mutant("z16", Z3, Z_SHARED, Text("return z3.And(z3.UGE(b, 1), z3.ULE(b, n), spec[\"active\"][b], spec[\"healthy\"][b], z3.Not(spec[\"draining\"][b]))", "return z3.And(z3.UGE(b, 1), z3.ULE(b, n), spec[\"active\"][b], spec[\"healthy\"][b])"), "spec: draining backends are eligible"),
         Mutant("z17", Z3, Z_SEED, Text("syn = pkt.bit(0x02)", "syn = pkt.syn"), "seed encoding: SYN+ACK is not a SYN"),
+        Mutant("z21", Z3, Z_ENC, Text("for f in dataclasses.fields(FlowEntry))", "for f in dataclasses.fields(FlowEntry)[:3])"), "P6 blind to last_seen (red team n08)"),
+        Mutant("z22", Z3, Z_VAC, Text("*terms(enc, s0, e, w, watched))), e.trans, conj(", "*terms(enc, s0, e, w, watched))), conj("), "non-vacuity premises without the transition (red team n13)"),
+        Mutant("z23", Z3, Z_PROPS, Text("none_ok = z3.And(out.fate == FATE_DROP, out.reason == reason(DropReason.NO_ELIGIBLE), counted)", "none_ok = z3.And(out.fate == FATE_DROP, counted)"), "P3: a no-eligible drop under any counted reason (red team n14)"),
         Mutant("z18", Z3, Z_PROPS, Text("> times(times(z3.IntVal(1), w1), w2)", "> times(times(z3.IntVal(2), w1), w2)"), "P5 bound doubled (count/weight within 2)"),
         Mutant("z19", Z3, Z_ENC, Text("return bv8(1) if self.var.ignores_weights else spec[\"weight\"][b]", "return bv8(1)"), "encoding: the group lists every backend once, whatever its weight"),
         Mutant("z20", Z3, Z_SHARED, Text("z3.And(eligible(new, bv8(b), n), old[\"weight\"][bv8(b)] != new[\"weight\"][bv8(b)])", "z3.BoolVal(False)"), "spec ghost: a weight change does not restart P5's counts"),
@@ -200,6 +208,7 @@ def _p4_source() -> list[Mutant]:
         Mutant("s03", P4, P_SRC, Text("nxt >= meta.lb.size ? 8w0 : nxt", "nxt > meta.lb.size ? 8w0 : nxt"), "p4: rr_next wraps one past size"),
         Mutant("s04", P4, P_SRC, Text("} else if (new_syn && live && fs == OPEN) {", "} else if (new_syn && live) {"), "p4: a live CLOSING slot refuses SYNs"),
         Mutant("s05", P4, P_SRC, Text("drop_counted(UNKNOWN_FLOW);", "mark_to_drop(std);"), "p4: unknown flow dropped uncounted"),
+        Mutant("s07", P4, P_SRC, Text("} else if (std.checksum_error == 1) {\n            drop_counted(MALFORMED);", "} else if (std.checksum_error == 1) {\n            mark_to_drop(std);"), "p4: bad IPv4 checksum dropped uncounted (red team n15)"),
         Mutant("s06", P4, P_SRC, Text("bool new_syn = syn && (flags & F_ACK) == 0;", "bool new_syn = flags == F_SYN;"), "p4: SYN only if flags == SYN (no ECN)"),
     ]
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.test_bmv2_equivalence import nodes
 
 from p4lb.lab.toolchain import require_switch
 from p4lb.model.config import default_config
@@ -25,17 +25,6 @@ from p4lb.verify.bmv2.cex import CexFile, read_cex, save_counterexample
 from p4lb.verify.bmv2.equivalence import Verdict, check_equivalence
 from p4lb.verify.bmv2.program import load_json
 from p4lb.verify.bmv2.replay import ReplayReport
-
-
-def nodes(obj: object) -> Iterator[dict]:
-    """Every dict inside a JSON value."""
-    if isinstance(obj, dict):
-        yield obj
-        for v in obj.values():
-            yield from nodes(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from nodes(v)
 
 
 def hexval(node: dict) -> int | None:
