@@ -5,7 +5,6 @@ import json
 from collections import Counter
 
 import pytest
-from tests.test_runtime import _toml, config
 
 from p4lb.controller import cli
 from p4lb.controller.controller import Controller
@@ -15,6 +14,7 @@ from p4lb.controller.switch import ModelSwitch
 from p4lb.model.ops import Fail, Weight
 from p4lb.model.p4lb import check_plan
 from p4lb.model.pool import MAX_WEIGHT, interleave
+from test_runtime import _toml, config
 
 
 def _group(ctl: Controller) -> tuple[int, ...]:

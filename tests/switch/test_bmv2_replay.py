@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.test_bmv2_equivalence import nodes
 
 from p4lb.lab.toolchain import require_switch
 from p4lb.model.config import default_config
@@ -25,6 +24,7 @@ from p4lb.verify.bmv2.cex import CexFile, read_cex, save_counterexample
 from p4lb.verify.bmv2.equivalence import Verdict, check_equivalence
 from p4lb.verify.bmv2.program import load_json
 from p4lb.verify.bmv2.replay import ReplayReport
+from test_bmv2_equivalence import nodes
 
 
 def hexval(node: dict) -> int | None:
