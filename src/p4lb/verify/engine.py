@@ -134,12 +134,13 @@ class _Unroll:
 
     def check(self, bad_now: z3.BoolRef, level: int) -> z3.CheckSatResult:
         """Is 'bad at the last step' reachable, under the readability constraints of `level` and weaker."""
-        solver = _solver()  # fresh per query: z3's incremental mode skips the preprocessing the weighted groups need
-        solver.add(*self.solver.assertions(), bad_now, *[c for lv in range(level, 2) for c in self.plain[lv]])
-        solver.set("timeout", PREFERENCE_TIMEOUT_MS if level < 2 else QUERY_TIMEOUT_MS)
-        r = solver.check()
-        self.model = solver.model() if r == z3.sat else None
-        self.reason = solver.reason_unknown() if r == z3.unknown else ""
+        self.solver.push()
+        self.solver.add(bad_now, *[c for lv in range(level, 2) for c in self.plain[lv]])
+        self.solver.set("timeout", PREFERENCE_TIMEOUT_MS if level < 2 else QUERY_TIMEOUT_MS)
+        r = self.solver.check()
+        self.model = self.solver.model() if r == z3.sat else None
+        self.reason = self.solver.reason_unknown() if r == z3.unknown else ""
+        self.solver.pop()
         return r
 
 
