@@ -24,8 +24,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff; mypy --strict on model/, verify/, lab/ and the controller/ modules listed in [tool.mypy] files (pyproject.toml)."""
-    session.install("ruff", "mypy", "-e", ".")
+    """ruff; mypy --strict on the whole package: model/, verify/, lab/, controller/ ([tool.mypy] in pyproject.toml)."""
+    session.install("-e", ".[dev]")  # ruff, mypy and the type stubs (grpc, protobuf), with the test dependencies mypy reads
     session.run("ruff", "check", ".")
     session.run("mypy")
 
