@@ -60,6 +60,17 @@ def test_p4lb_model_equals_encoding(capsys: pytest.CaptureFixture[str]) -> None:
     report(capsys, cov, "model = encoding on p4lb (N=4, 4 slots, idle 5 ms)", crosscheck.FEATURES)
 
 
+def test_p4lb_model_equals_encoding_with_weight_changes() -> None:
+    """Runs with weight changes (atomic and write by write): the encoding's weighted groups match the model's plans."""
+
+    @settings(max_examples=15, derandomize=True)
+    @given(runs(4, 8, 20, weights=True))
+    def run(abstract: list[Abstract]) -> None:
+        agree(DESIGN, abstract, Coverage())
+
+    run()
+
+
 def test_mutants_model_equal_encoding(capsys: pytest.CaptureFixture[str]) -> None:
     """Every mutant (N=3) behaves in the encoding as in the model."""
     cov = Coverage()
