@@ -395,8 +395,7 @@ def load_pool(path: Path, settings: Settings) -> Pool:
 
 def initial_pool(settings: Settings) -> Pool:
     """The configured start: all healthy, backends 1..active active, none draining, the configured weights."""
-    start = Pool.initial(settings.lb.n, settings.active)
-    return Pool(start.n, start.active, start.healthy, start.draining, settings.weights)
+    return Pool.initial(settings.lb.n, settings.active, settings.weights)
 
 
 def _read_state(path: Path) -> dict[str, Any]:

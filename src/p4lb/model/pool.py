@@ -35,10 +35,10 @@ class Pool:
                 raise ConfigError(f"backend[{b}].weight", w, f"use 1..{MAX_WEIGHT}")
 
     @classmethod
-    def initial(cls, n: int, active: int | None = None) -> Pool:
-        """All healthy, the first `active` (default all) active, none draining, every weight 1."""
+    def initial(cls, n: int, active: int | None = None, weights: tuple[int, ...] = ()) -> Pool:
+        """All healthy, the first `active` (default all) active, none draining, the given weights (default all 1)."""
         k = n if active is None else active
-        return cls(n, frozenset(range(1, k + 1)), frozenset(range(1, n + 1)))
+        return cls(n, frozenset(range(1, k + 1)), frozenset(range(1, n + 1)), frozenset(), weights)
 
     def weight(self, backend: int) -> int:
         """A backend's weight."""

@@ -105,7 +105,7 @@ def any_eligible(spec: dict[str, z3.ExprRef], n: int) -> z3.BoolRef:
     return z3.Or(*[eligible(spec, bv8(b), n) for b in range(1, n + 1)])
 
 
-def eligible_changed(old: dict[str, z3.ExprRef], new: dict[str, z3.ExprRef], n: int) -> z3.BoolRef:
+def shares_changed(old: dict[str, z3.ExprRef], new: dict[str, z3.ExprRef], n: int) -> z3.BoolRef:
     """The eligible set, or the weight of an eligible backend, differs (P5's run starts again)."""
     return z3.Or(*[z3.Or(eligible(old, bv8(b), n) != eligible(new, bv8(b), n), z3.And(eligible(new, bv8(b), n), old["weight"][bv8(b)] != new["weight"][bv8(b)])) for b in range(1, n + 1)])
 
@@ -194,7 +194,7 @@ def spec_after_pool(spec: dict[str, z3.ExprRef], sets: dict[str, z3.ExprRef], n:
     """The spec after the operator's sets change (a commit or a change that needs no write)."""
     new = dict(spec)
     new.update(sets)
-    new["cnt"] = z3.If(eligible_changed(spec, new, n), z3.K(B8, z3.IntVal(0)), spec["cnt"])
+    new["cnt"] = z3.If(shares_changed(spec, new, n), z3.K(B8, z3.IntVal(0)), spec["cnt"])
     if wrote:
         new["wrote"] = z3.BoolVal(True)
     return new
