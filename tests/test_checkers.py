@@ -52,7 +52,7 @@ def test_p6_sees_a_change_of_last_seen_alone():
     s, s2 = enc.fresh("a"), enc.fresh("b")
     e = enc.step(s, s2, "c")
     k = z3.Const("k", KEY)
-    h = enc.hash(k)
+    h = enc.place_of(s, k)
     solver = z3.Solver()
     solver.add(*[s2.sw[f] == s.sw[f] for f in ("flow_state", "flow_key", "flow_backend")])
     solver.add(s2.sw["flow_last_seen"][h] != s.sw["flow_last_seen"][h], z3.Not(e.record_changed(k)))

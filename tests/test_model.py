@@ -73,8 +73,8 @@ def test_p4lb_collision_refused_and_counted():
     design = make_design("p4lb", 4, flow_table_bits=1)
     run = Run.start(design, Pool.initial(4))
     first = run.step(syn(1000)).outcome
-    slot = design.slot(syn(1000))
-    other = next(p for p in range(1001, 1100) if design.slot(syn(p)) == slot)
+    slot = design.places(syn(1000))
+    other = next(p for p in range(1001, 1100) if design.places(syn(p)) == slot)
     out = run.step(syn(other, 1)).outcome
     assert first.admitted and out.reason is DropReason.FLOW_TABLE_FULL
     assert run.step(Packet(CLIENT, 1000, ACK, 2)).outcome.backend == first.backend

@@ -49,7 +49,7 @@ def test_seed_collision_trace_really_collides_under_crc16():
     r = bmc(Task("seed", 4, Prop.P6))
     a, b = r.trace.steps
     design = r.trace.make_design()
-    assert a.key != b.key and design.slot(a) == design.slot(b)
+    assert a.key != b.key and design.places(a) == design.places(b)
 
 
 def test_unknown_is_a_failure():

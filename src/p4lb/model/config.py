@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from p4lb.model.crc import ip, ip_str
 from p4lb.model.errors import ConfigError
+from p4lb.model.flowtable import Policy, TableShape
 
 MAX_BACKENDS = 128  # the P4 program's compile-time bound on N (positions and ids are bit<8>)
 SEED_BACKENDS = 4
@@ -33,7 +34,9 @@ class LbConfig:
     vip_port: int = 80
     backends: tuple[Backend, ...] = ()
     idle_timeout_us: int = 60_000_000
-    flow_table_bits: int = 16
+    flow_table_bits: int = 16  # 2**bits places in the flow table
+    flow_ways: int = 1  # independent hashes per flow (1 with flow_bucket 1: the one-way crc16 table)
+    flow_bucket: int = 1  # consecutive places per way: a flow has flow_ways x flow_bucket candidates
     client_port: int = 1
     drain_grace_ms: int = 50
     client_net: int = ip("10.0.0.0")  # the return path: replies to client_net/client_prefix leave on client_port
@@ -42,6 +45,11 @@ class LbConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+
+    @property
+    def shape(self) -> TableShape:
+        """The flow table's shape: a new flow takes the least-loaded of its buckets (model.flowtable)."""
+        return TableShape(self.flow_ways, self.flow_bucket, self.flow_table_bits, Policy.LEAST_LOADED)
 
     @property
     def n(self) -> int:
@@ -83,6 +91,7 @@ def validate(cfg: LbConfig) -> None:
         raise ConfigError("client_mac", cfg.client_mac, "use a 48-bit MAC address")
     if not 1 <= cfg.flow_table_bits <= 20:
         raise ConfigError("flow_table_bits", cfg.flow_table_bits, "use 1..20 (2..1M flow slots)")
+    cfg.shape  # noqa: B018  (TableShape checks ways and bucket against the size)
 
 
 def default_backends(n: int) -> tuple[Backend, ...]:

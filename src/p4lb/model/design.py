@@ -8,7 +8,7 @@ from typing import Any
 from p4lb.model.config import SEED_BACKENDS, LbConfig, default_config
 from p4lb.model.errors import ConfigError
 from p4lb.model.ops import Write
-from p4lb.model.p4lb import P4LB, P4lbState, Variant, check_plan, flow_slot, p4lb_packet, p4lb_plan, p4lb_write
+from p4lb.model.p4lb import FREE, P4LB, P4lbState, SlotState, Variant, check_plan, find, flow_places, p4lb_packet, p4lb_plan, p4lb_write
 from p4lb.model.packet import DropReason, Outcome, Packet
 from p4lb.model.pool import Pool
 from p4lb.model.seed import SeedState, seed_index, seed_packet, seed_plan, seed_write
@@ -61,20 +61,25 @@ class Design:
         """Apply one write."""
         return seed_write(st, w) if self.is_seed else p4lb_write(st, w)
 
-    def slot(self, pkt: Packet) -> int:
-        """The per-flow state index of a packet."""
-        return seed_index(self.cfg, pkt) if self.is_seed else flow_slot(self.cfg, pkt)
+    def places(self, pkt: Packet) -> tuple[int, ...]:
+        """The per-flow state indices a packet's flow may use (the seed: its one index)."""
+        return (seed_index(self.cfg, pkt),) if self.is_seed else flow_places(self.cfg, pkt)
 
-    def record(self, st: Any, slot: int) -> Any:
-        """The per-flow state that decides where a flow's packets go."""
-        return st.record(slot) if self.is_seed else st.flows.get(slot)
+    def record(self, st: Any, key: int) -> Any:
+        """The per-flow state that decides where a flow's packets go (p4lb: the place holding the key, if any)."""
+        pkt = Packet(key >> 16, key & 0xFFFF, 0)
+        if self.is_seed:
+            return st.record(seed_index(self.cfg, pkt))
+        places = flow_places(self.cfg, pkt)
+        c = find([st.flows.get(p, FREE) for p in places], key)
+        return None if c is None else st.flows[places[c]]
 
-    def occupant(self, st: Any, pkt: Packet) -> int | None:
-        """The flow key stored in the packet's slot (the seed stores none)."""
+    def occupants(self, st: Any, pkt: Packet) -> tuple[int | None, ...] | None:
+        """The flow key stored in each of the packet's places (None where free); None for the seed, which stores none."""
         if self.is_seed:
             return None
-        e = st.flows.get(flow_slot(self.cfg, pkt))
-        return None if e is None else e.key
+        entries = [st.flows.get(p, FREE) for p in flow_places(self.cfg, pkt)]
+        return tuple(None if e.state == SlotState.FREE else e.key for e in entries)
 
     def drops(self, st: Any, reason: DropReason) -> int:
         """The lb_drops counter at `reason` (the seed has no counters: always 0)."""

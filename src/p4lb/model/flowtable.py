@@ -40,11 +40,11 @@ class TableShape:
 
     def __post_init__(self) -> None:
         if self.ways < 1 or self.ways > len(WAY_ORDERS):
-            raise ConfigError("flows.ways", self.ways, f"use 1..{len(WAY_ORDERS)}")
+            raise ConfigError("flow_ways", self.ways, f"use 1..{len(WAY_ORDERS)}")
         if self.bucket < 1 or self.bucket & (self.bucket - 1):
-            raise ConfigError("flows.bucket", self.bucket, "use a power of two")
+            raise ConfigError("flow_bucket", self.bucket, "use a power of two")
         if self.buckets_per_way < 1:
-            raise ConfigError("flows.table_bits", self.bits, "make the table hold at least one bucket per way")
+            raise ConfigError("flow_table_bits", self.bits, "make the table hold at least one bucket per way")
 
     @property
     def places(self) -> int:
@@ -78,24 +78,39 @@ def _field_bytes(data: bytes) -> tuple[bytes, ...]:
 
 
 def candidates(shape: TableShape, src_ip: int, dst_ip: int, src_port: int, dst_port: int) -> tuple[int, ...]:
-    """The places a flow may sit in, way by way (one place for today's table)."""
+    """The places a flow may sit in, way by way (one place for the one-way table)."""
+    symbolic = getattr(src_ip, "flow_places", None)  # a symbolic address hashes itself (verify.symbolic)
+    if symbolic is not None and not shape.one_way:
+        return symbolic(shape, dst_ip, src_port, dst_port)  # type: ignore[no-any-return]
     if shape.one_way:
         return (flow_index(src_ip, dst_ip, TCP, src_port, dst_port, shape.bits),)
-    out: list[int] = []
-    per_way = shape.buckets_per_way
-    for j in range(shape.ways):
-        base = (j * per_way + way_hash(j, src_ip, dst_ip, TCP, src_port, dst_port) % per_way) * shape.bucket
-        out.extend(range(base, base + shape.bucket))
-    return tuple(out)
+    return tuple(p for j in range(shape.ways) for p in bucket_places(shape, j, way_hash(j, src_ip, dst_ip, TCP, src_port, dst_port)))
+
+
+def bucket_places(shape: TableShape, way: int, h: int) -> range:
+    """The places of the bucket that hash value `h` picks in way `way`."""
+    base = (way * shape.buckets_per_way + h % shape.buckets_per_way) * shape.bucket
+    return range(base, base + shape.bucket)
 
 
 def choose(shape: TableShape, held: Sequence[bool]) -> int | None:
-    """The candidate (an index into `held`, True where another open flow sits) a new flow takes; None: refused."""
+    """The candidate (an index into `held`, True where another open flow sits) a new flow takes; None: refused.
+
+    Written with one comparison per decision (no list.index, no short-circuit `and`) so that its symbolic
+    execution (verify.binding) follows one path per outcome."""
     if shape.policy is Policy.FIRST:
-        return next((i for i, h in enumerate(held) if not h), None)
+        return _first_free(held, range(len(held)))
     loads = [sum(held[j * shape.bucket : (j + 1) * shape.bucket]) for j in range(shape.ways)]
-    way = min(range(shape.ways), key=loads.__getitem__)
-    if loads[way] == shape.bucket:
-        return None
-    start = way * shape.bucket
-    return start + held[start : start + shape.bucket].index(False)
+    way = 0
+    for j in range(1, shape.ways):
+        if loads[j] < loads[way]:
+            way = j
+    return _first_free(held, range(way * shape.bucket, (way + 1) * shape.bucket))
+
+
+def _first_free(held: Sequence[bool], among: range) -> int | None:
+    """The first index in `among` whose place is not held."""
+    for i in among:
+        if not held[i]:
+            return i
+    return None

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from p4lb.model.config import LbConfig
-from p4lb.model.crc import flow_index
+from p4lb.model.flowtable import candidates, choose
 from p4lb.model.errors import PlanError
 from p4lb.model.ops import Target, Write
 from p4lb.model.packet import DropReason, FlagClass, Outcome, Packet, dropped, to_backend
@@ -95,9 +96,29 @@ class P4lbState:
         return tuple(self.rr_member.get((version, i), 0) for i in range(self.rr_group[version]))
 
 
+def flow_places(cfg: LbConfig, pkt: Packet) -> tuple[int, ...]:
+    """The places the packet's flow may sit in (model.flowtable: crc16 for the one-way table, crc32 per way)."""
+    return candidates(cfg.shape, pkt.src_ip, cfg.vip, pkt.src_port, cfg.vip_port)
+
+
 def flow_slot(cfg: LbConfig, pkt: Packet) -> int:
-    """crc16 of the 5-tuple into the flow table."""
-    return flow_index(pkt.src_ip, cfg.vip, TCP, pkt.src_port, cfg.vip_port, cfg.flow_table_bits)
+    """The flow's first candidate place (its only one in the one-way table)."""
+    return flow_places(cfg, pkt)[0]
+
+
+def find(entries: Sequence[FlowEntry], key: int) -> int | None:
+    """The candidate holding `key` (any state but FREE): a flow is written only where none holds it, so at most one does."""
+    for i, e in enumerate(entries):
+        if (e.state != SlotState.FREE) & (e.key == key):
+            return i
+    return None
+
+
+def held(e: FlowEntry, now: int, idle_timeout_us: int, var: Variant) -> bool:
+    """A place a new flow may not take: an open flow's (the refuse_stale mutant: any flow's)."""
+    if var.refuse_stale:
+        return e.state != SlotState.FREE
+    return (e.state == SlotState.OPEN) & (now - e.last_seen <= idle_timeout_us)
 
 
 def _count_drop(st: P4lbState, reason: DropReason) -> P4lbState:
@@ -147,18 +168,35 @@ def _ingress(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tuple[P
     cls = pkt.flag_class
     if cls is FlagClass.MALFORMED:
         return _count_drop(st, DropReason.MALFORMED), dropped(DropReason.MALFORMED)
-    slot = flow_slot(cfg, pkt)
-    e = st.flows.get(slot, FREE)
-    live = e.state != SlotState.FREE and t - e.last_seen <= cfg.idle_timeout_us
-    mine = e.key == pkt.key
-    if live and mine and e.state == SlotState.OPEN and not (var.resyn_redispatch and cls is FlagClass.SYN):
+    places = flow_places(cfg, pkt)
+    entries = [st.flows.get(p, FREE) for p in places]
+    c = find(entries, pkt.key)
+    if c is None:
+        return _unmatched(cfg, var, st, pkt, places, entries)
+    slot, e = places[c], entries[c]
+    live = t - e.last_seen <= cfg.idle_timeout_us
+    if live and e.state == SlotState.OPEN and not (var.resyn_redispatch and cls is FlagClass.SYN):
         state = SlotState.CLOSING if cls is FlagClass.CLOSE else SlotState.OPEN
         return _send(cfg, _put(st, slot, replace(e, state=state, last_seen=t)), e.backend)
     if cls is FlagClass.SYN:
-        held = is_open(e, t, cfg.idle_timeout_us) or var.refuse_stale and e.state != SlotState.FREE
-        return _new_flow(cfg, var, st, pkt, slot, held and not mine)
-    if live and mine and e.state == SlotState.CLOSING:
+        return _new_flow(cfg, var, st, pkt, slot, False)
+    if live and e.state == SlotState.CLOSING:
         return _send(cfg, _put(st, slot, replace(e, last_seen=t)), e.backend)
+    return _stray(cfg, var, st)
+
+
+def _unmatched(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet, places: tuple[int, ...], entries: list[FlowEntry]) -> tuple[P4lbState, Outcome]:
+    """A packet of a key no candidate holds: a SYN takes a place (cfg.shape's choice) or is refused; the rest are strays."""
+    if pkt.flag_class is not FlagClass.SYN:
+        return _stray(cfg, var, st)
+    c = choose(cfg.shape, [held(e, st.now, cfg.idle_timeout_us, var) for e in entries])
+    if c is None:
+        return _new_flow(cfg, var, st, pkt, places[0], not var.evict_on_collision)
+    return _new_flow(cfg, var, st, pkt, places[c], False)
+
+
+def _stray(cfg: LbConfig, var: Variant, st: P4lbState) -> tuple[P4lbState, Outcome]:
+    """A non-SYN packet of no live flow: dropped and counted (the midflow_pickup mutant dispatches it)."""
     if var.midflow_pickup and st.rr_group[st.version]:
         st, _, b = _advance(var, st)
         return _send(cfg, st, b)

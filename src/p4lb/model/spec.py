@@ -99,9 +99,8 @@ class StepView:
     pkt: Packet
     t: int
     outcome: Outcome
-    occupant: int | None  # key stored in the packet's slot before the step, if the design stores keys
+    occupants: tuple[int | None, ...] | None  # key stored in each of the packet's places before the step (None: free), if the design stores keys
     records_changed: frozenset[int]  # open flows (other than the packet's) whose per-flow record the step changed
-    colliding: frozenset[int]  # open flows (other than the packet's) whose per-flow state shares the packet's slot
     counted: bool = False  # the switch's lb_drops counter at the outcome's reason went up by one (a named counter, not a label)
 
 
@@ -128,9 +127,9 @@ def violations(spec: SpecState, view: StepView, timeout: int) -> list[tuple[Prop
             found.append((Prop.P1, f"new flow sent to failed backend {out.backend}"))
         if out.backend not in pool.active or out.backend in pool.draining:
             found.append((Prop.P2, f"new flow sent to inactive or draining backend {out.backend}"))
-    occupant_open = view.occupant is not None and view.occupant != pkt.key and is_open(spec, view.occupant, view.t, timeout)
+    occupied = view.occupants is not None and all(o is not None and o != pkt.key and is_open(spec, o, view.t, timeout) for o in view.occupants)
     refused = out.fate is Fate.DROP and out.reason is DropReason.FLOW_TABLE_FULL
-    if new_syn and not (occupant_open and refused and view.counted):
+    if new_syn and not (occupied and refused and view.counted):
         found += _p3(pool, out, view.counted)
     if out.fate is Fate.LOST:
         found.append((Prop.P3, f"sent where no backend is: {out}"))
@@ -145,10 +144,12 @@ def violations(spec: SpecState, view: StepView, timeout: int) -> list[tuple[Prop
     if view.records_changed:
         flows = ", ".join(key_str(k) for k in sorted(view.records_changed))
         found.append((Prop.P6, f"a packet of another flow changed the state of open flow(s) {flows}"))
-    if new_syn and view.colliding and not (out.fate is Fate.DROP and view.counted):
-        found.append((Prop.P8, f"SYN colliding with an open flow was not refused and counted: {out}"))
-    if new_syn and refused and not occupant_open:
-        found.append((Prop.P8, "SYN refused although its place holds no other open flow"))
+    if new_syn and occupied and not (out.fate is Fate.DROP and view.counted):
+        found.append((Prop.P8, f"SYN whose every place holds another open flow was not refused and counted: {out}"))
+    if new_syn and view.records_changed:
+        found.append((Prop.P8, f"a new SYN took the place of open flow(s) {', '.join(key_str(k) for k in sorted(view.records_changed))}: {out}"))
+    if new_syn and refused and not occupied:
+        found.append((Prop.P8, "SYN refused although one of its places holds no other open flow"))
     if new_syn and refused and not view.counted:
         found.append((Prop.P8, "SYN refused without lb_drops[flow_table_full] going up"))
     return found

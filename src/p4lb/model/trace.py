@@ -77,9 +77,8 @@ class Run:
         after, out = d.packet(before, pkt)
         others = {k for k in self.spec.flows if k != pkt.key and is_open(self.spec, k, t, timeout)}
         changed = frozenset(k for k in others if _record(d, before, k) != _record(d, after, k))
-        colliding = frozenset(k for k in others if d.slot(_key_packet(k)) == d.slot(pkt))
         counted = d.drops(after, out.reason) == d.drops(before, out.reason) + 1
-        view = StepView(pkt, t, out, d.occupant(before, pkt), changed, colliding, counted)
+        view = StepView(pkt, t, out, d.occupants(before, pkt), changed, counted)
         found = violations(self.spec, view, timeout)
         if self.spec.writes_seen:
             found += [(Prop.P7, f"{p.name} broken after a controller write: {why}") for p, why in found if p in SAFE_UPDATE_PROPS]
@@ -121,7 +120,7 @@ def _key_packet(key: int) -> Packet:
 
 
 def _record(d: Design, st: Any, key: int) -> Any:
-    return d.record(st, d.slot(_key_packet(key)))
+    return d.record(st, key)
 
 
 # ---- traces as JSON -------------------------------------------------------------------------

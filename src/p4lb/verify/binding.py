@@ -22,7 +22,7 @@ from p4lb.model.p4lb import P4LB, FlowEntry, P4lbState, Variant, p4lb_packet, p4
 from p4lb.model.packet import Outcome, Packet
 from p4lb.model.seed import SeedState, seed_packet, seed_write
 from p4lb.verify.encoding import B8, INT, PacketIn, Sym
-from p4lb.verify.hashing import Hash
+from p4lb.verify.hashing import Hash, Places
 from p4lb.verify.p4lb_enc import P4lbEncoding
 from p4lb.verify.results import Verdict
 from p4lb.verify.seed_enc import SeedEncoding
@@ -149,6 +149,17 @@ def sym_packet(pkt: PacketIn, ex: Explorer) -> Packet:
     return Packet(SymBV(pkt.src_ip, ex), SymBV(pkt.src_port, ex), SymBV(pkt.flags, ex), SymInt(pkt.t, ex))  # type: ignore[arg-type]
 
 
+def placer(places: Places, cfg: LbConfig) -> Callable[..., tuple[SymBV, ...]]:
+    """The model's multi-way candidates on symbolic fields: the encoding's places of the flow key (VIP and port fixed)."""
+
+    def flow_places(src_ip: SymBV, shape: object, dst_ip: int, src_port: SymBV, dst_port: int) -> tuple[SymBV, ...]:
+        if (shape, dst_ip, dst_port) != (cfg.shape, cfg.vip, cfg.vip_port):
+            raise ValueError(f"the model placed an unexpected tuple ({shape}, {dst_ip}, {dst_port})")
+        return tuple(SymBV(p, src_ip.ex) for p in places.all(z3.Concat(src_ip.term, src_port.term)))
+
+    return flow_places
+
+
 def hasher(h: Hash, cfg: LbConfig) -> Callable[..., SymBV]:
     """The model's flow_index on symbolic fields: the encoding's hash of the flow key (VIP and port fixed)."""
 
@@ -207,7 +218,8 @@ def bind_p4lb_packet(cfg: LbConfig, variant: Variant = P4LB) -> BindingResult:
     assume = [pkt.t >= s.sw["now"]]
 
     def run(ex: Explorer) -> tuple[P4lbState, Outcome]:
-        ex.hasher = hasher(enc.hash, cfg)
+        ex.hasher = hasher(Hash(cfg.flow_table_bits, False, cfg), cfg)
+        ex.placer = placer(enc.places, cfg)
         version = 1 if SymBool(s.sw["version"], ex) else 0
         return p4lb_packet(cfg, variant, p4lb_state(s.sw, ex, version), sym_packet(pkt, ex))
 

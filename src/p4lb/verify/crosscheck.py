@@ -155,7 +155,7 @@ class _Template:
         e = self.e
         out = Out(sub(e.out.fate), sub(e.out.backend), sub(e.out.reason))
         inputs = {k: sub(v) for k, v in e.inputs.items()}
-        return StepEnc(sub(e.trans), sub(e.is_packet), PacketIn.fresh(f"c{i}"), out, sub(e.occupant_open), sub(e.counted), lambda k: sub(e.record_changed(k)), e.slot_of, inputs)
+        return StepEnc(sub(e.trans), sub(e.is_packet), PacketIn.fresh(f"c{i}"), out, sub(e.places_held), sub(e.counted), lambda k: sub(e.record_changed(k)), inputs)
 
 
 @functools.cache
@@ -163,7 +163,7 @@ def _template(design: Design, atomic: bool) -> _Template:
     """The step template of a design (operations atomic or as single writes)."""
     enc = encoding_for(design)
     e = enc.step(enc.fresh("TA"), enc.fresh("TB"), "TT", atomic)
-    found = _consts([e.trans, e.is_packet, e.out.fate, e.out.backend, e.out.reason, e.occupant_open, e.counted, *e.inputs.values()])
+    found = _consts([e.trans, e.is_packet, e.out.fate, e.out.backend, e.out.reason, e.places_held, e.counted, *e.inputs.values()])
     consts = tuple((c, name[:-3], name[-2:]) for name, c in found.items() if name[-3:] in ("_TA", "_TB", "_TT"))
     return _Template(e, consts)
 
@@ -322,12 +322,12 @@ FEATURES = ("dispatches>=5", "refusals", "closing", "expiries", "commits", "drai
 
 
 def colliding_keys(design: Design, sizes: tuple[int, ...] = (4, 2, 1)) -> tuple[int, ...]:
-    """Client keys 10.0.1.1:port grouped by flow slot: sizes[0] keys share one slot, sizes[1] another, ..."""
+    """Client keys 10.0.1.1:port grouped by first candidate place: sizes[0] keys share one, sizes[1] another, ..."""
     groups: dict[int, list[int]] = {}
     port = 1000
     while not _enough(groups, sizes):
         k = flow_key(0x0A000101, port)
-        groups.setdefault(design.slot(Packet(0x0A000101, port, 0)), []).append(k)
+        groups.setdefault(design.places(Packet(0x0A000101, port, 0))[0], []).append(k)
         port += 1
     ranked = sorted(groups.values(), key=len, reverse=True)
     return tuple(k for g, size in zip(ranked, sizes, strict=False) for k in g[:size])
@@ -351,7 +351,7 @@ class Concrete:
 def _time(run: Run, design: Design, pkt: Packet, s: Send) -> int:
     """When the packet arrives: dt after the switch's clock, or at its slot's expiry edge (never before the clock)."""
     now = run.state.now if not design.is_seed else max((r.step.time_us for r in run.results if isinstance(r.step, Packet)), default=0)
-    e = None if design.is_seed else run.state.flows.get(design.slot(pkt))
+    e = None if design.is_seed else design.record(run.state, pkt.key)
     if s.edge is None or e is None or e.state == SlotState.FREE:
         return now + s.dt
     return int(max(now, e.last_seen + design.cfg.idle_timeout_us + s.edge))

@@ -228,9 +228,8 @@ class StepEnc:
     is_packet: z3.BoolRef
     pkt: PacketIn
     out: Out
-    occupant_open: z3.BoolRef  # the packet's slot holds a different flow that is open (designs that store keys)
+    places_held: z3.BoolRef  # every place the packet's flow could take holds another open flow (designs that store keys)
     counted: z3.BoolRef  # the lb_drops counter at the outcome's reason went up by one (False for designs without counters)
     record_changed: Callable[[z3.ExprRef], z3.BoolRef]  # key term -> BoolRef: that key's per-flow record differs between pre and post
-    slot_of: Callable[[z3.ExprRef], z3.ExprRef]  # key term -> slot term
     inputs: dict[str, z3.ExprRef] = field(default_factory=dict)
     branches: list[Branch] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""The flow hash in Z3: uninterpreted (proofs hold for any hash) or BMv2's crc16 bit for bit (real collisions)."""
+"""The flow hash in Z3: uninterpreted (proofs hold for any hash) or BMv2's crc16 / crc32 bit for bit (real collisions)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import z3
 
 from p4lb.model.config import LbConfig
 from p4lb.model.crc import crc16, five_tuple_bytes
+from p4lb.model.flowtable import TableShape, way_hash
 
 KEY_BITS = 48  # client address (32) + client port (16)
 TCP = 6
@@ -46,3 +47,85 @@ def crc_slot(cfg: LbConfig, bits: int, key: z3.ExprRef) -> z3.ExprRef:
         if column:
             terms.append(z3.RepeatBitVec(16, z3.Extract(i, i, key)) & z3.BitVecVal(column, 16))
     return z3.Extract(bits - 1, 0, reduce(lambda a, b: a ^ b, terms))
+
+
+@dataclass(frozen=True)
+class Places:
+    """A flow key's candidate places in Z3 (model.flowtable): the one-way crc16 slot, or ways x bucket crc32 places."""
+
+    cfg: LbConfig
+    real: bool
+
+    @property
+    def shape(self) -> TableShape:
+        """The table's shape."""
+        return self.cfg.shape
+
+    @property
+    def count(self) -> int:
+        """Candidates per flow."""
+        return self.shape.ways * self.shape.bucket
+
+    @property
+    def bits(self) -> int:
+        """Bits of a place index."""
+        return self.cfg.flow_table_bits
+
+    def way_bits(self) -> int:
+        """Bits of a bucket index within a way (buckets per way must be a power of two)."""
+        per_way = self.shape.buckets_per_way
+        if per_way & (per_way - 1) or per_way * self.count != 1 << self.bits:
+            raise ValueError(f"the encoding needs ways x bucket to divide the table into a power of two of buckets per way, not {self.shape}")
+        return per_way.bit_length() - 1
+
+    def bucket_of(self, way: int, key: z3.ExprRef) -> z3.ExprRef:
+        """Way `way`'s bucket index of a key: crc32 over the way's field order, or an uninterpreted function."""
+        hb = self.way_bits()
+        if hb == 0:
+            return z3.BitVecVal(0, 1)
+        if not self.real:
+            return z3.Function(f"hash_w{way}_{hb}", z3.BitVecSort(KEY_BITS), z3.BitVecSort(hb))(key)
+        return z3.Extract(hb - 1, 0, crc32_way(self.cfg, way, key))
+
+    def at(self, key: z3.ExprRef, c: int) -> z3.ExprRef:
+        """Candidate c (way c // bucket, place c % bucket of that way's bucket) of a key."""
+        if self.shape.one_way:
+            return Hash(self.bits, self.real, self.cfg)(key)
+        return self._place(c // self.shape.bucket, self.bucket_of(c // self.shape.bucket, key), z3.BitVecVal(c % self.shape.bucket, self.bits))
+
+    def _place(self, way: int | z3.ExprRef, bucket: z3.ExprRef, slot: z3.ExprRef) -> z3.ExprRef:
+        """(way * buckets_per_way + bucket) * bucket size + slot, in place bits."""
+        per_way, size = self.shape.buckets_per_way, self.shape.bucket
+        w = z3.BitVecVal(way, self.bits) if isinstance(way, int) else way
+        b = z3.ZeroExt(self.bits - bucket.size(), bucket) if bucket.size() < self.bits else bucket
+        return (w * per_way + b) * size + slot
+
+    def all(self, key: z3.ExprRef) -> list[z3.ExprRef]:
+        """Every candidate of a key, in the model's order."""
+        return [self.at(key, c) for c in range(self.count)]
+
+    def of(self, key: z3.ExprRef, c: z3.ExprRef) -> z3.ExprRef:
+        """Candidate number c (an 8-bit term below `count`) of a key."""
+        out = self.at(key, 0)
+        for i in range(1, self.count):
+            out = z3.If(c == i, self.at(key, i), out)
+        return out
+
+
+def _crc32_of(cfg: LbConfig, way: int, src_ip: int, dst_ip: int, src_port: int, dst_port: int) -> int:
+    return way_hash(way, src_ip, dst_ip, TCP, src_port, dst_port)
+
+
+def crc32_way(cfg: LbConfig, way: int, key: z3.ExprRef) -> z3.ExprRef:
+    """crc32 of way `way`'s field order over (key's client, VIP, TCP, key's port, VIP port) as XORs of key bits.
+
+    CRC-32 is affine over GF(2) for a fixed length: crc(a ^ b) = crc(a) ^ crc(b) ^ crc(0)."""
+    zero = _crc32_of(cfg, way, 0, 0, 0, 0)
+    const = _crc32_of(cfg, way, 0, cfg.vip, 0, cfg.vip_port) ^ 0
+    terms = [z3.BitVecVal(const, 32)]
+    for i in range(KEY_BITS):
+        k = 1 << i
+        column = _crc32_of(cfg, way, k >> 16, 0, k & 0xFFFF, 0) ^ zero
+        if column:
+            terms.append(z3.RepeatBitVec(32, z3.Extract(i, i, key)) & z3.BitVecVal(column, 32))
+    return reduce(lambda a, b: a ^ b, terms)

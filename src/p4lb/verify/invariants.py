@@ -61,11 +61,12 @@ def backend_clauses(enc: P4lbEncoding, s: Sym, b: z3.ExprRef) -> list[Clause]:
 
 
 def key_clauses(enc: P4lbEncoding, s: Sym, k: z3.ExprRef) -> list[Clause]:
-    """An open, unexpired flow is exactly what its slot holds."""
+    """An open, unexpired flow is exactly what its recorded place holds; a place holding a key holds its admitted backend."""
     sw, spec = s.sw, s.spec
-    h = enc.hash(k)
+    h = enc.place_of(s, k)
     live = z3.And(spec["open"][k], sw["now"] - spec["last"][k] <= enc.timeout)
     held = z3.And(
+        z3.ULT(sw["ghost_cand"][k], enc.places.count),
         sw["flow_state"][h] == OPEN,
         sw["flow_key"][h] == k,
         sw["flow_backend"][h] == spec["backend"][k],
@@ -75,16 +76,18 @@ def key_clauses(enc: P4lbEncoding, s: Sym, k: z3.ExprRef) -> list[Clause]:
     )
     stored = z3.And(sw["flow_key"][h] == k, sw["flow_state"][h] != FREE)
     admitted = z3.And(spec["admitted"][k], sw["flow_backend"][h] == spec["backend"][k])
-    return [("K1 an open flow owns its slot", z3.Implies(live, held)), ("K2 a slot holding a key holds its admitted backend", z3.Implies(stored, admitted))]
+    return [("K1 an open flow owns its recorded place", z3.Implies(live, held)), ("K2 a place holding a key holds its admitted backend", z3.Implies(stored, admitted))]
 
 
 def slot_clauses(enc: P4lbEncoding, s: Sym, slot: z3.ExprRef) -> list[Clause]:
-    """A live OPEN slot belongs to an open flow that hashes there."""
+    """A used place is its key's recorded place (one of its candidates: so at most one place holds a key); a live OPEN one is an open flow's."""
     sw, spec = s.sw, s.spec
     k = sw["flow_key"][slot]
+    used = sw["flow_state"][slot] != FREE
+    recorded = z3.And(z3.ULT(sw["ghost_cand"][k], enc.places.count), enc.place_of(s, k) == slot)
     live = z3.And(sw["flow_state"][slot] == OPEN, sw["now"] - sw["flow_last_seen"][slot] <= enc.timeout)
-    owner = z3.And(enc.hash(k) == slot, spec["open"][k], spec["last"][k] == sw["flow_last_seen"][slot], spec["backend"][k] == sw["flow_backend"][slot])
-    return [("S1 a live slot is an open flow's", z3.Implies(live, owner))]
+    owner = z3.And(spec["open"][k], spec["last"][k] == sw["flow_last_seen"][slot], spec["backend"][k] == sw["flow_backend"][slot])
+    return [("S1 a live place is an open flow's", z3.Implies(live, owner)), ("S2 a used place is its key's recorded place", z3.Implies(used, recorded))]
 
 
 @dataclass
@@ -110,9 +113,9 @@ def terms(enc: P4lbEncoding, s: Sym, e: StepEnc, w: Witness, watched: Watched) -
     backends = [watched.b, w.b1, w.b2, e.out.backend, *[mem[j] for j in positions]]
     positions += [p for b in (w.b1, w.b2) for p in gh.copies(b)]  # P5 bounds b1's and b2's counts by their copies' counts
     keys = [watched.k, e.pkt.key, w.key]
-    slots = [watched.slot]
+    slots = [watched.slot, *enc.places.all(e.pkt.key)]
     keys += [s.sw["flow_key"][sl] for sl in slots]
-    slots += [enc.hash(k) for k in keys]
+    slots += [enc.place_of(s, k) for k in keys]
     return positions, backends, keys, slots
 
 

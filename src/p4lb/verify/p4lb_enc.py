@@ -34,7 +34,7 @@ from p4lb.verify.encoding import (
     spec_after_pool,
     weights_ok,
 )
-from p4lb.verify.hashing import Hash
+from p4lb.verify.hashing import Places
 
 ST = z3.BitVecSort(2)
 R3 = z3.BitVecSort(3)
@@ -66,6 +66,31 @@ def pick(ver: z3.BoolRef, v0: z3.ExprRef, v1: z3.ExprRef) -> z3.ExprRef:
     return z3.If(ver, v1, v0)
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """A packet's view of its candidates: the one holding its key (found, c), the one a new flow takes (room, new)."""
+
+    places: list[z3.ExprRef]
+    found: z3.BoolRef
+    c: z3.ExprRef
+    room: z3.BoolRef
+    new: z3.ExprRef
+    others_open: z3.BoolRef  # every candidate holds another flow that the spec says is open
+
+
+def _first(flags: list[z3.BoolRef], n: int) -> tuple[z3.BoolRef, z3.ExprRef]:
+    """(some flag is set, the index of the first set flag as an 8-bit term)."""
+    idx = bv8(n - 1)
+    for i in range(n - 2, -1, -1):
+        idx = z3.If(flags[i], bv8(i), idx)
+    return z3.Or(*flags), idx
+
+
+def _count(flags: list[z3.BoolRef]) -> z3.ExprRef:
+    """How many flags are set, as an 8-bit term."""
+    return z3.Sum([z3.If(f, bv8(1), bv8(0)) for f in flags]) if len(flags) > 1 else z3.If(flags[0], bv8(1), bv8(0))
+
+
 class P4lbEncoding:
     """Transition system of p4lb: packets, and controller operations as atomic commits (A) or single writes (B)."""
 
@@ -76,7 +101,7 @@ class P4lbEncoding:
         self.n = cfg.n
         self.var = variant
         self.timeout = cfg.idle_timeout_us
-        self.hash = Hash(cfg.flow_table_bits, real_hash, cfg)
+        self.places = Places(cfg, real_hash)
         self.idx = z3.BitVecSort(cfg.flow_table_bits)
 
     # ---- state -----------------------------------------------------------------------------------------
@@ -102,6 +127,7 @@ class P4lbEncoding:
             "ghost_rank": z3.Array(f"ghost_rank_{tag}", B8, B8),
             "ghost_pc": z3.Array(f"ghost_pc_{tag}", B8, INT),
             "ghost_start": z3.BitVec(f"ghost_start_{tag}", 8),
+            "ghost_cand": z3.Array(f"ghost_cand_{tag}", KEY, B8),
         }
         return Sym(sw, fresh_spec(tag))
 
@@ -185,26 +211,44 @@ class P4lbEncoding:
         """The `backend` table has entries 1..N only; a miss is dropped and counted as NO_BACKEND_ENTRY."""
         return z3.And(z3.UGE(b, 1), z3.ULE(b, self.n))
 
+    def lookup(self, s: Sym, key: z3.ExprRef, t: z3.ExprRef) -> Lookup:
+        """The packet's candidates (model.p4lb.find, held and flowtable.choose): the one holding the key, the one a new flow takes."""
+        sw, shape = s.sw, self.cfg.shape
+        places = self.places.all(key)
+        fs = [sw["flow_state"][p] for p in places]
+        fk = [sw["flow_key"][p] for p in places]
+        fl = [sw["flow_last_seen"][p] for p in places]
+        match = [z3.And(f != FREE, k == key) for f, k in zip(fs, fk, strict=True)]
+        held = [f != FREE if self.var.refuse_stale else z3.And(f == OPEN, t - last <= self.timeout) for f, last in zip(fs, fl, strict=True)]
+        found, c = _first(match, len(places))
+        way, best = bv8(0), _count(held[0 : shape.bucket])
+        for j in range(1, shape.ways):
+            load = _count(held[j * shape.bucket : (j + 1) * shape.bucket])
+            way, best = z3.If(z3.ULT(load, best), bv8(j), way), z3.If(z3.ULT(load, best), load, best)
+        free = [z3.Or(*[z3.And(way == j, z3.Not(held[j * shape.bucket + i])) for j in range(shape.ways)]) for i in range(shape.bucket)]
+        room, i = _first(free, shape.bucket)
+        others_open = z3.And(*[z3.And(f != FREE, k != key, open_at(s.spec, k, t, self.timeout)) for f, k in zip(fs, fk, strict=True)])
+        return Lookup(places, found, c, room, way * shape.bucket + i, others_open)
+
     def packet(self, s: Sym, pkt: PacketIn, reset: z3.BoolRef | None = None) -> tuple[dict[str, z3.ExprRef], Out, z3.BoolRef]:
-        """The ingress for one packet (see model.p4lb.p4lb_packet); also returns 'slot held by another live open flow'.
+        """The ingress for one packet (see model.p4lb.p4lb_packet); also returns 'every candidate holds another open flow'.
 
         `reset` (the proof's choice to start P5's window here) clears the per-position counts before this dispatch.
         """
         sw, var, key, t = s.sw, self.var, pkt.key, pkt.t
-        slot = self.hash(key)
-        fs, fk, fb, fl = sw["flow_state"][slot], sw["flow_key"][slot], sw["flow_backend"][slot], sw["flow_last_seen"][slot]
-        live = z3.And(fs != FREE, t - fl <= self.timeout)
-        mine = fk == key
-        established = z3.And(live, mine, fs == OPEN, z3.Not(pkt.syn) if var.resyn_redispatch else z3.BoolVal(True))
-        occupied = z3.And(fs != FREE if var.refuse_stale else z3.And(live, fs == OPEN), z3.Not(mine))
-        refuse = z3.And(pkt.syn, occupied) if not var.evict_on_collision else z3.BoolVal(False)
+        lk = self.lookup(s, key, t)
+        refuse = z3.And(pkt.syn, z3.Not(lk.found), z3.Not(lk.room)) if not var.evict_on_collision else z3.BoolVal(False)
+        cand = z3.If(lk.found, lk.c, z3.If(lk.room, lk.new, bv8(0)))
+        slot = self.places.of(key, cand)
+        fs, fb, fl = sw["flow_state"][slot], sw["flow_backend"][slot], sw["flow_last_seen"][slot]
+        live = z3.And(lk.found, t - fl <= self.timeout)
+        established = z3.And(live, fs == OPEN, z3.Not(pkt.syn) if var.resyn_redispatch else z3.BoolVal(True))
         ver = sw["version"]
         size, mem, _ = self.group(s, ver)
         i, nxt2 = self.dispatch_positions(s)
         b = mem[i]
         dispatch = z3.And(pkt.syn, z3.Not(refuse), size != 0)
-        no_elig = z3.And(pkt.syn, z3.Not(refuse), size == 0)
-        closing = z3.And(live, mine, fs == CLOSING)
+        closing = z3.And(live, fs == CLOSING)
         advance = z3.Or(dispatch, z3.And(refuse, size != 0)) if var.advance_on_refuse else dispatch
         # branch order as in the executable model
         c_mal, c_est = pkt.malformed, z3.And(z3.Not(pkt.malformed), established)
@@ -218,14 +262,15 @@ class P4lbEncoding:
         fate = z3.If(z3.And(sent, z3.Not(miss)), FATE_BACKEND, FATE_DROP)
         rsn = z3.If(c_mal, reason(DropReason.MALFORMED), z3.If(miss, reason(DropReason.NO_BACKEND_ENTRY), z3.If(c_syn, z3.If(refuse, full, reason(DropReason.UNKNOWN_FLOW if var.no_eligible_as_unknown else DropReason.NO_ELIGIBLE)), reason(DropReason.UNKNOWN_FLOW))))
         out = Out(fate, z3.If(fate == FATE_BACKEND, to, bv8(0)), z3.If(fate == FATE_DROP, rsn, reason(DropReason.NONE)))
-        del no_elig
-        new_state = z3.If(c_est, z3.If(pkt.close, CLOSING, OPEN), z3.If(z3.And(c_syn, dispatch), OPEN, fs))
-        touch = z3.Or(c_est, c_close, z3.And(c_syn, dispatch))
+        new_flow = z3.And(c_syn, dispatch)
+        new_state = z3.If(c_est, z3.If(pkt.close, CLOSING, OPEN), z3.If(new_flow, OPEN, fs))
+        touch = z3.Or(c_est, c_close, new_flow)
         post = dict(sw)
-        post["flow_state"] = z3.Store(sw["flow_state"], slot, new_state)
-        post["flow_key"] = z3.If(z3.And(c_syn, dispatch), z3.Store(sw["flow_key"], slot, key), sw["flow_key"])
-        post["flow_backend"] = z3.If(z3.And(c_syn, dispatch), z3.Store(sw["flow_backend"], slot, b), sw["flow_backend"])
+        post["flow_state"] = z3.If(touch, z3.Store(sw["flow_state"], slot, new_state), sw["flow_state"])
+        post["flow_key"] = z3.If(new_flow, z3.Store(sw["flow_key"], slot, key), sw["flow_key"])
+        post["flow_backend"] = z3.If(new_flow, z3.Store(sw["flow_backend"], slot, b), sw["flow_backend"])
         post["flow_last_seen"] = z3.If(touch, z3.Store(sw["flow_last_seen"], slot, t), sw["flow_last_seen"])
+        post["ghost_cand"] = z3.If(new_flow, z3.Store(sw["ghost_cand"], key, cand), sw["ghost_cand"])
         moved = z3.Or(z3.And(c_syn, advance), c_pick)
         pc = sw["ghost_pc"] if reset is None else z3.If(reset, z3.K(B8, z3.IntVal(0)), sw["ghost_pc"])
         post["ghost_pc"] = z3.If(moved, z3.Store(pc, i, pc[i] + 1), pc)
@@ -234,9 +279,12 @@ class P4lbEncoding:
         post["now"] = t
         counted = z3.And(z3.BoolVal(not var.uncounted_drops), fate == FATE_DROP, z3.Or(*[rsn == reason(r) for r in COUNTED]))
         post["lb_drops"] = z3.If(counted, z3.Store(sw["lb_drops"], rsn, sw["lb_drops"][rsn] + 1), sw["lb_drops"])
-        post["backend_flows"] = z3.If(z3.And(c_syn, dispatch), z3.Store(sw["backend_flows"], b, sw["backend_flows"][b] + 1), sw["backend_flows"])
-        occ_open = z3.And(fk != key, open_at(s.spec, fk, t, self.timeout))
-        return post, out, occ_open
+        post["backend_flows"] = z3.If(new_flow, z3.Store(sw["backend_flows"], b, sw["backend_flows"][b] + 1), sw["backend_flows"])
+        return post, out, lk.others_open
+
+    def place_of(self, s: Sym, key: z3.ExprRef) -> z3.ExprRef:
+        """The place the proof's ghost records for a key (where its flow was last admitted)."""
+        return self.places.of(key, s.sw["ghost_cand"][key])
 
     # ---- controller -----------------------------------------------------------------------------------
 
@@ -302,7 +350,7 @@ class P4lbEncoding:
         kind = z3.BitVec(f"kind_{tag}", 2)
         pkt = PacketIn.fresh(tag)
         reset = z3.Bool(f"reset_{tag}")
-        sw_pkt, out, occ_open = self.packet(s, pkt, reset)
+        sw_pkt, out, held = self.packet(s, pkt, reset)
         _, _, nxt = self.group(s, s.sw["version"])
         sw_pkt["ghost_start"] = z3.If(reset, nxt, s.sw["ghost_start"])
         spec_pkt = spec_after_packet(s.spec, pkt, out, reset, self.timeout)
@@ -318,8 +366,8 @@ class P4lbEncoding:
         fields = tuple(f"flow_{f.name}" for f in dataclasses.fields(FlowEntry))  # all four registers of a flow slot
 
         def changed(key: z3.ExprRef) -> z3.BoolRef:
-            h = self.hash(key)
+            h = self.place_of(s, key)
             return z3.Or(*[s.sw[f][h] != s2.sw[f][h] for f in fields])
 
         counted = sw_pkt["lb_drops"][out.reason] == s.sw["lb_drops"][out.reason] + 1
-        return StepEnc(trans, is_packet, pkt, out, occ_open, counted, changed, self.hash, {"kind": kind, "reset": reset}, branches)
+        return StepEnc(trans, is_packet, pkt, out, held, counted, changed, {"kind": kind, "reset": reset}, branches)

@@ -38,14 +38,15 @@ def bad(prop: Prop, s: Sym, s2: Sym, e: StepEnc, w: Witness, n: int, timeout: in
     cond = {
         Prop.P1: z3.And(sent_new, z3.Not(spec["healthy"][out.backend])),
         Prop.P2: z3.And(sent_new, z3.Or(z3.Not(spec["active"][out.backend]), spec["draining"][out.backend])),
-        Prop.P3: z3.Or(z3.And(new_syn, z3.Not(z3.And(e.occupant_open, refused, e.counted)), _p3_wrong(spec, out, n, w, e.counted)), out.fate == FATE_LOST),
+        Prop.P3: z3.Or(z3.And(new_syn, z3.Not(z3.And(e.places_held, refused, e.counted)), _p3_wrong(spec, out, n, w, e.counted)), out.fate == FATE_LOST),
         Prop.P4: z3.And(key_open, z3.Not(pkt.malformed), z3.Not(z3.And(out.is_backend(), out.backend == spec["backend"][key]))),
         Prop.P4b: z3.And(spec["admitted"][key], z3.Not(new_syn), z3.Not(z3.Or(z3.And(out.is_backend(), out.backend == spec["backend"][key]), z3.And(out.fate == FATE_DROP, e.counted)))),
         Prop.P5: z3.And(sent_new, eligible(spec, w.b1, n), eligible(spec, w.b2, n), _unfair(s2.spec, w.b1, w.b2)),
         Prop.P6: z3.And(other_open, e.record_changed(w.key)),
         Prop.P8: z3.And(new_syn, z3.Or(
-            z3.And(other_open, e.slot_of(w.key) == e.slot_of(key), z3.Not(z3.And(out.fate == FATE_DROP, e.counted))),
-            z3.And(refused, z3.Not(e.occupant_open)),
+            z3.And(e.places_held, z3.Not(z3.And(out.fate == FATE_DROP, e.counted))),
+            z3.And(other_open, e.record_changed(w.key)),
+            z3.And(refused, z3.Not(e.places_held)),
             z3.And(refused, z3.Not(e.counted)),
         )),
     }[prop]

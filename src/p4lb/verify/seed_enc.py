@@ -151,10 +151,9 @@ class SeedEncoding:
             is_packet=is_packet,
             pkt=pkt,
             out=out,
-            occupant_open=z3.BoolVal(False),
+            places_held=z3.BoolVal(False),
             counted=z3.BoolVal(False),
             record_changed=lambda key: before[self.hash(key)] != after[self.hash(key)],
-            slot_of=self.hash,
             inputs={"kind": kind, "k": k, "b": b, "fail": fail, "reset": reset},
             branches=branches,
         )

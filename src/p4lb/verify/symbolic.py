@@ -43,6 +43,7 @@ class Explorer:
     pos: int = 0
     solver: z3.Solver = field(default_factory=z3.Solver)
     hasher: Callable[..., SymBV] | None = None  # the model's flow_index on symbolic fields
+    placer: Callable[..., tuple[SymBV, ...]] | None = None  # the model's multi-way candidates on symbolic fields
 
     def start(self, prefix: list[bool]) -> None:
         """Begin a run that replays the decisions in `prefix`."""
@@ -135,6 +136,13 @@ class SymBool:
 
     def __invert__(self) -> SymBool:
         return SymBool(z3.Not(self.term), self.ex)
+
+    def __add__(self, other: object) -> SymBV:
+        """A truth value counts as 0 or 1 (Python's sum over bools)."""
+        one = SymBV(z3.If(self.term, z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)), self.ex)
+        return one + (int(other) if isinstance(other, bool) else other)  # type: ignore[no-any-return,operator]
+
+    __radd__ = __add__
 
 
 def as_bool(x: object) -> z3.BoolRef:
@@ -251,6 +259,12 @@ class SymBV:
         if self.ex.hasher is None:
             raise SymbolicError("the model hashed a symbolic packet but no hasher was given")
         return self.ex.hasher(self, dst_ip, proto, src_port, dst_port, bits)
+
+    def flow_places(self, shape: object, dst_ip: int, src_port: SymBV, dst_port: int) -> tuple[SymBV, ...]:
+        """The model's multi-way candidates of a symbolic 5-tuple (see model.flowtable.candidates), as the explorer's placer says."""
+        if self.ex.placer is None:
+            raise SymbolicError("the model placed a symbolic packet but no placer was given")
+        return self.ex.placer(self, shape, dst_ip, src_port, dst_port)
 
     def fit(self, width: int) -> z3.BitVecRef:
         """The term in exactly `width` bits; requires (on this path) that the value fits."""

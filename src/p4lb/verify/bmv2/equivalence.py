@@ -772,7 +772,7 @@ def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = No
     if program == "p4lb":
         cfg = default_config(n)
         s = p4lb_setup(prog, cfg)
-        model_slot = s.enc.hash(s.pkt.key)
+        model_slot = s.enc.places.at(s.pkt.key, 0)
         premises = [vip_tcp(cfg, s.side.inp, s.side.res), *s.relation]
         obligations, branches, cex, assumptions = p4lb_obligations(s), p4lb_branches(s), p4lb_counterexample, P4LB_ASSUMPTIONS
         extra = p4lb_others if others else None
