@@ -44,7 +44,7 @@ class Table:
         """A SYN of a new flow: True if admitted (placed), False if refused."""
         cands = candidates(self.shape, key >> 16, VIP, key & 0xFFFF, VIP_PORT)
         pick = choose(self.shape, [self.owner[p] != 0 for p in cands])
-        if pick is None:
+        if pick == len(cands):
             return False
         place = cands[pick]
         self.owner[place] = key + 1

@@ -72,7 +72,7 @@ class Design:
             return st.record(seed_index(self.cfg, pkt))
         places = flow_places(self.cfg, pkt)
         c = find([st.flows.get(p, FREE) for p in places], key)
-        return None if c is None else st.flows[places[c]]
+        return None if c == len(places) else st.flows[places[c]]
 
     def occupants(self, st: Any, pkt: Packet) -> tuple[int | None, ...] | None:
         """The flow key stored in each of the packet's places (None where free); None for the seed, which stores none."""

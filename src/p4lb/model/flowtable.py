@@ -11,11 +11,13 @@ import enum
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from p4lb.model.crc import five_tuple_bytes, flow_index
 from p4lb.model.errors import ConfigError
 
 TCP = 6
+T = TypeVar("T")
 # Way j hashes the fields in its own order (CRC is affine: a salt per way would only XOR a constant). Any two of
 # these orders give bucket indices of full GF(2) rank over the client's 48 key bits for 10..18 index bits
 # (capacity.hash_rank shows it): two flows that share a bucket in one way are no likelier to share one in another.
@@ -93,24 +95,60 @@ def bucket_places(shape: TableShape, way: int, h: int) -> range:
     return range(base, base + shape.bucket)
 
 
-def choose(shape: TableShape, held: Sequence[bool]) -> int | None:
-    """The candidate (an index into `held`, True where another open flow sits) a new flow takes; None: refused.
+def choose(shape: TableShape, held: Sequence[bool]) -> int:
+    """The candidate (an index into `held`, True where another open flow sits) a new flow takes; len(held): refused.
 
-    Written with one comparison per decision (no list.index, no short-circuit `and`) so that its symbolic
-    execution (verify.binding) follows one path per outcome."""
+    Built from `first`, `argmin` and `at`, which a symbolic run (verify.symbolic) evaluates without branching:
+    one path per outcome, not one per combination of places."""
     if shape.policy is Policy.FIRST:
-        return _first_free(held, range(len(held)))
-    loads = [sum(held[j * shape.bucket : (j + 1) * shape.bucket]) for j in range(shape.ways)]
-    way = 0
-    for j in range(1, shape.ways):
-        if loads[j] < loads[way]:
-            way = j
-    return _first_free(held, range(way * shape.bucket, (way + 1) * shape.bucket))
+        return first([negate(h) for h in held])
+    b = shape.bucket
+    way = argmin([sum(held[j * b : (j + 1) * b]) for j in range(shape.ways)])
+    i = first([negate(at([held[j * b + k] for j in range(shape.ways)], way)) for k in range(b)])
+    if i == b:
+        return len(held)
+    return way * b + i  # type: ignore[no-any-return]
 
 
-def _first_free(held: Sequence[bool], among: range) -> int | None:
-    """The first index in `among` whose place is not held."""
-    for i in among:
-        if not held[i]:
-            return i
+# ---- selection helpers: plain Python here; a symbolic value (verify.symbolic) supplies branch-free versions ----
+
+
+def _ops(values: Sequence[object]) -> Any:
+    """The symbolic operations of the first symbolic value among `values`, if any."""
+    for v in values:
+        ops = getattr(v, "symbolic_ops", None)
+        if ops is not None:
+            return ops
     return None
+
+
+def first(flags: Sequence[bool]) -> int:
+    """The index of the first true flag; len(flags) if none is."""
+    ops = _ops(flags)
+    if ops is not None:
+        return ops.first(flags)  # type: ignore[no-any-return]
+    return next((i for i, f in enumerate(flags) if f), len(flags))
+
+
+def argmin(values: Sequence[int]) -> int:
+    """The index of the smallest value, the leftmost on ties."""
+    ops = _ops(values)
+    if ops is not None:
+        return ops.argmin(values)  # type: ignore[no-any-return]
+    return min(range(len(values)), key=values.__getitem__)
+
+
+def at(items: Sequence[T], i: int) -> T:
+    """items[i] (a symbolic i selects among the items)."""
+    ops = _ops([i])
+    if ops is not None:
+        return ops.at(items, i)  # type: ignore[no-any-return]
+    return items[i]
+
+
+def negate(flag: bool) -> bool:
+    """not flag."""
+    ops = _ops([flag])
+    if ops is not None:
+        return ops.negate(flag)  # type: ignore[no-any-return]
+    return not flag

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from p4lb.model.config import LbConfig
-from p4lb.model.flowtable import candidates, choose
+from p4lb.model.flowtable import at, candidates, choose, first
 from p4lb.model.errors import PlanError
 from p4lb.model.ops import Target, Write
 from p4lb.model.packet import DropReason, FlagClass, Outcome, Packet, dropped, to_backend
@@ -106,12 +106,9 @@ def flow_slot(cfg: LbConfig, pkt: Packet) -> int:
     return flow_places(cfg, pkt)[0]
 
 
-def find(entries: Sequence[FlowEntry], key: int) -> int | None:
-    """The candidate holding `key` (any state but FREE): a flow is written only where none holds it, so at most one does."""
-    for i, e in enumerate(entries):
-        if (e.state != SlotState.FREE) & (e.key == key):
-            return i
-    return None
+def find(entries: Sequence[FlowEntry], key: int) -> int:
+    """The candidate holding `key` (any state but FREE), len(entries) if none: a flow is written only where none holds it, so at most one does."""
+    return first([(e.state != SlotState.FREE) & (e.key == key) for e in entries])
 
 
 def held(e: FlowEntry, now: int, idle_timeout_us: int, var: Variant) -> bool:
@@ -171,9 +168,9 @@ def _ingress(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tuple[P
     places = flow_places(cfg, pkt)
     entries = [st.flows.get(p, FREE) for p in places]
     c = find(entries, pkt.key)
-    if c is None:
+    if c == len(entries):
         return _unmatched(cfg, var, st, pkt, places, entries)
-    slot, e = places[c], entries[c]
+    slot, e = at(places, c), at(entries, c)
     live = t - e.last_seen <= cfg.idle_timeout_us
     if live and e.state == SlotState.OPEN and not (var.resyn_redispatch and cls is FlagClass.SYN):
         state = SlotState.CLOSING if cls is FlagClass.CLOSE else SlotState.OPEN
@@ -190,9 +187,9 @@ def _unmatched(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet, places: 
     if pkt.flag_class is not FlagClass.SYN:
         return _stray(cfg, var, st)
     c = choose(cfg.shape, [held(e, st.now, cfg.idle_timeout_us, var) for e in entries])
-    if c is None:
+    if c == len(entries):
         return _new_flow(cfg, var, st, pkt, places[0], not var.evict_on_collision)
-    return _new_flow(cfg, var, st, pkt, places[c], False)
+    return _new_flow(cfg, var, st, pkt, at(places, c), False)
 
 
 def _stray(cfg: LbConfig, var: Variant, st: P4lbState) -> tuple[P4lbState, Outcome]:

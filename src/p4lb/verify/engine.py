@@ -41,6 +41,7 @@ class Task:
     variant: Variant = P4LB
     max_depth: int = 8
     idle_timeout_us: int = 60_000_000
+    flow_table: tuple[int, int, int] | None = None  # (bits, ways, bucket) for p4lb; None: the default (one-way) table
 
     @property
     def atomic(self) -> bool:
@@ -49,7 +50,8 @@ class Task:
 
     def encoding(self, real_hash: bool) -> Encoding:
         """The Z3 transition system."""
-        d = make_design(self.design, self.n, self.variant, idle_timeout_us=self.idle_timeout_us)
+        shape = {} if self.flow_table is None else dict(zip(("flow_table_bits", "flow_ways", "flow_bucket"), self.flow_table, strict=True))
+        d = make_design(self.design, self.n, self.variant, idle_timeout_us=self.idle_timeout_us, **shape)
         if d.is_seed:
             return SeedEncoding(d.cfg, real_hash=real_hash)
         return P4lbEncoding(d.cfg, self.variant, real_hash=real_hash)

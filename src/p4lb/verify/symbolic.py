@@ -11,6 +11,7 @@ changes the paths.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -122,6 +123,11 @@ class SymBool:
 
     __hash__ = object.__hash__
 
+    @property
+    def symbolic_ops(self) -> SymOps:
+        """The branch-free selection helpers the model's flowtable uses on symbolic values."""
+        return SymOps(self.ex)
+
     def __init__(self, term: z3.BoolRef, ex: Explorer) -> None:
         self.term, self.ex = term, ex
 
@@ -159,6 +165,11 @@ class SymBV:
 
     __hash__ = object.__hash__
 
+    @property
+    def symbolic_ops(self) -> SymOps:
+        """The branch-free selection helpers the model's flowtable uses on symbolic values."""
+        return SymOps(self.ex)
+
     def __init__(self, term: z3.BitVecRef, ex: Explorer) -> None:
         self.term, self.ex = term, ex
 
@@ -193,6 +204,13 @@ class SymBV:
         return self._arith(other, lambda a, b: a + b, extra=1)
 
     __radd__ = __add__
+
+    def __mul__(self, other: object) -> SymBV:
+        if not isinstance(other, int) or isinstance(other, bool) or other < 0:
+            return NotImplemented  # type: ignore[no-any-return]
+        return self._arith(other, lambda a, b: a * b, extra=_const_width(other))
+
+    __rmul__ = __mul__
 
     def __and__(self, other: object) -> SymBV:
         return self._arith(other, lambda a, b: a & b)
@@ -279,6 +297,11 @@ class SymInt:
 
     __hash__ = object.__hash__
 
+    @property
+    def symbolic_ops(self) -> SymOps:
+        """The branch-free selection helpers the model's flowtable uses on symbolic values."""
+        return SymOps(self.ex)
+
     def __init__(self, term: z3.ArithRef, ex: Explorer) -> None:
         self.term, self.ex = term, ex
 
@@ -328,6 +351,69 @@ class SymInt:
 
     def __index__(self) -> int:
         raise SymbolicError("a symbolic time was used as a Python index")
+
+
+# ---- branch-free selection (model.flowtable.first / argmin / at / negate) ---------------------------------
+
+
+@dataclass(frozen=True)
+class SymOps:
+    """model.flowtable's selection helpers on symbolic values, as If-terms: no path is split."""
+
+    ex: Explorer
+
+    def first(self, flags: list[Any]) -> SymBV:
+        """Index of the first true flag (len(flags) if none), an 8-bit term."""
+        idx = z3.BitVecVal(len(flags), 8)
+        for i in range(len(flags) - 1, -1, -1):
+            idx = z3.If(as_bool(flags[i]), z3.BitVecVal(i, 8), idx)
+        return SymBV(idx, self.ex)
+
+    def argmin(self, values: list[Any]) -> SymBV:
+        """Index of the leftmost smallest value, an 8-bit term (a strictly smaller later value wins)."""
+        w = max(_bv_term(v, 1).size() for v in values)
+        best, idx = _bv_term(values[0], w), z3.BitVecVal(0, 8)
+        for i in range(1, len(values)):
+            v = _bv_term(values[i], w)
+            better = z3.ULT(v, best)
+            best, idx = z3.If(better, v, best), z3.If(better, z3.BitVecVal(i, 8), idx)
+        return SymBV(idx, self.ex)
+
+    def at(self, items: list[Any], i: Any) -> Any:
+        """items[i] for a symbolic i: fields of dataclasses selected one by one."""
+        if dataclasses.is_dataclass(items[0]):
+            cls = type(items[0])
+            return cls(**{f.name: self.at([getattr(x, f.name) for x in items], i) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+        idx = i.term if isinstance(i, SymBV) else z3.BitVecVal(int(i), 8)
+        idx = z3.ZeroExt(8 - idx.size(), idx) if idx.size() < 8 else idx
+        if all(isinstance(x, SymBool | bool) for x in items):
+            return SymBool(_select([as_bool(x) for x in items], idx), self.ex)
+        if any(isinstance(x, SymInt) for x in items):
+            terms = [x.term if isinstance(x, SymInt) else z3.IntVal(int(x)) for x in items]
+            return SymInt(_select(terms, idx), self.ex)
+        w = max(_bv_term(x, 1).size() for x in items)
+        return SymBV(_select([_bv_term(x, w) for x in items], idx), self.ex)
+
+    def negate(self, flag: Any) -> SymBool:
+        """not flag, as a term."""
+        return SymBool(z3.Not(as_bool(flag)), self.ex)
+
+
+def _select(terms: list[z3.ExprRef], idx: z3.BitVecRef) -> z3.ExprRef:
+    """terms[idx] as If-terms (the last term where idx is out of range)."""
+    out = terms[-1]
+    for k in range(len(terms) - 2, -1, -1):
+        out = z3.If(idx == k, terms[k], out)
+    return out
+
+
+def _bv_term(v: Any, width: int) -> z3.BitVecRef:
+    """A symbolic or constant non-negative integer (or truth value) as a bit-vector of at least `width` bits."""
+    if isinstance(v, SymBool):
+        v = SymBV(z3.If(v.term, z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)), v.ex)
+    if isinstance(v, SymBV):
+        return v.widened(width)
+    return z3.BitVecVal(int(v), max(width, _const_width(int(v))))
 
 
 # ---- symbolic containers (the model's registers, tables and counters) ------------------------------------
