@@ -107,7 +107,7 @@ def choose(shape: TableShape, held: Sequence[bool]) -> int:
     i = first([negate(at([held[j * b + k] for j in range(shape.ways)], way)) for k in range(b)])
     if i == b:
         return len(held)
-    return way * b + i  # type: ignore[no-any-return]
+    return way * b + i
 
 
 # ---- selection helpers: plain Python here; a symbolic value (verify.symbolic) supplies branch-free versions ----

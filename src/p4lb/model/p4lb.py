@@ -3,8 +3,9 @@
 Tables (written by the controller): `vip` (lb_select(version): the one atomic commit point), `rr_group`
 (set_group(size) per version), `rr_member` (set_member(backend) per version and position), `backend`
 (set_backend(mac, ip, port)). Registers (written by the data plane): `rr_next` (per version), `flow_state`,
-`flow_key`, `flow_backend`, `flow_last_seen` (per flow slot). Counters: `lb_drops` (per DropReason),
-`backend_flows` (new flows per backend). No loop over N: a packet reads one group size, one member, one slot.
+`flow_key`, `flow_backend`, `flow_last_seen` (per flow place). Counters: `lb_drops` (per DropReason),
+`backend_flows` (new flows per backend). No loop over N: a packet reads one group size, one member, and its
+flow's candidate places (cfg.shape: one crc16 place, or ways x bucket crc32 places; model.flowtable).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from p4lb.model.config import LbConfig
-from p4lb.model.flowtable import at, candidates, choose, first
 from p4lb.model.errors import PlanError
+from p4lb.model.flowtable import at, candidates, choose, first
 from p4lb.model.ops import Target, Write
 from p4lb.model.packet import DropReason, FlagClass, Outcome, Packet, dropped, to_backend
 from p4lb.model.pool import Pool, interleave

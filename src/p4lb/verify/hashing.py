@@ -105,11 +105,16 @@ class Places:
         return [self.at(key, c) for c in range(self.count)]
 
     def of(self, key: z3.ExprRef, c: z3.ExprRef) -> z3.ExprRef:
-        """Candidate number c (an 8-bit term below `count`) of a key."""
-        out = self.at(key, 0)
-        for i in range(1, self.count):
-            out = z3.If(c == i, self.at(key, i), out)
-        return out
+        """Candidate number c (an 8-bit term below `count`) of a key: way c / bucket, place c % bucket (as `at`)."""
+        if self.shape.one_way:
+            return self.at(key, 0)
+        size = self.shape.bucket
+        way = z3.UDiv(c, size)
+        bucket = self.bucket_of(self.shape.ways - 1, key)
+        for j in range(self.shape.ways - 2, -1, -1):
+            bucket = z3.If(way == j, self.bucket_of(j, key), bucket)
+        wide = z3.ZeroExt(self.bits - 8, c) if self.bits > 8 else z3.Extract(self.bits - 1, 0, c)
+        return self._place(z3.UDiv(wide, size), bucket, z3.URem(wide, size))
 
 
 def _crc32_of(cfg: LbConfig, way: int, src_ip: int, dst_ip: int, src_port: int, dst_port: int) -> int:

@@ -146,7 +146,7 @@ class SymBool:
     def __add__(self, other: object) -> SymBV:
         """A truth value counts as 0 or 1 (Python's sum over bools)."""
         one = SymBV(z3.If(self.term, z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)), self.ex)
-        return one + (int(other) if isinstance(other, bool) else other)  # type: ignore[no-any-return,operator]
+        return one + (int(other) if isinstance(other, bool) else other)
 
     __radd__ = __add__
 
@@ -207,7 +207,7 @@ class SymBV:
 
     def __mul__(self, other: object) -> SymBV:
         if not isinstance(other, int) or isinstance(other, bool) or other < 0:
-            return NotImplemented  # type: ignore[no-any-return]
+            return NotImplemented
         return self._arith(other, lambda a, b: a * b, extra=_const_width(other))
 
     __rmul__ = __mul__
@@ -381,9 +381,8 @@ class SymOps:
 
     def at(self, items: list[Any], i: Any) -> Any:
         """items[i] for a symbolic i: fields of dataclasses selected one by one."""
-        if dataclasses.is_dataclass(items[0]):
-            cls = type(items[0])
-            return cls(**{f.name: self.at([getattr(x, f.name) for x in items], i) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+        if dataclasses.is_dataclass(items[0]) and not isinstance(items[0], type):
+            return dataclasses.replace(items[0], **{f.name: self.at([getattr(x, f.name) for x in items], i) for f in dataclasses.fields(items[0])})
         idx = i.term if isinstance(i, SymBV) else z3.BitVecVal(int(i), 8)
         idx = z3.ZeroExt(8 - idx.size(), idx) if idx.size() < 8 else idx
         if all(isinstance(x, SymBool | bool) for x in items):
