@@ -70,7 +70,7 @@ class Replayed:
 def lab_config(cex: CexFile) -> LbConfig:
     """The lab's configuration for a counterexample's program."""
     if cex.program == "seed":
-        return default_config(cex.scenario.backends, flow_table_bits=SEED_INDEX_BITS)
+        return default_config(cex.scenario.backends, flow_table_bits=SEED_INDEX_BITS, flow_ways=1, flow_bucket=1)
     return default_config(cex.scenario.backends)
 
 

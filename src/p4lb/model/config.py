@@ -11,6 +11,11 @@ from p4lb.model.flowtable import Policy, TableShape
 MAX_BACKENDS = 128  # the P4 program's compile-time bound on N (positions and ids are bit<8>)
 SEED_BACKENDS = 4
 CPU_PORT = 510  # the P4 programs' controller port (PacketOut/PacketIn): simple_switch_grpc --cpu-port 510
+# The flow table p4/p4lb.p4 is compiled with (FLOW_BITS, WAYS, BUCKET): 4 ways x 8-place buckets on 2^20 places.
+# LbConfig's defaults; a test build (-DFLOW_BITS=5) keeps the ways and buckets on a table of one bucket per way.
+P4LB_TABLE_BITS = 20
+P4LB_WAYS = 4
+P4LB_BUCKET = 8
 
 
 @dataclass(frozen=True)
@@ -34,9 +39,9 @@ class LbConfig:
     vip_port: int = 80
     backends: tuple[Backend, ...] = ()
     idle_timeout_us: int = 60_000_000
-    flow_table_bits: int = 16  # 2**bits places in the flow table
-    flow_ways: int = 1  # independent hashes per flow (1 with flow_bucket 1: the one-way crc16 table)
-    flow_bucket: int = 1  # consecutive places per way: a flow has flow_ways x flow_bucket candidates
+    flow_table_bits: int = P4LB_TABLE_BITS  # 2**bits places in the flow table
+    flow_ways: int = P4LB_WAYS  # independent crc32 hashes per flow (1 with flow_bucket 1: the one-way crc16 table)
+    flow_bucket: int = P4LB_BUCKET  # consecutive places per way: a flow has flow_ways x flow_bucket candidates
     client_port: int = 1
     drain_grace_ms: int = 50
     client_net: int = ip("10.0.0.0")  # the return path: replies to client_net/client_prefix leave on client_port
@@ -91,6 +96,8 @@ def validate(cfg: LbConfig) -> None:
         raise ConfigError("client_mac", cfg.client_mac, "use a 48-bit MAC address")
     if not 1 <= cfg.flow_table_bits <= 20:
         raise ConfigError("flow_table_bits", cfg.flow_table_bits, "use 1..20 (2..1M flow slots)")
+    if cfg.flow_ways * cfg.flow_bucket > 1 << cfg.flow_table_bits:
+        raise ConfigError("flow_table_bits", cfg.flow_table_bits, f"{cfg.flow_ways} ways x {cfg.flow_bucket}-place buckets need at least {cfg.flow_ways * cfg.flow_bucket} places: raise flow_table_bits, or set flow_ways=1, flow_bucket=1 for a one-way table")
     cfg.shape  # noqa: B018  (TableShape checks ways and bucket against the size)
 
 

@@ -95,5 +95,5 @@ def make_design(name: str, n: int = SEED_BACKENDS, variant: Variant = P4LB, **cf
     if name not in DESIGNS:
         raise ConfigError("design", name, f"use one of {', '.join(DESIGNS)}")
     if name == "seed":
-        return Design("seed", default_config(SEED_BACKENDS, flow_table_bits=13, **cfg))
+        return Design("seed", default_config(SEED_BACKENDS, **({"flow_table_bits": 13, "flow_ways": 1, "flow_bucket": 1} | cfg)))  # the seed: one crc16 cell per flow
     return Design("p4lb", default_config(n, **cfg), variant)

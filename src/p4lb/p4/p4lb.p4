@@ -3,9 +3,16 @@
  * Controller-written tables: vip (lb_select(version): the single atomic commit point), rr_group
  * (set_group(size) per version), rr_member (set_member(backend) per version and position), backend
  * (set_backend(mac, addr, port)), forward and send_frame (plain L3 for the return path).
- * Data-plane registers: rr_next (per version), flow_state, flow_key, flow_backend, flow_last_seen (per flow slot),
+ * Data-plane registers: rr_next (per version), flow_state, flow_key, flow_backend, flow_last_seen (per flow place),
  * idle_timeout (written once at deploy). Counters: lb_drops (index = model.packet.DropReason), backend_flows.
- * No loop over backends: one group size, one member and one flow slot per packet.
+ * No loop over backends: one group size, one member and a flow's 32 candidate places per packet.
+ *
+ * The flow table (model.flowtable, docs/flow-table.md): FLOW_PLACES = 2^FLOW_BITS places in WAYS = 4 equal parts of
+ * buckets of BUCKET = 8 consecutive places. Way j's bucket is crc32 of the 5-tuple in the field order
+ * flowtable.WAY_ORDERS[j], modulo the buckets per way; a flow's candidates are its 4 buckets' 32 places, way by way.
+ * The place holding the packet's key (any state but FREE) is its flow's; a new flow takes the least-loaded bucket's
+ * (fewest held places, leftmost on ties) first place not held by an open flow, and is refused only when all 32 are.
+ * FLOW_BITS is 20 (1M places) unless the build says otherwise (-DFLOW_BITS=5: one bucket per way, for tests).
  *
  * The CPU port (CPU_PORT, simple_switch_grpc --cpu-port 510) carries the controller's register access: BMv2's
  * P4Runtime server reads and writes tables and counters but not registers, so a P4Runtime PacketOut with a
@@ -18,7 +25,13 @@
 #include <core.p4>
 #include <v1model.p4>
 
-#define FLOW_SLOTS 65536
+#ifndef FLOW_BITS
+#define FLOW_BITS 20
+#endif
+#define FLOW_PLACES (32w1 << FLOW_BITS)
+#define WAYS 4
+#define BUCKET 8
+#define BUCKETS (FLOW_PLACES >> 5)  /* per way: FLOW_PLACES / (WAYS * BUCKET) */
 #define MAX_BACKENDS 128
 #define SCAN_WIDTH 64
 
@@ -121,7 +134,12 @@ struct lb_meta_t {
     bit<8>  size;
     bit<8>  position;
     bit<8>  backend;
-    bit<32> slot;
+    bit<32> slot;     /* the flow's place: the candidate holding its key, else the place a new flow takes */
+    bit<1>  found;    /* a candidate holds the packet's key */
+    bit<1>  room;     /* some candidate is not held by an open flow */
+    bit<48> key;
+    bit<48> now;
+    bit<48> timeout;
     bit<16> tcp_len;
 }
 
@@ -195,10 +213,10 @@ control MyVerifyChecksum(inout headers hdr, inout metadata meta) {
 
 control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadata_t std) {
     register<bit<8>>(2) rr_next;
-    register<bit<2>>(FLOW_SLOTS) flow_state;
-    register<bit<48>>(FLOW_SLOTS) flow_key;
-    register<bit<8>>(FLOW_SLOTS) flow_backend;
-    register<bit<48>>(FLOW_SLOTS) flow_last_seen;
+    register<bit<2>>(FLOW_PLACES) flow_state;
+    register<bit<48>>(FLOW_PLACES) flow_key;
+    register<bit<8>>(FLOW_PLACES) flow_backend;
+    register<bit<48>>(FLOW_PLACES) flow_last_seen;
     register<bit<48>>(1) idle_timeout;
     counter(8, CounterType.packets) lb_drops;
     counter(MAX_BACKENDS + 1, CounterType.packets) backend_flows;
@@ -278,6 +296,52 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         std.egress_spec = CPU_PORT;
     }
 
+    /* Candidate k of the current way's bucket (place `base + k`): the first candidate holding the key is the flow's
+     * place; `load` counts the bucket's held places (open and not idle), `free` is its first place not held. */
+#define CANDIDATE(k) \
+        place = base + k; \
+        flow_state.read(cs, place); \
+        flow_key.read(ck, place); \
+        flow_last_seen.read(cl, place); \
+        match = cs != FREE && ck == meta.lb.key; \
+        meta.lb.slot = meta.lb.found == 0 && match ? place : meta.lb.slot; \
+        meta.lb.found = match ? 1w1 : meta.lb.found; \
+        held = cs == OPEN && meta.lb.now - cl <= meta.lb.timeout; \
+        load = held ? load + 8w1 : load; \
+        free = free == BUCKET && !held ? 8w ## k : free;
+    /* Way j: its bucket (crc32 over FIELDS, the way's field order), its 8 candidates, then the least-loaded way so
+     * far (a strictly smaller load wins: leftmost on ties) and that bucket's first place not held. */
+#define WAY(j, FIELDS) \
+        hash(bucket, HashAlgorithm.crc32, 32w0, FIELDS, BUCKETS); \
+        base = (32w ## j * BUCKETS + bucket) * BUCKET; \
+        load = 0; \
+        free = BUCKET; \
+        CANDIDATE(0) CANDIDATE(1) CANDIDATE(2) CANDIDATE(3) CANDIDATE(4) CANDIDATE(5) CANDIDATE(6) CANDIDATE(7) \
+        take = j == 0 || load < best; \
+        new_place = take ? base + (bit<32>)free : new_place; \
+        best = take ? load : best;
+#define SRC hdr.ipv4.srcAddr
+#define DST hdr.ipv4.dstAddr
+#define PROTO hdr.ipv4.protocol
+#define SPORT hdr.tcp.srcPort
+#define DPORT hdr.tcp.dstPort
+
+    /* model.p4lb's lookup: find (the place holding the key) and flowtable.choose (the place a new flow takes) */
+    action flow_lookup() {
+        bit<32> bucket; bit<32> base; bit<32> place; bit<32> new_place = 0;
+        bit<2> cs; bit<48> ck; bit<48> cl;
+        bool match; bool held; bool take;
+        bit<8> load; bit<8> free; bit<8> best = 0;
+        meta.lb.found = 0;
+        meta.lb.slot = 0;
+        WAY(0, ({ SRC, DST, PROTO, SPORT, DPORT }))
+        WAY(1, ({ DST, SRC, PROTO, SPORT, DPORT }))
+        WAY(2, ({ DST, PROTO, SRC, SPORT, DPORT }))
+        WAY(3, ({ DST, PROTO, SPORT, SRC, DPORT }))
+        meta.lb.room = best < BUCKET ? 1w1 : 1w0;
+        meta.lb.slot = meta.lb.found == 1 ? meta.lb.slot : new_place;
+    }
+
     /* slot `base + i` into scan[i]; unrolled, as P4 has no loops */
 #define SCAN_SLOT(i) \
         flow_state.read(scan_state, base + i); \
@@ -293,7 +357,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 mark_to_drop(std);  /* a scan request too short to fill */
             } else if (hdr.cpu_out.op == CPU_SCAN) {
                 cpu_access();
-                bit<32> base = (hdr.cpu_in.index * SCAN_WIDTH) & (FLOW_SLOTS - 1);
+                bit<32> base = (hdr.cpu_in.index * SCAN_WIDTH) & (FLOW_PLACES - 1);
                 bit<2> scan_state;
                 SCAN_SLOT(0) SCAN_SLOT(1) SCAN_SLOT(2) SCAN_SLOT(3) SCAN_SLOT(4) SCAN_SLOT(5) SCAN_SLOT(6) SCAN_SLOT(7)
                 SCAN_SLOT(8) SCAN_SLOT(9) SCAN_SLOT(10) SCAN_SLOT(11) SCAN_SLOT(12) SCAN_SLOT(13) SCAN_SLOT(14) SCAN_SLOT(15)
@@ -306,7 +370,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 cpu_read_globals();
             } else {
                 cpu_access();
-                bit<32> cell = hdr.cpu_in.index & (FLOW_SLOTS - 1);
+                bit<32> cell = hdr.cpu_in.index & (FLOW_PLACES - 1);
                 if (hdr.cpu_in.op == CPU_WRITE_RR_NEXT) {
                     rr_next.write(hdr.cpu_in.index & 1, hdr.cpu_in.value[7:0]);
                 } else if (hdr.cpu_in.op == CPU_WRITE_TIMEOUT) {
@@ -331,33 +395,30 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
             if (meta.lb.vip_hit == 0) {
                 forward.apply();
             } else {
-                /* one straight-line block: flags, the slot (crc16 of the 5-tuple) and what it holds */
+                /* one straight-line block: flags, the candidates (flow_lookup) and the flow's place */
                 bit<8> flags = hdr.tcp.flags;
                 bool syn = (flags & F_SYN) != 0;
                 bool close = (flags & (F_FIN | F_RST)) != 0;
                 bool new_syn = syn && (flags & F_ACK) == 0;
-                hash(meta.lb.slot, HashAlgorithm.crc16, 32w0,
-                     { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol, hdr.tcp.srcPort, hdr.tcp.dstPort }, 32w65536);
-                bit<48> key = hdr.ipv4.srcAddr ++ hdr.tcp.srcPort;
-                bit<48> now = std.ingress_global_timestamp;
-                bit<2> fs; bit<48> fk; bit<8> fb; bit<48> fl; bit<48> timeout;
+                meta.lb.key = hdr.ipv4.srcAddr ++ hdr.tcp.srcPort;
+                meta.lb.now = std.ingress_global_timestamp;
+                idle_timeout.read(meta.lb.timeout, 32w0);
+                flow_lookup();
+                bit<2> fs; bit<8> fb; bit<48> fl;
                 flow_state.read(fs, meta.lb.slot);
-                flow_key.read(fk, meta.lb.slot);
                 flow_backend.read(fb, meta.lb.slot);
                 flow_last_seen.read(fl, meta.lb.slot);
-                idle_timeout.read(timeout, 32w0);
-                bool live = fs != FREE && now - fl <= timeout;
-                bool mine = fk == key;
+                bool live = meta.lb.found == 1 && meta.lb.now - fl <= meta.lb.timeout;
                 bool admitted = false;
                 if (syn && close) {
                     drop_counted(MALFORMED);  /* nothing was written: the reads above change no state */
-                } else if (live && mine && fs == OPEN) {
+                } else if (live && fs == OPEN) {
                     flow_state.write(meta.lb.slot, OPEN + (bit<2>)(bit<1>)close);  /* CLOSING (= OPEN + 1) on FIN/RST */
-                    flow_last_seen.write(meta.lb.slot, now);
+                    flow_last_seen.write(meta.lb.slot, meta.lb.now);
                     meta.lb.backend = fb;
                     admitted = true;
-                } else if (new_syn && live && fs == OPEN) {
-                    drop_counted(FLOW_TABLE_FULL);
+                } else if (new_syn && meta.lb.found == 0 && meta.lb.room == 0) {
+                    drop_counted(FLOW_TABLE_FULL);  /* every candidate holds another open flow: never evict */
                 } else if (new_syn) {
                     rr_group.apply();
                     if (meta.lb.size == 0) {
@@ -367,14 +428,14 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                         rr_member.apply();
                         rr_advance();
                         flow_state.write(meta.lb.slot, OPEN);
-                        flow_key.write(meta.lb.slot, key);
+                        flow_key.write(meta.lb.slot, meta.lb.key);
                         flow_backend.write(meta.lb.slot, meta.lb.backend);
-                        flow_last_seen.write(meta.lb.slot, now);
+                        flow_last_seen.write(meta.lb.slot, meta.lb.now);
                         backend_flows.count((bit<32>)meta.lb.backend);
                         admitted = true;
                     }
-                } else if (live && mine && fs == CLOSING) {
-                    flow_last_seen.write(meta.lb.slot, now);
+                } else if (live && fs == CLOSING) {
+                    flow_last_seen.write(meta.lb.slot, meta.lb.now);
                     meta.lb.backend = fb;
                     admitted = true;
                 } else {

@@ -230,6 +230,11 @@ class P4lbEncoding:
         others_open = z3.And(*[z3.And(f != FREE, k != key, open_at(s.spec, k, t, self.timeout)) for f, k in zip(fs, fk, strict=True)])
         return Lookup(places, found, c, room, way * shape.bucket + i, others_open)
 
+    @staticmethod
+    def candidate(lk: Lookup) -> z3.ExprRef:
+        """The candidate a packet's step reads and writes: the one holding its key, else the one a new flow takes (0 if none)."""
+        return z3.If(lk.found, lk.c, z3.If(lk.room, lk.new, bv8(0)))
+
     def packet(self, s: Sym, pkt: PacketIn, reset: z3.BoolRef | None = None) -> tuple[dict[str, z3.ExprRef], Out, z3.BoolRef]:
         """The ingress for one packet (see model.p4lb.p4lb_packet); also returns 'every candidate holds another open flow'.
 
@@ -238,7 +243,7 @@ class P4lbEncoding:
         sw, var, key, t = s.sw, self.var, pkt.key, pkt.t
         lk = self.lookup(s, key, t)
         refuse = z3.And(pkt.syn, z3.Not(lk.found), z3.Not(lk.room)) if not var.evict_on_collision else z3.BoolVal(False)
-        cand = z3.If(lk.found, lk.c, z3.If(lk.room, lk.new, bv8(0)))
+        cand = self.candidate(lk)
         slot = self.places.of(key, cand)
         fs, fb, fl = sw["flow_state"][slot], sw["flow_backend"][slot], sw["flow_last_seen"][slot]
         live = z3.And(lk.found, t - fl <= self.timeout)

@@ -97,7 +97,7 @@ class Scenario:
     def cfg(self) -> LbConfig:
         """The lab's configuration for this scenario (p4lb: its idle_timeout register as the timeout)."""
         if self.program == "seed":
-            return default_config(self.backends, flow_table_bits=SEED_INDEX_BITS)
+            return default_config(self.backends, flow_table_bits=SEED_INDEX_BITS, flow_ways=1, flow_bucket=1)
         return default_config(self.backends, idle_timeout_us=max(1, self.register("idle_timeout")))
 
     def entries(self, table: str) -> list[TableWrite]:
@@ -274,7 +274,7 @@ def counterexample_file(r: EquivalenceResult, bmv2_json: Path, p4info: Path, n: 
     inp = cx["input"]
     fields = {k: int(v) for k, v in inp["fields"].items()}
     frame = Frame(int(inp["ingress_port"]), frame_bytes(prog, fields, inp["headers"], min(int(inp["length"]), MAX_FRAME)), fields)
-    cfg = default_config(n) if r.program == "p4lb" else default_config(4, flow_table_bits=SEED_INDEX_BITS)
+    cfg = default_config(n) if r.program == "p4lb" else default_config(4, flow_table_bits=SEED_INDEX_BITS, flow_ways=1, flow_bucket=1)
     kind = "b" if "state" not in cx else "a"
     if kind == "b":
         scn = other_scenario(r.program, cfg, frame, int(inp["timestamp"]))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -275,6 +276,7 @@ class P4lbSetup:
     relation: tuple[z3.BoolRef, ...]
     slot: z3.BitVecRef  # the P4 side's flow slot
     position: z3.BitVecRef  # the model's round-robin position
+    cand: z3.ExprRef  # the model's candidate (8-bit) the packet reads and writes: places.of(key, cand) is its place
 
 
 def p4lb_tables(prog: Program, cfg: LbConfig, sw: Mapping[str, z3.ExprRef], present: Mapping[str, z3.ExprRef], others: TableContents | None) -> dict[str, TableContents]:
@@ -328,6 +330,7 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
     t = z3.Int(f"t_{tag}")
     pkt = model_packet(inp, t)
     post, out, _ = enc.packet(Sym(sw, sym.spec), pkt)
+    cand = enc.candidate(enc.lookup(Sym(sw, sym.spec), pkt.key, pkt.t))  # the very term packet() built (hash-consed)
     i = z3.BitVec(f"lambda_i_{tag}", cfg.flow_table_bits)
     to_bv = IntToBv({
         t: (z3.ZeroExt(WIDE - TIME_BITS, inp.timestamp), 1 << TIME_BITS),
@@ -337,13 +340,13 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
     slot = z3.Extract(cfg.flow_table_bits - 1, 0, res.field("scalars", _scalar(prog, "_lb_slot")))
     position, _ = enc.dispatch_positions(Sym(sw, sym.spec))
     relation = (
-        z3.ULE(last_seen[slot], now),
+        *[z3.ULE(last_seen[p], now) for p in dict.fromkeys(enc.places.all(pkt.key), None)],  # every candidate place
         z3.ULE(now, inp.timestamp),
         *[z3.Implies(z3.Not(present[f"rr_group{v}"]), sw[f"rr_group{v}"] == 0) for v in (0, 1)],
         *[z3.Implies(z3.Not(present[f"rr_member{v}"][p]), sw[f"rr_member{v}"][p] == 0) for v in (0, 1) for p in (position, res.field("scalars", _scalar(prog, "_lb_position")))],
         *[z3.ULE(sw[f"rr_member{v}"][p], MAX_BACKENDS) for v in (0, 1) for p in (position, res.field("scalars", _scalar(prog, "_lb_position")))],
     )
-    return P4lbSetup(cfg, Side(inp, res, prog), enc, sw, post, out, pkt, to_bv, last_seen, now, relation, slot, position)
+    return P4lbSetup(cfg, Side(inp, res, prog), enc, sw, post, out, pkt, to_bv, last_seen, now, relation, slot, position, cand)
 
 
 def _scalar(prog: Program, stem: str) -> str:
@@ -603,7 +606,7 @@ def seed_counterexample(s: SeedSetup, m: z3.ModelRef, failed: Sequence[str], sub
 
 def replay_seed(cx: Mapping[str, Any], cfg: LbConfig | None = None) -> tuple[SeedState, Outcome]:
     """The executable seed model's answer for a counterexample."""
-    cfg = cfg or default_config(4, flow_table_bits=SEED_INDEX_BITS)
+    cfg = cfg or default_config(4, flow_table_bits=SEED_INDEX_BITS, flow_ways=1, flow_bucket=1)
     st = cx["state"]
     state = SeedState({int(k): v for k, v in st["flowlet_select"].items()}, st["myselect"], st["mymax"], st["set_max"], tuple(st["set_status"]))
     return seed_packet(cfg, state, Packet(**cx["packet"]))
@@ -738,24 +741,174 @@ def class_constants(cfg: LbConfig, inp: PacketInput) -> list[tuple[z3.ExprRef, z
     return [(inp.field("ipv4", "dstAddr"), z3.BitVecVal(cfg.vip, 32)), (inp.field("ipv4", "protocol"), z3.BitVecVal(TCP, 8)), (inp.field("tcp", "dstPort"), z3.BitVecVal(cfg.vip_port, 16))]
 
 
-def bind_hash(res: Result, model_slot: z3.BitVecRef, fixed: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int) -> tuple[Check, list[tuple[z3.ExprRef, z3.ExprRef]]]:
-    """Lemma: on class (a), every crc16 the program computes, cut to the slot width, is the model's slot.
+HashPair = tuple[str, z3.BitVecRef, z3.ExprRef]  # (what it is, the program's hash value, the model's term it must cut to)
 
-    Proven on the terms with the class's constant fields substituted and both sides simplified (GF(2)-linear
-    sums that Z3's rewriter puts in one normal form). The returned substitution then replaces each crc by one
-    fresh 16-bit variable h and the model's slot by h's low bits, which is sound (the rest of the proof holds
-    for every h, so for the crc) and keeps the XOR networks out of the main queries.
-    """
-    bits = model_slot.size()
+
+def hash_pairs(program: str, s: P4lbSetup | SeedSetup) -> list[HashPair]:
+    """Which hash the program computes stands for which of the model's terms.
+
+    p4lb's multi-way table: the program's crc32 uses, in program order, are ways 0, 1, ... (their field orders are
+    the model's WAY_ORDERS: the lemma checks it), each cut to the model's `Places.bucket_of(way, key)`; the one-way
+    table and the seed: every crc16 is the model's slot."""
+    res = s.side.res
+    if isinstance(s, P4lbSetup) and not s.cfg.shape.one_way:
+        crcs = list({u.value.get_id(): u.value for u in res.hashes if u.algo is HashAlgo.CRC32}.values())
+        ways = s.cfg.shape.ways
+        if len(crcs) != ways:
+            raise VerifyError(f"{s.side.prog.name} computes {len(crcs)} crc32 hashes, the model's table has {ways} ways: one per way")
+        return [(f"way {j} bucket", crcs[j], s.enc.places.bucket_of(j, s.pkt.key)) for j in range(ways)]
+    model_slot = s.enc.places.at(s.pkt.key, 0) if isinstance(s, P4lbSetup) else s.index
     crcs = list({u.value.get_id(): u.value for u in res.hashes if u.algo is HashAlgo.CRC16}.values())
-    h = z3.BitVec("crc16_h", 16)
-    goals = [z3.simplify(z3.substitute(z3.Extract(bits - 1, 0, c), *fixed)) != z3.simplify(z3.substitute(model_slot, *fixed)) for c in crcs]
+    return [("slot", c, model_slot) for c in crcs]
+
+
+def bind_hash(pairs: Sequence[HashPair], fixed: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int) -> tuple[Check, list[tuple[z3.ExprRef, z3.ExprRef]]]:
+    """Lemma: on class (a), every hash the program computes, cut to its model term's width, is that term
+    (p4lb: one crc32 per way = the way's bucket; the seed: crc16 = the slot).
+
+    Proven on the terms with the class's constant fields substituted and both sides simplified (GF(2)-affine
+    sums that Z3's rewriter puts in one normal form). The returned substitution then replaces each program hash by
+    one fresh variable h and its model term by h's low bits, which is sound (the rest of the proof holds for every
+    h, so for the crc) and keeps the XOR networks out of the main queries.
+    """
+    goals, subs = [], []
+    fresh: dict[int, z3.BitVecRef] = {}  # one h per model term: every crc16 of the seed's slot is the same h
+    for name, crc, model in pairs:
+        bits = model.size()
+        h = fresh.get(model.get_id())
+        if h is None:
+            h = fresh[model.get_id()] = z3.BitVec(f"{'crc16' if crc.size() == 16 else 'crc32'}_h{len(fresh)}", crc.size())
+            if not z3.is_bv_value(model):
+                subs.append((model, z3.Extract(bits - 1, 0, h)))
+        subs.append((crc, h))
+        if z3.is_bv_value(model):  # a way of one bucket: its bucket index is the constant 0 on both sides
+            continue
+        prog_side, model_side = z3.simplify(z3.substitute(z3.Extract(bits - 1, 0, crc), *fixed)), z3.simplify(z3.substitute(model, *fixed))
+        if not prog_side.eq(model_side):  # one normal form on both sides (Z3's rewriter sorts the XORs): proven
+            goals.append(prog_side != model_side)
     s = _solver(timeout_ms)
-    s.add(z3.Or(*goals) if goals else z3.BoolVal(True))
+    s.add(z3.Or(*goals) if goals else z3.BoolVal(False))
     t0 = time.monotonic()
-    chk = Check("hash lemma: program crc16 = model slot", str(s.check()), "unsat", time.monotonic() - t0)
+    algos = sorted({"crc16" if c.size() == 16 else "crc32" for _, c, _ in pairs}) or ["no hash"]
+    chk = Check(f"hash lemma: program {'/'.join(algos)} = model ({len(pairs)} uses)", str(s.check()) if goals else "unsat", "unsat", time.monotonic() - t0)
     log.info("%s: %s (%.2fs)", chk.name, chk.answer, chk.seconds)
-    return chk, [(c, h) for c in crcs] + [(model_slot, z3.Extract(bits - 1, 0, h))]
+    return chk, subs
+
+
+def canonical_places(s: P4lbSetup, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], formulas: Sequence[z3.ExprRef], timeout_ms: int) -> tuple[Check, list[tuple[z3.ExprRef, z3.ExprRef]]]:
+    """Lemma: every place term either side computes from the hashes alone is one candidate's canonical place.
+
+    After the hash substitution both sides' places are functions of the per-way h's, built differently: the program's
+    ((j * BUCKETS + h_j % BUCKETS) * 8 + k) & mask in 32 bits, the model's (j * per_way + h_j) * bucket + k in place
+    bits and `Places.of(key, cand)` for the place it writes. Each maximal hash-only term is matched (by evaluation)
+    to candidate c's canonical place Concat(j, h_j's bucket bits, k), proven equal to it, and replaced by it; the
+    model's Places.of(key, cand) is proven equal, for every cand, to If(cand == 0, place 0, ...) and replaced. Sound
+    (equals for equals); it lets Z3 see one index term per candidate instead of reasoning about index equalities
+    between 2 x 32 x 3 register reads."""
+    shape, bits, key = s.cfg.shape, s.cfg.flow_table_bits, s.pkt.key
+    wb, kb = (shape.ways - 1).bit_length(), (shape.bucket - 1).bit_length()
+    t0 = time.monotonic()
+    buckets = [z3.substitute(s.enc.places.bucket_of(j, key), *subs) for j in range(shape.ways)]
+
+    def canon(c: int) -> z3.BitVecRef:
+        j, k = divmod(c, shape.bucket)
+        parts = ([z3.BitVecVal(j, wb)] if wb else []) + ([buckets[j]] if bits - wb - kb else []) + ([z3.BitVecVal(k, kb)] if kb else [])
+        return parts[0] if len(parts) == 1 else z3.Concat(*parts)
+
+    places = [canon(c) for c in range(shape.ways * shape.bucket)]
+    x = z3.BitVec("cand_x", 8)
+
+    def chain(cand: z3.ExprRef, last: z3.ExprRef) -> z3.ExprRef:
+        out = last
+        for c in range(len(places) - 1, -1, -1):
+            out = z3.If(cand == c, places[c], out)
+        return out
+
+    of_x = z3.substitute(s.enc.places.of(key, x), *subs)
+    lemmas: list[z3.BoolRef] = [of_x != chain(x, of_x)]
+    target = z3.substitute(s.to_bv(s.enc.places.of(key, s.cand)), *subs)
+    cand = z3.substitute(s.to_bv(s.cand), *subs)
+    first = [(target, chain(cand, target))]
+    formulas = [z3.substitute(f, *first) for f in formulas]
+    hvars = {h.get_id() for b in buckets for h in _consts(b)}
+    matched = _hash_only_terms(formulas, hvars)
+    hs = sorted({h.get_id(): h for b in buckets for h in _consts(b)}.values(), key=str)
+    gen = random.Random(1)
+    samples = [[(h, z3.BitVecVal(gen.getrandbits(h.size()), h.size())) for h in hs] for _ in range(3)]
+    want = [[z3.simplify(z3.substitute(p, *smp)).as_long() for smp in samples] for p in places]
+    out = list(first)
+    for t in matched:
+        if t.size() < bits:
+            continue
+        got = [z3.simplify(z3.substitute(t, *smp)) for smp in samples]
+        if not all(z3.is_bv_value(g) for g in got):
+            continue
+        for c, w in enumerate(want):
+            if [g.as_long() for g in got] == w:
+                p = places[c] if t.size() == bits else z3.ZeroExt(t.size() - bits, places[c])
+                if not t.eq(p):
+                    lemmas.append(t != p)
+                    out.append((t, p))
+                break
+    sol = _solver(timeout_ms)
+    sol.add(z3.Or(*lemmas))
+    chk = Check(f"place lemma: {len(out) - 1} hash-only place terms and Places.of = canonical candidate places", str(sol.check()), "unsat", time.monotonic() - t0)
+    log.info("%s: %s (%.2fs)", chk.name, chk.answer, chk.seconds)
+    return chk, out
+
+
+def _consts(e: z3.ExprRef) -> list[z3.ExprRef]:
+    """The uninterpreted constants of a term."""
+    seen: dict[int, z3.ExprRef] = {}
+    stack, done = [e], set()
+    while stack:
+        x = stack.pop()
+        if x.get_id() in done:
+            continue
+        done.add(x.get_id())
+        if z3.is_const(x) and x.decl().kind() == z3.Z3_OP_UNINTERPRETED:
+            seen[x.get_id()] = x
+        stack.extend(x.children())
+    return list(seen.values())
+
+
+def _hash_only_terms(formulas: Sequence[z3.ExprRef], hvars: set[int]) -> list[z3.BitVecRef]:
+    """The maximal bit-vector subterms whose only constants are the hash variables (and at least one of them)."""
+    pure: dict[int, bool | None] = {}  # True: hash-only; False: mentions something else; None: no constant at all
+
+    def kind(e: z3.ExprRef) -> bool | None:
+        k = e.get_id()
+        if k in pure:
+            return pure[k]
+        if z3.is_const(e) and e.decl().kind() == z3.Z3_OP_UNINTERPRETED:
+            r: bool | None = k in hvars
+        elif z3.is_quantifier(e) or z3.is_var(e):
+            r = False
+        else:
+            r = None
+            for c in e.children():
+                ck = kind(c)
+                if ck is False:
+                    r = False
+                    break
+                if ck:
+                    r = True
+        pure[k] = r
+        return r
+
+    found: dict[int, z3.BitVecRef] = {}
+    stack, done = list(formulas), set()
+    while stack:
+        e = stack.pop()
+        if e.get_id() in done:
+            continue
+        done.add(e.get_id())
+        if kind(e) is True:
+            if z3.is_bv(e) and not z3.is_bv_value(e):
+                found[e.get_id()] = e
+            continue
+        stack.extend(e.children())
+    return list(found.values())
 
 
 def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = None, timeout_ms: int = 20_000, reachability: bool = True, others: bool = True) -> EquivalenceResult:
@@ -772,23 +925,29 @@ def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = No
     if program == "p4lb":
         cfg = default_config(n)
         s = p4lb_setup(prog, cfg)
-        model_slot = s.enc.places.at(s.pkt.key, 0)
         premises = [vip_tcp(cfg, s.side.inp, s.side.res), *s.relation]
         obligations, branches, cex, assumptions = p4lb_obligations(s), p4lb_branches(s), p4lb_counterexample, P4LB_ASSUMPTIONS
         extra = p4lb_others if others else None
     else:
-        cfg = default_config(4, flow_table_bits=SEED_INDEX_BITS)
+        cfg = default_config(4, flow_table_bits=SEED_INDEX_BITS, flow_ways=1, flow_bucket=1)
         s = seed_setup(prog, cfg)
-        model_slot = s.index
         premises = [vip_tcp(cfg, s.side.inp, s.side.res)]
         obligations, branches, cex, assumptions = seed_obligations(s), seed_branches(s), seed_counterexample, SEED_ASSUMPTIONS
         extra = seed_others if others else None
     checks, notes = [], []
-    lemma, subs = bind_hash(s.side.res, model_slot, class_constants(cfg, s.side.inp), timeout_ms)
+    lemma, subs = bind_hash(hash_pairs(program, s), class_constants(cfg, s.side.inp), timeout_ms)
     checks.append(lemma)
     premises = [z3.substitute(p, *subs) for p in premises]
     obligations = [(name, z3.substitute(o, *subs)) for name, o in obligations]
     branches = [(name, z3.substitute(b, *subs)) for name, b in branches]
+    if isinstance(s, P4lbSetup) and not cfg.shape.one_way:
+        placed, canon = canonical_places(s, subs, [*premises, *[o for _, o in obligations], *[b for _, b in branches]], timeout_ms)
+        checks.append(placed)
+        for stage in (canon[:1], canon[1:]):  # Places.of first (its inside holds hash-only terms too), then the rest
+            if stage:
+                premises = [z3.substitute(p, *stage) for p in premises]
+                obligations = [(name, z3.substitute(o, *stage)) for name, o in obligations]
+                branches = [(name, z3.substitute(b, *stage)) for name, b in branches]
     sat_chk, _ = _check("premises satisfiable", premises, z3.BoolVal(True), "sat", timeout_ms)
     checks.append(sat_chk)
     setup = s

@@ -94,6 +94,6 @@ def seed_plan(cfg: LbConfig, cell_pkt: Packet, target: SeedKey, start: SeedKey =
 @functools.cache
 def seed_reachable() -> frozenset[SeedKey]:
     """Every (flowlet_select[cell], myselect, mymax) packets can produce (the same for every cell)."""
-    cfg = default_config(4, flow_table_bits=SEED_INDEX_BITS)
+    cfg = default_config(4, flow_table_bits=SEED_INDEX_BITS, flow_ways=1, flow_bucket=1)
     pkt = Packet(ip("10.0.1.1"), 1000, 0)
     return frozenset(_search(cfg, pkt, other_cell(cfg, pkt), None))

@@ -111,6 +111,32 @@ def crc16_sym(parts: Sequence[z3.BitVecRef]) -> z3.BitVecRef:
     return reduce(lambda a, b: a ^ b, terms, z3.BitVecVal(0, 16))
 
 
+def crc32_ieee(data: bytes) -> int:
+    """CRC-32 (reflected poly 0xEDB88320, init 0xFFFFFFFF, final xor 0xFFFFFFFF): BMv2's `crc32`, zlib's crc32.
+    check('123456789') = 0xCBF43926. Written from the definition (the switch's side), as crc16_arc."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xEDB88320 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+
+
+def crc32_sym(parts: Sequence[z3.BitVecRef]) -> z3.BitVecRef:
+    """CRC-32 of the concatenated bits, symbolically: affine over GF(2) for a fixed length, so crc(x) is crc(0...0)
+    XOR one column per set input bit (column i = crc(e_i) ^ crc(0), e_i the input with only bit i set)."""
+    data = _bits_msb_first(parts)
+    n = data.size()
+    zero = crc32_ieee(bytes(n // 8))
+    terms = [z3.BitVecVal(zero, 32)]
+    for i in range(n):  # bit i counted from the most significant bit of the first byte
+        column = crc32_ieee((1 << (n - 1 - i)).to_bytes(n // 8, "big")) ^ zero
+        if column:
+            bit = z3.Extract(n - 1 - i, n - 1 - i, data)
+            terms.append(z3.RepeatBitVec(32, bit) & z3.BitVecVal(column, 32))
+    return reduce(lambda a, b: a ^ b, terms)
+
+
 def csum16_sym(parts: Sequence[z3.BitVecRef]) -> z3.BitVecRef:
     """The Internet checksum (ones' complement of the ones' complement sum of 16-bit words), as BMv2's csum16."""
     data = _bits_msb_first(parts)
@@ -128,6 +154,8 @@ def hash_sym(algo: HashAlgo, parts: Sequence[z3.BitVecRef]) -> z3.BitVecRef:
     """A calculation's value over the given input bit-vectors."""
     if algo is HashAlgo.CRC16:
         return crc16_sym(parts)
+    if algo is HashAlgo.CRC32:
+        return crc32_sym(parts)
     if algo is HashAlgo.CSUM16:
         return csum16_sym(parts)
     if algo is HashAlgo.IDENTITY:
