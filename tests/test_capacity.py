@@ -15,7 +15,7 @@ from p4lb.model.trace import Run
 
 
 def test_one_way_candidates_are_the_models_flow_slot():
-    design = make_design("p4lb", 4, flow_table_bits=12)
+    design = make_design("p4lb", 4, flow_table_bits=12, flow_ways=1, flow_bucket=1)
     rng = random.Random(3)
     for _ in range(500):
         src, port = rng.getrandbits(32), rng.getrandbits(16)
@@ -24,7 +24,7 @@ def test_one_way_candidates_are_the_models_flow_slot():
 
 def test_one_way_admissions_equal_the_models_on_the_same_syns_and_closes():
     """Random SYNs and FINs into a 64-place table: the simulated table and p4lb_packet admit and refuse the same SYNs."""
-    run, table, rng = Run.start(make_design("p4lb", 4, flow_table_bits=6), Pool.initial(4)), Table(TableShape(1, 1, 6)), random.Random(7)
+    run, table, rng = Run.start(make_design("p4lb", 4, flow_table_bits=6, flow_ways=1, flow_bucket=1), Pool.initial(4)), Table(TableShape(1, 1, 6)), random.Random(7)
     admitted = refused = 0
     for t in range(1, 1500):
         if table.open_keys and rng.random() < 0.45:

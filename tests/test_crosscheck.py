@@ -25,7 +25,7 @@ from p4lb.verify.mutants import MUTANTS
 from test_spec_runs import KEYS, runs
 
 TIMEOUT = 5000
-DESIGN = make_design("p4lb", 4, flow_table_bits=2, idle_timeout_us=TIMEOUT)
+DESIGN = make_design("p4lb", 4, flow_table_bits=2, flow_ways=1, flow_bucket=1, idle_timeout_us=TIMEOUT)
 VARIANTS = sorted({*MUTANTS.values(), Variant(uncounted_drops=True), Variant(refuse_stale=True)}, key=Variant.name)
 FLOOR = 0.10
 
@@ -78,7 +78,7 @@ def test_mutants_model_equal_encoding(capsys: pytest.CaptureFixture[str]) -> Non
     @settings(max_examples=50, derandomize=True)
     @given(runs(3, 8, 24), st.sampled_from(VARIANTS))
     def run(abstract: list[Abstract], variant: Variant) -> None:
-        agree(make_design("p4lb", 3, variant, flow_table_bits=2, idle_timeout_us=TIMEOUT), abstract, cov)
+        agree(make_design("p4lb", 3, variant, flow_table_bits=2, flow_ways=1, flow_bucket=1, idle_timeout_us=TIMEOUT), abstract, cov)
 
     run()
     report(capsys, cov, "model = encoding on the mutants (N=3)", ("commits", "expiries", "no_eligible", "mid-op packets"))
@@ -99,7 +99,7 @@ def test_seed_model_equals_encoding(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_registers_are_compared_not_only_outcomes() -> None:
     """An encoding that forgets lb_drops has the same outcomes, and the comparison still sees it."""
-    wrong = make_design("p4lb", 4, Variant(uncounted_drops=True), flow_table_bits=2, idle_timeout_us=TIMEOUT)
+    wrong = make_design("p4lb", 4, Variant(uncounted_drops=True), flow_table_bits=2, flow_ways=1, flow_bucket=1, idle_timeout_us=TIMEOUT)
     c = concretize(DESIGN, Pool.initial(4), [Send(0, ACK)], KEYS)
     with pytest.raises(EncodingMismatch, match=r"lb_drops\[UNKNOWN_FLOW\] is 1 in the model but may be 0"):
         compare(DESIGN, Pool.initial(4), c.steps, [0], encoded=wrong)
@@ -107,7 +107,7 @@ def test_registers_are_compared_not_only_outcomes() -> None:
 
 def test_outcome_mismatch_is_named() -> None:
     """An encoding that refuses a SYN the model admits (a closing occupant) is caught at that step."""
-    wrong = make_design("p4lb", 4, Variant(refuse_stale=True), flow_table_bits=2, idle_timeout_us=TIMEOUT)
+    wrong = make_design("p4lb", 4, Variant(refuse_stale=True), flow_table_bits=2, flow_ways=1, flow_bucket=1, idle_timeout_us=TIMEOUT)
     c = concretize(DESIGN, Pool.initial(4), [Send(0, SYN), Send(0, FIN), Send(1, SYN)], KEYS)
     with pytest.raises(EncodingMismatch, match=r"step 2 .*: fate is 0 in the model but may be 1"):
         compare(DESIGN, Pool.initial(4), c.steps, [0, 1, 2, 3], encoded=wrong)

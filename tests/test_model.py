@@ -70,7 +70,7 @@ def test_p4lb_no_eligible_is_dropped_and_counted():
 
 
 def test_p4lb_collision_refused_and_counted():
-    design = make_design("p4lb", 4, flow_table_bits=1)
+    design = make_design("p4lb", 4, flow_table_bits=1, flow_ways=1, flow_bucket=1)
     run = Run.start(design, Pool.initial(4))
     first = run.step(syn(1000)).outcome
     slot = design.places(syn(1000))

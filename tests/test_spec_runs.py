@@ -14,7 +14,7 @@ from p4lb.verify.crosscheck import Abstract, Coverage, NextWrite, Operate, Send,
 
 N = 4
 TIMEOUT = 5000
-DESIGN = make_design("p4lb", N, flow_table_bits=2, idle_timeout_us=TIMEOUT)
+DESIGN = make_design("p4lb", N, flow_table_bits=2, flow_ways=1, flow_bucket=1, idle_timeout_us=TIMEOUT)
 SIZES = (4, 2, 2, 1)
 KEYS = colliding_keys(DESIGN, SIZES)  # four keys share a slot, two another, two a third, one the last
 COMMON = (ACK, PSH | ACK, FIN | ACK, RST, SYN | ACK, SYN | FIN)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TypedDict, cast
 
 from p4lb.controller.errors import ConfigFileError
-from p4lb.model.config import CPU_PORT, MAX_BACKENDS, Backend, LbConfig
+from p4lb.model.config import CPU_PORT, MAX_BACKENDS, P4LB_BUCKET, P4LB_TABLE_BITS, P4LB_WAYS, Backend, LbConfig
+from p4lb.model.flowtable import WAY_ORDERS
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError
 from p4lb.model.pool import MAX_POSITIONS, MAX_WEIGHT
@@ -114,7 +115,7 @@ SECTION_KEYS: Mapping[str, tuple[str, ...]] = {
     "vip": ("address", "port", "client_port", "client_net", "client_mac"),
     "switch": ("grpc", "device_id", "election_id", "p4info", "bmv2_json", "rpc_timeout_ms", "tls", "root_cert", "client_cert", "client_key", "lock_timeout_ms"),
     "health": ("kind", "port", "path", "host", "expect_status", "interval_ms", "timeout_ms", "rise", "fall", "tls_verify", "ca_file", "max_concurrent"),
-    "flows": ("idle_timeout_s", "table_bits"),
+    "flows": ("idle_timeout_s", "table_bits", "ways", "bucket"),
     "backend": ("address", "mac", "port", "health_address", "health_port", "weight"),
 }
 
@@ -326,7 +327,7 @@ def _switch(data: Table, base: Path | None) -> SwitchTarget:
 
 def _toml_field(field: str) -> str:
     """The model's field name as it is spelled in the TOML file."""
-    for old, new in (("backends[", "backend["), ("].ip", "].address"), ("vip_port", "vip.port"), ("idle_timeout", "flows.idle_timeout_s"), ("flow_table_bits", "flows.table_bits"), ("client_", "vip.client_")):
+    for old, new in (("backends[", "backend["), ("].ip", "].address"), ("vip_port", "vip.port"), ("idle_timeout", "flows.idle_timeout_s"), ("flow_table_bits", "flows.table_bits"), ("flow_ways", "flows.ways"), ("flow_bucket", "flows.bucket"), ("client_", "vip.client_")):
         field = field.replace(old, new)
     return "backend" if field == "backends" else field
 
@@ -340,7 +341,9 @@ def _lb(data: Table, backends: tuple[Backend, ...]) -> LbConfig:
             vip_port=_int(vip, "port", 80, 1, 65535, "vip", "use a TCP port in 1..65535"),
             backends=backends,
             idle_timeout_us=_int(flows, "idle_timeout_s", 60, 1, 100_000_000, "flows", "use 1..100000000 s") * 1_000_000,
-            flow_table_bits=_int(flows, "table_bits", 16, 1, 20, "flows", "use 1..20 (2..1M flow slots)"),
+            flow_table_bits=_int(flows, "table_bits", P4LB_TABLE_BITS, 1, 20, "flows", "use 1..20 (2..1M flow places)"),
+            flow_ways=_int(flows, "ways", P4LB_WAYS, 1, len(WAY_ORDERS), "flows", f"use 1..{len(WAY_ORDERS)} ways (p4/p4lb.p4 is built with {P4LB_WAYS})"),
+            flow_bucket=_int(flows, "bucket", P4LB_BUCKET, 1, 64, "flows", f"use a power of two in 1..64 (p4/p4lb.p4 is built with {P4LB_BUCKET})"),
             client_port=_int(vip, "client_port", 1, 1, CPU_PORT - 1, "vip", f"use a switch port in 1..{CPU_PORT - 1} ({CPU_PORT} is the CPU port)"),
             client_net=net[0],
             client_prefix=net[1],

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from p4lb.controller.errors import ConfigFileError, GrpcCode, SwitchError
-from p4lb.model.config import LbConfig
+from p4lb.model.config import P4LB_BUCKET, P4LB_WAYS, LbConfig
 from p4lb.model.ops import Target, Write
 from p4lb.model.p4lb import FREE, FlowEntry, P4lbState, SlotState, is_open, p4lb_write
 from p4lb.model.packet import DropReason
@@ -190,7 +190,10 @@ class P4RuntimeSwitch:
         slots = self.rt.register_size("flow_state")
         if slots != 1 << self.cfg.flow_table_bits:
             self.rt.context = None
-            raise ConfigFileError("flows.table_bits", self.cfg.flow_table_bits, f"the P4 program has {slots} flow slots: set {slots.bit_length() - 1} (or rebuild p4/p4lb.p4 with another FLOW_SLOTS)")
+            raise ConfigFileError("flows.table_bits", self.cfg.flow_table_bits, f"the P4 program has {slots} flow places: set flows.table_bits = {slots.bit_length() - 1} (or rebuild p4/p4lb.p4 with -DFLOW_BITS={self.cfg.flow_table_bits})")
+        if (self.cfg.flow_ways, self.cfg.flow_bucket) != (P4LB_WAYS, P4LB_BUCKET):
+            self.rt.context = None
+            raise ConfigFileError("flows.ways", f"{self.cfg.flow_ways} x {self.cfg.flow_bucket}", f"p4/p4lb.p4 is built with {P4LB_WAYS} ways of {P4LB_BUCKET}-place buckets: set flows.ways = {P4LB_WAYS} and flows.bucket = {P4LB_BUCKET}")
 
     def install_pipeline(self) -> None:
         """Push the P4 program (P4Info + BMv2 JSON); this empties every table and register."""
