@@ -134,9 +134,16 @@ struct lb_meta_t {
     bit<8>  size;
     bit<8>  position;
     bit<8>  backend;
-    bit<32> slot;     /* the flow's place: the candidate holding its key, else the place a new flow takes */
+    bit<32> match_mask;  /* bit c: candidate c holds the packet's key (state != FREE) */
+    bit<32> held_mask;   /* bit c: candidate c holds an open flow idle for at most the timeout */
+    bit<32> base0;    /* way j's bucket: places base_j .. base_j + 7 */
+    bit<32> base1;
+    bit<32> base2;
+    bit<32> base3;
+    bit<8>  cand;     /* the flow's candidate: the one holding its key, else the one a new flow takes (else 0) */
+    bit<32> slot;     /* the flow's place: candidate cand's */
     bit<1>  found;    /* a candidate holds the packet's key */
-    bit<1>  room;     /* some candidate is not held by an open flow */
+    bit<1>  room;     /* some candidate of the least-loaded bucket is not held by an open flow */
     bit<48> key;
     bit<48> now;
     bit<48> timeout;
@@ -296,50 +303,70 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         std.egress_spec = CPU_PORT;
     }
 
-    /* Candidate k of the current way's bucket (place `base + k`): the first candidate holding the key is the flow's
-     * place; `load` counts the bucket's held places (open and not idle), `free` is its first place not held. */
-#define CANDIDATE(k) \
-        place = base + k; \
-        flow_state.read(cs, place); \
-        flow_key.read(ck, place); \
-        flow_last_seen.read(cl, place); \
-        match = cs != FREE && ck == meta.lb.key; \
-        meta.lb.slot = meta.lb.found == 0 && match ? place : meta.lb.slot; \
-        meta.lb.found = match ? 1w1 : meta.lb.found; \
-        held = cs == OPEN && meta.lb.now - cl <= meta.lb.timeout; \
-        load = held ? load + 8w1 : load; \
-        free = free == BUCKET && !held ? 8w ## k : free;
-    /* Way j: its bucket (crc32 over FIELDS, the way's field order), its 8 candidates, then the least-loaded way so
-     * far (a strictly smaller load wins: leftmost on ties) and that bucket's first place not held. */
-#define WAY(j, FIELDS) \
+    /* model.p4lb's lookup in two actions, as the encoding (verify.p4lb_enc.lookup) builds it:
+     * flow_probe reads the 32 candidates into two masks (bit c = candidate c, way c / 8, place c % 8 of its bucket):
+     * match_mask (holds the packet's key, state != FREE: model.p4lb.find) and held_mask (an open flow not idle longer
+     * than the timeout: model.p4lb.held); flow_choose computes everything else from the masks and the 4 bucket bases. */
+#define PROBE(j, k) \
+        flow_state.read(cs, meta.lb.base ## j + k); \
+        flow_key.read(ck, meta.lb.base ## j + k); \
+        flow_last_seen.read(cl, meta.lb.base ## j + k); \
+        meta.lb.match_mask = cs != FREE && ck == meta.lb.key ? meta.lb.match_mask | (32w1 << (j * BUCKET + k)) : meta.lb.match_mask; \
+        meta.lb.held_mask = cs == OPEN && meta.lb.now - cl <= meta.lb.timeout ? meta.lb.held_mask | (32w1 << (j * BUCKET + k)) : meta.lb.held_mask;
+    /* Way j: its bucket (crc32 over FIELDS, the way's field order) and its base place, then its 8 candidates */
+#define PROBE_WAY(j, FIELDS) \
         hash(bucket, HashAlgorithm.crc32, 32w0, FIELDS, BUCKETS); \
-        base = (32w ## j * BUCKETS + bucket) * BUCKET; \
-        load = 0; \
-        free = BUCKET; \
-        CANDIDATE(0) CANDIDATE(1) CANDIDATE(2) CANDIDATE(3) CANDIDATE(4) CANDIDATE(5) CANDIDATE(6) CANDIDATE(7) \
-        take = j == 0 || load < best; \
-        new_place = take ? base + (bit<32>)free : new_place; \
-        best = take ? load : best;
+        meta.lb.base ## j = (32w ## j * BUCKETS + bucket) * BUCKET; \
+        PROBE(j, 0) PROBE(j, 1) PROBE(j, 2) PROBE(j, 3) PROBE(j, 4) PROBE(j, 5) PROBE(j, 6) PROBE(j, 7)
 #define SRC hdr.ipv4.srcAddr
 #define DST hdr.ipv4.dstAddr
 #define PROTO hdr.ipv4.protocol
 #define SPORT hdr.tcp.srcPort
 #define DPORT hdr.tcp.dstPort
 
-    /* model.p4lb's lookup: find (the place holding the key) and flowtable.choose (the place a new flow takes) */
-    action flow_lookup() {
-        bit<32> bucket; bit<32> base; bit<32> place; bit<32> new_place = 0;
-        bit<2> cs; bit<48> ck; bit<48> cl;
-        bool match; bool held; bool take;
-        bit<8> load; bit<8> free; bit<8> best = 0;
-        meta.lb.found = 0;
-        meta.lb.slot = 0;
-        WAY(0, ({ SRC, DST, PROTO, SPORT, DPORT }))
-        WAY(1, ({ DST, SRC, PROTO, SPORT, DPORT }))
-        WAY(2, ({ DST, PROTO, SRC, SPORT, DPORT }))
-        WAY(3, ({ DST, PROTO, SPORT, SRC, DPORT }))
-        meta.lb.room = best < BUCKET ? 1w1 : 1w0;
-        meta.lb.slot = meta.lb.found == 1 ? meta.lb.slot : new_place;
+    action flow_probe() {
+        bit<32> bucket; bit<2> cs; bit<48> ck; bit<48> cl;
+        meta.lb.match_mask = 0;
+        meta.lb.held_mask = 0;
+        PROBE_WAY(0, ({ SRC, DST, PROTO, SPORT, DPORT }))
+        PROBE_WAY(1, ({ DST, SRC, PROTO, SPORT, DPORT }))
+        PROBE_WAY(2, ({ DST, PROTO, SRC, SPORT, DPORT }))
+        PROBE_WAY(3, ({ DST, PROTO, SPORT, SRC, DPORT }))
+    }
+
+#define M(c) meta.lb.match_mask[c:c] == 1
+#define H(c) (bit<8>)meta.lb.held_mask[c:c]
+#define LOAD(j) H(j * 8) + H(j * 8 + 1) + H(j * 8 + 2) + H(j * 8 + 3) + H(j * 8 + 4) + H(j * 8 + 5) + H(j * 8 + 6) + H(j * 8 + 7)
+    /* found: the first candidate holding the key (c, 31 if none); the least-loaded way (fewest held places; a strictly
+     * smaller later load wins, so leftmost on ties), its bucket's first place not held (i, 7 if none; room if any);
+     * the flow's candidate cand (found: c, else room: the new one, else 0) and its place, base[cand / 8] + cand % 8. */
+    action flow_choose() {
+        bit<8> c = 31;
+        c = M(30) ? 8w30 : c; c = M(29) ? 8w29 : c; c = M(28) ? 8w28 : c; c = M(27) ? 8w27 : c;
+        c = M(26) ? 8w26 : c; c = M(25) ? 8w25 : c; c = M(24) ? 8w24 : c; c = M(23) ? 8w23 : c;
+        c = M(22) ? 8w22 : c; c = M(21) ? 8w21 : c; c = M(20) ? 8w20 : c; c = M(19) ? 8w19 : c;
+        c = M(18) ? 8w18 : c; c = M(17) ? 8w17 : c; c = M(16) ? 8w16 : c; c = M(15) ? 8w15 : c;
+        c = M(14) ? 8w14 : c; c = M(13) ? 8w13 : c; c = M(12) ? 8w12 : c; c = M(11) ? 8w11 : c;
+        c = M(10) ? 8w10 : c; c = M(9) ? 8w9 : c; c = M(8) ? 8w8 : c; c = M(7) ? 8w7 : c;
+        c = M(6) ? 8w6 : c; c = M(5) ? 8w5 : c; c = M(4) ? 8w4 : c; c = M(3) ? 8w3 : c;
+        c = M(2) ? 8w2 : c; c = M(1) ? 8w1 : c; c = M(0) ? 8w0 : c;
+        meta.lb.found = meta.lb.match_mask != 0 ? 1w1 : 1w0;
+        bit<8> way = 0;
+        bit<8> best = LOAD(0);
+        bit<8> load = LOAD(1);
+        way = load < best ? 8w1 : way; best = load < best ? load : best;
+        load = LOAD(2);
+        way = load < best ? 8w2 : way; best = load < best ? load : best;
+        load = LOAD(3);
+        way = load < best ? 8w3 : way; best = load < best ? load : best;
+        bit<8> free = ~(way == 0 ? meta.lb.held_mask[7:0] : (way == 1 ? meta.lb.held_mask[15:8] : (way == 2 ? meta.lb.held_mask[23:16] : meta.lb.held_mask[31:24])));
+        bit<8> i = 7;
+        i = free[6:6] == 1 ? 8w6 : i; i = free[5:5] == 1 ? 8w5 : i; i = free[4:4] == 1 ? 8w4 : i;
+        i = free[3:3] == 1 ? 8w3 : i; i = free[2:2] == 1 ? 8w2 : i; i = free[1:1] == 1 ? 8w1 : i; i = free[0:0] == 1 ? 8w0 : i;
+        meta.lb.room = free != 0 ? 1w1 : 1w0;
+        meta.lb.cand = meta.lb.found == 1 ? c : (meta.lb.room == 1 ? way * BUCKET + i : 8w0);
+        bit<8> w = meta.lb.cand >> 3;
+        meta.lb.slot = (w == 0 ? meta.lb.base0 : (w == 1 ? meta.lb.base1 : (w == 2 ? meta.lb.base2 : meta.lb.base3))) + (bit<32>)(meta.lb.cand & 7);
     }
 
     /* slot `base + i` into scan[i]; unrolled, as P4 has no loops */
@@ -395,7 +422,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
             if (meta.lb.vip_hit == 0) {
                 forward.apply();
             } else {
-                /* one straight-line block: flags, the candidates (flow_lookup) and the flow's place */
+                /* one straight-line block: flags, the candidates (flow_probe, flow_choose) and the flow's place */
                 bit<8> flags = hdr.tcp.flags;
                 bool syn = (flags & F_SYN) != 0;
                 bool close = (flags & (F_FIN | F_RST)) != 0;
@@ -403,7 +430,8 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 meta.lb.key = hdr.ipv4.srcAddr ++ hdr.tcp.srcPort;
                 meta.lb.now = std.ingress_global_timestamp;
                 idle_timeout.read(meta.lb.timeout, 32w0);
-                flow_lookup();
+                flow_probe();
+                flow_choose();
                 bit<2> fs; bit<8> fb; bit<48> fl;
                 flow_state.read(fs, meta.lb.slot);
                 flow_backend.read(fb, meta.lb.slot);

@@ -76,6 +76,8 @@ class Lookup:
     room: z3.BoolRef
     new: z3.ExprRef
     others_open: z3.BoolRef  # every candidate holds another flow that the spec says is open
+    match: tuple[z3.BoolRef, ...] = ()  # per candidate: it holds the key (model.p4lb.find's test)
+    held: tuple[z3.BoolRef, ...] = ()  # per candidate: another open flow holds it (model.p4lb.held)
 
 
 def _first(flags: list[z3.BoolRef], n: int) -> tuple[z3.BoolRef, z3.ExprRef]:
@@ -228,7 +230,7 @@ class P4lbEncoding:
         free = [z3.Or(*[z3.And(way == j, z3.Not(held[j * shape.bucket + i])) for j in range(shape.ways)]) for i in range(shape.bucket)]
         room, i = _first(free, shape.bucket)
         others_open = z3.And(*[z3.And(f != FREE, k != key, open_at(s.spec, k, t, self.timeout)) for f, k in zip(fs, fk, strict=True)])
-        return Lookup(places, found, c, room, way * shape.bucket + i, others_open)
+        return Lookup(places, found, c, room, way * shape.bucket + i, others_open, tuple(match), tuple(held))
 
     @staticmethod
     def candidate(lk: Lookup) -> z3.ExprRef:

@@ -39,6 +39,7 @@ from p4lb.verify.bmv2.program import FieldRef, HashAlgo, Program, load
 from p4lb.verify.bmv2.symbolic import (
     Arbitrary,
     Choice,
+    Cut,
     Entries,
     Entry,
     Environment,
@@ -277,6 +278,42 @@ class P4lbSetup:
     slot: z3.BitVecRef  # the P4 side's flow slot
     position: z3.BitVecRef  # the model's round-robin position
     cand: z3.ExprRef  # the model's candidate (8-bit) the packet reads and writes: places.of(key, cand) is its place
+    masks: tuple[MaskCut, ...] = ()  # the program's candidate masks, cut after flow_probe (multi-way table)
+
+
+@dataclass(frozen=True)
+class MaskCut:
+    """A mask the program computes per candidate (bit c for candidate c), cut to a fresh variable after its action.
+
+    `flags` are the model's per-candidate tests (the encoding's `Lookup.match` / `Lookup.held`) as they appear in its
+    terms, `exact` the same in exact bit-vector form (`IntToBv`): the lemma is `original == mask(exact)`."""
+
+    name: str
+    cut: Cut
+    flags: tuple[z3.BoolRef, ...]
+    exact: tuple[z3.BoolRef, ...]
+
+    def model_mask(self) -> z3.BitVecRef:
+        """The model's tests as one mask: bit c = candidate c's test."""
+        bits = [z3.If(f, z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)) for f in reversed(self.exact)]
+        return z3.Concat(*bits) if len(bits) > 1 else bits[0]
+
+    def lemma(self) -> z3.BoolRef:
+        """Negated lemma: the program's mask (before the cut) differs from the model's tests."""
+        return self.cut.original != self.model_mask()
+
+    def binding(self) -> z3.BoolRef:
+        """The cut variable is the model's mask (for satisfiability queries and counterexamples)."""
+        return self.cut.var == self.model_mask()
+
+    def substitution(self) -> list[tuple[z3.ExprRef, z3.ExprRef]]:
+        """The model's test of candidate c, in both its forms, := bit c of the cut variable."""
+        out: dict[int, tuple[z3.ExprRef, z3.ExprRef]] = {}
+        for c, (f, g) in enumerate(zip(self.flags, self.exact, strict=True)):
+            bit = z3.Extract(c, c, self.cut.var) == 1
+            out.setdefault(f.get_id(), (f, bit))
+            out.setdefault(g.get_id(), (g, bit))
+        return list(out.values())
 
 
 def p4lb_tables(prog: Program, cfg: LbConfig, sw: Mapping[str, z3.ExprRef], present: Mapping[str, z3.ExprRef], others: TableContents | None) -> dict[str, TableContents]:
@@ -326,11 +363,14 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
     }
     inp = fresh_input(prog, f"p{tag}")
     env = Environment(p4lb_tables(prog, cfg, sw, present, None), regs, Unlisted.ERROR)
-    res = execute(prog, env, inp, f"x{tag}")
+    probe = next((a.name for a in prog.actions.values() if a.name.rsplit(".", 1)[-1] == "flow_probe"), None)
+    cuts = {probe: [("scalars", _scalar(prog, stem)) for stem in MASKS]} if probe is not None and not cfg.shape.one_way else None
+    res = execute(prog, env, inp, f"x{tag}", cuts)
     t = z3.Int(f"t_{tag}")
     pkt = model_packet(inp, t)
     post, out, _ = enc.packet(Sym(sw, sym.spec), pkt)
-    cand = enc.candidate(enc.lookup(Sym(sw, sym.spec), pkt.key, pkt.t))  # the very term packet() built (hash-consed)
+    lk = enc.lookup(Sym(sw, sym.spec), pkt.key, pkt.t)  # the very terms packet() built (hash-consed)
+    cand = enc.candidate(lk)
     i = z3.BitVec(f"lambda_i_{tag}", cfg.flow_table_bits)
     to_bv = IntToBv({
         t: (z3.ZeroExt(WIDE - TIME_BITS, inp.timestamp), 1 << TIME_BITS),
@@ -346,7 +386,14 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
         *[z3.Implies(z3.Not(present[f"rr_member{v}"][p]), sw[f"rr_member{v}"][p] == 0) for v in (0, 1) for p in (position, res.field("scalars", _scalar(prog, "_lb_position")))],
         *[z3.ULE(sw[f"rr_member{v}"][p], MAX_BACKENDS) for v in (0, 1) for p in (position, res.field("scalars", _scalar(prog, "_lb_position")))],
     )
-    return P4lbSetup(cfg, Side(inp, res, prog), enc, sw, post, out, pkt, to_bv, last_seen, now, relation, slot, position, cand)
+    masks = tuple(MaskCut(stem, res.cut(stem), flags, tuple(to_bv(f) for f in flags)) for stem, flags in zip(MASKS, (lk.match, lk.held), strict=True)) if res.cuts else ()
+    for m in masks:
+        if m.cut.var.size() != len(m.flags):
+            raise VerifyError(f"{prog.name}'s {m.name} has {m.cut.var.size()} bits, the model's table {len(m.flags)} candidates")
+    return P4lbSetup(cfg, Side(inp, res, prog), enc, sw, post, out, pkt, to_bv, last_seen, now, relation, slot, position, cand, masks)
+
+
+MASKS = ("_lb_match_mask", "_lb_held_mask")  # flow_probe's per-candidate results: match (find) and held
 
 
 def _scalar(prog: Program, stem: str) -> str:
@@ -674,7 +721,7 @@ def _check(name: str, premises: Sequence[z3.BoolRef], goal: z3.BoolRef, expected
     return chk, (s.model() if ans == z3.sat else None)
 
 
-def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligations: list[tuple[str, z3.BoolRef]], cex: Counterexample, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int, replayable: Callable[[], list[z3.BoolRef]] | None = None) -> tuple[Check, dict[str, object] | None]:
+def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligations: list[tuple[str, z3.BoolRef]], cex: Counterexample, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int, replayable: Callable[[], list[z3.BoolRef]] | None = None, binds: Sequence[z3.BoolRef] = ()) -> tuple[Check, dict[str, object] | None]:
     """UNSAT of premises and a broken obligation; on SAT, the counterexample with the obligations it breaks.
 
     A counterexample is re-solved with the hash bound again (h = the program's crc16 of the packet), so
@@ -688,7 +735,7 @@ def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligat
         return chk, None
     bound = [a == b for a, b in subs if a.size() == b.size() and not z3.is_const(a)]
     s = _solver(timeout_ms)
-    s.add(*premises, goal, *bound)
+    s.add(*premises, goal, *bound, *binds)  # binds: cut variables = what they stand for, so the state is a real one
     if s.check() == z3.sat:
         m = s.model()
     found = "none asked"
@@ -935,27 +982,40 @@ def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = No
         obligations, branches, cex, assumptions = seed_obligations(s), seed_branches(s), seed_counterexample, SEED_ASSUMPTIONS
         extra = seed_others if others else None
     checks, notes = [], []
+    masks = s.masks if isinstance(s, P4lbSetup) else ()
+    if masks:  # the model's per-candidate tests := the cut masks' bits (sound: see mask_lemmas)
+        cut = [pair for m in masks for pair in m.substitution()]
+        obligations = [(name, z3.substitute(o, *cut)) for name, o in obligations]
+    mask_goals = [(f"cut lemma: program {m.name.removeprefix('_lb_')} after flow_probe = the model's {len(m.flags)} candidate tests", m.lemma()) for m in masks]
+    binds = [m.binding() for m in masks]
     lemma, subs = bind_hash(hash_pairs(program, s), class_constants(cfg, s.side.inp), timeout_ms)
     checks.append(lemma)
-    premises = [z3.substitute(p, *subs) for p in premises]
-    obligations = [(name, z3.substitute(o, *subs)) for name, o in obligations]
-    branches = [(name, z3.substitute(b, *subs)) for name, b in branches]
+
+    def rewrite(pairs: Sequence[tuple[z3.ExprRef, z3.ExprRef]]) -> None:
+        nonlocal premises, obligations, branches, mask_goals, binds
+        premises = [z3.substitute(p, *pairs) for p in premises]
+        obligations = [(name, z3.substitute(o, *pairs)) for name, o in obligations]
+        branches = [(name, z3.substitute(b, *pairs)) for name, b in branches]
+        mask_goals = [(name, z3.substitute(g, *pairs)) for name, g in mask_goals]
+        binds = [z3.substitute(b, *pairs) for b in binds]
+
+    rewrite(subs)
     if isinstance(s, P4lbSetup) and not cfg.shape.one_way:
-        placed, canon = canonical_places(s, subs, [*premises, *[o for _, o in obligations], *[b for _, b in branches]], timeout_ms)
+        placed, canon = canonical_places(s, subs, [*premises, *[o for _, o in obligations], *[b for _, b in branches], *[g for _, g in mask_goals], *binds], timeout_ms)
         checks.append(placed)
         for stage in (canon[:1], canon[1:]):  # Places.of first (its inside holds hash-only terms too), then the rest
             if stage:
-                premises = [z3.substitute(p, *stage) for p in premises]
-                obligations = [(name, z3.substitute(o, *stage)) for name, o in obligations]
-                branches = [(name, z3.substitute(b, *stage)) for name, b in branches]
-    sat_chk, _ = _check("premises satisfiable", premises, z3.BoolVal(True), "sat", timeout_ms)
+                rewrite(stage)
+    sat_chk, _ = _check("premises satisfiable", [*premises, *binds], z3.BoolVal(True), "sat", timeout_ms)
     checks.append(sat_chk)
+    for name, goal in mask_goals:
+        checks.append(_check(name, premises, goal, "unsat", timeout_ms)[0])
     setup = s
     replayable = (lambda: p4lb_replayable(setup)) if isinstance(setup, P4lbSetup) else (lambda: seed_replayable(setup))
-    main, counterexample = _prove(s, premises, obligations, cex, subs, timeout_ms, replayable)
+    main, counterexample = _prove(s, premises, obligations, cex, subs, timeout_ms, replayable, binds)
     checks.append(main)
     if reachability and main.ok:
-        checks += [_check(f"reachable: {name}", premises, cond, "sat", timeout_ms)[0] for name, cond in branches]
+        checks += [_check(f"reachable: {name}", [*premises, *binds], cond, "sat", timeout_ms)[0] for name, cond in branches]
     if extra is not None and main.ok:
         for name, premise, claim, inp in extra(prog, cfg):
             chk, m = _check(name, [premise], z3.Not(claim), "unsat", timeout_ms)

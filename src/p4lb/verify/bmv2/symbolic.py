@@ -448,6 +448,21 @@ class HashUse:
 
 
 @dataclass(frozen=True)
+class Cut:
+    """A cut point: after `action` ran, field (header, name) held `original` and the run went on with `var` instead.
+
+    Whatever the run computes afterwards is a function of `var`; a proof that uses it must show `original` equal to
+    the term it puts for `var` (a lemma) and may then reason about `var` alone."""
+
+    action: str
+    header: str
+    name: str
+    var: z3.BitVecRef
+    original: z3.BitVecRef
+    when: z3.BoolRef
+
+
+@dataclass(frozen=True)
 class Result:
     """What one packet did: decision, final header fields, registers, counter increments, faults, visits."""
 
@@ -462,6 +477,14 @@ class Result:
     checksum_error: z3.BoolRef
     parser_error: z3.BitVecRef
     hashes: tuple[HashUse, ...] = ()
+    cuts: tuple[Cut, ...] = ()
+
+    def cut(self, name: str) -> Cut:
+        """The cut of a field, by its name or a part of it (e.g. `_lb_match_mask`)."""
+        found = [c for c in self.cuts if name in c.name]
+        if len(found) != 1:
+            raise KeyError(name)
+        return found[0]
 
     def field(self, header: str, name: str) -> z3.BitVecRef:
         """A final header field."""
@@ -499,8 +522,10 @@ def _full(items: Mapping[str, object], short: str) -> str:
 class Executor:
     """Runs one packet of `program` symbolically in `env`."""
 
-    def __init__(self, program: Program, env: Environment, inp: PacketInput, tag: str = "x") -> None:
+    def __init__(self, program: Program, env: Environment, inp: PacketInput, tag: str = "x", cuts: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> None:
         self.p = program
+        self.cut_at = dict(cuts or {})
+        self.cuts: list[Cut] = []
         self.env = env
         self.inp = inp
         self.tag = tag
@@ -628,9 +653,15 @@ class Executor:
     # ---- primitives ----
 
     def run_action(self, st: State, action: Action, params: Sequence[z3.BitVecRef], pc: z3.BoolRef) -> State:
-        """All primitives of an action, in order."""
+        """All primitives of an action, in order (then the action's cut points, if it has any)."""
         for prim in action.primitives:
             st = self.primitive(st, prim, params, pc)
+        for header, name in self.cut_at.get(action.name, ()):
+            if any(c.header == header and c.name == name for c in self.cuts):
+                raise Unsupported(f"cut point {header}.{name} after {action.name}: the action runs more than once")
+            var = z3.BitVec(f"cut_{name}_{self.tag}", self.p.field_type(FieldRef(header, name)).width)
+            self.cuts.append(Cut(action.name, header, name, var, st.fields[(header, name)], pc))
+            st = replace(st, fields={**st.fields, (header, name): var})
         return st
 
     def primitive(self, st: State, prim: Primitive, params: Sequence[z3.BitVecRef], pc: z3.BoolRef) -> State:
@@ -976,12 +1007,13 @@ class Executor:
             checksum_error=cks_err,
             parser_error=st.fields.get((STD, "parser_error"), z3.BitVecVal(0, 32)),
             hashes=tuple(self.hashes),
+            cuts=tuple(self.cuts),
         )
 
 
-def execute(program: Program, env: Environment, inp: PacketInput, tag: str = "x") -> Result:
-    """One packet through `program` in `env`."""
-    return Executor(program, env, inp, tag).run()
+def execute(program: Program, env: Environment, inp: PacketInput, tag: str = "x", cuts: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> Result:
+    """One packet through `program` in `env` (`cuts`: action name -> fields replaced by fresh variables after it)."""
+    return Executor(program, env, inp, tag, cuts).run()
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
