@@ -339,7 +339,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
 #define LOAD(j) H(j * 8) + H(j * 8 + 1) + H(j * 8 + 2) + H(j * 8 + 3) + H(j * 8 + 4) + H(j * 8 + 5) + H(j * 8 + 6) + H(j * 8 + 7)
     /* found: the first candidate holding the key (c, 31 if none); the least-loaded way (fewest held places; a strictly
      * smaller later load wins, so leftmost on ties), its bucket's first place not held (i, 7 if none; room if any);
-     * the flow's candidate cand (found: c, else room: the new one, else 0) and its place, base[cand / 8] + cand % 8. */
+     * the flow's candidate cand (found: c, else room: the new one, else 0). */
     action flow_choose() {
         bit<8> c = 31;
         c = M(30) ? 8w30 : c; c = M(29) ? 8w29 : c; c = M(28) ? 8w28 : c; c = M(27) ? 8w27 : c;
@@ -365,6 +365,9 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         i = free[3:3] == 1 ? 8w3 : i; i = free[2:2] == 1 ? 8w2 : i; i = free[1:1] == 1 ? 8w1 : i; i = free[0:0] == 1 ? 8w0 : i;
         meta.lb.room = free != 0 ? 1w1 : 1w0;
         meta.lb.cand = meta.lb.found == 1 ? c : (meta.lb.room == 1 ? way * BUCKET + i : 8w0);
+    }
+    /* the flow's place: candidate cand's, base[cand / 8] + cand % 8 */
+    action flow_place() {
         bit<8> w = meta.lb.cand >> 3;
         meta.lb.slot = (w == 0 ? meta.lb.base0 : (w == 1 ? meta.lb.base1 : (w == 2 ? meta.lb.base2 : meta.lb.base3))) + (bit<32>)(meta.lb.cand & 7);
     }
@@ -422,7 +425,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
             if (meta.lb.vip_hit == 0) {
                 forward.apply();
             } else {
-                /* one straight-line block: flags, the candidates (flow_probe, flow_choose) and the flow's place */
+                /* one straight-line block: flags, the candidates (flow_probe, flow_choose, flow_place) and the flow's place */
                 bit<8> flags = hdr.tcp.flags;
                 bool syn = (flags & F_SYN) != 0;
                 bool close = (flags & (F_FIN | F_RST)) != 0;
@@ -432,6 +435,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 idle_timeout.read(meta.lb.timeout, 32w0);
                 flow_probe();
                 flow_choose();
+                flow_place();
                 bit<2> fs; bit<8> fb; bit<48> fl;
                 flow_state.read(fs, meta.lb.slot);
                 flow_backend.read(fb, meta.lb.slot);

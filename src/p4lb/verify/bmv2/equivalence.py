@@ -278,42 +278,71 @@ class P4lbSetup:
     slot: z3.BitVecRef  # the P4 side's flow slot
     position: z3.BitVecRef  # the model's round-robin position
     cand: z3.ExprRef  # the model's candidate (8-bit) the packet reads and writes: places.of(key, cand) is its place
-    masks: tuple[MaskCut, ...] = ()  # the program's candidate masks, cut after flow_probe (multi-way table)
+    stages: tuple[tuple[CutPoint, ...], ...] = ()  # cut points (multi-way table): flow_probe's masks, then flow_choose's results
+    cand_var: z3.ExprRef | None = None  # the model's candidate as the obligations have it after the cuts
 
 
 @dataclass(frozen=True)
-class MaskCut:
-    """A mask the program computes per candidate (bit c for candidate c), cut to a fresh variable after its action.
+class CutPoint:
+    """A program field cut to a fresh variable after its action (symbolic.Cut), and the model's term it stands for.
 
-    `flags` are the model's per-candidate tests (the encoding's `Lookup.match` / `Lookup.held`) as they appear in its
-    terms, `exact` the same in exact bit-vector form (`IntToBv`): the lemma is `original == mask(exact)`."""
+    Lemma (proven, per bit for a mask): the field's value before the cut equals `model`, under the premises. Then
+    the model's `targets` (its terms in their forms in the obligations) are replaced by `replacement` (a term of the
+    cut variable). Sound: the main query holds for every value of the cut variable, so for the field's real value,
+    and there the program's terms are its real ones and, by the lemma, the replacements equal the model's targets."""
 
     name: str
     cut: Cut
-    flags: tuple[z3.BoolRef, ...]
-    exact: tuple[z3.BoolRef, ...]
+    model: z3.BitVecRef  # the model's term for the field (as a bit-vector of its width)
+    targets: tuple[tuple[z3.ExprRef, z3.ExprRef], ...]  # (model term in the obligations, its replacement)
+    per_bit: bool = False  # prove the lemma bit by bit (a mask: bit c is one candidate's test)
+    facts: Callable[[z3.ExprRef], list[z3.BoolRef]] | None = None  # shown of the model's term by the lemma, assumed of the variable after
+    late: bool = False  # targets replaced after the hash and place lemmas' rewriting (their from-terms rewritten alike)
+    bare: bool = False  # the equation (not the facts) needs no premise but the earlier cut variables' facts
 
-    def model_mask(self) -> z3.BitVecRef:
-        """The model's tests as one mask: bit c = candidate c's test."""
-        bits = [z3.If(f, z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)) for f in reversed(self.exact)]
-        return z3.Concat(*bits) if len(bits) > 1 else bits[0]
+    def goals(self) -> list[z3.BoolRef]:
+        """Negated lemma, as one goal or one per bit (and one per fact)."""
+        x, y = self.cut.original, self.model
+        out = [x != y] if not self.per_bit else [z3.Extract(c, c, x) != z3.Extract(c, c, y) for c in range(x.size())]
+        return out if self.facts is None else [*out, *[z3.Not(f) for f in self.facts(y)]]
 
-    def lemma(self) -> z3.BoolRef:
-        """Negated lemma: the program's mask (before the cut) differs from the model's tests."""
-        return self.cut.original != self.model_mask()
+    def premises(self) -> list[z3.BoolRef]:
+        """What the lemma lets the main query assume of the cut variable."""
+        return [] if self.facts is None else self.facts(self.cut.var)
 
     def binding(self) -> z3.BoolRef:
-        """The cut variable is the model's mask (for satisfiability queries and counterexamples)."""
-        return self.cut.var == self.model_mask()
+        """The cut variable is the model's term (for satisfiability queries and counterexamples)."""
+        return self.cut.var == self.model
 
-    def substitution(self) -> list[tuple[z3.ExprRef, z3.ExprRef]]:
-        """The model's test of candidate c, in both its forms, := bit c of the cut variable."""
-        out: dict[int, tuple[z3.ExprRef, z3.ExprRef]] = {}
-        for c, (f, g) in enumerate(zip(self.flags, self.exact, strict=True)):
-            bit = z3.Extract(c, c, self.cut.var) == 1
-            out.setdefault(f.get_id(), (f, bit))
-            out.setdefault(g.get_id(), (g, bit))
-        return list(out.values())
+
+def _bit(b: z3.BoolRef) -> z3.BitVecRef:
+    return z3.If(b, z3.BitVecVal(1, 1), z3.BitVecVal(0, 1))
+
+
+def _targets(pairs: Sequence[tuple[z3.ExprRef, z3.ExprRef]]) -> tuple[tuple[z3.ExprRef, z3.ExprRef], ...]:
+    """Replacement pairs without repeats (a term and its exact form are often the same term)."""
+    return tuple({a.get_id(): (a, b) for a, b in reversed(pairs)}.values())
+
+
+def mask_cut(name: str, cut: Cut, flags: Sequence[z3.BoolRef], exact: Sequence[z3.BoolRef]) -> CutPoint:
+    """A per-candidate mask: bit c is the model's test of candidate c (`flags`, `exact` its IntToBv form)."""
+    if cut.var.size() != len(flags):
+        raise VerifyError(f"the program's {name} has {cut.var.size()} bits, the model's table {len(flags)} candidates")
+    model = z3.Concat(*[_bit(f) for f in reversed(exact)]) if len(exact) > 1 else _bit(exact[0])
+    bits = [z3.Extract(c, c, cut.var) == 1 for c in range(len(flags))]
+    return CutPoint(name, cut, model, _targets([*zip(flags, bits, strict=True), *zip(exact, bits, strict=True)]), per_bit=True)
+
+
+def stage_cut(name: str, cut: Cut, terms: Sequence[z3.ExprRef], before: Sequence[CutPoint], facts: Callable[[z3.ExprRef], list[z3.BoolRef]] | None = None) -> CutPoint:
+    """A flow_choose result: the model's term (its forms in `terms`) after the earlier cuts' replacements."""
+    pairs = [pair for c in before for pair in c.targets]
+    subst = [z3.substitute(t, *pairs) for t in terms]
+    var = cut.var
+    if z3.is_bool(terms[0]):
+        return CutPoint(name, cut, _bit(subst[-1]), _targets([(t, var == 1) for t in subst]))
+    if var.size() != terms[0].size():
+        raise VerifyError(f"the program's {name} has {var.size()} bits, the model's {terms[0].size()}")
+    return CutPoint(name, cut, subst[-1], _targets([(t, var) for t in subst]), facts=facts)
 
 
 def p4lb_tables(prog: Program, cfg: LbConfig, sw: Mapping[str, z3.ExprRef], present: Mapping[str, z3.ExprRef], others: TableContents | None) -> dict[str, TableContents]:
@@ -364,7 +393,13 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
     inp = fresh_input(prog, f"p{tag}")
     env = Environment(p4lb_tables(prog, cfg, sw, present, None), regs, Unlisted.ERROR)
     probe = next((a.name for a in prog.actions.values() if a.name.rsplit(".", 1)[-1] == "flow_probe"), None)
-    cuts = {probe: [("scalars", _scalar(prog, stem)) for stem in MASKS]} if probe is not None and not cfg.shape.one_way else None
+    choose = next((a.name for a in prog.actions.values() if a.name.rsplit(".", 1)[-1] == "flow_choose"), None)
+    cuts = {probe: [("scalars", _scalar(prog, stem)) for stem in MASKS]} if probe is not None and not cfg.shape.one_way else {}
+    place = next((a.name for a in prog.actions.values() if a.name.rsplit(".", 1)[-1] == "flow_place"), None)
+    if cuts and choose is not None:
+        cuts[choose] = [("scalars", _scalar(prog, stem)) for stem in CHOSEN]
+        if place is not None and SLOT_CUT:
+            cuts[place] = [("scalars", _scalar(prog, "_lb_slot"))]
     res = execute(prog, env, inp, f"x{tag}", cuts)
     t = z3.Int(f"t_{tag}")
     pkt = model_packet(inp, t)
@@ -386,14 +421,33 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
         *[z3.Implies(z3.Not(present[f"rr_member{v}"][p]), sw[f"rr_member{v}"][p] == 0) for v in (0, 1) for p in (position, res.field("scalars", _scalar(prog, "_lb_position")))],
         *[z3.ULE(sw[f"rr_member{v}"][p], MAX_BACKENDS) for v in (0, 1) for p in (position, res.field("scalars", _scalar(prog, "_lb_position")))],
     )
-    masks = tuple(MaskCut(stem, res.cut(stem), flags, tuple(to_bv(f) for f in flags)) for stem, flags in zip(MASKS, (lk.match, lk.held), strict=True)) if res.cuts else ()
-    for m in masks:
-        if m.cut.var.size() != len(m.flags):
-            raise VerifyError(f"{prog.name}'s {m.name} has {m.cut.var.size()} bits, the model's table {len(m.flags)} candidates")
-    return P4lbSetup(cfg, Side(inp, res, prog), enc, sw, post, out, pkt, to_bv, last_seen, now, relation, slot, position, cand, masks)
+    stages: list[tuple[CutPoint, ...]] = []
+    cand_var: z3.ExprRef | None = None
+    if res.cuts:
+        masks = tuple(mask_cut(stem.removeprefix("_lb_"), res.cut(stem), flags, [to_bv(f) for f in flags]) for stem, flags in zip(MASKS, (lk.match, lk.held), strict=True))
+        stages.append(masks)
+        if choose is not None:
+            count = len(lk.match)
+            facts = (None, None, lambda c: [z3.ULT(c, count)])  # cand is a candidate number
+            chosen = tuple(stage_cut(stem.removeprefix("_lb_"), res.cut(stem), [term, to_bv(term)], masks, f) for stem, term, f in zip(CHOSEN, (lk.found, lk.room, cand), facts, strict=True))
+            stages.append(chosen)
+            cand_var = chosen[-1].cut.var
+            if place is not None and SLOT_CUT:  # the place: the model's Places.of(key, cand) (cand cut), in range, its last_seen <= now
+                bits = cfg.flow_table_bits
+                pcut = res.cut("_lb_slot")
+                model_place = enc.places.of(pkt.key, cand_var)
+
+                def place_facts(v: z3.ExprRef) -> list[z3.BoolRef]:
+                    return [z3.ULT(v, 1 << bits), z3.ULE(last_seen[z3.Extract(bits - 1, 0, v)], now)]
+
+                wide = z3.ZeroExt(pcut.var.size() - bits, model_place)
+                stages.append((CutPoint("slot", pcut, wide, ((model_place, z3.Extract(bits - 1, 0, pcut.var)),), facts=place_facts, late=True, bare=True),))
+    return P4lbSetup(cfg, Side(inp, res, prog), enc, sw, post, out, pkt, to_bv, last_seen, now, relation, slot, position, cand, tuple(stages), cand_var)
 
 
+SLOT_CUT = False  # cutting flow_place's slot too: its targets do not yet match the obligations' place terms (main query sat)
 MASKS = ("_lb_match_mask", "_lb_held_mask")  # flow_probe's per-candidate results: match (find) and held
+CHOSEN = ("_lb_found", "_lb_room", "_lb_cand")  # flow_choose's results: found, room, the flow's candidate
 
 
 def _scalar(prog: Program, stem: str) -> str:
@@ -410,7 +464,8 @@ P4LB_ASSUMPTIONS = (
     "rr_member entries hold backend ids <= 128 (MAX_BACKENDS: the controller writes ids 1..N); backend_flows has 129 cells",
     "registers: rr_next = (rr_next0, rr_next1); flow_state/flow_key/flow_backend = the model's arrays; idle_timeout[0] = cfg idle timeout; flow_last_seen[i] = the model's value (48-bit)",
     "time: ingress_global_timestamp = t; 0 <= flow_last_seen[slot] <= now <= t < 2^48 (the invariant keeps last_seen <= now; the clock is monotone and 48-bit)",
-    "hash: BMv2 crc16 (CRC-16/ARC) of {src, dst, proto, sport, dport} on both sides; counters compared by increment",
+    "hash: BMv2 crc32 of way j's field order (flowtable.WAY_ORDERS[j]) = the model's way-j bucket (hash lemma; one-way table: crc16 of {src, dst, proto, sport, dport}); counters compared by increment",
+    "cut points (multi-way table): flow_probe's match_mask / held_mask and flow_choose's found / room / cand are fresh variables in the main query; each cut lemma proves the program's value equal to the model's term (masks bit by bit: bit c = the model's find / held test of candidate c; cand also < 32), so the main query's conclusion holds for the real values",
     "header fields not extracted are unspecified; an out-of-range register/counter index is a failure (shown absent)",
 )
 
@@ -721,6 +776,26 @@ def _check(name: str, premises: Sequence[z3.BoolRef], goal: z3.BoolRef, expected
     return chk, (s.model() if ans == z3.sat else None)
 
 
+def _check_each(name: str, premises: Sequence[z3.BoolRef], goals: Sequence[tuple[z3.BoolRef, bool]], timeout_ms: int, bare: Sequence[z3.BoolRef] = ()) -> Check:
+    """unsat for every goal: a lemma proven in parts, each under the premises (or, for a goal marked so, only `bare`)."""
+    full, few = _solver(timeout_ms), _solver(timeout_ms)
+    full.add(*premises)
+    few.add(*bare)
+    t0 = time.monotonic()
+    ans = z3.unsat
+    for g, needs in goals:
+        s = full if needs else few
+        s.push()
+        s.add(g)
+        ans = s.check()
+        s.pop()
+        if ans != z3.unsat:
+            break
+    chk = Check(name, str(ans), "unsat", time.monotonic() - t0)
+    log.info("%s: %s (%.2fs)", name, ans, chk.seconds)
+    return chk
+
+
 def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligations: list[tuple[str, z3.BoolRef]], cex: Counterexample, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int, replayable: Callable[[], list[z3.BoolRef]] | None = None, binds: Sequence[z3.BoolRef] = ()) -> tuple[Check, dict[str, object] | None]:
     """UNSAT of premises and a broken obligation; on SAT, the counterexample with the obligations it breaks.
 
@@ -842,7 +917,7 @@ def bind_hash(pairs: Sequence[HashPair], fixed: Sequence[tuple[z3.ExprRef, z3.Ex
     return chk, subs
 
 
-def canonical_places(s: P4lbSetup, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], formulas: Sequence[z3.ExprRef], timeout_ms: int) -> tuple[Check, list[tuple[z3.ExprRef, z3.ExprRef]]]:
+def canonical_places(s: P4lbSetup, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], formulas: Sequence[z3.ExprRef], timeout_ms: int, cand: z3.ExprRef | None = None) -> tuple[Check, list[tuple[z3.ExprRef, z3.ExprRef]]]:
     """Lemma: every place term either side computes from the hashes alone is one candidate's canonical place.
 
     After the hash substitution both sides' places are functions of the per-way h's, built differently: the program's
@@ -873,8 +948,9 @@ def canonical_places(s: P4lbSetup, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]]
 
     of_x = z3.substitute(s.enc.places.of(key, x), *subs)
     lemmas: list[z3.BoolRef] = [of_x != chain(x, of_x)]
-    target = z3.substitute(s.to_bv(s.enc.places.of(key, s.cand)), *subs)
-    cand = z3.substitute(s.to_bv(s.cand), *subs)
+    model_cand = s.cand if cand is None else cand  # the model's candidate term, or the variable it was cut to
+    target = z3.substitute(s.to_bv(s.enc.places.of(key, model_cand)), *subs)
+    cand = z3.substitute(s.to_bv(model_cand), *subs)
     first = [(target, chain(cand, target))]
     formulas = [z3.substitute(f, *first) for f in formulas]
     hvars = {h.get_id() for b in buckets for h in _consts(b)}
@@ -982,34 +1058,42 @@ def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = No
         obligations, branches, cex, assumptions = seed_obligations(s), seed_branches(s), seed_counterexample, SEED_ASSUMPTIONS
         extra = seed_others if others else None
     checks, notes = [], []
-    masks = s.masks if isinstance(s, P4lbSetup) else ()
-    if masks:  # the model's per-candidate tests := the cut masks' bits (sound: see mask_lemmas)
-        cut = [pair for m in masks for pair in m.substitution()]
-        obligations = [(name, z3.substitute(o, *cut)) for name, o in obligations]
-    mask_goals = [(f"cut lemma: program {m.name.removeprefix('_lb_')} after flow_probe = the model's {len(m.flags)} candidate tests", m.lemma()) for m in masks]
-    binds = [m.binding() for m in masks]
+    stages = s.stages if isinstance(s, P4lbSetup) else ()
+    for stage in stages:  # the model's terms := the cut variables (sound: see CutPoint)
+        obligations = [(name, z3.substitute(o, *[pair for c in stage if not c.late for pair in c.targets])) for name, o in obligations]
+    cut_points = [c for stage in stages for c in stage]
+    late = [pair for c in cut_points if c.late for pair in c.targets]
+    cut_facts = [p for c in cut_points for p in c.premises()]
+    # (name, all goals, [(goal, needs the premises)])
+    mask_goals = [(f"cut lemma: {c.cut.action.rsplit('.', 1)[-1]} {c.name} = the model's{' (per bit)' if c.per_bit else ''}", z3.Or(*c.goals()), [(g, not (c.bare and i < len(c.goals()) - len(c.premises()))) for i, g in enumerate(c.goals())]) for c in cut_points]
+    binds = [c.binding() for c in cut_points]
+    premises = [*premises, *cut_facts]
     lemma, subs = bind_hash(hash_pairs(program, s), class_constants(cfg, s.side.inp), timeout_ms)
     checks.append(lemma)
 
     def rewrite(pairs: Sequence[tuple[z3.ExprRef, z3.ExprRef]]) -> None:
-        nonlocal premises, obligations, branches, mask_goals, binds
+        nonlocal premises, obligations, branches, mask_goals, binds, late, cut_facts
         premises = [z3.substitute(p, *pairs) for p in premises]
+        late = [(z3.substitute(a, *pairs), b) for a, b in late]
+        cut_facts = [z3.substitute(p, *pairs) for p in cut_facts]
         obligations = [(name, z3.substitute(o, *pairs)) for name, o in obligations]
         branches = [(name, z3.substitute(b, *pairs)) for name, b in branches]
-        mask_goals = [(name, z3.substitute(g, *pairs)) for name, g in mask_goals]
+        mask_goals = [(name, z3.substitute(g, *pairs), [(z3.substitute(x, *pairs), full) for x, full in each]) for name, g, each in mask_goals]
         binds = [z3.substitute(b, *pairs) for b in binds]
 
     rewrite(subs)
     if isinstance(s, P4lbSetup) and not cfg.shape.one_way:
-        placed, canon = canonical_places(s, subs, [*premises, *[o for _, o in obligations], *[b for _, b in branches], *[g for _, g in mask_goals], *binds], timeout_ms)
+        placed, canon = canonical_places(s, subs, [*premises, *[o for _, o in obligations], *[b for _, b in branches], *[g for _, g, _ in mask_goals], *binds], timeout_ms, s.cand_var)
         checks.append(placed)
         for stage in (canon[:1], canon[1:]):  # Places.of first (its inside holds hash-only terms too), then the rest
             if stage:
                 rewrite(stage)
+    if late:
+        obligations = [(name, z3.substitute(o, *late)) for name, o in obligations]
     sat_chk, _ = _check("premises satisfiable", [*premises, *binds], z3.BoolVal(True), "sat", timeout_ms)
     checks.append(sat_chk)
-    for name, goal in mask_goals:
-        checks.append(_check(name, premises, goal, "unsat", timeout_ms)[0])
+    for name, _, each in mask_goals:
+        checks.append(_check_each(name, premises, each, timeout_ms, cut_facts))
     setup = s
     replayable = (lambda: p4lb_replayable(setup)) if isinstance(setup, P4lbSetup) else (lambda: seed_replayable(setup))
     main, counterexample = _prove(s, premises, obligations, cex, subs, timeout_ms, replayable, binds)
