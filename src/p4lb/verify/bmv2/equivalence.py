@@ -843,7 +843,7 @@ def p4lb_replayable(s: P4lbSetup) -> list[z3.BoolRef]:
         z3.ULE(inp.length, MAX_FRAME),
         z3.ULE(fs, int(SlotState.CLOSING)),
         z3.Implies(fs == int(SlotState.FREE), z3.And(fk == 0, fb == 0, last == 0)),
-        z3.Implies(fs != int(SlotState.FREE), z3.And(z3.Extract(cfg.flow_table_bits - 1, 0, crc) == slot, z3.ULE(fb, MAX_BACKENDS), far)),
+        z3.Implies(fs != int(SlotState.FREE), z3.And(z3.Extract(cfg.flow_table_bits - 1, 0, crc) == slot if cfg.shape.one_way else z3.BoolVal(True), z3.ULE(fb, MAX_BACKENDS), far)),  # multi-way: the key's candidates are not yet required to include the slot
     ]
 
 
