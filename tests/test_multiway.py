@@ -89,7 +89,8 @@ def test_model_runs_break_no_property_and_refuse_only_when_full(name: str, capsy
     run()
     with capsys.disabled():
         print("\n" + cov.table(f"model.spec on p4lb with a {name} table"))
-    assert not cov.below(0.05, ("dispatches>=5", "refusals", "closing", "expiries", "commits")), cov.table("below the floor")
+    assert not cov.below(0.10, ("dispatches>=5", "closing", "expiries", "commits")), cov.table("below the floor")
+    assert not cov.below(0.02, ("refusals",)), cov.table("refusals below the floor")  # 4-10% depending on the test order
 
 
 @pytest.mark.parametrize("name", ["2 ways x 1 (4 places)"])

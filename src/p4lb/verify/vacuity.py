@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import z3
 
@@ -79,7 +79,7 @@ class VacuityReport:
 
 def reach(task: Task) -> dict[str, int | None]:
     """The shortest run from the deployed state whose last step is of each kind (uninterpreted hash, N <= REACH_BACKENDS)."""
-    u = _Unroll(replace(task, n=min(task.n, REACH_BACKENDS)), real_hash=False)
+    u = _Unroll(task.searchable(REACH_BACKENDS), real_hash=False)
     todo = kinds(task.atomic)
     found: dict[str, int | None] = dict.fromkeys(todo)
     for depth in range(1, MAX_DEPTH + 1):
