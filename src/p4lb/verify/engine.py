@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 Encoding = SeedEncoding | P4lbEncoding
 QUERY_TIMEOUT_MS = 300_000
-SEARCH_CANDIDATES = 2
-SEARCH_TABLE = (8, 2, 1)  # run searches on a multi-way design: 256 places, 2 ways of single places (a flow has 2 candidates)
+SEARCH_CANDIDATES = 1
+SEARCH_TABLE = (8, 1, 1)  # run searches on a multi-way design: the one-way table of 256 places (with 2 ways of single places, P5's mutant took 300 s+)
 PREFERENCE_TIMEOUT_MS = 3_000  # a readability preference (strict flags and times) is dropped if it cannot be decided quickly
 
 

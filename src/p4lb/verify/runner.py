@@ -103,7 +103,7 @@ def check_p4lb(task: Task, invariants: dict[str, InductionReport]) -> Result:
     if small.n != task.n:
         found.detail = f"{found.detail} at N = {small.n}"
     if small.flow_table != task.flow_table:
-        found.detail = f"{found.detail} on a {small.flow_table[1]}x{small.flow_table[2]} table"  # type: ignore[index]
+        found.detail = f"{found.detail} on a {small.flow_table[1]}x{small.flow_table[2]} table of 2^{small.flow_table[0]} places"  # type: ignore[index]
     if found.verdict is Verdict.UNKNOWN and not inv.ok:
         found.detail = f"invariant not inductive ({inv.failed}); {found.detail}"
     return found
