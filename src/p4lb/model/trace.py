@@ -138,10 +138,13 @@ class Trace:
     prop: Prop | None = None
     expect_step: int | None = None
     idle_timeout_us: int | None = None
+    flow_table: tuple[int, int, int] | None = None  # (bits, ways, bucket); None: the design's default table
 
     def make_design(self) -> Design:
         """The design this trace runs on."""
-        kw = {} if self.idle_timeout_us is None else {"idle_timeout_us": self.idle_timeout_us}
+        kw: dict[str, Any] = {} if self.idle_timeout_us is None else {"idle_timeout_us": self.idle_timeout_us}
+        if self.flow_table is not None:
+            kw |= dict(zip(("flow_table_bits", "flow_ways", "flow_bucket"), self.flow_table, strict=True))
         return make_design(self.design, self.n, self.variant, **kw)
 
     def run(self) -> Run:
@@ -158,6 +161,7 @@ class Trace:
             "n": self.n,
             "variant": {k: v for k, v in vars(self.variant).items() if v},
             "idle_timeout_us": self.idle_timeout_us,
+            **({"flow_table": list(self.flow_table)} if self.flow_table is not None else {}),
             "pool": {"active": sorted(self.pool.active), "healthy": sorted(self.pool.healthy), "draining": sorted(self.pool.draining)},
             "property": self.prop.name if self.prop else None,
             "violated_at_step": self.expect_step,
@@ -177,7 +181,8 @@ class Trace:
         pool = Pool(n, frozenset(p["active"]), frozenset(p["healthy"]), frozenset(p.get("draining", [])))
         prop = Prop.parse(data["property"]) if data.get("property") else None
         steps = [step_from_json(s, n) for s in data["steps"]]
-        return cls(data["design"], n, Variant(**data.get("variant", {})), pool, steps, prop, data.get("violated_at_step"), data.get("idle_timeout_us"))
+        table = tuple(data["flow_table"]) if data.get("flow_table") else None
+        return cls(data["design"], n, Variant(**data.get("variant", {})), pool, steps, prop, data.get("violated_at_step"), data.get("idle_timeout_us"), table)
 
     @classmethod
     def load(cls, path: Path) -> Trace:

@@ -31,6 +31,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     pr.add_argument("--out", type=Path, default=None, help="where counterexample traces are saved (default out/traces, or out/traces-SUBSET for a subset run)")
     pr.add_argument("--no-mutants", action="store_true", help="skip the mutant checks")
     pr.add_argument("--max-depth", type=int, default=8, help="deepest counterexample searched")
+    pr.add_argument("--jobs", "-j", type=int, default=None, help="checks run in this many processes (default: one per CPU; 1: all in this process)")
     rp = sub.add_parser("replay", help="replay a saved counterexample on the executable model")
     rp.add_argument("trace", type=Path)
     args = p.parse_args(argv if argv and argv[0] in ("prove", "replay", "-h", "--help") else ["prove", *argv])
@@ -53,7 +54,7 @@ def cmd_prove(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]--property {exc.args[0]!r} is invalid: use P1..P8 or P4b[/]")
         return 2
     designs = args.design or list(DESIGNS)
-    report = run(designs, props, args.backends, not args.no_mutants, args.out or traces_dir(designs, props, args.backends, args.no_mutants), args.max_depth)
+    report = run(designs, props, args.backends, not args.no_mutants, args.out or traces_dir(designs, props, args.backends, args.no_mutants), args.max_depth, args.jobs)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import z3
 
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 Encoding = SeedEncoding | P4lbEncoding
 QUERY_TIMEOUT_MS = 300_000
+SEARCH_CANDIDATES = 1
+SEARCH_TABLE = (8, 1, 1)  # run searches on a multi-way design: the one-way table of 256 places (with 2 ways of single places, P5's mutant took 300 s+)
 PREFERENCE_TIMEOUT_MS = 3_000  # a readability preference (strict flags and times) is dropped if it cannot be decided quickly
 
 
@@ -55,6 +57,16 @@ class Task:
         if d.is_seed:
             return SeedEncoding(d.cfg, real_hash=real_hash)
         return P4lbEncoding(d.cfg, self.variant, real_hash=real_hash)
+
+    def searchable(self, n: int) -> Task:
+        """This task for a run search (BMC): at most n backends, and a table whose flows have at most
+        SEARCH_CANDIDATES places (a refusal needs every place of a flow open: 32 flows at 4 x 8, too deep to unroll)."""
+        small = replace(self, n=min(self.n, n))
+        if self.design == "seed":
+            return small
+        shape = make_design(self.design, self.n, self.variant).cfg.shape if self.flow_table is None else None
+        count = shape.ways * shape.bucket if shape is not None else self.flow_table[1] * self.flow_table[2]  # type: ignore[index]
+        return small if count <= SEARCH_CANDIDATES else replace(small, flow_table=SEARCH_TABLE)
 
     @property
     def label(self) -> str:
@@ -201,7 +213,7 @@ def extract(task: Task, enc: Encoding, m: z3.ModelRef, states: list[Sym], steps:
             out.append(OpStep(_seed_op(m, e)))
         else:
             out.append(_p4lb_op(m, task, kind, _pool(m, states[i].spec, n), post, e, n))
-    return Trace(task.design, n, task.variant, Pool.initial(n), out, task.prop, len(out) - 1, task.idle_timeout_us)
+    return Trace(task.design, n, task.variant, Pool.initial(n), out, task.prop, len(out) - 1, task.idle_timeout_us, task.flow_table)
 
 
 def _seed_op(m: z3.ModelRef, e: StepEnc) -> Scale | Fail | Heal:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from p4lb.model.design import make_design
 from p4lb.model.p4lb import P4LB
@@ -22,6 +26,8 @@ from p4lb.verify.results import Result, Verdict
 from p4lb.verify.vacuity import VacuityReport, check_vacuity
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+MODES = {True: "atomic operations", False: "operations as single writes"}
 MUTANT_BACKENDS = 4  # mutants are searched for counterexamples at N = 4: small, readable traces
 FALLBACK_SEARCH_S = 5.0  # p4lb not proven: how long to look for a counterexample before reporting 'unknown' (a failure)
 
@@ -83,7 +89,7 @@ class Report:
 
 def check_p4lb(task: Task, invariants: dict[str, InductionReport]) -> Result:
     """Prove with the invariant; if that fails, look for a counterexample."""
-    mode = "operations as single writes" if not task.atomic else "atomic operations"
+    mode = MODES[task.atomic]
     inv = invariants.get(mode)
     if inv is None:
         inv = invariants[mode] = check_invariant(task)
@@ -92,10 +98,12 @@ def check_p4lb(task: Task, invariants: dict[str, InductionReport]) -> Result:
         if r.verdict is Verdict.PROVEN:
             r.detail = f"invariant of {inv.clauses} clause families, induction"
             return r
-    small = replace(task, n=min(task.n, MUTANT_BACKENDS))  # counterexamples are searched where they are short and fast
+    small = task.searchable(MUTANT_BACKENDS)  # counterexamples are searched where they are short and fast
     found = bmc(small, budget_s=None if task.variant != P4LB else FALLBACK_SEARCH_S)
     if small.n != task.n:
         found.detail = f"{found.detail} at N = {small.n}"
+    if small.flow_table != task.flow_table:
+        found.detail = f"{found.detail} on a {small.flow_table[1]}x{small.flow_table[2]} table of 2^{small.flow_table[0]} places"  # type: ignore[index]
     if found.verdict is Verdict.UNKNOWN and not inv.ok:
         found.detail = f"invariant not inductive ({inv.failed}); {found.detail}"
     return found
@@ -111,32 +119,65 @@ def check_replay(r: Result) -> Result:
     return r
 
 
-def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: Path | None, max_depth: int = 8) -> Report:
-    """Check every (design, property), and every property's mutant."""
+def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: Path | None, max_depth: int = 8, jobs: int | None = None) -> Report:
+    """Check every (design, property), and every property's mutant: independent checks run in `jobs` processes."""
     start = time.monotonic()
     report = Report(n, designs=list(designs), props=list(props))
-    report.bindings = bind_all(make_design("p4lb", n).cfg, make_design("seed").cfg)
-    report.compiled = [check_equivalence("p4lb", n=n), check_equivalence("seed", n=4)]
-    report.compiled_cex = _save_cex(report.compiled, n, out_dir)
-    if report.failures():  # the encoding is not the model (or not the program): proofs about it would prove nothing
-        log.error("stopping before the proofs: %s", "; ".join(report.failures()))
-        report.seconds = time.monotonic() - start
-        return report
-    if "p4lb" in designs:
-        report.vacuity = [check_vacuity(Task("p4lb", n, p)) for p in (Prop.P1, Prop.P7)]
-    for design in designs:
-        for prop in props:
-            task = Task(design, n, prop, max_depth=max_depth)
-            r = bmc(task) if design == "seed" else check_p4lb(task, report.invariants)
-            report.results.append(_save(check_replay(r), out_dir))
-            log.info("%s %s: %s (%.2fs)", design, prop.name, r.verdict.value, r.seconds)
-    if mutants:
-        for prop in props:
-            task = Task("p4lb", MUTANT_BACKENDS, prop, MUTANTS[prop], max_depth=max_depth)
-            r = check_p4lb(task, {})
-            report.mutants.append(_save(check_replay(r), out_dir))
+    with _pool(jobs) as pool:
+        bindings = pool.submit(bind_all, make_design("p4lb", n).cfg, make_design("seed").cfg)
+        compiled = [pool.submit(check_equivalence, "p4lb", n=n), pool.submit(check_equivalence, "seed", n=4)]
+        report.bindings, report.compiled = bindings.result(), [c.result() for c in compiled]
+        report.compiled_cex = _save_cex(report.compiled, n, out_dir)
+        if report.failures():  # the encoding is not the model (or not the program): proofs about it would prove nothing
+            log.error("stopping before the proofs: %s", "; ".join(report.failures()))
+            report.seconds = time.monotonic() - start
+            return report
+        vacuity = [pool.submit(check_vacuity, Task("p4lb", n, p)) for p in (Prop.P1, Prop.P7)] if "p4lb" in designs else []
+        mutant_runs = [pool.submit(_check_mutant, prop, max_depth) for prop in props] if mutants else []
+        if "p4lb" in designs:
+            tasks = {Task("p4lb", n, p).atomic: Task("p4lb", n, p) for p in props}  # one invariant check per mode the properties use
+            runs = {MODES[atomic]: pool.submit(check_invariant, t) for atomic, t in tasks.items()}
+            report.invariants = {m: f.result() for m, f in runs.items()}
+        checks = [pool.submit(_check, Task(design, n, prop, max_depth=max_depth), report.invariants) for design in designs for prop in props]
+        report.results = [_save(c.result(), out_dir) for c in checks]
+        report.mutants = [_save(m.result(), out_dir) for m in mutant_runs]
+        report.vacuity = [v.result() for v in vacuity]
+    for r in report.results:
+        log.info("%s %s: %s (%.2fs)", r.design, r.prop.name, r.verdict.value, r.seconds)
     report.seconds = time.monotonic() - start
     return report
+
+
+def _pool(jobs: int | None) -> Executor:
+    """A process pool of `jobs` workers (default: one per CPU); 1 runs every check in this process."""
+    jobs = jobs or os.cpu_count() or 1
+    if jobs == 1:
+        return _Inline()
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
+
+
+class _Inline(Executor):
+    """An executor that runs each call at once, in this process (--jobs 1: one trace of logs, easy debugging)."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        f: Future[T] = Future()
+        try:
+            f.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001  (handed to the caller through the future, as a pool would)
+            f.set_exception(exc)
+        return f
+
+
+def _check(task: Task, invariants: dict[str, InductionReport]) -> Result:
+    """One (design, property): a search for the seed, the proof (or a counterexample) for p4lb; replayed on the model."""
+    r = bmc(task) if task.design == "seed" else check_p4lb(task, dict(invariants))
+    return check_replay(r)
+
+
+def _check_mutant(prop: Prop, max_depth: int) -> Result:
+    """The property's mutant must be refuted, with a counterexample that replays on the model."""
+    task = Task("p4lb", MUTANT_BACKENDS, prop, MUTANTS[prop], max_depth=max_depth).searchable(MUTANT_BACKENDS)
+    return check_replay(check_p4lb(task, {}))
 
 
 def _save_cex(results: list[EquivalenceResult], n: int, out_dir: Path | None) -> dict[str, str]:

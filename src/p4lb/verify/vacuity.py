@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import z3
 
@@ -79,7 +79,7 @@ class VacuityReport:
 
 def reach(task: Task) -> dict[str, int | None]:
     """The shortest run from the deployed state whose last step is of each kind (uninterpreted hash, N <= REACH_BACKENDS)."""
-    u = _Unroll(replace(task, n=min(task.n, REACH_BACKENDS)), real_hash=False)
+    u = _Unroll(task.searchable(REACH_BACKENDS), real_hash=False)
     todo = kinds(task.atomic)
     found: dict[str, int | None] = dict.fromkeys(todo)
     for depth in range(1, MAX_DEPTH + 1):
@@ -103,11 +103,16 @@ def premises(task: Task) -> dict[str, str]:
     e = enc.step(s0, s1, "v", task.atomic)
     w, watched = Witness.fresh("v"), Watched.fresh(enc)
     base = [conj(clauses_at(enc, s0, *terms(enc, s0, e, w, watched))), e.trans, conj(clauses_at(enc, s1, *terms(enc, s1, e, w, watched)))]
-    out = {}
+    out: dict[str, str] = {}
     for name in kinds(task.atomic):
+        if name in out:
+            continue
         solver = _solver()  # a fresh solver per query: z3's incremental mode skips the preprocessing these need
         solver.add(*base, predicate(name, s0, e, enc.timeout))
         out[name] = str(solver.check())
+        if out[name] == "sat":  # the same state and step may show other kinds too: a model of the premises is a witness for each
+            m = solver.model()
+            out |= {k: "sat" for k in kinds(task.atomic) if k not in out and z3.is_true(m.eval(predicate(k, s0, e, enc.timeout), model_completion=True))}
     return out
 
 
