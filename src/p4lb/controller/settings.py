@@ -20,9 +20,9 @@ from typing import TypedDict, cast
 
 from p4lb.controller.errors import ConfigFileError
 from p4lb.model.config import CPU_PORT, MAX_BACKENDS, P4LB_BUCKET, P4LB_TABLE_BITS, P4LB_WAYS, Backend, LbConfig
-from p4lb.model.flowtable import WAY_ORDERS
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError
+from p4lb.model.flowtable import WAY_ORDERS
 from p4lb.model.pool import MAX_POSITIONS, MAX_WEIGHT
 from p4lb.p4 import artifacts
 
