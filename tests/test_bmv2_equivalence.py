@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from p4lb.model.config import default_config
-from p4lb.model.p4lb import FREE, P4LB, FlowEntry, P4lbState, SlotState, flow_slot, p4lb_packet
+from p4lb.model.p4lb import FREE, P4LB, FlowEntry, P4lbState, SlotState, flow_places, flow_slot, p4lb_packet
 from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, DropReason, Fate, Packet
 from p4lb.model.seed import SeedState, seed_packet
 from p4lb.p4 import artifacts
@@ -113,8 +113,8 @@ def pinned_no_refresh(d: dict) -> int:
 
 
 def idle_strict(d: dict) -> int:
-    """The idle test `now - last_seen <= timeout` becomes `<`."""
-    hits = [n for c in conditionals(d) for n in nodes(c) if n.get("op") == "<=" and refers(n["right"], "scalars", "timeout_0")]
+    """The idle test `now - last_seen <= timeout` of the found flow becomes `<` (the timeout: a local, or meta.lb.timeout)."""
+    hits = [n for c in conditionals(d) for n in nodes(c) if n.get("op") == "<=" and any(f.get("type") == "field" and f["value"][0] == "scalars" and "timeout" in f["value"][1] for f in nodes(n["right"]))]
     for n in hits:
         n["op"] = "<"
     return len(hits)
@@ -150,6 +150,9 @@ MUTANTS: dict[str, Callable[[dict], int]] = {
 }
 
 
+MUTANT_TIMEOUT_MS = 120_000  # a differing query on the multi-way program: idle_strict's time-edge difference takes ~30 s on an idle core
+
+
 # ---- proofs --------------------------------------------------------------------------------------------
 
 
@@ -167,7 +170,7 @@ def test_compiled_program_equals_model(program: str) -> None:
 def test_mutated_json_differs(name: str) -> None:
     data = copy.deepcopy(load_json("p4lb"))
     assert MUTANTS[name](data) > 0, "the mutation found nothing to change"
-    r = check_equivalence("p4lb", data=data, reachability=False, others=False)
+    r = check_equivalence("p4lb", data=data, reachability=False, others=False, timeout_ms=MUTANT_TIMEOUT_MS)
     assert r.verdict is Verdict.DIFFERS
     cx = r.counterexample
     assert cx is not None and cx["failed"]
@@ -206,12 +209,15 @@ def random_case(rng: random.Random) -> tuple[P4lbState, Packet]:
     now = rng.randrange(0, 1 << 40)
     t = now + rng.choice([0, 1, rng.randrange(0, 1000)])
     pkt = Packet(pkt.src_ip, pkt.src_port, pkt.flags, t)
-    slot = flow_slot(CFG, pkt)
+    places = flow_places(CFG, pkt)
+    slot = rng.choice([places[0], *places])  # any of the flow's candidates (multi-way table), the first more often
     age = rng.choice([0, CFG.idle_timeout_us, CFG.idle_timeout_us + 1, rng.randrange(0, 2 * CFG.idle_timeout_us)])
     last = max(0, now - age)
     key = pkt.key if rng.random() < 0.6 else rng.getrandbits(48)
     backend = rng.choice([1, 2, 3, 4, 1, 2, 0, 5])
     flows = {} if rng.random() < 0.15 else {slot: FlowEntry(rng.choice(list(SlotState)), key, backend, last)}
+    if rng.random() < 0.1:  # every other candidate held by a live foreign flow: a new flow may be refused
+        flows |= {p: FlowEntry(SlotState.OPEN, rng.getrandbits(48) | 1 << 47, 1, now) for p in places if p != slot}
     version = rng.randrange(2)
     sizes = [rng.choice([0, 1, 2, 3, 4, 4]) for _ in (0, 1)]
     members = {(v, i): rng.choice([1, 2, 3, 4, 4, 0, 6]) for v in (0, 1) for i in range(sizes[v]) if rng.random() < 0.95}
@@ -238,10 +244,10 @@ def test_executor_agrees_with_executable_model() -> None:
         assert run.counters["lb_drops"] == drops, (st, pkt, out)
         flows = {b: c - st.backend_flows.get(b, 0) for b, c in st2.backend_flows.items() if c != st.backend_flows.get(b, 0)}
         assert run.counters["backend_flows"] == flows, (st, pkt, out)
-        slot = flow_slot(CFG, pkt)
-        e = st2.flows.get(slot, FREE)
-        got = tuple(run.registers[k](slot) for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen"))
-        assert got == (int(e.state), e.key, e.backend, e.last_seen), (st, pkt, out)
+        for slot in flow_places(CFG, pkt):
+            e = st2.flows.get(slot, FREE)
+            got = tuple(run.registers[k](slot) for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen"))
+            assert got == (int(e.state), e.key, e.backend, e.last_seen), (st, pkt, out, slot)
         assert (run.registers["rr_next"](0), run.registers["rr_next"](1)) == st2.rr_next, (st, pkt, out)
     assert {"BACKEND", "NO_ELIGIBLE", "FLOW_TABLE_FULL", "UNKNOWN_FLOW", "MALFORMED", "NO_BACKEND_ENTRY"} <= seen
 
@@ -323,7 +329,7 @@ def test_differing_json_writes_a_counterexample_file_that_round_trips(tmp_path: 
     """A mutated JSON: DIFFERS, a replayable counterexample file, read back equal, and the difference it names shows
     on the file's own state when the model and the JSON are run on it."""
     mutant = mutant_file(tmp_path, "fin_writes_free")
-    r = check_equivalence("p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False)
+    r = check_equivalence("p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False, timeout_ms=MUTANT_TIMEOUT_MS)
     assert r.verdict is Verdict.DIFFERS and r.counterexample is not None
     path = save_counterexample(r, tmp_path / "out", mutant)
     assert path.parent == tmp_path / "out" and path.name.startswith("bmv2-cex-p4lb-")
@@ -335,7 +341,7 @@ def test_differing_json_writes_a_counterexample_file_that_round_trips(tmp_path: 
     assert scn.frame.ingress_port == 1 and len(scn.frame.data) >= 54 and scn.frame.data[12:14] == b"\x08\x00"
     assert {t.table for t in scn.tables} >= {"vip", "rr_group", "backend", "forward", "send_frame"}
     slot = scn.only_cell("flow_state")
-    assert flow_slot(CFG, Packet(scn.register("flow_key", slot) >> 16, scn.register("flow_key", slot) & 0xFFFF, 0)) == slot  # packets can put it there
+    assert slot in flow_places(CFG, Packet(scn.register("flow_key", slot) >> 16, scn.register("flow_key", slot) & 0xFFFF, 0))  # packets can put it there
     rep = dry_replay(cex)
     assert [row.name for row in rep.differing()] == [f"flow_state[{slot}]"]
     (row,) = rep.differing()
@@ -366,7 +372,7 @@ def test_counterexample_cli_prints_the_replay_command(tmp_path: Path, capsys: py
 def test_time_edge_counterexample_is_marked_not_replayable(tmp_path: Path) -> None:
     """idle_strict differs only at now - last_seen == timeout exactly: BMv2's clock cannot be set, so the file says so."""
     mutant = mutant_file(tmp_path, "idle_strict")
-    r = check_equivalence("p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False)
+    r = check_equivalence("p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False, timeout_ms=MUTANT_TIMEOUT_MS)
     cex = read_cex(save_counterexample(r, tmp_path, mutant))
     assert not cex.replayable and any("no counterexample in a state BMv2 can be driven into" in n for n in cex.notes)
 
@@ -402,7 +408,7 @@ def test_prove_saves_a_differing_programs_counterexample_and_prints_its_replay(t
     from p4lb.verify.runner import _save_cex  # noqa: PLC0415
 
     mutant = mutant_file(tmp_path, "fin_writes_free")
-    r = check_equivalence("p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False)
+    r = check_equivalence("p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False, timeout_ms=MUTANT_TIMEOUT_MS)
     saved = _save_cex([r], 4, tmp_path / "out" / "traces")
     assert list(saved) == ["p4lb"] and Path(saved["p4lb"]).parent == tmp_path / "out" and read_cex(Path(saved["p4lb"])).replayable
     console = Console(record=True, width=200)

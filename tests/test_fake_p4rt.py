@@ -163,8 +163,9 @@ def test_cpu_port_writes_rr_next_and_reads_a_flow_slot(fake, ctl, switch, settin
     row = switch.read_slot(slot)
     assert (row["flow_state"], row["flow_key"], row["flow_backend"], row["flow_last_seen"]) == (1, pkt.key, 1, 777)
     assert row["idle_timeout"] == settings.lb.idle_timeout_us and row["now"] >= 777
-    assert switch.read_slot(slot + 65536)["flow_key"] == pkt.key  # the index wraps at FLOW_SLOTS, as in P4
-    assert switch.cpu(CPU_READ, (slot + 1) % 65536)["flow_state"] == 0
+    places = 1 << settings.lb.flow_table_bits
+    assert switch.read_slot(slot + places)["flow_key"] == pkt.key  # the index wraps at FLOW_SLOTS, as in P4
+    assert switch.cpu(CPU_READ, (slot + 1) % places)["flow_state"] == 0
 
 
 def test_cpu_scan_lists_the_open_flows(fake, ctl, switch, settings):

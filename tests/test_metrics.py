@@ -17,6 +17,7 @@ from p4lb.controller.metrics import GrpcCode, Metrics, grpc_code, parse_address
 from p4lb.controller.settings import Settings, parse
 from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch
 from p4lb.lab.fake_p4rt import FakeP4Runtime, Rpc
+from p4lb.model.config import P4LB_BUCKET, P4LB_TABLE_BITS, P4LB_WAYS
 from p4lb.model.crc import ip
 from p4lb.model.ops import Drain, Fail, Scale
 from p4lb.model.p4lb import P4LB, p4lb_packet
@@ -34,8 +35,9 @@ def watchdog():
     faulthandler.cancel_dump_traceback_later()
 
 
-def settings_for(grpc_addr: str = "127.0.0.1:9559", table_bits: int = 3) -> Settings:
-    return parse({"vip": {"address": "10.0.0.1", "port": 80}, "backend": [dict(b) for b in BACKENDS], "flows": {"table_bits": table_bits}, "switch": {"grpc": grpc_addr}})
+def settings_for(grpc_addr: str = "127.0.0.1:9559", table_bits: int = 3, ways: int = 1, bucket: int = 1) -> Settings:
+    """Settings for a small one-way table, or (for a switch) the compiled shape."""
+    return parse({"vip": {"address": "10.0.0.1", "port": 80}, "backend": [dict(b) for b in BACKENDS], "flows": {"table_bits": table_bits, "ways": ways, "bucket": bucket}, "switch": {"grpc": grpc_addr}})
 
 
 @pytest.fixture
@@ -124,7 +126,7 @@ def test_registries_are_separate():
 
 def test_p4runtime_errors_are_counted_by_status_code(metrics, served):
     with FakeP4Runtime() as fake:
-        s = settings_for(fake.address, table_bits=16)
+        s = settings_for(fake.address, table_bits=P4LB_TABLE_BITS, ways=P4LB_WAYS, bucket=P4LB_BUCKET)
         t = s.switch
         sw = P4RuntimeSwitch(t.grpc, t.device_id, t.election_id, t.p4info, t.bmv2_json, s.lb)
         try:

@@ -15,7 +15,7 @@ import pytest
 import z3
 
 from p4lb.model.crc import ip
-from p4lb.model.design import make_design
+from p4lb.model.design import Design, make_design
 from p4lb.model.ops import Drain, Fail, Heal, Op, Scale, Undrain, Weight
 from p4lb.model.p4lb import P4LB, Variant
 from p4lb.model.packet import ACK, FIN, RST, SYN, Packet
@@ -26,6 +26,7 @@ from p4lb.verify.hashing import crc_slot
 from p4lb.verify.judge import model_judges, z3_judges
 
 T = 5000  # idle timeout (us)
+ONE_WAY = (16, 1, 1)  # (bits, ways, bucket): the one-way crc16 table of 2^16 places, where two keys can share a flow's only place
 A = Packet(ip("10.0.1.1"), 1000, SYN).key
 P1, P2, P3, P4, P4b, P5, P6, P7, P8 = Prop
 
@@ -35,10 +36,15 @@ def key(port: int) -> int:
     return Packet(ip("10.0.1.1"), port, SYN).key
 
 
+def one_way(n: int = 4) -> Design:
+    """p4lb on the one-way table (the cases below need collisions: a flow of one candidate place)."""
+    return make_design("p4lb", n, flow_table_bits=ONE_WAY[0], flow_ways=ONE_WAY[1], flow_bucket=ONE_WAY[2])
+
+
 @functools.cache
 def colliding(k: int, count: int = 1) -> tuple[int, ...]:
     """`count` other keys (10.0.x.x, port >= 1024) whose p4lb flow slot is k's, found with Z3 on the real crc16."""
-    cfg = make_design("p4lb", 4).cfg
+    cfg = one_way().cfg
     target = crc_slot(cfg, cfg.flow_table_bits, z3.BitVecVal(k, 48))
     found: list[int] = []
     s = z3.Solver()
@@ -66,7 +72,7 @@ def syn(k: int, t: int) -> Packet:
 
 def trace(steps: list[Step], variant: Variant = P4LB, n: int = 4, design: str = "p4lb") -> Trace:
     """A trace from the initial pool of n backends, idle timeout T."""
-    return Trace(design, n, variant, Pool.initial(n), steps, idle_timeout_us=T)
+    return Trace(design, n, variant, Pool.initial(n), steps, idle_timeout_us=T, flow_table=None if design == "seed" else ONE_WAY)
 
 
 def writes(prefix: list[Step], op: Op, variant: Variant = P4LB, n: int = 4) -> list[WriteStep]:
@@ -202,5 +208,5 @@ def test_near_miss_is_clean_for_both(prop: Prop, what: str, build: Callable[[], 
 
 def test_the_collision_is_real() -> None:
     """A and B share a slot of the 16-bit table under BMv2's crc16 (checked on the model's own hash)."""
-    d = make_design("p4lb", 4)
+    d = one_way()
     assert d.places(syn(A, 0)) == d.places(syn(B, 0)) and A != B

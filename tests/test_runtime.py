@@ -14,7 +14,7 @@ from p4lb.controller.errors import ConfigFileError, ControllerError
 from p4lb.controller.health import Hysteresis, probe
 from p4lb.controller.settings import HealthCheck, load, parse
 from p4lb.controller.switch import ModelSwitch
-from p4lb.model.config import default_backends
+from p4lb.model.config import P4LB_TABLE_BITS, default_backends
 from p4lb.model.ops import Drain, Fail, Heal, Scale
 from p4lb.model.p4lb import P4LB, p4lb_plan
 from p4lb.model.pool import Pool
@@ -313,7 +313,7 @@ def test_flow_table_size_must_match_the_p4_program():
     sw = P4RuntimeSwitch("127.0.0.1:1", 0, (0, 1), str(p4info), str(bmv2_json), s.lb)
     with pytest.raises(ConfigFileError) as err:
         sw.install_pipeline()  # refused before any connection is made
-    assert err.value.field == "flows.table_bits" and "65536" in str(err.value)
+    assert err.value.field == "flows.table_bits" and str(1 << P4LB_TABLE_BITS) in str(err.value)
 
 
 def test_status_table_names_each_backends_state(tmp_path, capsys):

@@ -85,6 +85,9 @@ def _pem(path: str, field: str) -> bytes | None:
         raise ConfigFileError(f"switch.{field}", path, f"give a readable PEM file ({exc.strerror})") from None
 
 
+MAX_MESSAGE_BYTES = 64 << 20  # gRPC's default receive limit is 4 MB; the multi-way p4lb.json alone is ~10 MB
+
+
 def credentials(mods: SimpleNamespace, tls: Tls) -> Any:
     """gRPC channel credentials from the PEM files."""
     return mods.grpc.ssl_channel_credentials(_pem(tls.root_cert, "root_cert"), _pem(tls.client_key, "client_key"), _pem(tls.client_cert, "client_cert"))
@@ -161,7 +164,8 @@ class Client:
     def __init__(self, mods: SimpleNamespace, addr: str, device_id: int, election_id: tuple[int, int], timeout_s: float, tls: Tls | None = None) -> None:
         self.mods, self.device_id, self.election_id, self.timeout_s = mods, device_id, election_id, timeout_s
         grpc = mods.grpc
-        self.channel = grpc.secure_channel(addr, credentials(mods, tls)) if tls is not None else grpc.insecure_channel(addr)
+        opts = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]  # the pipeline (BMv2 JSON) is ~10 MB
+        self.channel = grpc.secure_channel(addr, credentials(mods, tls), options=opts) if tls is not None else grpc.insecure_channel(addr, options=opts)
         self.stub = mods.pb_grpc.P4RuntimeStub(self.channel)
         self.stream_out_q: queue.Queue[Msg | None] = queue.Queue()
         self.arbitration: queue.Queue[Msg | StreamEnd] = queue.Queue()

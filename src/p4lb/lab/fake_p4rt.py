@@ -50,6 +50,9 @@ MASK32 = (1 << 32) - 1
 SYNTHETIC_BACKENDS = 128  # the model is run with every backend id valid; the `backend` table decides (as in P4)
 
 
+MAX_MESSAGE_BYTES = 64 << 20  # a pipeline push carries the whole BMv2 JSON
+
+
 class CpuOp(enum.IntEnum):
     """cpu_out.op in p4lb.p4."""
 
@@ -565,7 +568,8 @@ class FakeP4Runtime(p4runtime_pb2_grpc.P4RuntimeServicer):  # type: ignore[misc]
 
     def start(self) -> FakeP4Runtime:
         """Listen on 127.0.0.1 (the same port again after a restart)."""
-        server = grpc.server(ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fake-p4rt"))
+        # the multi-way p4lb.json is ~10 MB: above gRPC's default 4 MB receive limit (BMv2's server takes it)
+        server = grpc.server(ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fake-p4rt"), options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
         p4runtime_pb2_grpc.add_P4RuntimeServicer_to_server(self, server)
         where = f"127.0.0.1:{self.port}"
         self.port = server.add_secure_port(where, grpc.ssl_server_credentials([self.tls])) if self.tls else server.add_insecure_port(where)

@@ -810,14 +810,30 @@ def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligat
     if m is None:
         return chk, None
     bound = [a == b for a, b in subs if a.size() == b.size() and not z3.is_const(a)]
+    # The hash's inputs (the packet's key fields) pinned to the first model's values: the crcs are then constants,
+    # and Z3 only rearranges the state around the places they give (searching keys through four crc32 networks
+    # took minutes); without a counterexample for that key, the key is left free. The replayable solve keeps the
+    # key as the counterexample has it (another key is not searched: minutes again, for time-edge differences).
+    keys = {c.get_id(): c for a, _ in subs if not z3.is_const(a) for c in _consts(a)}
+    pins = [c == m.eval(c, model_completion=True) for c in keys.values()]
     s = _solver(timeout_ms)
     s.add(*premises, goal, *bound, *binds)  # binds: cut variables = what they stand for, so the state is a real one
-    if s.check() == z3.sat:
+    s.push()
+    s.add(*pins)
+    t0 = time.monotonic()
+    pinned = s.check() == z3.sat
+    if not pinned:
+        s.pop()
+    if pinned or s.check() == z3.sat:
         m = s.model()
+    log.info("counterexample with the hash bound (key %s): %.2fs", "pinned" if pinned else "free", time.monotonic() - t0)
     found = "none asked"
     if replayable is not None:
-        s.add(*[z3.substitute(r, *subs) for r in replayable()])
+        t0 = time.monotonic()
+        rep = [z3.substitute(r, *subs) for r in replayable()]
+        s.add(*rep)
         answer = s.check()
+        log.info("replayable counterexample (key %s): %s %.2fs", "pinned" if pinned else "free", answer, time.monotonic() - t0)
         found = str(answer)
         if answer == z3.sat:
             m = s.model()
@@ -844,8 +860,14 @@ def p4lb_replayable(s: P4lbSetup) -> list[z3.BoolRef]:
         z3.ULE(inp.length, MAX_FRAME),
         z3.ULE(fs, int(SlotState.CLOSING)),
         z3.Implies(fs == int(SlotState.FREE), z3.And(fk == 0, fb == 0, last == 0)),
-        z3.Implies(fs != int(SlotState.FREE), z3.And(z3.Extract(cfg.flow_table_bits - 1, 0, crc) == slot if cfg.shape.one_way else z3.BoolVal(True), z3.ULE(fb, MAX_BACKENDS), far)),  # multi-way: the key's candidates are not yet required to include the slot
+        z3.Implies(fs != int(SlotState.FREE), z3.And(z3.Extract(cfg.flow_table_bits - 1, 0, crc) == slot if cfg.shape.one_way else _candidate_of(s, fk, slot), z3.ULE(fb, MAX_BACKENDS), far)),
     ]
+
+
+def _candidate_of(s: P4lbSetup, key: z3.ExprRef, place: z3.ExprRef) -> z3.BoolRef:
+    """Multi-way table: `place` is one of `key`'s candidates (real crc32): for some way, place - the way's bucket base < bucket."""
+    places, size = s.enc.places, s.cfg.shape.bucket
+    return z3.Or(*[z3.ULT(place - places.at(key, j * size), size) for j in range(s.cfg.shape.ways)])
 
 
 def seed_replayable(s: SeedSetup) -> list[z3.BoolRef]:
