@@ -216,8 +216,9 @@ def random_case(rng: random.Random) -> tuple[P4lbState, Packet]:
     key = pkt.key if rng.random() < 0.6 else rng.getrandbits(48)
     backend = rng.choice([1, 2, 3, 4, 1, 2, 0, 5])
     flows = {} if rng.random() < 0.15 else {slot: FlowEntry(rng.choice(list(SlotState)), key, backend, last)}
-    if rng.random() < 0.1:  # every other candidate held by a live foreign flow: a new flow may be refused
-        flows |= {p: FlowEntry(SlotState.OPEN, rng.getrandbits(48) | 1 << 47, 1, now) for p in places if p != slot}
+    if rng.random() < 0.2:  # every candidate held by a live foreign flow: a new flow is refused
+        flows = {p: FlowEntry(SlotState.OPEN, rng.getrandbits(48) | 1 << 47, 1, now) for p in places}
+        pkt = replace(pkt, flags=rng.choice([SYN, SYN, ACK]))
     version = rng.randrange(2)
     sizes = [rng.choice([0, 1, 2, 3, 4, 4]) for _ in (0, 1)]
     members = {(v, i): rng.choice([1, 2, 3, 4, 4, 0, 6]) for v in (0, 1) for i in range(sizes[v]) if rng.random() < 0.95}
