@@ -356,7 +356,7 @@ def test_counterexample_cli_prints_the_replay_command(tmp_path: Path, capsys: py
     from p4lb.verify.bmv2.__main__ import main  # noqa: PLC0415
 
     mutant = mutant_file(tmp_path, "wrong_drop_index")
-    assert main(["p4lb", "--json", str(mutant), "--out", str(tmp_path / "out")]) == 1
+    assert main(["p4lb", "--json", str(mutant), "--out", str(tmp_path / "out"), "--timeout", str(MUTANT_TIMEOUT_MS // 1000)]) == 1
     out = capsys.readouterr().out
     (cmd,) = [line.split(": ", 1)[1] for line in out.splitlines() if "replay it on BMv2" in line]
     assert cmd.startswith("python -m p4lb.lab.replay ") and Path(cmd.split()[-1]).is_file()
