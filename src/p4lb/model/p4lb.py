@@ -202,7 +202,7 @@ def _stray(cfg: LbConfig, var: Variant, st: P4lbState) -> tuple[P4lbState, Outco
 
 
 def _new_flow(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet, slot: int, occupied: bool) -> tuple[P4lbState, Outcome]:
-    """A SYN of no open flow: refuse if its slot is held, else dispatch round-robin and pin."""
+    """A SYN of no open flow: refuse if `occupied` (every candidate holds another open flow), else dispatch round-robin and pin at `slot`."""
     if occupied and not var.evict_on_collision:
         if var.advance_on_refuse and st.rr_group[st.version]:
             st = _advance(var, st)[0]
