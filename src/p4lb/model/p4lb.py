@@ -49,7 +49,7 @@ FREE = FlowEntry()
 
 def is_open(e: FlowEntry, now: int, idle_timeout_us: int) -> bool:
     """An OPEN slot idle for no longer than the timeout: a flow the balancer still pins and protects."""
-    return e.state == SlotState.OPEN and now - e.last_seen <= idle_timeout_us
+    return (e.state == SlotState.OPEN) & (now - e.last_seen <= idle_timeout_us)  # `&`: one symbolic decision, not two
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def held(e: FlowEntry, now: int, idle_timeout_us: int, var: Variant) -> bool:
     """A place a new flow may not take: an open flow's (the refuse_stale mutant: any flow's)."""
     if var.refuse_stale:
         return e.state != SlotState.FREE
-    return (e.state == SlotState.OPEN) & (now - e.last_seen <= idle_timeout_us)
+    return is_open(e, now, idle_timeout_us)
 
 
 def _count_drop(st: P4lbState, reason: DropReason) -> P4lbState:
