@@ -20,7 +20,7 @@ from p4lb.model.errors import PlanError
 from p4lb.model.flowtable import at, candidates, choose, first
 from p4lb.model.ops import Target, Write
 from p4lb.model.packet import DropReason, FlagClass, Outcome, Packet, dropped, to_backend
-from p4lb.model.pool import Pool, interleave
+from p4lb.model.pool import Pool, in_place
 
 TCP = 6
 INDEX_MOD = 256  # rr_next and rr_member positions are bit<8>
@@ -234,24 +234,31 @@ def p4lb_write(st: P4lbState, w: Write) -> P4lbState:
     raise PlanError(f"p4lb has no control-plane target {w.target!r}")
 
 
-def planned_members(var: Variant, pool: Pool) -> tuple[int, ...]:
-    """The group the planner lists for a pool: each eligible backend weight times, interleaved (the mutants list the wrong set)."""
+def planned_counts(var: Variant, pool: Pool) -> dict[int, int]:
+    """How often the planner lists each backend: the eligible ones weight times (the mutants list the wrong set or count)."""
     listed = pool.eligible
     if var.eligible_ignores_health:
         listed = pool.active - pool.draining
     if var.eligible_ignores_active:
         listed = pool.healthy - pool.draining
-    return interleave({b: 1 if var.ignores_weights else pool.weight(b) for b in listed})
+    return {b: 1 if var.ignores_weights else pool.weight(b) for b in listed}
+
+
+def planned_members(var: Variant, pool: Pool, live: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """The group the planner lists for a pool, keeping the live group's members in place (pool.in_place)."""
+    return in_place(live, planned_counts(var, pool))
 
 
 def p4lb_plan(var: Variant, st: P4lbState, after: Pool) -> list[Write]:
     """Stage the new group under the unused version, then commit it with one write to `vip` (Reitblatt et al.).
 
-    The staged version still holds an older group: only the positions (and the size) that differ from the new
-    group are written, so a plan costs what changed since that group, not the group's length. rr_next is always
-    reset, as a controller that read the switch quickly does not know it."""
-    members = planned_members(var, after)
-    if st.members(st.version) == members:
+    The new group keeps the live group's members where they are (a failure of k backends moves about k), and the
+    staged version still holds an older group: only the positions (and the size) that differ from the new group are
+    written, so a plan costs what changed since that group, not the group's length. rr_next is always reset, as a
+    controller that read the switch quickly does not know it."""
+    live = st.members(st.version)
+    members = planned_members(var, after, live)
+    if members == live:
         return []
     s = st.version if var.in_place_updates else 1 - st.version
     writes = [Write(Target.RR_MEMBER, (s, i), b) for i, b in enumerate(members) if st.rr_member.get((s, i)) != b]

@@ -50,13 +50,13 @@ class Task:
         """P7 runs operations write by write; every other property runs them atomically."""
         return self.prop is not Prop.P7
 
-    def encoding(self, real_hash: bool) -> Encoding:
-        """The Z3 transition system."""
+    def encoding(self, real_hash: bool, follow_planner: bool = False) -> Encoding:
+        """The Z3 transition system (follow_planner: commits of weight-1 groups in the model planner's order)."""
         shape = {} if self.flow_table is None else dict(zip(("flow_table_bits", "flow_ways", "flow_bucket"), self.flow_table, strict=True))
         d = make_design(self.design, self.n, self.variant, idle_timeout_us=self.idle_timeout_us, **shape)
         if d.is_seed:
             return SeedEncoding(d.cfg, real_hash=real_hash)
-        return P4lbEncoding(d.cfg, self.variant, real_hash=real_hash)
+        return P4lbEncoding(d.cfg, self.variant, real_hash=real_hash, follow_planner=follow_planner)
 
     def searchable(self, n: int) -> Task:
         """This task for a run search (BMC): at most n backends, and a table whose flows have at most
@@ -121,10 +121,10 @@ def _plain_op(enc: Encoding, s: Sym, e: StepEnc, tag: str) -> list[z3.BoolRef]:
 
 
 class _Unroll:
-    """An incremental unrolling of one encoding."""
+    """An incremental unrolling of one encoding, its commits in the planner's order (so a run replays on the model)."""
 
     def __init__(self, task: Task, real_hash: bool) -> None:
-        self.enc = task.encoding(real_hash)
+        self.enc = task.encoding(real_hash, follow_planner=True)
         self.states = [self.enc.fresh("s0")]
         self.steps: list[StepEnc] = []
         self.plain: list[list[z3.BoolRef]] = [[], [], []]  # strict, addresses only, none
