@@ -107,6 +107,11 @@ def flow_slot(cfg: LbConfig, pkt: Packet) -> int:
     return flow_places(cfg, pkt)[0]
 
 
+def entries_at(st: P4lbState, places: Sequence[int]) -> list[FlowEntry]:
+    """The flow registers at each of the places (FREE where never written)."""
+    return [st.flows.get(p, FREE) for p in places]
+
+
 def find(entries: Sequence[FlowEntry], key: int) -> int:
     """The candidate holding `key` (any state but FREE), len(entries) if none: a flow is written only where none holds it, so at most one does."""
     return first([(e.state != SlotState.FREE) & (e.key == key) for e in entries])
@@ -167,7 +172,7 @@ def _ingress(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tuple[P
     if cls is FlagClass.MALFORMED:
         return _count_drop(st, DropReason.MALFORMED), dropped(DropReason.MALFORMED)
     places = flow_places(cfg, pkt)
-    entries = [st.flows.get(p, FREE) for p in places]
+    entries = entries_at(st, places)
     c = find(entries, pkt.key)
     if c == len(entries):
         return _unmatched(cfg, var, st, pkt, places, entries)

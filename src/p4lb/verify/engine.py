@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import z3
 
+from p4lb.model.config import table_fields
 from p4lb.model.design import make_design
 from p4lb.model.errors import ModelError
 from p4lb.model.ops import Fail, Heal, Scale, Target, Write, op_between
@@ -52,8 +53,7 @@ class Task:
 
     def encoding(self, real_hash: bool, follow_planner: bool = False) -> Encoding:
         """The Z3 transition system (follow_planner: commits of weight-1 groups in the model planner's order)."""
-        shape = {} if self.flow_table is None else dict(zip(("flow_table_bits", "flow_ways", "flow_bucket"), self.flow_table, strict=True))
-        d = make_design(self.design, self.n, self.variant, idle_timeout_us=self.idle_timeout_us, **shape)
+        d = make_design(self.design, self.n, self.variant, idle_timeout_us=self.idle_timeout_us, **table_fields(self.flow_table))
         if d.is_seed:
             return SeedEncoding(d.cfg, real_hash=real_hash)
         return P4lbEncoding(d.cfg, self.variant, real_hash=real_hash, follow_planner=follow_planner)
@@ -64,9 +64,8 @@ class Task:
         small = replace(self, n=min(self.n, n))
         if self.design == "seed":
             return small
-        shape = make_design(self.design, self.n, self.variant).cfg.shape if self.flow_table is None else None
-        count = shape.ways * shape.bucket if shape is not None else self.flow_table[1] * self.flow_table[2]  # type: ignore[index]
-        return small if count <= SEARCH_CANDIDATES else replace(small, flow_table=SEARCH_TABLE)
+        shape = make_design(self.design, self.n, self.variant, **table_fields(self.flow_table)).cfg.shape
+        return small if shape.ways * shape.bucket <= SEARCH_CANDIDATES else replace(small, flow_table=SEARCH_TABLE)
 
     @property
     def label(self) -> str:
