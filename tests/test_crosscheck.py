@@ -14,12 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p4lb.model.design import Design, make_design
+from p4lb.model.ops import Configure
 from p4lb.model.p4lb import Variant
 from p4lb.model.packet import ACK, FIN, SYN, Packet
 from p4lb.model.pool import Pool
 from p4lb.model.seed import seed_index
 from p4lb.verify import crosscheck
-from p4lb.verify.crosscheck import Abstract, Coverage, Send, compare, concretize
+from p4lb.verify.crosscheck import Abstract, Coverage, Operate, Send, compare, concretize
 from p4lb.verify.errors import EncodingMismatch
 from p4lb.verify.mutants import MUTANTS
 from test_spec_runs import KEYS, runs
@@ -69,6 +70,37 @@ def test_p4lb_model_equals_encoding_with_weight_changes() -> None:
         agree(DESIGN, abstract, Coverage())
 
     run()
+
+
+def reconfigurations(n: int) -> st.SearchStrategy[list[Abstract]]:
+    """Atomic operations setting the healthy set (each backend a coin flip): several leave and come back in one commit."""
+    every = frozenset(range(1, n + 1))
+    healthy = st.lists(st.booleans(), min_size=n, max_size=n).map(lambda up: frozenset(b for b, ok in zip(sorted(every), up, strict=True) if ok))
+    return st.lists(healthy.map(lambda h: Operate(Configure(every, h))), min_size=2, max_size=8)
+
+
+def test_bounded_model_checking_commits_the_planners_group() -> None:
+    """Unrolled as BMC unrolls it (groups not pinned), the encoding forces the model planner's group at every commit
+    (weights 1), on p4lb and the mutants: so a counterexample's operations replay on the model as they were found.
+    Not no_pointer_wrap: it reads past the group, where an atomic commit leaves the encoding's entries free."""
+
+    def agree_unpinned(n: int, variant: Variant, abstract: list[Abstract]) -> None:
+        design = make_design("p4lb", n, variant, flow_table_bits=2, idle_timeout_us=TIMEOUT)
+        c = concretize(design, Pool.initial(n), abstract, KEYS)
+        compare(design, Pool.initial(n), c.steps, [], follow_planner=True)
+
+    @settings(max_examples=30, derandomize=True)
+    @given(reconfigurations(5))
+    def several(abstract: list[Abstract]) -> None:
+        agree_unpinned(5, Variant(), abstract)
+
+    @settings(max_examples=20, derandomize=True)
+    @given(runs(4, 8, 24), st.sampled_from([v for v in VARIANTS if not v.no_pointer_wrap]))
+    def mutants(abstract: list[Abstract], variant: Variant) -> None:
+        agree_unpinned(4, variant, abstract)
+
+    several()
+    mutants()
 
 
 def test_mutants_model_equal_encoding(capsys: pytest.CaptureFixture[str]) -> None:

@@ -209,7 +209,7 @@ def test_a_quick_commit_is_one_read_two_writes_and_one_packet_out(fake, ctl):
         assert calls(fake, lambda op=op: ctl.converge(op.apply, str(op), thorough=False)) == (2, 1, 1), op
     assert calls(fake, lambda: ctl.converge(lambda p: p, "idle", thorough=False)) == (0, 1, 0)
     st = fake.device.state
-    assert st.members(st.version) == (1, 2, 3, 4)
+    assert st.members(st.version) == (1, 4, 2, 3)  # 4 took 2's place, then 2 and 3 came back at the end
 
 
 def staged_writes(fake: FakeP4Runtime) -> Callable[[], int]:
@@ -229,14 +229,14 @@ def staged_writes(fake: FakeP4Runtime) -> Callable[[], int]:
 def test_a_plan_writes_only_the_staged_entries_that_differ(fake, ctl):
     ctl.deploy()  # version 1 lists 1..4; version 0 is empty
     staged = staged_writes(fake)
-    ctl.converge(Fail(2).apply, "fail 2", thorough=False)  # version 0 was empty: 3 members and its size
+    ctl.converge(Fail(2).apply, "fail 2", thorough=False)  # (1, 4, 3) over an empty version 0: 3 members and its size
     assert staged() == 4
-    ctl.converge(Heal(2).apply, "heal 2", thorough=False)  # version 1 still lists 1..4: nothing to stage
-    assert staged() == 4
-    ctl.converge(Fail(3).apply, "fail 3", thorough=False)  # version 0 lists (1, 3, 4): position 1 becomes 2
-    assert staged() == 5
+    ctl.converge(Heal(2).apply, "heal 2", thorough=False)  # (1, 4, 3, 2) over version 1's 1..4: positions 1 and 3
+    assert staged() == 6
+    ctl.converge(Fail(3).apply, "fail 3", thorough=False)  # (1, 4, 2) over version 0's (1, 4, 3): position 2
+    assert staged() == 7
     st = fake.device.state
-    assert st.members(st.version) == (1, 2, 4) and st.rr_next[st.version] == 0
+    assert st.members(st.version) == (1, 4, 2) and st.rr_next[st.version] == 0
 
 
 def test_entries_changed_behind_our_back_are_written_the_other_way(fake, ctl, switch):
@@ -244,7 +244,7 @@ def test_entries_changed_behind_our_back_are_written_the_other_way(fake, ctl, sw
     switch.rt.upsert("rr_member", {"meta.lb.version": 0, "meta.lb.position": 0}, "set_member", {"backend": 4})  # INSERT will meet ALREADY_EXISTS
     assert calls(fake, lambda: ctl.converge(Fail(2).apply, "fail", thorough=False))[0] == 3  # staged Write, its fallback for one update, commit
     st = fake.device.state
-    assert st.version == 0 and st.members(0) == (1, 3, 4)
+    assert st.version == 0 and st.members(0) == (1, 4, 3)
     switch.rt.delete("rr_member", {"meta.lb.version": 1, "meta.lb.position": 1})  # its value changes next: MODIFY will meet NOT_FOUND
     assert calls(fake, lambda: ctl.converge(Fail(3).apply, "fail", thorough=False))[0] == 3
     st = fake.device.state
@@ -253,7 +253,7 @@ def test_entries_changed_behind_our_back_are_written_the_other_way(fake, ctl, sw
 
 def test_a_staged_entry_changed_through_another_session_is_read_back_before_a_plan(fake, ctl, switch, settings):
     ctl.deploy()
-    ctl.converge(Fail(2).apply, "fail 2", thorough=False)  # version 0 live (1, 3, 4); version 1 still lists 1..4
+    ctl.converge(Fail(2).apply, "fail 2", thorough=False)  # version 0 live (1, 4, 3); version 1 still lists 1..4
     epoch = switch.rt.epoch
     other = make_switch(settings, election_id=(0, 2))
     try:  # someone else deletes a staged member whose value the next plan keeps: a plan trusting our memory writes nothing there
@@ -267,7 +267,7 @@ def test_a_staged_entry_changed_through_another_session_is_read_back_before_a_pl
     assert switch.rt.epoch != epoch
     assert calls(fake, lambda: ctl.converge(Heal(2).apply, "heal 2", thorough=False))[1] == 2  # the quick Read, then every entry
     st = fake.device.state
-    assert st.version == 1 and st.members(1) == (1, 2, 3, 4)
+    assert st.version == 1 and st.members(1) == (1, 4, 3, 2)
 
 
 def test_a_new_session_forgets_what_the_last_one_knew(fake, ctl, switch):
@@ -288,14 +288,14 @@ def test_reconnects_after_unavailable(fake, ctl):
     fake.fail(Rpc.WRITE, grpc.StatusCode.UNAVAILABLE)
     assert ctl.apply(Fail(2)).writes
     assert fake.calls[Rpc.ARBITRATION] == arbitrations + 1  # one reconnect, then the write was retried
-    assert fake.device.state.members(fake.device.state.version) == (1, 3, 4)
+    assert fake.device.state.members(fake.device.state.version) == (1, 4, 3)
 
 
 def test_reconnects_after_the_stream_broke(fake, ctl):
     ctl.deploy()
     fake.drop_streams()
     assert ctl.apply(Fail(2)).writes  # "Not primary" on the first write, re-arbitration, retry
-    assert fake.primary == (0, 1) and fake.device.state.members(fake.device.state.version) == (1, 3, 4)
+    assert fake.primary == (0, 1) and fake.device.state.members(fake.device.state.version) == (1, 4, 3)
 
 
 def test_unavailable_twice_is_an_error_naming_the_switch(fake, ctl):
@@ -392,7 +392,7 @@ def test_delayed_answers_still_succeed(fake, ctl):
     applied = ctl.apply(Fail(2))
     assert time.monotonic() - t >= 0.05 * len(batches(list(applied.writes)))  # one delayed answer per request
     assert len(batches(list(applied.writes))) == 3 < len(applied.writes)  # staged table writes share one Write
-    assert fake.device.state.members(fake.device.state.version) == (1, 3, 4)
+    assert fake.device.state.members(fake.device.state.version) == (1, 4, 3)
 
 
 def test_a_hung_switch_withholding_packet_ins_is_an_error(fake, ctl, switch):

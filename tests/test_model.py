@@ -1,5 +1,8 @@
 """The executable models behave as designed, and the properties checker catches what it should."""
 
+import random
+from collections import Counter
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
@@ -9,9 +12,9 @@ from p4lb.model.crc import ip
 from p4lb.model.design import make_design
 from p4lb.model.errors import ConfigError, PlanError
 from p4lb.model.ops import Drain, Fail, Heal, Scale
-from p4lb.model.p4lb import P4lbState, Variant, check_plan, p4lb_plan, p4lb_write
+from p4lb.model.p4lb import P4lbState, Variant, check_plan, p4lb_plan, p4lb_write, planned_members
 from p4lb.model.packet import ACK, FIN, RST, SYN, DropReason, Fate, Packet
-from p4lb.model.pool import Pool
+from p4lb.model.pool import Pool, in_place
 from p4lb.model.spec import Prop
 from p4lb.model.trace import OpStep, Run
 
@@ -138,11 +141,11 @@ def test_a_plan_writes_only_the_staged_entries_that_differ(state, pool):
     check_plan(state, plan, pool)  # stages the unused version only, commits last, lists the eligible set once each
     if not plan:
         return
-    staged, members = 1 - state.version, pool.members()
+    staged, members = 1 - state.version, planned_members(Variant(), pool, state.members(state.version))
     end = state
     for w in plan:
         end = p4lb_write(end, w)
-    assert end.members(staged) == members and end.rr_next[staged] == 0  # the group in the planner's (sorted) order
+    assert end.members(staged) == members and end.rr_next[staged] == 0  # the group in the planner's order
     written = [w for w in plan if w.target == "rr_member"]
     assert all(state.rr_member.get(w.index) != w.value for w in written)  # no write that changes nothing
     assert len(written) == sum(state.rr_member.get((staged, i)) != b for i, b in enumerate(members))  # and none missing
@@ -151,14 +154,35 @@ def test_a_plan_writes_only_the_staged_entries_that_differ(state, pool):
 
 
 def test_a_plan_over_a_staged_version_that_already_lists_the_group_only_resets_rr_next_and_commits():
-    st0 = make_design("p4lb", 4).initial(Pool.initial(4))
+    st = make_design("p4lb", 4).initial(Pool.initial(4))
     down = Fail(2).apply(Pool.initial(4))
-    st1 = st0
-    for w in p4lb_plan(Variant(), st0, down):
-        st1 = p4lb_write(st1, w)
-    back = p4lb_plan(Variant(), st1, Pool.initial(4))  # the unused version still lists 1..4
-    assert [w.target for w in back] == ["rr_next", "vip"]
-    check_plan(st1, back, Pool.initial(4))
+    for pool in (down, Pool.initial(4)):  # 2 fails: (1, 4, 3); 2 returns at the end: (1, 4, 3, 2)
+        for w in p4lb_plan(Variant(), st, pool):
+            st = p4lb_write(st, w)
+    again = p4lb_plan(Variant(), st, down)  # 2 fails again: (1, 4, 3), which the unused version still lists
+    assert [w.target for w in again] == ["rr_next", "vip"]
+    check_plan(st, again, down)
+
+
+@given(hs.lists(hs.integers(1, N), unique=True), hs.frozensets(hs.integers(1, N)))
+def test_the_planner_keeps_live_members_in_place(live, eligible):
+    live, want = tuple(live), dict.fromkeys(eligible, 1)
+    group = in_place(live, want)
+    assert Counter(group) == want
+    assert all(group[i] == b for i, b in enumerate(live[: len(group)]) if b in want)  # a survivor keeps its place
+    assert sum(i >= len(live) or live[i] != b for i, b in enumerate(group)) == len(group) - sum(b in want for b in live[: len(group)])
+    if set(live) <= eligible:
+        assert group == live + tuple(sorted(eligible - set(live)))  # returning backends go last
+
+
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_a_failover_of_k_of_128_backends_stages_at_most_k_members(k):
+    group = {(v, i): i + 1 for v in (0, 1) for i in range(128)}
+    st = P4lbState(rr_group=(128, 128), rr_member=group)  # the unused version lists the live group (a grace period later)
+    down = Pool(128, frozenset(range(1, 129)), frozenset(range(1, 129)) - set(random.Random(k).sample(range(1, 129), k)))
+    plan = p4lb_plan(Variant(), st, down)
+    check_plan(st, plan, down)
+    assert sum(w.target == "rr_member" for w in plan) <= k and [w.target for w in plan[-3:]] == ["rr_group", "rr_next", "vip"]
 
 
 @pytest.mark.parametrize(

@@ -102,23 +102,25 @@ class Case:
 
 
 def _in_place_heal() -> list[Step]:
-    """in_place_updates: after fail 1, heal 1 rewrites the live group; a SYN after the first write meets failed backend 1."""
+    """in_place_updates: after fail 1 (group 4, 2, 3), heal 1 rewrites the live group: once 1 is written at position 3
+    and the size is 4, the fourth new flow meets failed backend 1 before the commit."""
     v = Variant(in_place_updates=True)
     pre = ops(Fail(1))
-    return pre + writes(pre, Heal(1), v)[:1] + [syn(A, 1)]
+    return pre + writes(pre, Heal(1), v)[:2] + [syn(key(2000 + i), 1 + i) for i in range(4)]
 
 
 def _in_place_undrain() -> list[Step]:
-    """in_place_updates: draining 2, then undrain 2 rewrites the live group; the next SYN reaches 2 before the commit."""
+    """in_place_updates: draining 2 (group 1, 4, 3), then undrain 2 rewrites the live group: 2 at position 3 and size 4
+    are live before the commit, and the SYNs after the one at position 0 reach 4, 3, then draining 2."""
     v = Variant(in_place_updates=True)
     pre = [*ops(Drain(2)), syn(A, 1)]
-    return pre + writes(pre, Undrain(2), v)[:2] + [syn(key(2000), 2)]
+    return pre + writes(pre, Undrain(2), v)[:2] + [syn(key(2000 + i), 2 + i) for i in range(3)]
 
 
 def _heal_on_p4lb() -> list[Step]:
-    """p4lb stages heal 1 under the unused version: the same SYN after the first write goes to an eligible backend."""
+    """p4lb stages heal 1 under the unused version: the same SYNs after its first two writes go to eligible backends."""
     pre = ops(Fail(1))
-    return pre + writes(pre, Heal(1))[:1] + [syn(A, 1)]
+    return pre + writes(pre, Heal(1))[:2] + [syn(key(2000 + i), 1 + i) for i in range(4)]
 
 
 ign_health, ign_active = Variant(eligible_ignores_health=True), Variant(eligible_ignores_active=True)

@@ -164,7 +164,7 @@ def test_operations_execute_the_models_plan():
     expected = p4lb_plan(P4LB, before, Fail(2).apply(ctl.pool))
     applied = ctl.apply(Fail(2))
     assert list(applied.writes) == expected
-    assert ctl.switch.state.members(ctl.switch.state.version) == (1, 3, 4)
+    assert ctl.switch.state.members(ctl.switch.state.version) == (1, 4, 3) == applied.group  # 4 took 2's place; 1 and 3 stayed
     for op, group in ((Drain(3), (1, 4)), (Scale(2), (1,)), (Heal(2), (1, 2))):
         ctl.apply(op)
         assert ctl.switch.state.members(ctl.switch.state.version) == group
@@ -189,7 +189,7 @@ def test_restart_after_partial_operation_converges():
     restarted = Controller(ctl.settings, ctl.switch, grace_s=0)
     restarted.pool = target
     restarted.reconcile()
-    assert ctl.switch.state.members(ctl.switch.state.version) == (2, 3, 4)
+    assert ctl.switch.state.members(ctl.switch.state.version) == (4, 2, 3)
     assert restarted.reconcile() == []
 
 
@@ -244,10 +244,10 @@ def test_adding_and_removing_backends_at_the_end(tmp_path):
     ctl = Controller(grown, first.switch, grace_s=0, state_file=state)
     assert ctl.pool.healthy == frozenset({1, 3, 4, 5}) and ctl.pool.active == frozenset({1, 2, 3, 4, 5})
     ctl.deploy()
-    assert ctl.switch.state.members(ctl.switch.state.version) == (1, 3, 4, 5)
+    assert ctl.switch.state.members(ctl.switch.state.version) == (1, 4, 3, 5)  # the new backend goes last
     shrunk = Controller(load(path), first.switch, grace_s=0, state_file=state)
     shrunk.deploy()
-    assert shrunk.switch.state.members(shrunk.switch.state.version) == (1, 3, 4)
+    assert shrunk.switch.state.members(shrunk.switch.state.version) == (1, 4, 3)
 
 
 def test_suspect_backend_is_rechecked_sooner():

@@ -33,9 +33,9 @@ def broken(monkeypatch):
     """Make every Task use a broken encoding class."""
 
     def use(cls):
-        def encoding(task, real_hash):
+        def encoding(task, real_hash, follow_planner=False):
             cfg = make_design("p4lb", task.n, task.variant, idle_timeout_us=task.idle_timeout_us).cfg
-            return cls(cfg, task.variant, real_hash=real_hash)
+            return cls(cfg, task.variant, real_hash=real_hash, follow_planner=follow_planner)
 
         monkeypatch.setattr(Task, "encoding", encoding)
 

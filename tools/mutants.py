@@ -135,13 +135,15 @@ def _model() -> list[Mutant]:
         Mutant("m17", MODEL, M_P4LB, Text("if i >= n and not var.no_pointer_wrap:", "if i > n and not var.no_pointer_wrap:"), "rr_next == size not reset to 0 on read"),
         Mutant("m18", MODEL, M_P4LB, Text('Write(Target.RR_NEXT, (s,), 0), ', ""), "the plan does not reset the staged rr_next"),
         Mutant("m19", MODEL, M_CRC, Text('+ src_port.to_bytes(2, "big")', '+ src_port.to_bytes(2, "little")'), "5-tuple packs the client port little-endian"),
-        Mutant("m20", MODEL, M_P4LB, Text("interleave({b: 1 if var.ignores_weights else pool.weight(b) for b in listed})", "interleave({b: 1 for b in listed})"), "the planner ignores weights"),
+        Mutant("m20", MODEL, M_P4LB, Text("return {b: 1 if var.ignores_weights else pool.weight(b) for b in listed}", "return {b: 1 for b in listed}"), "the planner ignores weights"),
         Mutant("m21", MODEL, M_POOL, Text("pick = max(credit, key=lambda b: (credit[b], -b))", "pick = min(credit, key=lambda b: (credit[b], -b))"), "interleave picks the poorest backend: copies miscounted"),
         Mutant("m22", MODEL, M_SPEC, Text("norm = [Fraction(counts[a], weights[a]) for a in counts]", "norm = [Fraction(counts[a], 1) for a in counts]"), "spec: P5 ignores weights"),
         Mutant("m24", MODEL, M_P4LB, Text(" or end.rr_next[staged] != 0:", ":"), "check_plan accepts a staged rr_next left non-zero (red team n04)"),
         Mutant("m25", MODEL, M_P4LB, Text("if Counter(group) != {b: after.weight(b) for b in after.eligible} or", "if not set(group) <= after.eligible or"), "check_plan accepts a group missing an eligible backend (red team n21)"),
         Mutant("m26", MODEL, M_SPEC, Text("    for b in reversed(run):", "    for b in run:"), "spec: P5 checks prefix windows only (red team n05)"),
         Mutant("m27", MODEL, M_SPEC, Text("run = spec.run if shares(pool) == shares(spec.pool) else ()", "run = ()"), "spec: every operation restarts P5's run (red team n23)"),
+        Mutant("m28", MODEL, M_POOL, Text("holes = [i for i in range(total) if i >= len(live) or live[i] not in want]", "holes = [i for i in range(total) if i >= len(live)]"), "the in-place planner leaves a leaving backend in its place"),
+        Mutant("m29", MODEL, M_POOL, Text("movers = [live[i] for i in reversed(kept) if i >= total]", "movers = [live[i] for i in kept if i >= total]"), "the in-place planner moves members into holes from the front, not the end (BMC's order differs)"),
         Mutant("m23", MODEL, M_SPEC, Text("run = spec.run if shares(pool) == shares(spec.pool) else ()", "run = spec.run if pool.eligible == spec.pool.eligible else ()"), "spec: a weight change does not restart P5's run"),
     ]
 
@@ -171,6 +173,8 @@ def _z3() -> list[Mutant]:
         Mutant("z23", Z3, Z_PROPS, Text("none_ok = z3.And(out.fate == FATE_DROP, out.reason == reason(DropReason.NO_ELIGIBLE), counted)", "none_ok = z3.And(out.fate == FATE_DROP, counted)"), "P3: a no-eligible drop under any counted reason (red team n14)"),
         Mutant("z18", Z3, Z_PROPS, Text("> times(times(z3.IntVal(1), w1), w2)", "> times(times(z3.IntVal(2), w1), w2)"), "P5 bound doubled (count/weight within 2)"),
         Mutant("z19", Z3, Z_ENC, Text("return bv8(1) if self.var.ignores_weights else spec[\"weight\"][b]", "return bv8(1)"), "encoding: the group lists every backend once, whatever its weight"),
+        Mutant("z24", Z3, Z_ENC, Text("return z3.Implies(ones, z3.And(*stay, *order))", "return z3.Implies(ones, z3.And(*order))"), "BMC's planner order leaves kept members free to move"),
+        Mutant("z25", Z3, Z_ENC, Text("for i, k in zip(pos, kept, strict=True)][::-1] + list(zip(new, ids, strict=True))", "for i, k in zip(pos, kept, strict=True)] + list(zip(new, ids, strict=True))"), "BMC's planner order fills holes from the front of the live group"),
         Mutant("z20", Z3, Z_SHARED, Text("z3.And(eligible(new, bv8(b), n), old[\"weight\"][bv8(b)] != new[\"weight\"][bv8(b)])", "z3.BoolVal(False)"), "spec ghost: a weight change does not restart P5's counts"),
     ]
 

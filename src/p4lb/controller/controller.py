@@ -22,7 +22,7 @@ from p4lb.controller.switch import BATCHED, Switch, SwitchView
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError, PlanError
 from p4lb.model.ops import Op, Write
-from p4lb.model.p4lb import P4LB, P4lbState, check_plan, p4lb_plan
+from p4lb.model.p4lb import P4LB, P4lbState, check_plan, p4lb_plan, p4lb_write
 from p4lb.model.pool import Pool
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class Applied:
     before: Pool
     after: Pool
     writes: tuple[Write, ...]
+    group: tuple[int, ...] = ()  # the committed group afterwards
 
 
 class BackendState(enum.Enum):
@@ -141,15 +142,16 @@ class Controller:
             before = self.current_pool()
             after = update(before)
             view = self._view(full=False, quick=not thorough and self._marks() == seen)
+            start = _mirror(view) if view is not None and view.version is not None else P4lbState()
             if view is None or view.version is None:
                 log.warning("%s: the switch has no p4lb pipeline or no committed group (restarted?): deploying again", why)
                 writes = self._fresh(after, f"redeploy ({why})")
             else:
-                writes = self._execute(_mirror(view), after, why)
+                writes = self._execute(start, after, why)
             self.pool = after
             if writes or after != before:
                 self._save(after)
-        return Applied(why, before, after, tuple(writes))
+        return Applied(why, before, after, tuple(writes), committed(start, writes))
 
     def current_pool(self) -> Pool:
         """The operator's sets: re-read from the state file, which other `p4lb` commands may have changed."""
@@ -232,7 +234,7 @@ class Controller:
                 raise _partial(why, done, plan, exc) from exc
             done += len(batch)
         self.last_commit = time.time()
-        log.info("%s: %d writes, committed version %d, group %s", why, len(plan), plan[-1].value, after.members())
+        log.info("%s: %d writes, committed version %d, group %s", why, len(plan), plan[-1].value, committed(state, plan))
         return plan
 
     def _write(self, batch: list[Write]) -> None:
@@ -275,6 +277,13 @@ class Controller:
             )
             for b in self.settings.lb.backends
         ]
+
+
+def committed(st: P4lbState, plan: list[Write]) -> tuple[int, ...]:
+    """The committed group once `plan` is written over `st`."""
+    for w in plan:
+        st = p4lb_write(st, w)
+    return st.members(st.version)
 
 
 def batches(plan: list[Write]) -> list[list[Write]]:

@@ -92,7 +92,7 @@ class HealthLoop:
         if applied.writes:
             changed = applied.before.healthy ^ applied.after.healthy
             ops = ", ".join(f"{'heal' if b in applied.after.healthy else 'fail'} {b} ({self.monitor.reasons.get(b, '')})" for b in sorted(changed))
-            log.warning("commit: %s: %d writes, group now %s", ops or "reconcile", len(applied.writes), list(applied.after.members()))
+            log.warning("commit: %s: %d writes, group now %s", ops or "reconcile", len(applied.writes), list(applied.group))
         return applied
 
     def _export(self) -> None:

@@ -101,6 +101,11 @@ def validate(cfg: LbConfig) -> None:
     cfg.shape  # noqa: B018  (TableShape checks ways and bucket against the size)
 
 
+def table_fields(table: tuple[int, int, int] | None) -> dict[str, int]:
+    """LbConfig keywords for a (bits, ways, bucket) flow table; none for None (the default table)."""
+    return {} if table is None else dict(zip(("flow_table_bits", "flow_ways", "flow_bucket"), table, strict=True))
+
+
 def default_backends(n: int) -> tuple[Backend, ...]:
     """N test backends as in the seed: backend i is 10.0.{i+1}.{i+1}, MAC 00:..:{i+1}:{i+1}, switch port i+1."""
     return tuple(

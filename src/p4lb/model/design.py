@@ -8,7 +8,7 @@ from typing import Any
 from p4lb.model.config import SEED_BACKENDS, LbConfig, default_config
 from p4lb.model.errors import ConfigError
 from p4lb.model.ops import Write
-from p4lb.model.p4lb import FREE, P4LB, P4lbState, SlotState, Variant, check_plan, find, flow_places, p4lb_packet, p4lb_plan, p4lb_write
+from p4lb.model.p4lb import P4LB, P4lbState, SlotState, Variant, check_plan, entries_at, find, flow_places, p4lb_packet, p4lb_plan, p4lb_write
 from p4lb.model.packet import DropReason, Outcome, Packet
 from p4lb.model.pool import Pool
 from p4lb.model.seed import SeedState, seed_index, seed_packet, seed_plan, seed_write
@@ -71,15 +71,14 @@ class Design:
         if self.is_seed:
             return st.record(seed_index(self.cfg, pkt))
         places = flow_places(self.cfg, pkt)
-        c = find([st.flows.get(p, FREE) for p in places], key)
+        c = find(entries_at(st, places), key)
         return None if c == len(places) else st.flows[places[c]]
 
     def occupants(self, st: Any, pkt: Packet) -> tuple[int | None, ...] | None:
         """The flow key stored in each of the packet's places (None where free); None for the seed, which stores none."""
         if self.is_seed:
             return None
-        entries = [st.flows.get(p, FREE) for p in flow_places(self.cfg, pkt)]
-        return tuple(None if e.state == SlotState.FREE else e.key for e in entries)
+        return tuple(None if e.state == SlotState.FREE else e.key for e in entries_at(st, flow_places(self.cfg, pkt)))
 
     def drops(self, st: Any, reason: DropReason) -> int:
         """The lb_drops counter at `reason` (the seed has no counters: always 0)."""

@@ -20,7 +20,7 @@ from p4lb.model.errors import PlanError
 from p4lb.model.flowtable import at, candidates, choose, first
 from p4lb.model.ops import Target, Write
 from p4lb.model.packet import DropReason, FlagClass, Outcome, Packet, dropped, to_backend
-from p4lb.model.pool import Pool, interleave
+from p4lb.model.pool import Pool, in_place
 
 TCP = 6
 INDEX_MOD = 256  # rr_next and rr_member positions are bit<8>
@@ -49,7 +49,7 @@ FREE = FlowEntry()
 
 def is_open(e: FlowEntry, now: int, idle_timeout_us: int) -> bool:
     """An OPEN slot idle for no longer than the timeout: a flow the balancer still pins and protects."""
-    return e.state == SlotState.OPEN and now - e.last_seen <= idle_timeout_us
+    return (e.state == SlotState.OPEN) & (now - e.last_seen <= idle_timeout_us)  # `&`: one symbolic decision, not two
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,11 @@ def flow_slot(cfg: LbConfig, pkt: Packet) -> int:
     return flow_places(cfg, pkt)[0]
 
 
+def entries_at(st: P4lbState, places: Sequence[int]) -> list[FlowEntry]:
+    """The flow registers at each of the places (FREE where never written)."""
+    return [st.flows.get(p, FREE) for p in places]
+
+
 def find(entries: Sequence[FlowEntry], key: int) -> int:
     """The candidate holding `key` (any state but FREE), len(entries) if none: a flow is written only where none holds it, so at most one does."""
     return first([(e.state != SlotState.FREE) & (e.key == key) for e in entries])
@@ -116,7 +121,7 @@ def held(e: FlowEntry, now: int, idle_timeout_us: int, var: Variant) -> bool:
     """A place a new flow may not take: an open flow's (the refuse_stale mutant: any flow's)."""
     if var.refuse_stale:
         return e.state != SlotState.FREE
-    return (e.state == SlotState.OPEN) & (now - e.last_seen <= idle_timeout_us)
+    return is_open(e, now, idle_timeout_us)
 
 
 def _count_drop(st: P4lbState, reason: DropReason) -> P4lbState:
@@ -167,7 +172,7 @@ def _ingress(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tuple[P
     if cls is FlagClass.MALFORMED:
         return _count_drop(st, DropReason.MALFORMED), dropped(DropReason.MALFORMED)
     places = flow_places(cfg, pkt)
-    entries = [st.flows.get(p, FREE) for p in places]
+    entries = entries_at(st, places)
     c = find(entries, pkt.key)
     if c == len(entries):
         return _unmatched(cfg, var, st, pkt, places, entries)
@@ -202,7 +207,7 @@ def _stray(cfg: LbConfig, var: Variant, st: P4lbState) -> tuple[P4lbState, Outco
 
 
 def _new_flow(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet, slot: int, occupied: bool) -> tuple[P4lbState, Outcome]:
-    """A SYN of no open flow: refuse if its slot is held, else dispatch round-robin and pin."""
+    """A SYN of no open flow: refuse if `occupied` (every candidate holds another open flow), else dispatch round-robin and pin at `slot`."""
     if occupied and not var.evict_on_collision:
         if var.advance_on_refuse and st.rr_group[st.version]:
             st = _advance(var, st)[0]
@@ -234,24 +239,31 @@ def p4lb_write(st: P4lbState, w: Write) -> P4lbState:
     raise PlanError(f"p4lb has no control-plane target {w.target!r}")
 
 
-def planned_members(var: Variant, pool: Pool) -> tuple[int, ...]:
-    """The group the planner lists for a pool: each eligible backend weight times, interleaved (the mutants list the wrong set)."""
+def planned_counts(var: Variant, pool: Pool) -> dict[int, int]:
+    """How often the planner lists each backend: the eligible ones weight times (the mutants list the wrong set or count)."""
     listed = pool.eligible
     if var.eligible_ignores_health:
         listed = pool.active - pool.draining
     if var.eligible_ignores_active:
         listed = pool.healthy - pool.draining
-    return interleave({b: 1 if var.ignores_weights else pool.weight(b) for b in listed})
+    return {b: 1 if var.ignores_weights else pool.weight(b) for b in listed}
+
+
+def planned_members(var: Variant, pool: Pool, live: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """The group the planner lists for a pool, keeping the live group's members in place (pool.in_place)."""
+    return in_place(live, planned_counts(var, pool))
 
 
 def p4lb_plan(var: Variant, st: P4lbState, after: Pool) -> list[Write]:
     """Stage the new group under the unused version, then commit it with one write to `vip` (Reitblatt et al.).
 
-    The staged version still holds an older group: only the positions (and the size) that differ from the new
-    group are written, so a plan costs what changed since that group, not the group's length. rr_next is always
-    reset, as a controller that read the switch quickly does not know it."""
-    members = planned_members(var, after)
-    if st.members(st.version) == members:
+    The new group keeps the live group's members where they are (a failure of k backends moves about k), and the
+    staged version still holds an older group: only the positions (and the size) that differ from the new group are
+    written, so a plan costs what changed since that group, not the group's length. rr_next is always reset, as a
+    controller that read the switch quickly does not know it."""
+    live = st.members(st.version)
+    members = planned_members(var, after, live)
+    if members == live:
         return []
     s = st.version if var.in_place_updates else 1 - st.version
     writes = [Write(Target.RR_MEMBER, (s, i), b) for i, b in enumerate(members) if st.rr_member.get((s, i)) != b]

@@ -6,6 +6,7 @@ times as its weight, interleaved (smooth weighted round robin), so new flows are
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import TypedDict, Unpack
 
@@ -50,7 +51,7 @@ class Pool:
         return (self.active & self.healthy) - self.draining
 
     def members(self) -> tuple[int, ...]:
-        """The round-robin group: each eligible backend as many times as its weight, interleaved."""
+        """The round-robin group planned from scratch: each eligible backend as many times as its weight, interleaved."""
         return interleave({b: self.weight(b) for b in self.eligible})
 
     def check_positions(self) -> None:
@@ -83,6 +84,23 @@ def interleave(weights: dict[int, int]) -> tuple[int, ...]:
         credit[pick] -= total
         out.append(pick)
     return tuple(out)
+
+
+def in_place(live: tuple[int, ...], want: dict[int, int]) -> tuple[int, ...]:
+    """`want`'s group (backend -> copies) keeping `live`'s members in their places: a leaving copy's place takes one moved from the end, new backends go last; a listed backend changing its copies, or no live group, takes the full interleave."""
+    want = {b: w for b, w in want.items() if w > 0}
+    have = Counter(live)
+    if not live or any(b in want and want[b] != c for b, c in have.items()):
+        return interleave(want)
+    total = sum(want.values())
+    kept = [i for i, b in enumerate(live) if b in want]
+    holes = [i for i in range(total) if i >= len(live) or live[i] not in want]
+    movers = [live[i] for i in reversed(kept) if i >= total]
+    extras = interleave({b: w for b, w in want.items() if b not in have})
+    group = list(live[:total]) + [0] * (total - len(live))
+    for i, b in zip(holes, movers + list(extras), strict=True):
+        group[i] = b
+    return tuple(group)
 
 
 def fmt_set(values: frozenset[int]) -> str:

@@ -141,13 +141,13 @@ def violations(spec: SpecState, view: StepView, timeout: int) -> list[tuple[Prop
         found += _p4b(spec.admitted[pkt.key], out, view.counted)
     if new_syn and out.fate is Fate.BACKEND and pool.eligible and not fair(spec.run + (out.backend,), shares(pool)):
         found.append((Prop.P5, f"unfair spread over eligible {shares(pool)} (backend: weight): {spec.run + (out.backend,)}"))
-    if view.records_changed:
-        flows = ", ".join(key_str(k) for k in sorted(view.records_changed))
-        found.append((Prop.P6, f"a packet of another flow changed the state of open flow(s) {flows}"))
+    changed = ", ".join(key_str(k) for k in sorted(view.records_changed))
+    if changed:
+        found.append((Prop.P6, f"a packet of another flow changed the state of open flow(s) {changed}"))
     if new_syn and occupied and not (out.fate is Fate.DROP and view.counted):
         found.append((Prop.P8, f"SYN whose every place holds another open flow was not refused and counted: {out}"))
-    if new_syn and view.records_changed:
-        found.append((Prop.P8, f"a new SYN took the place of open flow(s) {', '.join(key_str(k) for k in sorted(view.records_changed))}: {out}"))
+    if new_syn and changed:
+        found.append((Prop.P8, f"a new SYN took the place of open flow(s) {changed}: {out}"))
     if new_syn and refused and not occupied:
         found.append((Prop.P8, "SYN refused although one of its places holds no other open flow"))
     if new_syn and refused and not view.counted:

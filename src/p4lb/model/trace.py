@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from p4lb.model.config import table_fields
 from p4lb.model.crc import ip, ip_str
 from p4lb.model.design import Design, make_design
 from p4lb.model.ops import Op, Target, Write, op_from_json, op_to_json
@@ -143,9 +144,7 @@ class Trace:
     def make_design(self) -> Design:
         """The design this trace runs on."""
         kw: dict[str, Any] = {} if self.idle_timeout_us is None else {"idle_timeout_us": self.idle_timeout_us}
-        if self.flow_table is not None:
-            kw |= dict(zip(("flow_table_bits", "flow_ways", "flow_bucket"), self.flow_table, strict=True))
-        return make_design(self.design, self.n, self.variant, **kw)
+        return make_design(self.design, self.n, self.variant, **kw, **table_fields(self.flow_table))
 
     def run(self) -> Run:
         """Replay on the executable model."""

@@ -16,7 +16,7 @@ import z3
 
 from p4lb.model.design import Design
 from p4lb.model.ops import Fail, Heal, Op, Scale
-from p4lb.model.p4lb import P4lbState, SlotState, planned_members
+from p4lb.model.p4lb import P4lbState, SlotState, planned_counts
 from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet, flow_key
 from p4lb.model.pool import Pool
 from p4lb.model.seed import SeedState
@@ -30,11 +30,11 @@ Encoding = SeedEncoding | P4lbEncoding
 WHAT = {"rr_member": 0, "rr_group": 1, "rr_next": 2}  # the stage-write selector of P4lbEncoding.stage_write
 
 
-def encoding_for(design: Design) -> Encoding:
-    """The Z3 encoding of an executable design, with BMv2's real crc16."""
+def encoding_for(design: Design, follow_planner: bool = False) -> Encoding:
+    """The Z3 encoding of an executable design, with BMv2's real crc16 (follow_planner: as bounded model checking runs it)."""
     if design.is_seed:
         return SeedEncoding(design.cfg, real_hash=True)
-    return P4lbEncoding(design.cfg, design.variant, real_hash=True)
+    return P4lbEncoding(design.cfg, design.variant, real_hash=True, follow_planner=follow_planner)
 
 
 @dataclass
@@ -50,6 +50,7 @@ class Pinned:
     run: Run
     encoded: Design
     flip: int = 0  # the model deploys under version 1, the encoding under 0: encoding version = model version ^ flip
+    follow_planner: bool = False  # the encoding lists committed groups in the planner's order itself (not pinned)
     after: list[Any] = field(default_factory=list)  # the model's switch state after each step
 
 
@@ -87,10 +88,11 @@ def _pin_seed_op(e: StepEnc, op: object) -> list[z3.BoolRef]:
 
 
 def _pin_p4lb_op(p: Pinned, e: StepEnc, tag: str, after: Pool) -> list[z3.BoolRef]:
-    """An atomic operation: which branch, the new sets, and the committed version and group the plan writes."""
+    """An atomic operation: which branch, the new sets, and the committed version and group the plan writes (not the
+    group if the encoding follows the planner: then it must force the model's group itself)."""
     design, run = p.design, p.run
     before = run.spec.pool
-    changed = planned_members(design.variant, before) != planned_members(design.variant, after)
+    changed = planned_counts(design.variant, before) != planned_counts(design.variant, after)
     cons = [e.inputs["kind"] == (1 if changed else 2), *_sets(tag, after)]
     writes = design.plan(run.state, before, after)
     if changed and writes:
@@ -98,7 +100,9 @@ def _pin_p4lb_op(p: Pinned, e: StepEnc, tag: str, after: Pool) -> list[z3.BoolRe
         for w in writes:
             end = design.write(end, w)
         ver = writes[-1].value
-        cons += [z3.Bool(f"cver_{tag}") == bool(ver ^ p.flip), z3.BitVec(f"size_{tag}", 8) == end.rr_group[ver], z3.Array(f"mem_{tag}", B8, B8) == _members(end, ver)]
+        cons.append(z3.Bool(f"cver_{tag}") == bool(ver ^ p.flip))
+        if not p.follow_planner:
+            cons += [z3.BitVec(f"size_{tag}", 8) == end.rr_group[ver], z3.Array(f"mem_{tag}", B8, B8) == _members(end, ver)]
     return cons
 
 
@@ -159,29 +163,30 @@ class _Template:
 
 
 @functools.cache
-def _template(design: Design, atomic: bool) -> _Template:
+def _template(design: Design, atomic: bool, follow_planner: bool = False) -> _Template:
     """The step template of a design (operations atomic or as single writes)."""
-    enc = encoding_for(design)
+    enc = encoding_for(design, follow_planner)
     e = enc.step(enc.fresh("TA"), enc.fresh("TB"), "TT", atomic)
     found = _consts([e.trans, e.is_packet, e.out.fate, e.out.backend, e.out.reason, e.places_held, e.counted, *e.inputs.values()])
     consts = tuple((c, name[:-3], name[-2:]) for name, c in found.items() if name[-3:] in ("_TA", "_TB", "_TT"))
     return _Template(e, consts)
 
 
-def pin(design: Design, pool: Pool, steps: list[Step], free_reset: bool = False, encoded: Design | None = None) -> Pinned:
+def pin(design: Design, pool: Pool, steps: list[Step], free_reset: bool = False, encoded: Design | None = None, follow_planner: bool = False) -> Pinned:
     """Unroll the encoding over `steps` from the deployed `pool` with all inputs pinned; also run the model.
 
-    `encoded` is the design whose encoding is unrolled (default: `design`; another one only to test the checks).
+    `encoded` is the design whose encoding is unrolled (default: `design`; another one only to test the checks);
+    `follow_planner` unrolls it as bounded model checking does, the committed groups left to the encoding.
     """
     if pool != Pool.initial(design.cfg.n):
         raise EncodingMismatch(f"the encoding starts from the initial pool, not {pool.describe()}")
     encoded = encoded or design
-    enc = encoding_for(encoded)
+    enc = encoding_for(encoded, follow_planner)
     states = [enc.fresh("c0")]
     solver = z3.Solver()
     solver.add(enc.init(states[0]))
     run = Run.start(design, pool)
-    p = Pinned(design, enc, solver, states, [], list(steps), run, encoded)
+    p = Pinned(design, enc, solver, states, [], list(steps), run, encoded, follow_planner=follow_planner)
     if isinstance(enc, P4lbEncoding):
         p.flip = run.state.version
         solver.add(*[states[0].sw[f"rr_member{v ^ p.flip}"] == _members(run.state, v) for v in (0, 1)])
@@ -194,7 +199,7 @@ def _pin_step(p: Pinned, i: int, step: Step, free_reset: bool) -> None:
     """Add step i to the unrolling, pin its inputs, and run it on the model."""
     tag = f"c{i}"
     p.states.append(p.enc.fresh(f"c{i + 1}"))
-    e = _template(p.encoded, not isinstance(step, WriteStep)).instance(i)
+    e = _template(p.encoded, not isinstance(step, WriteStep), p.follow_planner).instance(i)
     p.steps.append(e)
     p.solver.add(e.trans)
     if not free_reset:
@@ -265,13 +270,13 @@ def _const(term: z3.ExprRef, value: int) -> z3.ExprRef:
     return z3.IntVal(value)
 
 
-def compare(design: Design, pool: Pool, steps: list[Step], slots: list[int], encoded: Design | None = None) -> list[Step]:
+def compare(design: Design, pool: Pool, steps: list[Step], slots: list[int], encoded: Design | None = None, follow_planner: bool = False) -> list[Step]:
     """Raise EncodingMismatch unless the encoding forces the model's outcome and registers after every step.
 
-    `slots` are the flow-table (or flowlet) indices whose registers are compared; `encoded` as for `pin`.
-    Returns the steps run.
+    `slots` are the flow-table (or flowlet) indices whose registers are compared; `encoded` and `follow_planner` as
+    for `pin`. Returns the steps run.
     """
-    p = pin(design, pool, steps, encoded=encoded)
+    p = pin(design, pool, steps, encoded=encoded, follow_planner=follow_planner)
     if p.solver.check() != z3.sat:
         raise EncodingMismatch("the encoding admits no run for these steps (the executable model ran them)")
     terms = [(i, name, t, v) for i in range(len(steps)) for name, t, v in _terms(p, i, slots)]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import z3
 
+from p4lb.model.config import table_fields
 from p4lb.model.design import make_design
 from p4lb.model.errors import ModelError
 from p4lb.model.ops import Fail, Heal, Scale, Target, Write, op_between
@@ -50,13 +51,12 @@ class Task:
         """P7 runs operations write by write; every other property runs them atomically."""
         return self.prop is not Prop.P7
 
-    def encoding(self, real_hash: bool) -> Encoding:
-        """The Z3 transition system."""
-        shape = {} if self.flow_table is None else dict(zip(("flow_table_bits", "flow_ways", "flow_bucket"), self.flow_table, strict=True))
-        d = make_design(self.design, self.n, self.variant, idle_timeout_us=self.idle_timeout_us, **shape)
+    def encoding(self, real_hash: bool, follow_planner: bool = False) -> Encoding:
+        """The Z3 transition system (follow_planner: commits of weight-1 groups in the model planner's order)."""
+        d = make_design(self.design, self.n, self.variant, idle_timeout_us=self.idle_timeout_us, **table_fields(self.flow_table))
         if d.is_seed:
             return SeedEncoding(d.cfg, real_hash=real_hash)
-        return P4lbEncoding(d.cfg, self.variant, real_hash=real_hash)
+        return P4lbEncoding(d.cfg, self.variant, real_hash=real_hash, follow_planner=follow_planner)
 
     def searchable(self, n: int) -> Task:
         """This task for a run search (BMC): at most n backends, and a table whose flows have at most
@@ -64,9 +64,8 @@ class Task:
         small = replace(self, n=min(self.n, n))
         if self.design == "seed":
             return small
-        shape = make_design(self.design, self.n, self.variant).cfg.shape if self.flow_table is None else None
-        count = shape.ways * shape.bucket if shape is not None else self.flow_table[1] * self.flow_table[2]  # type: ignore[index]
-        return small if count <= SEARCH_CANDIDATES else replace(small, flow_table=SEARCH_TABLE)
+        shape = make_design(self.design, self.n, self.variant, **table_fields(self.flow_table)).cfg.shape
+        return small if shape.ways * shape.bucket <= SEARCH_CANDIDATES else replace(small, flow_table=SEARCH_TABLE)
 
     @property
     def label(self) -> str:
@@ -121,10 +120,10 @@ def _plain_op(enc: Encoding, s: Sym, e: StepEnc, tag: str) -> list[z3.BoolRef]:
 
 
 class _Unroll:
-    """An incremental unrolling of one encoding."""
+    """An incremental unrolling of one encoding, its commits in the planner's order (so a run replays on the model)."""
 
     def __init__(self, task: Task, real_hash: bool) -> None:
-        self.enc = task.encoding(real_hash)
+        self.enc = task.encoding(real_hash, follow_planner=True)
         self.states = [self.enc.fresh("s0")]
         self.steps: list[StepEnc] = []
         self.plain: list[list[z3.BoolRef]] = [[], [], []]  # strict, addresses only, none

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
 
@@ -33,20 +34,23 @@ def _uf(bits: int) -> z3.FuncDeclRef:
     return z3.Function(f"hash{bits}", z3.BitVecSort(KEY_BITS), z3.BitVecSort(bits))
 
 
-def _crc_of_key(cfg: LbConfig, key: int) -> int:
-    src_ip, src_port = key >> 16, key & 0xFFFF
-    return crc16(five_tuple_bytes(src_ip, 0, 0, src_port, 0))
-
-
 def crc_slot(cfg: LbConfig, bits: int, key: z3.ExprRef) -> z3.ExprRef:
-    """crc16(src, vip, 6, sport, vport) % 2**bits as XORs of key bits: CRC-16/ARC is linear over GF(2)."""
-    const = crc16(five_tuple_bytes(0, cfg.vip, TCP, 0, cfg.vip_port))
-    terms = [z3.BitVecVal(const, 16)]
+    """crc16(src, vip, 6, sport, vport) % 2**bits as XORs of key bits."""
+    return z3.Extract(bits - 1, 0, _xor_form(16, lambda *f: crc16(five_tuple_bytes(*f)), cfg, key))
+
+
+def _xor_form(width: int, crc: Callable[[int, int, int, int, int], int], cfg: LbConfig, key: z3.ExprRef) -> z3.ExprRef:
+    """crc(client, VIP, TCP, client port, VIP port) as XORs of the key's bits.
+
+    A CRC over a fixed length is affine over GF(2): crc(a ^ b) = crc(a) ^ crc(b) ^ crc(0)."""
+    zero = crc(0, 0, 0, 0, 0)
+    terms = [z3.BitVecVal(crc(0, cfg.vip, TCP, 0, cfg.vip_port), width)]
     for i in range(KEY_BITS):
-        column = _crc_of_key(cfg, 1 << i)
+        k = 1 << i
+        column = crc(k >> 16, 0, 0, k & 0xFFFF, 0) ^ zero
         if column:
-            terms.append(z3.RepeatBitVec(16, z3.Extract(i, i, key)) & z3.BitVecVal(column, 16))
-    return z3.Extract(bits - 1, 0, reduce(lambda a, b: a ^ b, terms))
+            terms.append(z3.RepeatBitVec(width, z3.Extract(i, i, key)) & z3.BitVecVal(column, width))
+    return reduce(lambda a, b: a ^ b, terms)
 
 
 @dataclass(frozen=True)
@@ -117,20 +121,6 @@ class Places:
         return self._place(z3.UDiv(wide, size), bucket, z3.URem(wide, size))
 
 
-def _crc32_of(cfg: LbConfig, way: int, src_ip: int, dst_ip: int, src_port: int, dst_port: int) -> int:
-    return way_hash(way, src_ip, dst_ip, TCP, src_port, dst_port)
-
-
 def crc32_way(cfg: LbConfig, way: int, key: z3.ExprRef) -> z3.ExprRef:
-    """crc32 of way `way`'s field order over (key's client, VIP, TCP, key's port, VIP port) as XORs of key bits.
-
-    CRC-32 is affine over GF(2) for a fixed length: crc(a ^ b) = crc(a) ^ crc(b) ^ crc(0)."""
-    zero = _crc32_of(cfg, way, 0, 0, 0, 0)
-    const = _crc32_of(cfg, way, 0, cfg.vip, 0, cfg.vip_port) ^ 0
-    terms = [z3.BitVecVal(const, 32)]
-    for i in range(KEY_BITS):
-        k = 1 << i
-        column = _crc32_of(cfg, way, k >> 16, 0, k & 0xFFFF, 0) ^ zero
-        if column:
-            terms.append(z3.RepeatBitVec(32, z3.Extract(i, i, key)) & z3.BitVecVal(column, 32))
-    return reduce(lambda a, b: a ^ b, terms)
+    """crc32 of way `way`'s field order (model.flowtable.way_hash) as XORs of key bits."""
+    return _xor_form(32, lambda s, d, p, sp, dp: way_hash(way, s, d, p, sp, dp), cfg, key)

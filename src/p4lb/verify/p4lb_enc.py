@@ -98,10 +98,11 @@ class P4lbEncoding:
 
     name = "p4lb"
 
-    def __init__(self, cfg: LbConfig, variant: Variant = P4LB, real_hash: bool = False) -> None:
+    def __init__(self, cfg: LbConfig, variant: Variant = P4LB, real_hash: bool = False, follow_planner: bool = False) -> None:
         self.cfg = cfg
         self.n = cfg.n
         self.var = variant
+        self.follow_planner = follow_planner  # an atomic commit of weight-1 groups lists the model planner's order (see in_place)
         self.timeout = cfg.idle_timeout_us
         self.places = Places(cfg, real_hash)
         self.idx = z3.BitVecSort(cfg.flow_table_bits)
@@ -315,9 +316,7 @@ class P4lbEncoding:
                 post[f"rr_group{v}"] = z3.If(sel, size, sw[f"rr_group{v}"])
                 post[f"rr_member{v}"] = z3.If(sel, mem, sw[f"rr_member{v}"])
                 post[f"rr_next{v}"] = z3.If(sel, bv8(0), sw[f"rr_next{v}"])
-            # with every weight 1 the planner lists backends in ascending order (as model.pool.interleave does)
-            ones = z3.And(*[z3.Implies(self.planned(spec2, bv8(b)), self.weight(spec2, bv8(b)) == 1) for b in range(1, n + 1)])
-            ready = z3.Implies(ones, z3.And(True, *[z3.Implies(z3.ULT(bv8(i + 1), size), z3.ULT(mem[bv8(i)], mem[bv8(i + 1)])) for i in range(n - 1)]))
+            ready = self.in_place(s, spec2, size, mem, gh) if self.follow_planner else z3.BoolVal(True)  # the proofs: any order
         else:
             size, mem, nxt = self.group(s, target)
             ready = nxt == 0
@@ -331,6 +330,22 @@ class P4lbEncoding:
             return z3.And(base, ready_weak, self.wellformed(size, mem, gh, spec2, positions, backends))
 
         return Branch("commit", guard, post, spec2, weak)
+
+    def in_place(self, s: Sym, spec2: dict[str, z3.ExprRef], size: z3.ExprRef, mem: z3.ExprRef, gh: Ghosts) -> z3.BoolRef:
+        """With every weight 1 before and after, the new group is model.pool.in_place of the live one: a kept member
+        stays, the holes take in ascending order the movers (kept members at or past the new size, the last first),
+        then the new backends by id (where each one lands is read from the new group's ghosts). Bounded model
+        checking follows the planner, so its traces replay; the proofs allow any order."""
+        m, live, _ = self.group(s, s.sw["version"])
+        pos, ids = [bv8(i) for i in range(self.n)], [bv8(b) for b in range(1, self.n + 1)]  # weight-1 groups: at most n positions
+        ones = z3.And(*[z3.Implies(self.planned(sp, b), self.weight(sp, b) == 1) for sp in (s.spec, spec2) for b in ids])
+        kept = [z3.And(z3.ULT(i, m), self.planned(spec2, live[i])) for i in pos]
+        stay = [z3.Implies(z3.And(z3.ULT(i, size), k), mem[i] == live[i]) for i, k in zip(pos, kept, strict=True)]
+        new = [z3.And(self.planned(spec2, b), *[z3.Or(z3.UGE(i, m), live[i] != b) for i in pos]) for b in ids]
+        fill = [(z3.And(k, z3.UGE(i, size)), live[i]) for i, k in zip(pos, kept, strict=True)][::-1] + list(zip(new, ids, strict=True))
+        at = [gh.pos[z3.Concat(b, bv8(0))] for _, b in fill]
+        order = [z3.Implies(z3.And(fill[x][0], fill[y][0]), z3.ULT(at[x], at[y])) for x in range(len(fill)) for y in range(x + 1, len(fill))]
+        return z3.Implies(ones, z3.And(*stay, *order))
 
     def unchanged_eligibility(self, s: Sym, tag: str) -> Branch:
         """An operation that changes the sets but not the eligible set: no switch write at all."""

@@ -118,15 +118,21 @@ def _const_width(x: int) -> int:
     return max(1, x.bit_length())
 
 
-class SymBool:
-    """A symbolic truth value; Python's `if`, `and`, `or`, `not` ask the explorer for a side."""
+class _Symbolic:
+    """What every symbolic value offers the model: the explorer it asks, and model.flowtable's branch-free helpers."""
 
-    __hash__ = object.__hash__
+    ex: Explorer
 
     @property
     def symbolic_ops(self) -> SymOps:
         """The branch-free selection helpers the model's flowtable uses on symbolic values."""
         return SymOps(self.ex)
+
+
+class SymBool(_Symbolic):
+    """A symbolic truth value; Python's `if`, `and`, `or`, `not` ask the explorer for a side."""
+
+    __hash__ = object.__hash__
 
     def __init__(self, term: z3.BoolRef, ex: Explorer) -> None:
         self.term, self.ex = term, ex
@@ -143,10 +149,13 @@ class SymBool:
     def __invert__(self) -> SymBool:
         return SymBool(z3.Not(self.term), self.ex)
 
+    def as_bv(self) -> SymBV:
+        """0 or 1 in one bit."""
+        return SymBV(z3.If(self.term, z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)), self.ex)
+
     def __add__(self, other: object) -> SymBV:
         """A truth value counts as 0 or 1 (Python's sum over bools)."""
-        one = SymBV(z3.If(self.term, z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)), self.ex)
-        return one + (int(other) if isinstance(other, bool) else other)
+        return self.as_bv() + (int(other) if isinstance(other, bool) else other)
 
     __radd__ = __add__
 
@@ -160,15 +169,10 @@ def as_bool(x: object) -> z3.BoolRef:
     raise SymbolicError(f"not a truth value: {x!r}")
 
 
-class SymBV:
+class SymBV(_Symbolic):
     """A non-negative integer held in a bit-vector; every operation is exact (results widen), as on Python ints."""
 
     __hash__ = object.__hash__
-
-    @property
-    def symbolic_ops(self) -> SymOps:
-        """The branch-free selection helpers the model's flowtable uses on symbolic values."""
-        return SymOps(self.ex)
 
     def __init__(self, term: z3.BitVecRef, ex: Explorer) -> None:
         self.term, self.ex = term, ex
@@ -292,15 +296,10 @@ class SymBV:
         return z3.Extract(width - 1, 0, self.term)
 
 
-class SymInt:
+class SymInt(_Symbolic):
     """An unbounded integer (the model's microsecond clock)."""
 
     __hash__ = object.__hash__
-
-    @property
-    def symbolic_ops(self) -> SymOps:
-        """The branch-free selection helpers the model's flowtable uses on symbolic values."""
-        return SymOps(self.ex)
 
     def __init__(self, term: z3.ArithRef, ex: Explorer) -> None:
         self.term, self.ex = term, ex
@@ -409,7 +408,7 @@ def _select(terms: list[z3.ExprRef], idx: z3.BitVecRef) -> z3.ExprRef:
 def _bv_term(v: Any, width: int) -> z3.BitVecRef:
     """A symbolic or constant non-negative integer (or truth value) as a bit-vector of at least `width` bits."""
     if isinstance(v, SymBool):
-        v = SymBV(z3.If(v.term, z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)), v.ex)
+        v = v.as_bv()
     if isinstance(v, SymBV):
         return v.widened(width)
     return z3.BitVecVal(int(v), max(width, _const_width(int(v))))
