@@ -1,22 +1,32 @@
-"""The committed BMv2 JSON and P4Info are what p4c makes of the committed sources."""
+"""The committed BMv2 JSON and P4Info of every build (p4lb, p4lb_small, seed, forward) are what p4c makes of the
+committed sources with the build's defines."""
 
 import json
 
 import pytest
 
-from p4lb.lab.toolchain import PROGRAMS, artifacts, compile_p4, missing_compiler
+from p4lb.lab.toolchain import BUILDS, artifacts, compile_p4, missing_compiler
 
 
-@pytest.mark.parametrize("program", PROGRAMS)
-def test_artifacts_match_sources(program, tmp_path):
+@pytest.mark.parametrize("build", BUILDS)
+def test_artifacts_match_sources(build, tmp_path):
     reason = missing_compiler()
     if reason:
-        print(f"\nSKIP {program} artifacts check: {reason}")
+        print(f"\nSKIP {build} artifacts check: {reason}")
         pytest.skip(reason)
-    committed_p4info, committed_json = artifacts(program)
+    committed_p4info, committed_json = artifacts(build)
     if not committed_json.exists():
         pytest.fail(f"{committed_json} is not committed: run `nox -s build_p4` and commit p4/build/")
-    fresh_p4info, fresh_json = compile_p4(program, tmp_path)
+    fresh_p4info, fresh_json = compile_p4(build, tmp_path)
     strip = lambda d: {k: v for k, v in d.items() if k != "program"}  # noqa: E731  (the source path differs)
     assert strip(json.loads(fresh_json.read_text())) == strip(json.loads(committed_json.read_text()))
     assert fresh_p4info.read_text() == committed_p4info.read_text()
+
+
+def test_small_build_is_p4lb_on_32_places():
+    """p4lb_small differs from p4lb only in the flow table's size: 32 places (4 ways x one 8-place bucket)."""
+    big, small = (json.loads(artifacts(b)[1].read_text()) for b in ("p4lb", "p4lb_small"))
+    sizes = {r["name"].rsplit(".", 1)[-1]: r["size"] for r in small["register_arrays"]}
+    assert {k: sizes[k] for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen")} == dict.fromkeys(("flow_state", "flow_key", "flow_backend", "flow_last_seen"), 32)
+    assert {r["name"]: r["size"] for r in big["register_arrays"]}["MyIngress.flow_state"] == 1 << 20
+    assert [a["name"] for a in small["actions"]] == [a["name"] for a in big["actions"]]

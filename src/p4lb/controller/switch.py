@@ -317,7 +317,8 @@ class P4RuntimeSwitch:
         """The open flow slots (slot -> entry): every slot read through the CPU port, SCAN_WIDTH per request,
         SCAN_WINDOW requests in flight; each block is judged open or idle at the switch clock of its own read."""
         rt = self._ready()
-        blocks = rt.register_size("flow_state") // SCAN_WIDTH
+        places = rt.register_size("flow_state")
+        blocks = max(1, places // SCAN_WIDTH)  # a table smaller than one scan (p4lb_small) is read by one, wrapped round
         sent, done, out = 0, set[int](), dict[int, FlowEntry]()
         while len(done) < blocks:
             while sent < blocks and sent - len(done) < SCAN_WINDOW:
@@ -328,7 +329,7 @@ class P4RuntimeSwitch:
                 log.debug("stray PacketIn %s", meta)  # e.g. the late answer of an earlier, abandoned request
                 continue
             done.add(meta["index"])
-            out.update(scan_block(meta, payload))
+            out.update(scan_block(meta, payload, places))
         return out
 
     def close(self) -> None:
@@ -336,12 +337,13 @@ class P4RuntimeSwitch:
         self.rt.close()
 
 
-def scan_block(meta: dict[str, int], payload: bytes) -> dict[int, FlowEntry]:
-    """The open slots of one CPU_SCAN answer."""
+def scan_block(meta: dict[str, int], payload: bytes, places: int | None = None) -> dict[int, FlowEntry]:
+    """The open slots of one CPU_SCAN answer (of a table of `places` places: fewer than SCAN_WIDTH wrap round, the
+    repeats are skipped)."""
     if len(payload) < SCAN_WIDTH * SCAN_SLOT.size:
         raise SwitchError(f"CPU_SCAN answer of {len(payload)} bytes, expected {SCAN_WIDTH * SCAN_SLOT.size}: is the switch running p4/p4lb.p4?")
     out = {}
-    for i in range(SCAN_WIDTH):
+    for i in range(min(SCAN_WIDTH, places or SCAN_WIDTH)):
         state, backend, key, seen = SCAN_SLOT.unpack_from(payload, i * SCAN_SLOT.size)
         if state != SlotState.OPEN:
             continue

@@ -457,7 +457,7 @@ class ModelDevice:
             if len(payload) < need:
                 return None  # p4lb.p4: a scan request too short to fill is dropped
             base = ((index * SCAN_WIDTH) & MASK32) & (slots - 1)
-            body = b"".join(self._scan_slot(base + i) for i in range(SCAN_WIDTH))
+            body = b"".join(self._scan_slot((base + i) & (slots - 1)) for i in range(SCAN_WIDTH))  # a table smaller than a scan wraps round (p4lb.p4)
             return head | self._globals(), body + payload[need:]
         if op == CpuOp.WRITE_RR_NEXT:
             self._state = p4lb_write(self._state, Write(Target.RR_NEXT, (index & 1,), value & 0xFF))

@@ -7,25 +7,27 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from p4lb.p4 import PROGRAMS, artifacts, p4_dir
+from p4lb.p4 import BUILDS, PROGRAMS, artifacts, p4_dir
 
-__all__ = ["PROGRAMS", "artifacts", "build_all", "compile_p4", "missing_compiler", "missing_switch", "require_switch"]
+__all__ = ["BUILDS", "PROGRAMS", "artifacts", "build_all", "compile_p4", "missing_compiler", "missing_switch", "require_switch"]
 
 
-def compile_p4(program: str, out_dir: Path) -> tuple[Path, Path]:
-    """Run p4c-bm2-ss on p4/PROGRAM.p4 into out_dir."""
+def compile_p4(build: str, out_dir: Path) -> tuple[Path, Path]:
+    """Run p4c-bm2-ss on a build's program (BUILDS: p4/PROGRAM.p4 with its -D defines) into out_dir/BUILD.*."""
+    program, defines = BUILDS[build]
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, p4info = out_dir / f"{program}.json", out_dir / f"{program}.p4info.txtpb"
+    json_path, p4info = out_dir / f"{build}.json", out_dir / f"{build}.p4info.txtpb"
     source = f"p4/{program}.p4"  # relative to the package folder: the JSON's source_info names it
-    subprocess.run(["p4c-bm2-ss", "--arch", "v1model", "--p4runtime-files", str(p4info), "-o", str(json_path), source], check=True, cwd=p4_dir().parent)
+    flags = [f"-D{name}={value}" for name, value in defines]
+    subprocess.run(["p4c-bm2-ss", "--arch", "v1model", *flags, "--p4runtime-files", str(p4info), "-o", str(json_path), source], check=True, cwd=p4_dir().parent)
     return p4info, json_path
 
 
 def build_all() -> None:
-    """Regenerate the committed artifacts of every program (`nox -s build_p4`)."""
-    for program in PROGRAMS:
-        compile_p4(program, p4_dir() / "build")
-        print(f"built {program}: {', '.join(str(p) for p in artifacts(program))}")
+    """Regenerate the committed artifacts of every build (`nox -s build_p4`)."""
+    for build in BUILDS:
+        compile_p4(build, p4_dir() / "build")
+        print(f"built {build}: {', '.join(str(p) for p in artifacts(build))}")
 
 
 def missing_compiler() -> str | None:
@@ -43,8 +45,8 @@ def missing_switch() -> str | None:
         return "iproute2 (`ip`) is missing: the tests build their hosts with network namespaces and veth pairs"
     if os.geteuid() != 0:
         return "the switch tests need root to create network namespaces"
-    for program in PROGRAMS:
-        for path in artifacts(program):
+    for build in BUILDS:
+        for path in artifacts(build):
             if not path.exists():
                 return f"{path} is missing: run `nox -s build_p4` (needs p4c)"
     try:

@@ -16,6 +16,7 @@ CPU_PORT = 510  # the P4 programs' controller port (PacketOut/PacketIn): simple_
 P4LB_TABLE_BITS = 20
 P4LB_WAYS = 4
 P4LB_BUCKET = 8
+P4LB_SMALL_TABLE_BITS = 5  # the test build p4/build/p4lb_small.json: one 8-place bucket per way, 32 places
 
 
 @dataclass(frozen=True)

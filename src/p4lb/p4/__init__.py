@@ -5,7 +5,19 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from p4lb.model.config import P4LB_SMALL_TABLE_BITS, P4LB_TABLE_BITS
+
 PROGRAMS = ("p4lb", "seed", "forward")
+# Every committed build: its name (of build/NAME.json and build/NAME.p4info.txtpb) -> (program, p4c -D defines).
+# p4lb_small: p4lb.p4 on a table of one bucket per way (4 ways x 8 = 32 places), where tests can fill every
+# candidate of a flow and see refusals.
+BUILDS: dict[str, tuple[str, tuple[tuple[str, int], ...]]] = {
+    "p4lb": ("p4lb", ()),
+    "p4lb_small": ("p4lb", (("FLOW_BITS", P4LB_SMALL_TABLE_BITS),)),
+    "seed": ("seed", ()),
+    "forward": ("forward", ()),
+}
+P4LB_BUILDS = {P4LB_TABLE_BITS: "p4lb", P4LB_SMALL_TABLE_BITS: "p4lb_small"}  # flow table bits -> build of p4lb.p4
 
 
 def p4_dir() -> Path:
@@ -18,7 +30,16 @@ def source(program: str) -> Path:
     return p4_dir() / f"{program}.p4"
 
 
-def artifacts(program: str) -> tuple[Path, Path]:
-    """(P4Info text, BMv2 JSON) of a program: the order P4Runtime's pipeline push takes them."""
-    build = p4_dir() / "build"
-    return build / f"{program}.p4info.txtpb", build / f"{program}.json"
+def artifacts(build: str) -> tuple[Path, Path]:
+    """(P4Info text, BMv2 JSON) of a build (a program's name for its default build; see BUILDS): the order
+    P4Runtime's pipeline push takes them."""
+    folder = p4_dir() / "build"
+    return folder / f"{build}.p4info.txtpb", folder / f"{build}.json"
+
+
+def p4lb_build(table_bits: int) -> str:
+    """The committed build of p4lb.p4 with a flow table of 2**table_bits places (ValueError if there is none)."""
+    if table_bits not in P4LB_BUILDS:
+        sizes = ", ".join(f"{b} ({name})" for b, name in sorted(P4LB_BUILDS.items()))
+        raise ValueError(f"no committed build of p4lb.p4 has 2^{table_bits} flow places: table bits {sizes}, or compile it with -DFLOW_BITS={table_bits}")
+    return P4LB_BUILDS[table_bits]

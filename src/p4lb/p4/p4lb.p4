@@ -372,13 +372,19 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         meta.lb.slot = (w == 0 ? meta.lb.base0 : (w == 1 ? meta.lb.base1 : (w == 2 ? meta.lb.base2 : meta.lb.base3))) + (bit<32>)(meta.lb.cand & 7);
     }
 
-    /* slot `base + i` into scan[i]; unrolled, as P4 has no loops */
+    /* slot `base + i` into scan[i]; unrolled, as P4 has no loops. A table smaller than one scan (FLOW_BITS < 6,
+     * the test build) wraps round: scan[i] is slot i mod FLOW_PLACES, never a read past the registers' end. */
+#if FLOW_BITS < 6
+#define SCAN_AT(i) ((base + i) & (FLOW_PLACES - 1))
+#else
+#define SCAN_AT(i) (base + i)
+#endif
 #define SCAN_SLOT(i) \
-        flow_state.read(scan_state, base + i); \
+        flow_state.read(scan_state, SCAN_AT(i)); \
         hdr.scan[i].flow_state = (bit<8>)scan_state; \
-        flow_backend.read(hdr.scan[i].flow_backend, base + i); \
-        flow_key.read(hdr.scan[i].flow_key, base + i); \
-        flow_last_seen.read(hdr.scan[i].flow_last_seen, base + i);
+        flow_backend.read(hdr.scan[i].flow_backend, SCAN_AT(i)); \
+        flow_key.read(hdr.scan[i].flow_key, SCAN_AT(i)); \
+        flow_last_seen.read(hdr.scan[i].flow_last_seen, SCAN_AT(i));
 
     /* if/else rather than early returns: p4c turns each `return` into a flag tested before every later block */
     apply {
