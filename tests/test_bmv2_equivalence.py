@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from p4lb.model.config import default_config
+from p4lb.model.config import P4LB_SMALL_TABLE_BITS, default_config
 from p4lb.model.p4lb import FREE, P4LB, FlowEntry, P4lbState, SlotState, flow_places, flow_slot, p4lb_packet
 from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, DropReason, Fate, Packet
 from p4lb.model.seed import SeedState, seed_packet
@@ -164,6 +164,18 @@ def test_compiled_program_equals_model(program: str) -> None:
     assert any(c.name.startswith("reachable") for c in r.checks)
     assert r.assumptions
     assert r.seconds < 90  # wall time on a loaded 2-core machine; `nox -s bench` reports the figure
+
+
+def test_small_build_equals_model_at_its_shape() -> None:
+    """p4lb_small.json (-DFLOW_BITS=5: 4 ways of one 8-place bucket, 32 places), the build the switch tests fill to
+    see refusals, is the model's step on LbConfig(flow_table_bits=5) with the same ways and bucket."""
+    cfg = default_config(4, flow_table_bits=P4LB_SMALL_TABLE_BITS)
+    assert (cfg.shape.ways, cfg.shape.bucket, cfg.shape.places, cfg.shape.buckets_per_way) == (4, 8, 32, 1)
+    r = check_equivalence("p4lb", flow_table_bits=P4LB_SMALL_TABLE_BITS)
+    assert r.verdict is Verdict.EQUIVALENT, (r.failed(), r.counterexample)
+    assert all(c.ok for c in r.checks)
+    assert {"reachable: refusal", "reachable: dispatch", "(a) equivalence"} <= {c.name for c in r.checks}
+    assert r.seconds < 120
 
 
 @pytest.mark.parametrize("name", sorted(MUTANTS))

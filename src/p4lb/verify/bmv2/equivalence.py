@@ -30,13 +30,14 @@ from typing import Any, TypeAlias, cast
 
 import z3
 
-from p4lb.model.config import CPU_PORT, MAX_BACKENDS, Backend, LbConfig, default_config
+from p4lb.model.config import CPU_PORT, MAX_BACKENDS, P4LB_TABLE_BITS, Backend, LbConfig, default_config
 from p4lb.model.crc import ip_str
 from p4lb.model.p4lb import P4LB, FlowEntry, P4lbState, SlotState, p4lb_packet
 from p4lb.model.packet import DropReason, Fate, Outcome, Packet, flags_str
 from p4lb.model.seed import SEED_INDEX_BITS, SeedState, seed_packet
+from p4lb.p4 import p4lb_build
 from p4lb.verify import gf2
-from p4lb.verify.bmv2.program import FieldRef, HashAlgo, Program, load
+from p4lb.verify.bmv2.program import FieldRef, HashAlgo, Program, load, load_json
 from p4lb.verify.bmv2.symbolic import (
     Arbitrary,
     Choice,
@@ -1072,11 +1073,18 @@ def _hash_only_terms(formulas: Sequence[z3.ExprRef], hvars: set[int]) -> list[z3
     return list(found.values())
 
 
-def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = None, timeout_ms: int = 20_000, reachability: bool = True, others: bool = True) -> EquivalenceResult:
-    """Prove the compiled `program` (p4lb or seed; `data`: its JSON dict, e.g. mutated) equal to the model's packet step."""
+def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = None, timeout_ms: int = 20_000, reachability: bool = True, others: bool = True, flow_table_bits: int = P4LB_TABLE_BITS) -> EquivalenceResult:
+    """Prove the compiled `program` (p4lb or seed; `data`: its JSON dict, e.g. mutated) equal to the model's packet step.
+    p4lb: on a flow table of 2**flow_table_bits places, the committed build of that size unless `data` is given
+    (P4LB_SMALL_TABLE_BITS: p4lb_small.json)."""
     if program not in PROGRAMS:
         raise VerifyError(f"no model for {program!r}: use one of {', '.join(PROGRAMS)}")
     t0 = time.monotonic()
+    if data is None and program == "p4lb":
+        try:
+            data = load_json(p4lb_build(flow_table_bits))
+        except ValueError as exc:
+            raise VerifyError(str(exc)) from None
     prog = load(program, data)
     s: P4lbSetup | SeedSetup
     branches: list[tuple[str, z3.BoolRef]]
@@ -1084,7 +1092,7 @@ def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = No
     assumptions: tuple[str, ...]
     extra: Callable[[Program, LbConfig], list[Other]] | None
     if program == "p4lb":
-        cfg = default_config(n)
+        cfg = default_config(n, flow_table_bits=flow_table_bits)
         s = p4lb_setup(prog, cfg)
         premises = [vip_tcp(cfg, s.side.inp, s.side.res), *s.relation]
         obligations, branches, cex, assumptions = p4lb_obligations(s), p4lb_branches(s), p4lb_counterexample, P4LB_ASSUMPTIONS
