@@ -15,10 +15,10 @@ from p4lb.controller.p4rt import P4rt
 from p4lb.lab.lab import SWITCH_MAC, Lab, Seen, mac
 from p4lb.model.config import SEED_BACKENDS, LbConfig
 from p4lb.model.crc import ip_str
-from p4lb.model.design import Design, make_design
+from p4lb.model.design import Design
 from p4lb.model.ops import Write
-from p4lb.model.p4lb import FREE, FlowEntry, P4lbState, SlotState, flow_slot, p4lb_plan
-from p4lb.model.packet import DropReason, Fate, Outcome, Packet, flow_key
+from p4lb.model.p4lb import FREE, FlowEntry, P4lbState, SlotState, entries_at, find, flow_places, p4lb_plan
+from p4lb.model.packet import SYN, DropReason, Fate, FlagClass, Outcome, Packet, flow_key
 from p4lb.model.pool import Pool
 from p4lb.model.seed import SeedState, seed_plan
 from p4lb.model.trace import OpStep, Run, Step, Trace
@@ -68,6 +68,8 @@ class SwitchDriver:
         self.lab, self.design, self.cfg = lab, design, lab.cfg
         if design.cfg.backends != lab.cfg.backends:
             raise ValueError("the lab and the design must have the same backends")
+        if not design.is_seed and design.cfg.shape != lab.cfg.shape:
+            raise ValueError(f"the design's flow table ({design.cfg.shape}) is not the lab's ({lab.cfg.shape}): the model would place flows where the switch does not")
 
     # ---- control plane -------------------------------------------------------------------------------------
     def deploy(self, pool: Pool) -> None:
@@ -105,6 +107,42 @@ class SwitchDriver:
         if b == 0:
             return Observed(Outcome(Fate.LOST, 0), s.frame)
         return Observed(Outcome(Fate.BACKEND, b), s.frame)
+
+    def packets(self, pkts: list[Packet]) -> list[Observed]:
+        """Send packets of distinct flows back to back (no probe or counter read between them) and see what the
+        switch did with each: its frame is known by its source address and port; the drops share the lb_drops
+        increments (a reason each when all were counted for one reason, else UNCOUNTED)."""
+        keys = [p.key for p in pkts]
+        if len(set(keys)) != len(keys):
+            raise ValueError("the packets sent back to back must be of distinct flows")
+        before = self._drops()
+        seen = self.lab.send_all([tcp_frame(self.cfg, p) for p in pkts])
+        by_key: dict[int, list[Seen]] = {}
+
+        def sort(frames: list[Seen]) -> list[int]:
+            for f in frames:
+                by_key.setdefault(flow_key(int.from_bytes(f.frame[26:30], "big"), int.from_bytes(f.frame[34:36], "big")), []).append(f)
+            if set(by_key) - set(keys):
+                raise AssertionError(f"frames of no packet sent left the switch: {sorted(set(by_key) - set(keys))}")
+            return [k for k in keys if k not in by_key]
+
+        dropped = sort(seen)
+        after = self._drops() if dropped else before
+        moved = {i: c - before.get(i, 0) for i, c in after.items() if c != before.get(i, 0)}
+        if len(dropped) > sum(moved.values()):  # late on their egress ports (see Lab.late)
+            dropped = sort(self.lab.late())
+        reason = DropReason(next(iter(moved))) if len(moved) == 1 and sum(moved.values()) == len(dropped) else DropReason.UNCOUNTED
+        out = []
+        for k in keys:
+            got = by_key.get(k, [])
+            if len(got) > 1:
+                raise AssertionError(f"one packet left the switch {len(got)} times: {[s.port for s in got]}")
+            if not got:
+                out.append(Observed(Outcome(Fate.DROP, 0, reason)))
+                continue
+            b = self.lab.backend_at(got[0].port)
+            out.append(Observed(Outcome(Fate.BACKEND, b), got[0].frame) if b else Observed(Outcome(Fate.LOST, 0), got[0].frame))
+        return out
 
     def _drops(self) -> dict[int, int]:
         return {} if self.design.is_seed else self.lab.rt.counter_read("lb_drops")
@@ -242,17 +280,57 @@ class Wait:
     us: int
 
 
-ClockedStep = Step | Wait
+@dataclass(frozen=True)
+class Burst:
+    """Packets sent back to back (SwitchDriver.packets: fast enough to open a table's worth of flows within a short
+    idle timeout), then each stamped with the flow_last_seen it wrote (the clock read before the burst if it wrote
+    none) and stepped on the model in order. Each must use a place of its own (new flows, say)."""
+
+    pkts: tuple[Packet, ...]
+
+
+ClockedStep = Step | Wait | Burst
 
 
 @dataclass(frozen=True)
 class Clocked:
-    """A packet as it was run: stamped with the switch's ingress time, the model's slot entry before it, and how
-    long the driver waited so that it would not arrive within GUARD_US before that entry's expiry edge."""
+    """A packet as it was run: stamped with the switch's ingress time, the place its step used (`step_place`), the
+    model's entry there and at each of its candidates before it, and how long the driver waited so that it would
+    not arrive within GUARD_US before the expiry edge of an entry its fate depends on."""
 
     pkt: Packet
     before: FlowEntry
     guarded_us: int
+    place: int = 0
+    candidates: tuple[FlowEntry, ...] = ()
+
+
+def place_of(cfg: LbConfig, st: P4lbState, key: int) -> int | None:
+    """The candidate place holding the flow `key` in a p4lb state (model.p4lb.find), None if none does."""
+    places = flow_places(cfg, Packet(key >> 16, key & 0xFFFF, 0))
+    c = find(entries_at(st, places), key)
+    return None if c == len(places) else places[c]
+
+
+def step_place(cfg: LbConfig, before: P4lbState, after: P4lbState, pkt: Packet) -> int:
+    """The place a p4lb step used: the candidate it wrote, else the one holding the packet's key, else (a refused
+    SYN, a stray) the flow's first candidate."""
+    places = flow_places(cfg, pkt)
+    wrote = [p for p in places if after.flows.get(p, FREE) != before.flows.get(p, FREE)]
+    if wrote:
+        return wrote[0]
+    held = place_of(cfg, before, pkt.key)
+    return places[0] if held is None else held
+
+
+def deciding(cfg: LbConfig, st: P4lbState, pkt: Packet) -> list[FlowEntry]:
+    """The entries whose liveness the packet's fate depends on: the one holding its key, else (a SYN) every
+    candidate, which a new flow may take only if it is not held by an open flow."""
+    entries = entries_at(st, flow_places(cfg, pkt))
+    c = find(entries, pkt.key)
+    if c < len(entries):
+        return [entries[c]]
+    return entries if pkt.flag_class is FlagClass.SYN else []
 
 
 def _edge(e: FlowEntry, timeout_us: int) -> int | None:
@@ -260,62 +338,117 @@ def _edge(e: FlowEntry, timeout_us: int) -> int | None:
     return None if e.state == SlotState.FREE else e.last_seen + timeout_us
 
 
-def _clear_edge(lab: Lab, slot: int, e: FlowEntry, timeout_us: int) -> tuple[dict[str, int], int]:
-    """Read the slot (and the switch clock); if the entry's expiry edge is less than GUARD_US ahead, sleep past it."""
-    regs, waited, edge = lab.read_slot(slot), 0, _edge(e, timeout_us)
-    for _ in range(8):
-        if edge is None or not regs["now"] <= edge < regs["now"] + GUARD_US:
+def _clear_edges(lab: Lab, slot: int, entries: list[FlowEntry], timeout_us: int, window_us: int = GUARD_US) -> tuple[dict[str, int], int]:
+    """Read the slot (and the switch clock); while an entry's expiry edge is less than window_us ahead, sleep past
+    every such edge."""
+    edges = sorted({x for e in entries if (x := _edge(e, timeout_us)) is not None})
+    regs, waited = lab.read_slot(slot), 0
+    for _ in range(len(edges) + 8):
+        near = [x for x in edges if regs["now"] <= x < regs["now"] + window_us]
+        if not near:
             return regs, waited
-        pause = edge - regs["now"] + 1_000
+        pause = near[-1] - regs["now"] + 1_000
         time.sleep(pause / 1e6)
         waited += pause
         regs = lab.read_slot(slot)
-    raise RuntimeError(f"the switch clock does not move past {edge} (now {regs['now']})")
+    raise RuntimeError(f"the switch clock does not move past {edges} (now {regs['now']})")
 
 
-def _stamp(run: Run, pkt: Packet, seen: Outcome, before: dict[str, int], after: dict[str, int], e: FlowEntry) -> int:
+def _stamp(run: Run, pkt: Packet, seen: Outcome, before: dict[str, int], after: dict[str, int], entries: list[FlowEntry]) -> int:
     """The packet's ingress time: the flow_last_seen it wrote, else the clock read just before it was sent. If it
-    wrote nothing and its slot's expiry edge fell between the reads around it (only if it took over GUARD_US), the
-    switch saw one side of the edge: the model takes the side that explains what the switch did."""
+    wrote nothing and the expiry edge of an entry its fate depends on fell between the reads around it (only if it
+    took over GUARD_US), the switch saw one side of the edge: the model takes the side that explains what the
+    switch did."""
     t = after["flow_last_seen"] if after["flow_last_seen"] != before["flow_last_seen"] else before["now"]
     if not before["now"] <= t <= after["now"]:
         raise RuntimeError(f"flow_last_seen {t} outside the clock reads around the packet ({before['now']}..{after['now']})")
-    edge = _edge(e, run.design.cfg.idle_timeout_us)
-    if t != before["now"] or edge is None or not before["now"] <= edge < after["now"]:
+    if t != before["now"]:
         return t
-    late = replace(pkt, time_us=edge + 1)
-    return late.time_us if same(run.design.packet(run.state, late)[1], seen) else t
+    timeout = run.design.cfg.idle_timeout_us
+    for edge in sorted({x for e in entries if (x := _edge(e, timeout)) is not None and before["now"] <= x < after["now"]}):
+        late = replace(pkt, time_us=edge + 1)
+        if same(run.design.packet(run.state, late)[1], seen):
+            return late.time_us
+    return t
 
 
-def slot_problems(run: Run, slot: int, regs: dict[str, int]) -> list[str]:
-    """Differences between the model's slot entry, rr_next and idle timeout and the registers read from the switch."""
+def slot_problems(run: Run, slot: int, regs: dict[str, int], flow_only: bool = False) -> list[str]:
+    """Differences between the model's slot entry, rr_next and idle timeout (unless flow_only) and the registers
+    read from the switch."""
     e = run.state.flows.get(slot, FREE)
-    want = {"flow_state": int(e.state), "flow_key": e.key, "flow_backend": e.backend, "flow_last_seen": e.last_seen,
-            "rr_next0": run.state.rr_next[0], "rr_next1": run.state.rr_next[1], "idle_timeout": run.design.cfg.idle_timeout_us}
+    want = {"flow_state": int(e.state), "flow_key": e.key, "flow_backend": e.backend, "flow_last_seen": e.last_seen}
+    if not flow_only:
+        want |= {"rr_next0": run.state.rr_next[0], "rr_next1": run.state.rr_next[1], "idle_timeout": run.design.cfg.idle_timeout_us}
     return [f"{k}[{slot}]: switch {regs[k]}, model {v}" for k, v in want.items() if regs[k] != v]
 
 
-def _clocked_packet(drv: SwitchDriver, run: Run, pkt: Packet, index: int) -> tuple[Clocked, StepCompare]:
-    """One packet on both, the model fed the switch's ingress time; its slot's registers compared after it."""
-    cfg, timeout = drv.design.cfg, drv.design.cfg.idle_timeout_us
-    slot = flow_slot(cfg, pkt)
-    e = run.state.flows.get(slot, FREE)
-    before, waited = _clear_edge(drv.lab, slot, e, timeout)
-    obs = drv.packet(pkt)
-    after = drv.lab.read_slot(slot)
-    timed = replace(pkt, time_us=_stamp(run, pkt, obs.outcome, before, after, e))
+def _predicted_place(run: Run, pkt: Packet, now: int) -> int:
+    """The place the model's step would use at switch time `now`."""
+    after, _ = run.design.packet(run.state, replace(pkt, time_us=now))
+    return step_place(run.design.cfg, run.state, after, pkt)
+
+
+def _step_timed(drv: SwitchDriver, run: Run, pkt: Packet, obs: Observed, place: int, before: dict[str, int], after: dict[str, int], index: int, entries: list[FlowEntry], waited: int, flow_only: bool = False) -> tuple[Clocked, StepCompare]:
+    """Step the model at the packet's stamped time; compare its outcome, frame and the registers at the place read
+    (and at the place the model's step used, if that is another; flow_only: not rr_next, read after later packets)."""
+    cfg = drv.design.cfg
+    timed = replace(pkt, time_us=_stamp(run, pkt, obs.outcome, before, after, entries))
+    st = run.state
     res = run.step(timed)
+    used = step_place(cfg, st, run.state, timed)
     problems = []
     if obs.outcome.fate is Fate.BACKEND and res.outcome is not None and res.outcome.fate is Fate.BACKEND:
         problems = frame_problems(drv.design, timed, obs.outcome.backend, obs.frame)
-    cmp = StepCompare(index, timed, res.outcome, obs.outcome, problems, slot_problems(run, slot, after))
-    return Clocked(timed, e, waited), cmp
+    state = slot_problems(run, place, after, flow_only)
+    if used != place:
+        state += slot_problems(run, used, drv.lab.read_slot(used), flow_only)
+    cands = tuple(entries_at(st, flow_places(cfg, pkt)))
+    return Clocked(timed, st.flows.get(used, FREE), waited, used, cands), StepCompare(index, timed, res.outcome, obs.outcome, problems, state)
+
+
+def _clocked_packet(drv: SwitchDriver, run: Run, pkt: Packet, index: int) -> tuple[Clocked, StepCompare]:
+    """One packet on both, the model fed the switch's ingress time; the registers of the place its step used compared after it."""
+    cfg = drv.design.cfg
+    entries = deciding(cfg, run.state, pkt)
+    held = place_of(cfg, run.state, pkt.key)
+    read_at = flow_places(cfg, pkt)[0] if held is None else held
+    first, waited = _clear_edges(drv.lab, read_at, entries, cfg.idle_timeout_us)
+    place = _predicted_place(run, pkt, first["now"])
+    before = first if place == read_at else drv.lab.read_slot(place)
+    obs = drv.packet(pkt)
+    after = drv.lab.read_slot(place)
+    return _step_timed(drv, run, pkt, obs, place, before, after, index, entries, waited)
+
+
+def _clocked_burst(drv: SwitchDriver, run: Run, burst: Burst, index: int) -> list[tuple[Clocked, StepCompare]]:
+    """A burst's packets sent back to back, then stamped and stepped one by one (see Burst)."""
+    cfg, pkts = drv.design.cfg, burst.pkts
+    entries = [e for p in pkts for e in deciding(cfg, run.state, p)]
+    regs, waited = _clear_edges(drv.lab, flow_places(cfg, pkts[0])[0], entries, cfg.idle_timeout_us, GUARD_US * (1 + len(pkts)))
+    probe, places = run.design, []
+    st = run.state
+    for p in pkts:  # where each will go: the model at the clock read (no expiry edge near)
+        after, _ = probe.packet(st, replace(p, time_us=regs["now"]))
+        places.append(step_place(cfg, st, after, p))
+        st = after
+    if len(set(places)) != len(places):
+        raise ValueError(f"a burst's packets must use places of their own (the model puts them at {places})")
+    before = {place: drv.lab.read_slot(place) for place in places}
+    start = max(r["now"] for r in before.values())  # the clock just before the first packet
+    seen = drv.packets(list(pkts))
+    out = []
+    for i, (p, obs, place) in enumerate(zip(pkts, seen, places, strict=True)):
+        after = drv.lab.read_slot(place)
+        last = i == len(pkts) - 1  # rr_next is read after the whole burst: compared at its last packet
+        out.append(_step_timed(drv, run, p, obs, place, before[place] | {"now": start}, after, index, deciding(cfg, run.state, p), waited if i == 0 else 0, flow_only=not last))
+    return out
 
 
 def run_clocked(lab: Lab, design: Design, pool: Pool, steps: list[ClockedStep], wait_budget_us: int = 2_000_000) -> tuple[Run, list[StepCompare], list[Clocked]]:
     """p4lb on both with time: every packet is stamped with the switch's ingress time (BMv2's
     ingress_global_timestamp, read through the CPU port) and the model is stepped at that time; after each packet
-    its slot's registers and rr_next are compared too. `Wait`s sleep (at most wait_budget_us in all)."""
+    the registers of the place its step used and rr_next are compared too. `Wait`s sleep (at most wait_budget_us
+    in all); a `Burst`'s packets go back to back."""
     if design.is_seed:
         raise ValueError("run_clocked is for p4lb (the seed keeps no time)")
     drv, run = SwitchDriver(lab, design), Run.start(design, pool)
@@ -327,6 +460,10 @@ def run_clocked(lab: Lab, design: Design, pool: Pool, steps: list[ClockedStep], 
             pause = min(step.us, wait_budget_us)
             wait_budget_us -= pause
             time.sleep(pause / 1e6)
+        elif isinstance(step, Burst):
+            for c, cmp in _clocked_burst(drv, run, step, i):
+                clocked.append(c)
+                out.append(cmp)
         elif isinstance(step, Packet):
             c, cmp = _clocked_packet(drv, run, step, i)
             clocked.append(c)
@@ -339,26 +476,46 @@ def run_clocked(lab: Lab, design: Design, pool: Pool, steps: list[ClockedStep], 
     return run, out, clocked
 
 
-def collision_keys(cfg: LbConfig, sizes: tuple[int, ...], clients: tuple[int, ...]) -> list[list[int]]:
-    """Groups of flow keys (clients x ports from 1024) sharing a flow slot, one group of each size, each group in a
-    slot of its own (crc16 of the 5-tuple, as the switch hashes it). crc16 is linear and maps one client's 16-bit
-    ports one-to-one onto the slots, so a group of k keys needs k clients."""
-    by_slot: dict[int, list[int]] = {}
+def collision_keys(cfg: LbConfig, sizes: tuple[int, ...], clients: tuple[int, ...], ports: range = range(1024, 65536)) -> list[list[int]]:
+    """Groups of flow keys (clients x ports) that share their candidate places (model.p4lb.flow_places, as the switch
+    hashes them), one group of each size, each group's places disjoint from the others'. Found by search: a one-way
+    table (crc16) or the small test build (every flow has all 32 places) has them, 4 ways of 2^20 places do not."""
+    by_places: dict[frozenset[int], list[int]] = {}
     groups: list[list[int]] = []
-    for port in range(1024, 65536):
+    taken: set[int] = set()
+    for port in ports:
         for src in clients:
-            keys = by_slot.setdefault(flow_slot(cfg, Packet(src, port, 0)), [])
+            places = frozenset(flow_places(cfg, Packet(src, port, 0)))
+            if places & taken:
+                continue
+            keys = by_places.setdefault(places, [])
             keys.append(flow_key(src, port))
-            if len(keys) == sizes[len(groups)] and all(keys[0] != g[0] for g in groups):
+            if len(keys) == sizes[len(groups)]:
                 groups.append(list(keys))
+                taken |= places
                 if len(groups) == len(sizes):
                     return groups
-    raise ValueError(f"no {sizes} colliding keys among ports 1024..65535 of {len(clients)} clients")
+    raise ValueError(f"no {sizes} keys sharing candidate places among ports {ports.start}..{ports.stop - 1} of {len(clients)} clients ({cfg.shape.label()} on 2^{cfg.flow_table_bits} places)")
+
+
+def fillers(cfg: LbConfig, pkt: Packet, k: int, clients: tuple[int, ...] = (), ports: range = range(1024, 65536)) -> list[Packet]:
+    """SYNs of k flows of other clients whose candidate places are all among pkt's (model.p4lb.flow_places), in
+    search order: flows that compete with pkt's for its places, e.g. to hold every one of them."""
+    want = set(flow_places(cfg, pkt))
+    out = []
+    for port in ports:
+        for src in clients or tuple(pkt.src_ip + i for i in range(1, 5)):
+            other = Packet(src, port, SYN)
+            if src != pkt.src_ip and set(flow_places(cfg, other)) <= want:
+                out.append(other)
+                if len(out) == k:
+                    return out
+    raise ValueError(f"fewer than {k} flows share the candidate places of {pkt} ({cfg.shape.label()} on 2^{cfg.flow_table_bits} places)")
 
 
 def p4lb_design(cfg: LbConfig) -> Design:
-    """p4lb on the lab's backends."""
-    return make_design("p4lb", cfg.n)
+    """p4lb on the lab's configuration: its backends and its flow table."""
+    return Design("p4lb", cfg)
 
 
 # ---- the seed's control plane (its cmd.txt and check_server.sh writes, through P4Runtime) --------------------

@@ -24,6 +24,7 @@ from p4lb.lab.hosts import Host, HostSpec, Topology, wait_until
 from p4lb.lab.toolchain import artifacts
 from p4lb.model.config import CPU_PORT, LbConfig, default_config
 from p4lb.model.crc import ip, ip_str
+from p4lb.p4 import p4lb_build
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,19 @@ GRACE_S = 0.004
 LATE_S = 0.3  # how long a packet that seems dropped without any counter is waited for (see Lab.late)
 
 TIMEOUT_S = 2.0
+IN_FLIGHT = 16  # frames sent back to back at most: a busy BMv2's capture socket on a port holds about 32 small ones
 SWITCH_JSON_ENV, SWITCH_P4INFO_ENV = "P4LB_SWITCH_JSON", "P4LB_SWITCH_P4INFO"
 
 
-def lab_artifacts(program: str) -> tuple[Path, Path]:
-    """(P4Info, BMv2 JSON) the lab pushes: the committed build, or for p4lb another compile of it (a mutant)
-    named by $P4LB_SWITCH_JSON (and $P4LB_SWITCH_P4INFO if its P4Info differs)."""
-    p4info, bmv2_json = artifacts(program)
+def lab_build(program: str, cfg: LbConfig) -> str:
+    """The committed build a lab runs: p4lb's of the config's flow table size (p4lb, or p4lb_small), else the program's."""
+    return p4lb_build(cfg.flow_table_bits) if program == "p4lb" else program
+
+
+def lab_artifacts(program: str, cfg: LbConfig | None = None) -> tuple[Path, Path]:
+    """(P4Info, BMv2 JSON) the lab pushes: the committed build for `cfg`'s table (lab_build), or for p4lb another
+    compile of it (a mutant) named by $P4LB_SWITCH_JSON (and $P4LB_SWITCH_P4INFO if its P4Info differs)."""
+    p4info, bmv2_json = artifacts(lab_build(program, cfg or default_config(4)))
     if program != "p4lb" or not os.environ.get(SWITCH_JSON_ENV):
         return p4info, bmv2_json
     return Path(os.environ.get(SWITCH_P4INFO_ENV) or p4info), Path(os.environ[SWITCH_JSON_ENV])
@@ -146,8 +153,9 @@ class Lab(contextlib.ExitStack):
     """Hosts + BMv2 running `program` + a P4Runtime session; packets sent from the client, fates observed."""
 
     def __init__(self, program: str, cfg: LbConfig | None = None, silent: bool = True, push: bool = True, launch: Launch = Launch()) -> None:
-        """push=False: hold no P4Runtime session (the controller under test will); reset() pushes with a brief one.
-        launch: another BMv2 binary, a wrapper command, a longer start timeout."""
+        """cfg: the backends and, for p4lb, the flow table: the build of its size is run (lab_build; p4lb_small for
+        flow_table_bits = P4LB_SMALL_TABLE_BITS). push=False: hold no P4Runtime session (the controller under test
+        will); reset() pushes with a brief one. launch: another BMv2 binary, a wrapper command, a longer start timeout."""
         super().__init__()
         self.program = program
         self.cfg = cfg or default_config(4)
@@ -161,8 +169,8 @@ class Lab(contextlib.ExitStack):
             self.tmp = Path(self.enter_context(tempfile.TemporaryDirectory(prefix="p4lb-lab-")))
             self.topo = self.enter_context(Topology(host_specs(self.cfg, self.silent)))
             self.bmv2 = self.enter_context(Bmv2(self.topo.interfaces(), self.tmp, self.launch))
-            p4info, bmv2_json = lab_artifacts(self.program)
-            if (p4info, bmv2_json) != artifacts(self.program):
+            p4info, bmv2_json = lab_artifacts(self.program, self.cfg)
+            if (p4info, bmv2_json) != artifacts(lab_build(self.program, self.cfg)):
                 log.warning("lab: pushing %s (from $%s), not the committed build", bmv2_json, SWITCH_JSON_ENV)
             if not self.holds_session:
                 return self
@@ -182,10 +190,10 @@ class Lab(contextlib.ExitStack):
     def reset(self) -> None:
         """Push the pipeline again: every table, register and counter back to empty."""
         if self.holds_session:
-            self.rt.push(*lab_artifacts(self.program))
+            self.rt.push(*lab_artifacts(self.program, self.cfg))
             return
         with P4rt(self.bmv2.grpc, election_id=(0, 100)) as rt:
-            rt.push(*lab_artifacts(self.program))
+            rt.push(*lab_artifacts(self.program, self.cfg))
 
     def read_slot(self, index: int) -> dict[str, int]:
         """Registers at one index, through the CPU port: p4lb's flow slot (+ rr_next, idle_timeout, now), or the
@@ -215,9 +223,22 @@ class Lab(contextlib.ExitStack):
 
     def send(self, frame: bytes) -> list[Seen]:
         """Send a frame from the client, then a probe; every frame the switch emitted for the first one."""
+        return self.send_all([frame])
+
+    def send_all(self, frames: list[bytes]) -> list[Seen]:
+        """Send frames from the client back to back, IN_FLIGHT at a time each followed by a probe; every frame the
+        switch emitted for them."""
+        got: list[Seen] = []
+        for i in range(0, max(1, len(frames)), IN_FLIGHT):
+            got += self._send_some(frames[i : i + IN_FLIGHT])
+        return got
+
+    def _send_some(self, frames: list[bytes]) -> list[Seen]:
+        """Send frames, then a probe; every frame the switch emitted before the probe came back (and a grace after)."""
         client = self.hosts["client"]
         self.topo.drain_all()
-        client.send(frame)
+        for frame in frames:
+            client.send(frame)
         client.send(probe_frame())
         got: list[Seen] = []
         deadline = time.monotonic() + TIMEOUT_S
@@ -236,7 +257,6 @@ class Lab(contextlib.ExitStack):
         for h in self.hosts.values():
             got += [Seen(h.port, f) for f in h.drain() if not is_probe(f)]
         return got
-
 
     def late(self, timeout_s: float = LATE_S) -> list[Seen]:
         """Frames that arrive within timeout_s (none: the packet really was dropped). The probe returning first
