@@ -1,13 +1,17 @@
-"""P1-P8 on a switch running p4lb.p4, as PTF tests: every packet's port and headers predicted by the model."""
+"""P1-P8 on a switch running p4lb.p4, as PTF tests: every packet's port and headers predicted by the model.
+
+P6 and P8 push the small build (p4lb_small: 32 places, each flow's 4 ways x 8 candidates are the whole table) and
+hold every candidate of a flow with open flows; the rest run on the p4lb build the test params name."""
 
 from __future__ import annotations
 
 from p4lb_ptf_base import P4lbPtfTest
 
-from p4lb.lab.driver import collision_keys
+from p4lb.lab.driver import fillers, place_of
+from p4lb.model.config import P4LB_SMALL_TABLE_BITS
 from p4lb.model.crc import ip
 from p4lb.model.ops import Drain, Fail, Heal, Scale
-from p4lb.model.p4lb import SlotState, flow_slot
+from p4lb.model.p4lb import SlotState, flow_places
 from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, Packet
 from p4lb.model.pool import Pool
 from p4lb.model.trace import OpStep, Run, Step
@@ -26,9 +30,11 @@ def data(port: int, src: int = CLIENT) -> Packet:
     return Packet(src, port, PSH | ACK)
 
 
-def same_slot(test: P4lbPtfTest, k: int) -> list[Packet]:
-    """SYNs of k flows of k clients that share one flow slot."""
-    return [Packet(key >> 16, key & 0xFFFF, SYN) for key in collision_keys(test.cfg, (k,), CLIENTS)[0]]
+def competing(test: P4lbPtfTest, first: Packet, extra: int) -> tuple[list[Packet], list[Packet]]:
+    """SYNs of other clients competing for `first`'s candidate places: as many as hold the rest of them, and `extra` more."""
+    k = test.cfg.flow_ways * test.cfg.flow_bucket
+    others = fillers(test.cfg, first, k - 1 + extra, CLIENTS[1:])
+    return others[: k - 1], others[k - 1 :]
 
 
 class P1NoNewFlowToFailedBackend(P4lbPtfTest):
@@ -66,7 +72,9 @@ class P4PinningThroughScalingAndFailures(P4lbPtfTest):
         got = self.run_p4lb(steps)
         self.assertEqual(got, [1, 2, 3, 4] * 4)
         for p, b in zip(flows, got, strict=False):
-            regs = self.switch.read_slot(flow_slot(self.cfg, syn(p)))
+            slot = place_of(self.cfg, self.run.state, syn(p).key)  # where the model's steps put the flow
+            self.assertIsNotNone(slot)
+            regs = self.switch.read_slot(slot)
             self.assertEqual((regs["flow_state"], regs["flow_backend"], regs["flow_key"]), (SlotState.OPEN, b, syn(p).key))
 
 
@@ -81,14 +89,19 @@ class P5RoundRobinIsFair(P4lbPtfTest):
 
 
 class P6Isolation(P4lbPtfTest):
-    """A client whose flow hashes to an open flow's slot can neither move nor close it."""
+    """A client competing for an open flow's places, all held (32-place table), can neither move nor close it."""
+
+    table_bits = P4LB_SMALL_TABLE_BITS
 
     def runTest(self) -> None:
-        victim, attacker = same_slot(self, 2)
+        victim = syn(5000)
+        held, (attacker,) = competing(self, victim, 1)
         a = (attacker.src_ip, attacker.src_port)
-        got = self.run_p4lb([victim, attacker, Packet(*a, ACK), Packet(*a, RST), Packet(victim.src_ip, victim.src_port, PSH | ACK)])
-        self.assertEqual(got, [1, 0, 0, 0, 1])
-        self.assertEqual(self.switch.read_slot(flow_slot(self.cfg, victim))["flow_key"], victim.key)
+        got = self.run_p4lb([victim, *held, attacker, Packet(*a, ACK), Packet(*a, RST), Packet(victim.src_ip, victim.src_port, PSH | ACK)])
+        self.assertEqual(got, [1, 2, 3, 4] * 8 + [0, 0, 0, 1])
+        slot = place_of(self.cfg, self.run.state, victim.key)
+        self.assertEqual(slot, flow_places(self.cfg, victim)[0])
+        self.assertEqual(self.switch.read_slot(slot)["flow_key"], victim.key)
 
 
 class P7PacketsBetweenEverySingleWrite(P4lbPtfTest):
@@ -110,15 +123,22 @@ class P7PacketsBetweenEverySingleWrite(P4lbPtfTest):
         self.assertGreater(len(self.run_p4lb(steps)), 20)
 
 
-class P8FullSlotRefusesAndCounts(P4lbPtfTest):
-    """SYNs colliding with an open flow are refused and counted, not evicting it; once it closes, one gets in."""
+class P8FullTableRefusesAndCounts(P4lbPtfTest):
+    """SYNs finding every candidate held by an open flow (32-place table) are refused and counted, evicting none;
+    once the first flow closes, one gets its place."""
+
+    table_bits = P4LB_SMALL_TABLE_BITS
 
     def runTest(self) -> None:
-        first, *rivals = same_slot(self, 4)
+        first = syn(8000)
+        held, rivals = competing(self, first, 3)
         fin = Packet(first.src_ip, first.src_port, FIN)
-        got = self.run_p4lb([first, *rivals, Packet(first.src_ip, first.src_port, PSH | ACK), fin, rivals[0]])
-        self.assertEqual(got, [1, 0, 0, 0, 1, 1, 2])
+        got = self.run_p4lb([first, *held, *rivals, Packet(first.src_ip, first.src_port, PSH | ACK), fin, rivals[0]])
+        self.assertEqual(got, [1, 2, 3, 4] * 8 + [0, 0, 0, 1, 1, 1])
         self.assertEqual(self.switch.read().lb_drops["flow_table_full"], 3)
+        slot = flow_places(self.cfg, first)[0]
+        self.assertEqual(place_of(self.cfg, self.run.state, rivals[0].key), slot)
+        self.assertEqual(self.switch.read_slot(slot)["flow_key"], rivals[0].key)
 
 
 class UnknownFlowIsDroppedAndCounted(P4lbPtfTest):

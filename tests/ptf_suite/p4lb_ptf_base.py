@@ -3,7 +3,8 @@
 Run by the standard `ptf` runner against a simple_switch_grpc the user started (with --cpu-port 510); ports
 are the ptf port map (`--interface 0@IF ...`): 0 = no host (a black hole is seen there), 1 = the client,
 2..5 = backends 1..4. Test parameters (`--test-params "k='v';..."`): grpcaddr, p4info, bmv2_json (p4lb's),
-and optionally seed_p4info, seed_bmv2_json (default: the package's build), device_id (default 0).
+and optionally seed_p4info, seed_bmv2_json, small_p4info, small_bmv2_json (p4lb on the 32-place table; default: the
+package's builds), device_id (default 0).
 Every packet is sent with ptf.testutils.send_packet; the executable model says where it must leave
 (verify_packet on that port, with the rewritten headers) or that it is dropped (and which lb_drops counter
 counts it); verify_no_other_packets then checks that nothing else left on any port.
@@ -23,14 +24,14 @@ from scapy.layers.l2 import Ether
 from p4lb.controller.p4rt import P4rt
 from p4lb.controller.switch import P4RuntimeSwitch
 from p4lb.lab.driver import expected_frame, install_seed_rt, seed_write_rt, tcp_frame
-from p4lb.model.config import LbConfig, default_config
+from p4lb.model.config import P4LB_TABLE_BITS, LbConfig, default_config
 from p4lb.model.design import Design, make_design
 from p4lb.model.ops import Write
 from p4lb.model.p4lb import P4lbState, p4lb_plan
 from p4lb.model.packet import Fate, Outcome, Packet
 from p4lb.model.pool import Pool
 from p4lb.model.trace import OpStep, Run, Step
-from p4lb.p4 import artifacts
+from p4lb.p4 import artifacts, p4lb_build
 
 SINK_PORT = 0  # the port BMv2 sends a packet to when no egress was chosen
 
@@ -43,12 +44,14 @@ def param(name: str, default: str | None = None) -> str:
     return str(value)
 
 
-def program_files(program: str) -> tuple[Path, Path]:
-    """(P4Info, BMv2 JSON) of p4lb from the test params; of the seed from them or the package's build."""
-    if program == "p4lb":
+def program_files(program: str, table_bits: int = P4LB_TABLE_BITS) -> tuple[Path, Path]:
+    """(P4Info, BMv2 JSON) of p4lb from the test params (small_p4info, small_bmv2_json for the small table, by
+    default the package's p4lb_small build); of the seed from them or the package's build."""
+    if program == "p4lb" and table_bits == P4LB_TABLE_BITS:
         return Path(param("p4info")), Path(param("bmv2_json"))
-    p4info, bmv2_json = artifacts("seed")
-    return Path(param("seed_p4info", str(p4info))), Path(param("seed_bmv2_json", str(bmv2_json)))
+    prefix = "seed" if program == "seed" else "small"
+    p4info, bmv2_json = artifacts(program if program == "seed" else p4lb_build(table_bits))
+    return Path(param(f"{prefix}_p4info", str(p4info))), Path(param(f"{prefix}_bmv2_json", str(bmv2_json)))
 
 
 def lost_mask(cfg: LbConfig, pkt: Packet) -> Mask:
@@ -65,15 +68,16 @@ class P4lbPtfTest(BaseTest):
     """A fresh pipeline per test, pushed and written through p4lb's controller code (P4RuntimeSwitch, P4rt)."""
 
     program = "p4lb"
+    table_bits = P4LB_TABLE_BITS  # P4LB_SMALL_TABLE_BITS: the small build (32 places), where refusals can be seen
 
     def setUp(self) -> None:
         """Connect (primary), push the program: every table, register and counter starts empty."""
         BaseTest.setUp(self)
         self.dataplane = ptf.dataplane_instance
         self.dataplane.flush()
-        self.cfg = default_config(4)
+        self.cfg = default_config(4, flow_table_bits=self.table_bits)
         grpc, device = param("grpcaddr"), int(param("device_id", "0"))
-        p4info, bmv2_json = program_files(self.program)
+        p4info, bmv2_json = program_files(self.program, self.table_bits)
         if self.program == "p4lb":
             self.switch = P4RuntimeSwitch(grpc, device, (0, 1), str(p4info), str(bmv2_json), self.cfg)
             self.rt = self.switch.rt
@@ -88,8 +92,8 @@ class P4lbPtfTest(BaseTest):
         BaseTest.tearDown(self)
 
     def design(self) -> Design:
-        """The design this test's program implements, on the test's backends."""
-        return make_design(self.program, self.cfg.n)
+        """The design this test's program implements, on the test's backends (p4lb: and its flow table)."""
+        return make_design(self.program, self.cfg.n) if self.program == "seed" else Design("p4lb", self.cfg)
 
     def deploy(self, design: Design, pool: Pool) -> None:
         """Static entries, then `pool`'s group, as the controller writes them."""
@@ -146,6 +150,7 @@ class P4lbPtfTest(BaseTest):
     def run_p4lb(self, steps: list[Step], pool: Pool | None = None) -> list[int]:
         """p4lb: run, require no property broken in the model's run; the backend of each packet (0 = dropped)."""
         run, outs = self.run_steps(steps, pool)
+        self.run = run  # the model's run, for the state its packets left (e.g. where a flow sits)
         broken = [(r.index, v) for r in run.results for v in r.violations]
         self.assertEqual(broken, [])
         return [o.backend if o.fate is Fate.BACKEND else 0 for o in outs]

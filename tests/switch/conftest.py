@@ -6,6 +6,7 @@ import pytest
 from hypothesis import Phase, settings
 
 from p4lb.lab.toolchain import missing_compiler, missing_switch, require_switch
+from p4lb.model.config import P4LB_SMALL_TABLE_BITS, default_config
 
 # `pytest --hypothesis-profile=p4lb-find`: no example database and no shrinking, to time how soon a run against a
 # mutant program ($P4LB_SWITCH_JSON) finds its first disagreement
@@ -25,6 +26,24 @@ def p4lb_lab():
 
     with Lab("p4lb") as lab:
         yield lab
+
+
+@pytest.fixture(scope="module")
+def p4lb_small_lab():
+    """BMv2 running p4lb_small.json (p4lb.p4 with -DFLOW_BITS=5: 32 flow places, every flow's candidates), with the
+    matching LbConfig: where a test can hold every candidate of a flow and see refusals."""
+    require_switch()
+    from p4lb.lab.lab import Lab  # noqa: PLC0415
+
+    with Lab("p4lb", default_config(4, flow_table_bits=P4LB_SMALL_TABLE_BITS)) as lab:
+        yield lab
+
+
+@pytest.fixture
+def p4lb_small_sw(p4lb_small_lab):
+    """The small-table lab with a freshly pushed pipeline."""
+    p4lb_small_lab.reset()
+    return p4lb_small_lab
 
 
 @pytest.fixture(scope="module")

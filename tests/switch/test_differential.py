@@ -3,8 +3,11 @@
 Compared at every packet: egress port (backend), drop and its counted reason, black hole (port 0), and the
 headers that left (MACs, addresses, ports, flags, TTL, both checksums). For p4lb the run has time: a 300 ms idle
 timeout (the `idle_timeout` register the controller writes), real waits across it, and the model stepped at each
-packet's ingress time on the switch's own clock (`run_clocked`); after every packet the registers of its slot
-(state, key, backend, last seen) and rr_next are read back and compared. Keys come in groups that share a slot.
+packet's ingress time on the switch's own clock (`run_clocked`); after every packet the registers of the place its
+step used (state, key, backend, last seen) and rr_next are read back and compared, and at the end of a run every
+candidate place of every key. p4lb runs on the small build (p4lb_small: 32 places, which are every flow's 4 ways x
+8 candidates): all keys compete for the same places, and a run may first open up to 32 other flows back to back
+(a `Burst`) so that the table is full and new flows are refused until they expire.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p4lb.lab.driver import Clocked, ClockedStep, Wait, assert_agree, collision_keys, run_both, run_clocked, slot_problems
+from p4lb.lab.driver import Burst, Clocked, ClockedStep, Wait, assert_agree, collision_keys, fillers, run_both, run_clocked, slot_problems
+from p4lb.model.config import P4LB_SMALL_TABLE_BITS
 from p4lb.model.crc import ip
 from p4lb.model.design import Design, make_design
 from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain, Weight
-from p4lb.model.p4lb import SlotState, flow_slot
+from p4lb.model.p4lb import SlotState, find, flow_places
 from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, DropReason, FlagClass, Packet, flow_key
 from p4lb.model.pool import MAX_WEIGHT, Pool
 from p4lb.model.seed import seed_index
@@ -30,9 +34,13 @@ TIMEOUT_US = 300_000
 WAITS_US = (TIMEOUT_US // 3, TIMEOUT_US - 40_000, TIMEOUT_US + TIMEOUT_US // 4, TIMEOUT_US + TIMEOUT_US // 4)  # short, to the edge, past it
 ODD = PSH | 0x20 | 0x40 | 0x80  # PSH, URG, ECE, CWR: bits that do not change a flag class
 CLIENTS = tuple(ip(f"10.0.1.{i}") for i in range(1, 5))
-P4LB = make_design("p4lb", N, idle_timeout_us=TIMEOUT_US)
-# 4 keys in one slot, 2 in another, 5 alone
-GROUPS = tuple(tuple(g) for g in collision_keys(P4LB.cfg, (4, 2, 1, 1, 1, 1, 1), CLIENTS))
+P4LB = make_design("p4lb", N, idle_timeout_us=TIMEOUT_US, flow_table_bits=P4LB_SMALL_TABLE_BITS)
+PLACES = P4LB.cfg.flow_ways * P4LB.cfg.flow_bucket  # a flow's candidates: here the whole table
+# 8 keys sharing their candidate places (on the small table: all 32)
+GROUPS = tuple(tuple(g) for g in collision_keys(P4LB.cfg, (8,), CLIENTS))
+# flows of another client that hold the same places: a run may open some of them first
+FILL = tuple(fillers(P4LB.cfg, Packet(GROUPS[0][0] >> 16, GROUPS[0][0] & 0xFFFF, SYN), PLACES, (ip("10.0.2.1"),)))
+FILLS = (PLACES, 0, PLACES - 1, PLACES // 2)  # how many a run opens: all (first: hypothesis draws it most), none, all but one, half
 FEATURES = ("dispatches>=5", "refusals", "closing", "expiries", "commits", "collisions", "closing, other key", "odd SYNs", "edge waits", "reuse")
 FLOORS = dict.fromkeys(FEATURES, 0.15) | {"dispatches>=5": 0.08, "edge waits": 0.04, "closing, other key": 0.03}  # shares of runs: 100 runs reach 2-4x these
 SLOW = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -87,18 +95,23 @@ def resolve(groups: tuple[tuple[int, ...], ...], raw: list) -> list[ClockedStep]
     return out
 
 
-def steps(groups: tuple[tuple[int, ...], ...], seed_ops: bool, waits: bool, min_size: int, max_size: int):
-    """Lists of steps on 4 backends: packets of the keys in `groups` (keys in a group share a slot), waits, operations."""
+def steps(groups: tuple[tuple[int, ...], ...], seed_ops: bool, waits: bool, min_size: int, max_size: int, fill: tuple[Packet, ...] = ()):
+    """Lists of steps on 4 backends: packets of the keys in `groups` (keys in a group share their places), waits,
+    operations; after a Burst of the first 0, half, all but one or all of `fill` (if given)."""
     backend = st.integers(1, N)
     ops = [st.builds(Scale, st.integers(0, N)), st.builds(Fail, backend), st.builds(Heal, backend)]
     if not seed_ops:
         ops += [st.builds(Drain, backend), st.builds(Undrain, backend), st.builds(Weight, backend, st.integers(1, MAX_WEIGHT))]
     keys = tuple(k for g in groups for k in g)
-    return st.lists(step(keys, tuple(ops), waits), min_size=min_size, max_size=max_size).map(lambda raw: resolve(groups, raw))
+    body = st.lists(step(keys, tuple(ops), waits), min_size=min_size, max_size=max_size).map(lambda raw: resolve(groups, raw))
+    if not fill:
+        return body
+    fills = st.sampled_from(tuple(k for k in FILLS if k <= len(fill)))
+    return st.tuples(fills, body).map(lambda fb: ([Burst(fill[: fb[0]])] if fb[0] else []) + fb[1])
 
 
 def reached(design: Design, run: Run, clocked: list[Clocked]) -> set[str]:
-    """The features one clocked run reached on the model."""
+    """The features one clocked run reached on the model (`before`: the entry at the place the packet's step used)."""
     timeout, out = design.cfg.idle_timeout_us, set()
     outcomes = [r.outcome for r in run.results if r.outcome is not None]
     if sum(1 for o in outcomes if o.admitted) >= 5:
@@ -110,10 +123,12 @@ def reached(design: Design, run: Run, clocked: list[Clocked]) -> set[str]:
     for c, res in zip(clocked, [r for r in run.results if isinstance(r.step, Packet)], strict=True):
         e, p, o = c.before, c.pkt, res.outcome
         live = e.state != SlotState.FREE and p.time_us - e.last_seen <= timeout
+        new = find(c.candidates, p.key) == len(c.candidates)  # no candidate holds the packet's key
+        closing_other = any(x.state == SlotState.CLOSING and x.key != p.key and p.time_us - x.last_seen <= timeout for x in c.candidates)
         out |= {"expiries"} if e.state != SlotState.FREE and not live else set()
         out |= {"closing"} if live and e.key == p.key and e.state == SlotState.OPEN and p.flag_class is FlagClass.CLOSE else set()
         out |= {"collisions"} if live and e.key != p.key else set()
-        out |= {"closing, other key"} if live and e.key != p.key and e.state == SlotState.CLOSING and p.flag_class in (FlagClass.CLOSE, FlagClass.OTHER) else set()
+        out |= {"closing, other key"} if new and closing_other and p.flag_class in (FlagClass.CLOSE, FlagClass.OTHER) else set()
         out |= {"odd SYNs"} if p.flag_class is FlagClass.SYN and p.flags & ODD and o.admitted else set()
         out |= {"edge waits"} if c.guarded_us else set()
         out |= {"reuse"} if e.state != SlotState.FREE and o.admitted and (not live or e.state == SlotState.CLOSING) else set()
@@ -137,23 +152,24 @@ class Coverage:
         return "\n".join([f"{title}: {self.runs} runs"] + [f"  {f:<20}{n:>5}  {100 * n / max(self.runs, 1):5.1f}%" for f, n in self.hits.items()])
 
 
-def test_p4lb_model_equals_bmv2(p4lb_lab, capsys: pytest.CaptureFixture[str]) -> None:
-    """p4lb with time: every packet and every slot it touches, at the switch's ingress time."""
+def test_p4lb_model_equals_bmv2(p4lb_small_lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """p4lb with time: every packet and every place it touches, at the switch's ingress time."""
     cov = Coverage()
+    lab = p4lb_small_lab
 
     @SLOW
-    @given(raw=steps(GROUPS, seed_ops=False, waits=True, min_size=12, max_size=32))
+    @given(raw=steps(GROUPS, seed_ops=False, waits=True, min_size=12, max_size=32, fill=FILL))
     def one(raw) -> None:
-        p4lb_lab.reset()
-        run, cmp, clocked = run_clocked(p4lb_lab, P4LB, Pool.initial(N), raw)
+        lab.reset()
+        run, cmp, clocked = run_clocked(lab, P4LB, Pool.initial(N), raw)
         assert_agree(cmp)
-        slots = sorted({flow_slot(P4LB.cfg, c.pkt) for c in clocked})  # at the end too: no packet wrote a slot not its own
-        assert not [d for slot in slots for d in slot_problems(run, slot, p4lb_lab.read_slot(slot))]
+        slots = sorted({place for c in clocked for place in flow_places(P4LB.cfg, c.pkt)})  # at the end too: no packet wrote a place not its own
+        assert not [d for slot in slots for d in slot_problems(run, slot, lab.read_slot(slot))]
         cov.add(reached(P4LB, run, clocked))
 
     one()
     with capsys.disabled():
-        print("\n" + cov.table(f"BMv2 = model on p4lb (N={N}, idle {TIMEOUT_US // 1000} ms, keys 4+2+1+1+1+1+1 in 7 slots)"))
+        print("\n" + cov.table(f"BMv2 = model on p4lb_small (N={N}, idle {TIMEOUT_US // 1000} ms, {len(GROUPS[0])} keys and up to {len(FILL)} fillers on {1 << P4LB.cfg.flow_table_bits} places)"))
     low = [f for f, n in cov.hits.items() if n < FLOORS[f] * cov.runs]
     assert not low, f"coverage below the floor: {low}\n{cov.table('coverage')}"
 

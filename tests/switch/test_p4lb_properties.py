@@ -1,12 +1,14 @@
-"""P1-P8 on BMv2 running p4lb.p4: packets and controller operations, fates compared with the model, state read back."""
+"""P1-P8 on BMv2 running p4lb.p4: packets and controller operations, fates compared with the model, state read back.
+
+P6 and P8 need every candidate place of a flow held by open flows: they run on the small build (p4lb_small: 32
+places, each flow's 4 ways x 8 candidates are the whole table) with the matching LbConfig; the rest on p4lb.json."""
 
 from __future__ import annotations
 
-from p4lb.lab.driver import StepCompare, assert_agree, p4lb_design, run_both, tcp_frame
-from p4lb.model.config import LbConfig
+from p4lb.lab.driver import StepCompare, assert_agree, fillers, p4lb_design, place_of, run_both, tcp_frame
 from p4lb.model.crc import ip
 from p4lb.model.ops import Drain, Fail, Heal, Scale
-from p4lb.model.p4lb import SlotState, flow_slot
+from p4lb.model.p4lb import SlotState, flow_places
 from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, DropReason, Fate, Packet
 from p4lb.model.pool import Pool
 from p4lb.model.trace import OpStep, Run, Step
@@ -22,38 +24,6 @@ def syn(port: int, src: int = CLIENT) -> Packet:
 def data(port: int, src: int = CLIENT) -> Packet:
     """A data packet of flow (src, port)."""
     return Packet(src, port, PSH | ACK)
-
-
-def collisions(cfg: LbConfig, pkt: Packet, k: int) -> list[Packet]:
-    """k SYNs of other clients whose crc16 slot is pkt's (searched with a table-driven crc16, checked by the model)."""
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    want, mask, out = flow_slot(cfg, pkt), (1 << cfg.flow_table_bits) - 1, []
-    for src in range(pkt.src_ip + 1, pkt.src_ip + 64):
-        head = 0
-        for b in src.to_bytes(4, "big") + cfg.vip.to_bytes(4, "big") + bytes([6]):
-            head = (head >> 8) ^ table[(head ^ b) & 0xFF]
-        for port in range(1024, 65536):
-            crc = head
-            for b in port.to_bytes(2, "big") + cfg.vip_port.to_bytes(2, "big"):
-                crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
-            if crc & mask == want:
-                other = Packet(src, port, SYN)
-                assert flow_slot(cfg, other) == want
-                out.append(other)
-                if len(out) == k:
-                    return out
-                break
-    raise AssertionError("no colliding 5-tuples found")
-
-
-def colliding(cfg: LbConfig, pkt: Packet) -> Packet:
-    """Another client's SYN in the same slot."""
-    return collisions(cfg, pkt, 1)[0]
 
 
 def check(lab, steps: list[Step], pool: Pool | None = None) -> tuple[Run, list[StepCompare]]:
@@ -101,9 +71,10 @@ def test_p4_pinning_through_scaling_and_failures(p4lb_sw):
     first = backends_of(cmp)[:4]
     assert first == [1, 2, 3, 4]
     assert backends_of(cmp)[4:] == first * 3
-    # the flow table on the switch holds what the model holds, at the model's crc16 slot
+    # the flow table on the switch holds what the model holds, at the place the model's steps put each flow
     for p, b in zip(flows, first, strict=True):
-        slot = flow_slot(p4lb_sw.cfg, syn(p))
+        slot = place_of(p4lb_sw.cfg, run.state, syn(p).key)
+        assert slot is not None
         regs = p4lb_sw.read_slot(slot)
         assert regs["flow_state"] == SlotState.OPEN and regs["flow_backend"] == b == run.state.flows[slot].backend
         assert regs["flow_key"] == run.state.flows[slot].key
@@ -116,14 +87,24 @@ def test_p5_round_robin_is_fair_and_counted(p4lb_sw):
     assert p4lb_sw.switch.read().backend_flows == counts
 
 
-def test_p6_isolation_a_colliding_client_cannot_move_or_kill_an_open_flow(p4lb_sw):
+def places_held_then(sw, first: Packet, extra: int) -> tuple[list[Packet], list[Packet]]:
+    """SYNs of other clients competing for `first`'s candidate places: as many as hold the rest of them, and `extra` more."""
+    k = sw.cfg.flow_ways * sw.cfg.flow_bucket
+    others = fillers(sw.cfg, first, k - 1 + extra)
+    return others[: k - 1], others[k - 1 :]
+
+
+def test_p6_isolation_a_colliding_client_cannot_move_or_kill_an_open_flow(p4lb_small_sw):
     victim = syn(5000)
-    attacker = colliding(p4lb_sw.cfg, victim)
-    slot = flow_slot(p4lb_sw.cfg, victim)
-    steps: list[Step] = [victim, attacker, Packet(attacker.src_ip, attacker.src_port, ACK), Packet(attacker.src_ip, attacker.src_port, RST), data(5000)]
-    _, cmp = check(p4lb_sw, steps)
-    assert backends_of(cmp) == [1, 0, 0, 0, 1]
-    assert p4lb_sw.read_slot(slot)["flow_key"] == (victim.src_ip << 16) | victim.src_port
+    held, (attacker,) = places_held_then(p4lb_small_sw, victim, 1)  # the victim and 31 others hold all 32 places
+    a = (attacker.src_ip, attacker.src_port)
+    run, cmp = check(p4lb_small_sw, [victim, *held, attacker, Packet(*a, ACK), Packet(*a, RST), data(5000)])
+    got = backends_of(cmp)
+    assert got[: len(held) + 1] == [1, 2, 3, 4] * 8 and got[len(held) + 1 :] == [0, 0, 0, 1]
+    assert [c.switch.reason for c in cmp[-4:-1]] == [DropReason.FLOW_TABLE_FULL, DropReason.UNKNOWN_FLOW, DropReason.UNKNOWN_FLOW]
+    slot = place_of(p4lb_small_sw.cfg, run.state, victim.key)
+    assert slot == flow_places(p4lb_small_sw.cfg, victim)[0]  # where it went in, on an empty table
+    assert p4lb_small_sw.read_slot(slot)["flow_key"] == (victim.src_ip << 16) | victim.src_port
 
 
 def test_p7_packets_between_every_single_write_of_an_operation(p4lb_sw):
@@ -148,13 +129,17 @@ def test_p7_packets_between_every_single_write_of_an_operation(p4lb_sw):
     assert len([c for c in cmp if c.model is not None]) > 20
 
 
-def test_p8_full_slot_refuses_and_counts_instead_of_evicting(p4lb_sw):
+def test_p8_full_table_refuses_and_counts_instead_of_evicting(p4lb_small_sw):
     first = syn(8000)
-    rivals = collisions(p4lb_sw.cfg, first, 3)
-    _, cmp = check(p4lb_sw, [first, *rivals, data(8000), Packet(first.src_ip, 8000, FIN), rivals[0]])
-    # closing frees the slot: the next colliding SYN is admitted
-    assert backends_of(cmp) == [1, 0, 0, 0, 1, 1, 2]
-    assert p4lb_sw.switch.read().lb_drops["flow_table_full"] == 3
+    held, rivals = places_held_then(p4lb_small_sw, first, 3)
+    run, cmp = check(p4lb_small_sw, [first, *held, *rivals, data(8000), Packet(first.src_ip, 8000, FIN), rivals[0]])
+    # every candidate held by an open flow: the rivals are refused and counted (rr_next not advanced); closing the
+    # first flow frees its place, and the next rival SYN is admitted there
+    assert backends_of(cmp) == [1, 2, 3, 4] * 8 + [0, 0, 0, 1, 1, 1]
+    assert p4lb_small_sw.switch.read().lb_drops["flow_table_full"] == 3
+    slot = flow_places(p4lb_small_sw.cfg, first)[0]
+    assert place_of(p4lb_small_sw.cfg, run.state, rivals[0].key) == slot
+    assert p4lb_small_sw.read_slot(slot)["flow_key"] == rivals[0].key
 
 
 def test_unknown_flow_is_dropped_and_counted(p4lb_sw):

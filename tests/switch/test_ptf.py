@@ -74,9 +74,11 @@ def user_switch(netns: str, tmp_path: Path) -> Iterator[str]:
 
 
 def ptf_command(addr: str, log_dir: Path) -> list[str]:
-    """The user's command: the ptf runner on the suite, port map, P4Runtime address, P4Info and JSON."""
+    """The user's command: the ptf runner on the suite, port map, P4Runtime address, P4Info and JSON (and the
+small build's, for P6 and P8)."""
     p4info, bmv2_json = artifacts("p4lb")
-    params = f"grpcaddr='{addr}';p4info='{p4info}';bmv2_json='{bmv2_json}'"
+    small_p4info, small_json = artifacts("p4lb_small")  # P6, P8: the 32-place table, where refusals can be seen
+    params = f"grpcaddr='{addr}';p4info='{p4info}';bmv2_json='{bmv2_json}';small_p4info='{small_p4info}';small_bmv2_json='{small_json}'"
     cmd = [str(Path(sys.executable).parent / "ptf"), "--test-dir", str(SUITE), "--log-dir", str(log_dir)]
     cmd += [a for p in PORTS for a in ("--interface", f"{p}@ptf{p}")]
     return [*cmd, "--test-params", params]
