@@ -18,7 +18,7 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -28,10 +28,10 @@ from p4lb.controller.controller import Controller
 from p4lb.controller.settings import HealthCheck, Settings, SwitchTarget
 from p4lb.lab.driver import install_seed, tcp_frame
 from p4lb.lab.lab import Lab, Launch
-from p4lb.model.config import default_config
+from p4lb.model.config import LbConfig, default_config
 from p4lb.model.crc import ip
+from p4lb.model.design import Design
 from p4lb.model.ops import Target, Write
-from p4lb.model.p4lb import flow_slot
 from p4lb.model.packet import ACK, PSH, SYN, Packet
 from p4lb.model.pool import Pool
 
@@ -52,17 +52,23 @@ class Figures:
     lost: int
 
 
-def _syn_packets(count: int) -> list[Packet]:
-    """SYNs of distinct flows whose p4lb slots are all distinct (none is refused for a full slot)."""
-    cfg = default_config(4)
-    seen: set[int] = set()
+def _syn_packets(count: int, cfg: LbConfig | None = None, before: Sequence[Packet] = ()) -> list[Packet]:
+    """SYNs of distinct flows that p4lb admits one after another (after `before`'s): each takes a candidate place
+    of its own as the model's step says (model.p4lb: none is refused for a full table), on cfg's table."""
+    cfg = cfg or default_config(4)
+    if count + len(before) > cfg.shape.places:
+        raise ValueError(f"{count} more flows after {len(before)} do not fit in {cfg.shape.places} flow places")
+    design = Design("p4lb", cfg)
+    st = design.initial(Pool.initial(cfg.n))
+    for p in before:
+        st, _ = design.packet(st, p)
     out: list[Packet] = []
     src, port = ip("10.1.0.1"), 1024
     while len(out) < count:
         p = Packet(src, port, SYN)
-        slot = flow_slot(cfg, p)
-        if slot not in seen:
-            seen.add(slot)
+        after, outcome = design.packet(st, p)
+        if outcome.admitted:
+            st = after
             out.append(p)
         port += 1
         if port > 65535:
@@ -143,8 +149,8 @@ def latency(lab: Lab, frames: list[bytes]) -> list[float]:
 def measure(program: str, count: int, launch: Launch | None = None) -> list[Figures]:
     """Both kinds of traffic through one program."""
     cfg = default_config(4)
-    syns = [tcp_frame(cfg, p) for p in _syn_packets(count + 200)]
     flows = [Packet(ip("10.2.0.1"), 2000 + i, SYN) for i in range(FLOWS)]
+    syns = [tcp_frame(cfg, p) for p in _syn_packets(count + 200, cfg, flows)]
     est = [tcp_frame(cfg, Packet(p.src_ip, p.src_port, PSH | ACK), pktlen=128) for p in flows]
     out = []
     with Lab(program, cfg, launch=launch or Launch()) as lab:
@@ -187,7 +193,7 @@ def controller_figures(writes: int = 300, launch: Launch | None = None) -> dict[
             scan_s = time.perf_counter() - t0
         finally:
             sw.close()
-    return {"deploy_s (N=64)": deploy_s, "table writes/s": ops, "state read-back ms": read_ms, "open-flow scan s (65,536 slots)": scan_s}
+    return {"deploy_s (N=64)": deploy_s, "table writes/s": ops, "state read-back ms": read_ms, f"open-flow scan s ({1 << cfg.flow_table_bits:,} slots)": scan_s}
 
 
 def failover_figures(rounds: int = 5, launch: Launch | None = None) -> list[float]:
