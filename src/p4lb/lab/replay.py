@@ -12,7 +12,8 @@ supported yet"), and simple_switch_grpc has no thrift CLI here, so registers are
 and the data plane reach them:
 * p4lb: rr_next and idle_timeout through the CPU port (CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT); a flow slot by
   packets: a SYN of the slot's key dispatched to its backend (a one-member group for the time of the SYN), a
-  FIN after it for CLOSING; an idle slot by a short idle_timeout and a wait (BMv2's clock cannot be set).
+  FIN after it for CLOSING; an idle slot by a short idle_timeout and a wait (BMv2's clock cannot be set). The
+  slot must be the candidate place the model's step gives that SYN in an empty table (its key's first).
 * seed: flowlet_select, myselect and mymax by a sequence of set_max / set_status writes and SYN / non-SYN
   packets found by a breadth-first search on the executable seed model.
 Whatever was reached is read back (CPU port) and is the state both predictions are made on; the packet's time
@@ -33,11 +34,11 @@ from pathlib import Path
 from p4lb.controller.errors import ControllerError
 from p4lb.controller.p4rt import Key, P4rt
 from p4lb.controller.switch import CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT, P4RuntimeSwitch
-from p4lb.lab.driver import tcp_frame
+from p4lb.lab.driver import step_place, tcp_frame
 from p4lb.lab.lab import Lab, Seen
 from p4lb.lab.toolchain import missing_switch
 from p4lb.model.config import CPU_PORT, LbConfig, default_config
-from p4lb.model.p4lb import SlotState, flow_slot
+from p4lb.model.p4lb import P4LB, P4lbState, SlotState, flow_places, p4lb_packet
 from p4lb.model.packet import ACK, FIN, SYN, Packet
 from p4lb.model.seed import SEED_INDEX_BITS
 from p4lb.verify.bmv2.cex import CexError, CexFile, Effect, Scenario, TableWrite, read_cex
@@ -153,8 +154,13 @@ class P4lbReplay:
             self.notes.append("flow slot: FREE in a freshly pushed pipeline")
             return False
         src, port = key >> 16, key & 0xFFFF
-        if flow_slot(self.cfg, Packet(src, port, 0)) != self.slot:
-            self.notes.append(f"flow slot {self.slot}: its key hashes to another slot, so no packet can put it there: left FREE")
+        places = flow_places(self.cfg, Packet(src, port, SYN))
+        if self.slot not in places:
+            self.notes.append(f"flow slot {self.slot}: not one of its key's candidate places, so no packet can put it there: left FREE")
+            return False
+        landed = self.landing(Packet(src, port, SYN), backend)
+        if landed != self.slot:
+            self.notes.append(f"flow slot {self.slot}: its key's candidate {places.index(self.slot)}, but its SYN takes candidate {places.index(landed)} (place {landed}) in an empty table: left FREE")
             return False
         rt = self.sw.rt
         rt.upsert("vip", {"hdr.ipv4.dstAddr": self.cfg.vip, "hdr.tcp.dstPort": self.cfg.vip_port}, "lb_select", {"version": 0})
@@ -171,6 +177,12 @@ class P4lbReplay:
         else:
             self.notes.append(f"flow slot {self.slot}: reached by {how}")
         return self.idle_in_file()
+
+    def landing(self, syn: Packet, backend: int) -> int:
+        """The place the model's step puts the reaching SYN in: an empty flow table, a one-member group."""
+        st = P4lbState(rr_group=(1, 0), rr_member={(0, 0): backend})
+        after, _ = p4lb_packet(self.cfg, P4LB, st, syn)
+        return step_place(self.cfg, st, after, syn)
 
     def set_controlled(self, dead: bool) -> None:
         """The counterexample's vip / rr_group / rr_member entries, rr_next, and the idle timeout."""

@@ -848,9 +848,10 @@ def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligat
 
 def p4lb_replayable(s: P4lbSetup) -> list[z3.BoolRef]:
     """A counterexample the lab can replay: sent from the client port as one frame; its slot FREE and never
-    written, or OPEN / CLOSING with a key that hashes there (so packets can put it there) and a backend the
-    backend_flows counter holds; its age at least REPLAY_MARGIN_US from the idle-timeout edge (BMv2's clock
-    cannot be set, only waited on)."""
+    written, or OPEN / CLOSING with a key whose SYN goes there in an otherwise empty table (one-way: the key's
+    crc16 slot; multi-way: its first candidate, way 0's bucket's first place), so one packet can put it there,
+    and a backend the backend_flows counter holds; its age at least REPLAY_MARGIN_US from the idle-timeout edge
+    (BMv2's clock cannot be set, only waited on)."""
     cfg, inp, slot = s.cfg, s.side.inp, s.slot
     fs, fk, fb, last = s.model_sw["flow_state"][slot], s.model_sw["flow_key"][slot], s.model_sw["flow_backend"][slot], s.last_seen[slot]
     crc = crc16_sym([z3.Extract(47, 16, fk), z3.BitVecVal(cfg.vip, 32), z3.BitVecVal(TCP, 8), z3.Extract(15, 0, fk), z3.BitVecVal(cfg.vip_port, 16)])
@@ -861,14 +862,8 @@ def p4lb_replayable(s: P4lbSetup) -> list[z3.BoolRef]:
         z3.ULE(inp.length, MAX_FRAME),
         z3.ULE(fs, int(SlotState.CLOSING)),
         z3.Implies(fs == int(SlotState.FREE), z3.And(fk == 0, fb == 0, last == 0)),
-        z3.Implies(fs != int(SlotState.FREE), z3.And(z3.Extract(cfg.flow_table_bits - 1, 0, crc) == slot if cfg.shape.one_way else _candidate_of(s, fk, slot), z3.ULE(fb, MAX_BACKENDS), far)),
+        z3.Implies(fs != int(SlotState.FREE), z3.And(z3.Extract(cfg.flow_table_bits - 1, 0, crc) == slot if cfg.shape.one_way else slot == s.enc.places.at(fk, 0), z3.ULE(fb, MAX_BACKENDS), far)),
     ]
-
-
-def _candidate_of(s: P4lbSetup, key: z3.ExprRef, place: z3.ExprRef) -> z3.BoolRef:
-    """Multi-way table: `place` is one of `key`'s candidates (real crc32): for some way, place - the way's bucket base < bucket."""
-    places, size = s.enc.places, s.cfg.shape.bucket
-    return z3.Or(*[z3.ULT(place - places.at(key, j * size), size) for j in range(s.cfg.shape.ways)])
 
 
 def seed_replayable(s: SeedSetup) -> list[z3.BoolRef]:
