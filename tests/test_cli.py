@@ -214,10 +214,10 @@ def test_exit_4_internal_error_is_one_line_and_a_log_file(cfg, capsys, monkeypat
     logs.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(logs))
 
-    def boom(self):
+    def boom(self, **_):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(Controller, "status", boom)
+    monkeypatch.setattr(Controller, "report", boom)
     code, out = run(capsys, "-c", cfg, "--dry-run", "status")
     assert code == cli.ExitCode.INTERNAL
     assert len(out.strip().splitlines()) == 1 and "Traceback" not in out and "boom" in out
@@ -227,7 +227,7 @@ def test_exit_4_internal_error_is_one_line_and_a_log_file(cfg, capsys, monkeypat
 
 
 def test_debug_shows_the_traceback(cfg, capsys, monkeypatch):
-    monkeypatch.setattr(Controller, "status", lambda self: 1 / 0)
+    monkeypatch.setattr(Controller, "report", lambda self, **_: 1 / 0)
     code, out = run(capsys, "-c", cfg, "--debug", "--dry-run", "status")
     assert code == cli.ExitCode.INTERNAL and "Traceback" in out and "ZeroDivisionError" in out
 
@@ -400,10 +400,10 @@ def test_real_switch_without_p4runtime_shell_says_what_to_install(cfg):
 def test_output_piped_into_head_is_not_an_error(cfg, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
 
-    def closed(self):
+    def closed(self, **_):
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(Controller, "status", closed)
+    monkeypatch.setattr(Controller, "report", closed)
     code, out = run(capsys, "-c", cfg, "--dry-run", "status", "--json")
     assert code == cli.ExitCode.OK and "error" not in out
     assert not list(tmp_path.glob("p4lb-error-*.log"))

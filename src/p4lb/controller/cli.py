@@ -158,7 +158,9 @@ def parser() -> ArgParser:
         return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", add_help=add_help, usage=usage)
 
     command("deploy", "push the pipeline, backends and group (reconciles if already deployed)")
-    command("status", "table of backends: state, group membership, open and dispatched flows").add_argument("--json", action="store_true", help="print JSON instead of a table")
+    st = command("status", "table of backends: state, group membership, open and dispatched flows")
+    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    st.add_argument("--scan", action="store_true", help="count open flows by reading every flow place (exact at the switch clock, idle flows left out; slow: 2^20 places take minutes) instead of the switch's per-backend counts")
     command("scale", "make backends 1..K active (the others take no new flows)").add_argument("--active", type=count, required=True, metavar="K", help="how many backends are active (0..number of backends)")
     for name, text in OP_HELP.items():
         command(name, text).add_argument("backend", type=backend_id, help="backend id: its position in the config's [[backend]] list, from 1")
@@ -238,21 +240,24 @@ def check_args(args: argparse.Namespace, settings: Settings) -> None:
         raise UsageError(f"--active {args.active} is out of range: use 0..{n} (the config has {n} backends)")
 
 
-def show_status(ctl: Controller, as_json: bool, console: Console) -> None:
+def show_status(ctl: Controller, as_json: bool, console: Console, scan: bool = False) -> None:
     """Print the status table (or JSON)."""
-    rows = ctl.status()
-    drops = ctl.drops()
+    rows, drops = ctl.report(scan=scan)
     if as_json:
-        print(json.dumps({"backends": [r.to_json() for r in rows], "lb_drops": drops}, indent=2))
+        print(json.dumps({"backends": [r.to_json() for r in rows], "lb_drops": drops, "open_flows_from": "scan" if scan else "backend_open"}, indent=2))
         return
-    console.print(status_table(rows))
+    console.print(status_table(rows, scan))
     console.print(f"refused SYNs: {drops['flow_table_full']}   black holes: {drops['no_backend_entry']} (P3 proves none)")
     console.print("lb_drops: " + ", ".join(f"{k}={v}" for k, v in drops.items()))
 
 
-def status_table(rows: list[BackendStatus]) -> Table:
+OPEN_CAPTION = "open: flow places OPEN on the backend (the switch's backend_open), idle flows included until a new SYN reclaims their place; --scan counts the flows open now"
+SCAN_CAPTION = "open: flows open at the switch clock, from a read of every flow place (--scan)"
+
+
+def status_table(rows: list[BackendStatus], scan: bool = False) -> Table:
     """One line per backend; narrow enough for 80 columns."""
-    t = Table(title="p4lb backends")
+    t = Table(title="p4lb backends", caption=SCAN_CAPTION if scan else OPEN_CAPTION)
     t.add_column("backend", justify="right", no_wrap=True)
     t.add_column("address", no_wrap=True)
     t.add_column("port", justify="right", no_wrap=True)
@@ -355,7 +360,7 @@ def dispatch(args: argparse.Namespace, ctl: Controller, console: Console) -> int
         writes = ctl.deploy()
         console.print(f"deployed: {len(writes)} writes")
     elif args.cmd == "status":
-        show_status(ctl, args.json, console)
+        show_status(ctl, args.json, console, args.scan)
     elif args.cmd == "scale":
         console.print(f"{ctl.apply(Scale(args.active)).op}")
     elif args.cmd in OPS:
