@@ -5,6 +5,7 @@ No BMv2 needed; every test is bounded by a watchdog and blocking calls run on th
 from __future__ import annotations
 
 import faulthandler
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -236,6 +237,35 @@ def test_status_of_a_switch_withholding_the_cpu_answer_is_a_deadline_error(fake,
     finally:
         fake.release()
     assert worker.error and isinstance(worker.error[0], SwitchError) and worker.error[0].code is GrpcCode.DEADLINE_EXCEEDED
+
+
+def test_flows_stream_every_open_flow_then_the_count(fake, ctl, switch, settings, capsys):
+    """p4lb flows over P4Runtime: one JSON line per open flow as the 2^20-place scan answers, the count last; a
+    switch that stops answering mid-scan is a deadline error, after the lines already printed."""
+    from rich.console import Console  # noqa: PLC0415
+
+    from p4lb.controller import cli  # noqa: PLC0415
+
+    ctl.deploy()
+    for i in range(20):
+        fake.device.inject(syn(6000 + i, 100 + i))
+    fake.device.inject(syn(6000, 300, FIN | ACK))
+    cli.show_flows(ctl, True, Console())
+    *rows, total = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    want = {s for s, e in fake.device.state.flows.items() if e.state == 1}
+    assert {r["slot"] for r in rows} == want and total == {"open_flows": len(want)} and len(want) == 19
+    flows = switch.iter_open_flows()
+    first = next(flows)  # the scan is under way: its first answers are in
+    assert first[0] in want
+    switch.rt.timeout_s = 0.5
+    fake.hang(Rpc.PACKET_IN)
+    try:
+        with pytest.raises(SwitchError) as err:
+            for _ in flows:
+                pass
+    finally:
+        fake.release()
+    assert err.value.code is GrpcCode.DEADLINE_EXCEEDED
 
 
 # ---- cheap commits ---------------------------------------------------------------------------------------------

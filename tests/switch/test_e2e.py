@@ -53,8 +53,8 @@ def test_round_robin_through_the_vip(e2e):
         took = time.monotonic() - t0
         print(f"\n`p4lb status --json` (a new process: imports, P4Info, session, one read) at {1 << e2e.lab.cfg.flow_table_bits:,} flow places: {took:.2f} s")
         assert took < STATUS_CLI_S
-        flows = json.loads(e2e.cli("flows", "--json").stdout)
-        assert [(f["client"].rsplit(":", 1)[1], f["backend"]) for f in flows] == [(str(port), 1)]
+        *flows, total = [json.loads(line) for line in e2e.cli("flows", "--json").stdout.splitlines()]
+        assert [(f["client"].rsplit(":", 1)[1], f["backend"]) for f in flows] == [(str(port), 1)] and total == {"open_flows": 1}
 
 
 def test_seed_demo_the_vip_keeps_working_after_a_server_dies(e2e):
