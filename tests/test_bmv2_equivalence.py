@@ -139,7 +139,28 @@ def wrong_drop_index(d: dict) -> int:
     return len(hits)
 
 
+def writes_backend_open(p: dict) -> bool:
+    """A primitive writes the backend_open register."""
+    return p["op"] == "register_write" and p["parameters"][0].get("value", "").endswith("backend_open")
+
+
+def reclaim_keeps_open(d: dict) -> int:
+    """A new flow over a place whose entry is OPEN (expired, or its own key re-admitted) forgets to take one off the
+    old backend's backend_open: the action under `if (fs == OPEN)` loses its write."""
+    tables = {t["name"]: t for p in d["pipelines"] for t in p["tables"]}
+    under = [c["true_next"] for c in conditionals(d) if (e := op(c["expression"])).get("op") == "==" and refers(e["left"], "scalars", "fs_0") and hexval(e["right"]) == int(SlotState.OPEN)]
+    ids = {i for name in under for i in tables[name]["action_ids"]}
+    n = 0
+    for a in d["actions"]:
+        if a["id"] in ids:
+            kept = [p for p in a["primitives"] if not writes_backend_open(p)]
+            n += len(a["primitives"]) - len(kept)
+            a["primitives"] = kept
+    return n
+
+
 MUTANTS: dict[str, Callable[[dict], int]] = {
+    "reclaim_keeps_open": reclaim_keeps_open,
     "fin_writes_free": fin_writes_free,
     "synack_opens": synack_opens,
     "closing_ignores_key": closing_ignores_key,
@@ -228,6 +249,9 @@ def random_case(rng: random.Random) -> tuple[P4lbState, Packet]:
     key = pkt.key if rng.random() < 0.6 else rng.getrandbits(48)
     backend = rng.choice([1, 2, 3, 4, 1, 2, 0, 5])
     flows = {} if rng.random() < 0.15 else {slot: FlowEntry(rng.choice(list(SlotState)), key, backend, last)}
+    if rng.random() < 0.05:  # an OPEN entry idle past the timeout at one of the places, and a SYN: a reclaim (backend_open -1 / +1)
+        flows = {slot: FlowEntry(SlotState.OPEN, key, backend, max(0, now - CFG.idle_timeout_us - 1))}
+        pkt = replace(pkt, flags=SYN)
     if rng.random() < 0.2:  # every candidate held by a live foreign flow: a new flow is refused
         flows = {p: FlowEntry(SlotState.OPEN, rng.getrandbits(48) | 1 << 47, 1, now) for p in places}
         pkt = replace(pkt, flags=rng.choice([SYN, SYN, ACK]))
@@ -235,7 +259,8 @@ def random_case(rng: random.Random) -> tuple[P4lbState, Packet]:
     sizes = [rng.choice([0, 1, 2, 3, 4, 4]) for _ in (0, 1)]
     members = {(v, i): rng.choice([1, 2, 3, 4, 4, 0, 6]) for v in (0, 1) for i in range(sizes[v]) if rng.random() < 0.95}
     nxt = tuple(rng.choice([0, 1, 2, 3, 5, 255]) for _ in (0, 1))
-    st = P4lbState(version=version, rr_group=tuple(sizes), rr_member=members, rr_next=nxt, flows=flows, now=now)
+    opened = {b: rng.choice([0, 1, 2, 7, (1 << 32) - 1]) for b in range(6) if rng.random() < 0.7}  # any 32-bit value: compared mod 2^32
+    st = P4lbState(version=version, rr_group=tuple(sizes), rr_member=members, rr_next=nxt, flows=flows, backend_open=opened, now=now)
     return st, pkt
 
 
@@ -262,7 +287,11 @@ def test_executor_agrees_with_executable_model() -> None:
             got = tuple(run.registers[k](slot) for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen"))
             assert got == (int(e.state), e.key, e.backend, e.last_seen), (st, pkt, out, slot)
         assert (run.registers["rr_next"](0), run.registers["rr_next"](1)) == st2.rr_next, (st, pkt, out)
-    assert {"BACKEND", "NO_ELIGIBLE", "FLOW_TABLE_FULL", "UNKNOWN_FLOW", "MALFORMED", "NO_BACKEND_ENTRY"} <= seen
+        assert [run.registers["backend_open"](b) for b in range(8)] == [st2.backend_open.get(b, 0) % (1 << 32) for b in range(8)], (st, pkt, out)
+        if st2.backend_open != st.backend_open:  # which of backend_open's updates: by what happened to the place written
+            moved = [(st.flows.get(p, FREE).state, st2.flows.get(p, FREE).state) for p in flow_places(CFG, pkt) if st2.flows.get(p) != st.flows.get(p)]
+            seen.add("backend_open " + ("reclaim" if (SlotState.OPEN, SlotState.OPEN) in moved else "close" if (SlotState.OPEN, SlotState.CLOSING) in moved else "admit"))
+    assert {"BACKEND", "NO_ELIGIBLE", "FLOW_TABLE_FULL", "UNKNOWN_FLOW", "MALFORMED", "NO_BACKEND_ENTRY", "backend_open admit", "backend_open close", "backend_open reclaim"} <= seen, seen
 
 
 CPU_PORT, CPU_READ, CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT = 510, 1, 2, 3

@@ -214,10 +214,10 @@ def test_exit_4_internal_error_is_one_line_and_a_log_file(cfg, capsys, monkeypat
     logs.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(logs))
 
-    def boom(self):
+    def boom(self, **_):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(Controller, "status", boom)
+    monkeypatch.setattr(Controller, "report", boom)
     code, out = run(capsys, "-c", cfg, "--dry-run", "status")
     assert code == cli.ExitCode.INTERNAL
     assert len(out.strip().splitlines()) == 1 and "Traceback" not in out and "boom" in out
@@ -227,7 +227,7 @@ def test_exit_4_internal_error_is_one_line_and_a_log_file(cfg, capsys, monkeypat
 
 
 def test_debug_shows_the_traceback(cfg, capsys, monkeypatch):
-    monkeypatch.setattr(Controller, "status", lambda self: 1 / 0)
+    monkeypatch.setattr(Controller, "report", lambda self, **_: 1 / 0)
     code, out = run(capsys, "-c", cfg, "--debug", "--dry-run", "status")
     assert code == cli.ExitCode.INTERNAL and "Traceback" in out and "ZeroDivisionError" in out
 
@@ -310,7 +310,8 @@ def test_flows_json_fields(cfg, capsys):
     ctl = dry_controller(cfg)
     open_flows(ctl, 2)
     cli.show_flows(ctl, True, Console())
-    rows = json.loads(capsys.readouterr().out)
+    *rows, total = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert total == {"open_flows": 2}
     assert sorted((r["client"], r["backend"], r["address"], r["switch_port"]) for r in rows) == [("10.0.0.10:40000", 1, "10.0.2.2", 2), ("10.0.0.10:40001", 2, "10.0.3.3", 3)]
 
 
@@ -345,8 +346,8 @@ def test_tables_fit_80_columns(cfg, capsys, monkeypatch):
     backends = {r[0]: r for r in rows if len(r) == 8}
     for b in ctl.settings.lb.backends:  # address and port each whole, on the backend's own line
         assert backends[str(b.id)][1:3] == [ip_str(b.ip), str(b.port)]
-    flows = [r for r in rows if len(r) == 5]
-    assert len(flows) == 30 and all(r[1].startswith("10.0.0.10:400") and r[3:] == ["10.0.3.3", "3"] for r in flows)
+    flows = [line.split() for line in out.splitlines() if line.split()[1:2] and line.split()[1].startswith("10.0.0.10:400")]
+    assert len(flows) == 30 and all(r[2:] == ["2", "10.0.3.3", "3"] for r in flows) and "p4lb open flows: 30" in out
     monkeypatch.setenv("COLUMNS", "80")
     code, out = run(capsys, "-c", cfg, "--dry-run", "status")
     assert code == 0 and max(len(line) for line in out.splitlines()) <= 80 and "10.0.5.5" in out
@@ -400,10 +401,10 @@ def test_real_switch_without_p4runtime_shell_says_what_to_install(cfg):
 def test_output_piped_into_head_is_not_an_error(cfg, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
 
-    def closed(self):
+    def closed(self, **_):
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(Controller, "status", closed)
+    monkeypatch.setattr(Controller, "report", closed)
     code, out = run(capsys, "-c", cfg, "--dry-run", "status", "--json")
     assert code == cli.ExitCode.OK and "error" not in out
     assert not list(tmp_path.glob("p4lb-error-*.log"))

@@ -116,6 +116,18 @@ def test_mutants_model_equal_encoding(capsys: pytest.CaptureFixture[str]) -> Non
     report(capsys, cov, "model = encoding on the mutants (N=3)", ("commits", "expiries", "no_eligible", "mid-op packets"))
 
 
+def test_backend_open_mutant_model_equals_encoding() -> None:
+    """reclaim_keeps_open (N=3) behaves in the encoding as in the model: the mutant the count checks must catch
+    (test_open_counts, test_backend_open_is_compared) is the same bug on both sides."""
+
+    @settings(max_examples=15, derandomize=True)
+    @given(runs(3, 8, 24))
+    def run(abstract: list[Abstract]) -> None:
+        agree(make_design("p4lb", 3, Variant(reclaim_keeps_open=True), flow_table_bits=2, flow_ways=1, flow_bucket=1, idle_timeout_us=TIMEOUT), abstract, Coverage())
+
+    run()
+
+
 def test_seed_model_equals_encoding(capsys: pytest.CaptureFixture[str]) -> None:
     """The seed (its operations are single writes already)."""
     cov = Coverage()
@@ -142,4 +154,13 @@ def test_outcome_mismatch_is_named() -> None:
     wrong = make_design("p4lb", 4, Variant(refuse_stale=True), flow_table_bits=2, flow_ways=1, flow_bucket=1, idle_timeout_us=TIMEOUT)
     c = concretize(DESIGN, Pool.initial(4), [Send(0, SYN), Send(0, FIN), Send(1, SYN)], KEYS)
     with pytest.raises(EncodingMismatch, match=r"step 2 .*: fate is 0 in the model but may be 1"):
+        compare(DESIGN, Pool.initial(4), c.steps, [0, 1, 2, 3], encoded=wrong)
+
+
+def test_backend_open_is_compared() -> None:
+    """An encoding that forgets the decrement of a reclaimed place (reclaim_keeps_open) forwards every packet alike;
+    the comparison still sees the count: a's place expired, b took it, backend 1 holds no OPEN place any more."""
+    wrong = make_design("p4lb", 4, Variant(reclaim_keeps_open=True), flow_table_bits=2, flow_ways=1, flow_bucket=1, idle_timeout_us=TIMEOUT)
+    c = concretize(DESIGN, Pool.initial(4), [Send(0, SYN), Send(1, SYN, dt=TIMEOUT + 1)], KEYS)
+    with pytest.raises(EncodingMismatch, match=r"step 1 .*: backend_open\[1\] is 0 in the model but may be 1"):
         compare(DESIGN, Pool.initial(4), c.steps, [0, 1, 2, 3], encoded=wrong)

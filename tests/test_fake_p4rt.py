@@ -5,6 +5,7 @@ No BMv2 needed; every test is bounded by a watchdog and blocking calls run on th
 from __future__ import annotations
 
 import faulthandler
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -192,6 +193,79 @@ def test_cpu_scan_answer_layout_and_short_request():
     out.payload = bytes(SCAN_WIDTH * SCAN_SLOT.size) + b"tail"
     answer = device.packet_out(out)
     assert answer is not None and len(answer.payload) == SCAN_WIDTH * SCAN_SLOT.size + 4 and answer.payload.endswith(b"tail")
+
+
+def test_status_reads_backend_open_in_one_cpu_request(fake, ctl, switch, settings):
+    """status: one Read of the tables, one CPU_OPEN PacketOut (counts and rr_next), the two counters; no scan."""
+    ctl.deploy()
+    for i in range(12):
+        fake.device.inject(syn(5000 + i, 100 + i))
+    fake.device.inject(syn(5000, 200, FIN | ACK))  # backend 1's flow closes
+    want = {b: c for b, c in fake.device.state.backend_open.items() if c}
+    assert want == {1: 2, 2: 3, 3: 3, 4: 3}
+    rows: list = []
+    assert calls(fake, lambda: rows.extend(ctl.status())) == (0, 3, 1)
+    assert {r.backend: r.open_flows for r in rows if r.open_flows} == want
+    fake.device.advance(settings.lb.idle_timeout_us + 1)  # idle, not reclaimed: still counted; the scan leaves them out
+    assert {r.backend: r.open_flows for r in ctl.status() if r.open_flows} == want
+    assert [r.open_flows for r in ctl.status(scan=True)] == [0, 0, 0, 0]
+
+
+def test_cpu_open_answer_layout_and_short_request():
+    from p4lb.controller.switch import CPU_OPEN, OPEN_CELL, OPEN_WIDTH  # noqa: PLC0415
+
+    device = FakeP4Runtime().device
+    info, bmv2 = artifacts("p4lb")
+    config = p4runtime_pb2.ForwardingPipelineConfig(p4_device_config=bmv2.read_bytes())
+    text_format.Merge(info.read_text(), config.p4info)
+    device.set_pipeline(config, p4runtime_pb2.SetForwardingPipelineConfigRequest.VERIFY_AND_COMMIT)
+    out = p4runtime_pb2.PacketOut(payload=bytes(OPEN_WIDTH * OPEN_CELL.size - 1))
+    out.metadata.add(metadata_id=1, value=bytes([CPU_OPEN]))
+    assert device.packet_out(out) is None  # too short to fill: dropped, as p4lb.p4 does
+    out.payload = bytes(OPEN_WIDTH * OPEN_CELL.size) + b"tail"
+    answer = device.packet_out(out)
+    assert answer is not None and len(answer.payload) == OPEN_WIDTH * OPEN_CELL.size + 4 and answer.payload.endswith(b"tail")
+
+
+def test_status_of_a_switch_withholding_the_cpu_answer_is_a_deadline_error(fake, ctl, switch):
+    ctl.deploy()
+    switch.rt.timeout_s = 0.5
+    fake.hang(Rpc.PACKET_IN)
+    worker = Worker(ctl.status)
+    try:
+        assert worker.done_within(10)
+    finally:
+        fake.release()
+    assert worker.error and isinstance(worker.error[0], SwitchError) and worker.error[0].code is GrpcCode.DEADLINE_EXCEEDED
+
+
+def test_flows_stream_every_open_flow_then_the_count(fake, ctl, switch, settings, capsys):
+    """p4lb flows over P4Runtime: one JSON line per open flow as the 2^20-place scan answers, the count last; a
+    switch that stops answering mid-scan is a deadline error, after the lines already printed."""
+    from rich.console import Console  # noqa: PLC0415
+
+    from p4lb.controller import cli  # noqa: PLC0415
+
+    ctl.deploy()
+    for i in range(20):
+        fake.device.inject(syn(6000 + i, 100 + i))
+    fake.device.inject(syn(6000, 300, FIN | ACK))
+    cli.show_flows(ctl, True, Console())
+    *rows, total = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    want = {s for s, e in fake.device.state.flows.items() if e.state == 1}
+    assert {r["slot"] for r in rows} == want and total == {"open_flows": len(want)} and len(want) == 19
+    flows = switch.iter_open_flows()
+    first = next(flows)  # the scan is under way: its first answers are in
+    assert first[0] in want
+    switch.rt.timeout_s = 0.5
+    fake.hang(Rpc.PACKET_IN)
+    try:
+        with pytest.raises(SwitchError) as err:
+            for _ in flows:
+                pass
+    finally:
+        fake.release()
+    assert err.value.code is GrpcCode.DEADLINE_EXCEEDED
 
 
 # ---- cheap commits ---------------------------------------------------------------------------------------------

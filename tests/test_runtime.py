@@ -272,22 +272,67 @@ def test_cli_flow_on_the_model(tmp_path, capsys):
     assert cli.main(["-c", str(path), "--dry-run", "flow", "10.0.1.1"]) == 2
 
 
-def test_status_and_flows_count_open_flows_only(capsys):
+def test_status_counts_open_places_and_flows_stream_open_flows(capsys):
+    """status reads backend_open (places OPEN: an idle flow counts until a SYN reclaims its place); status --scan and
+    flows read every place and leave idle flows out; flows --json is one object per line, the count last."""
     from p4lb.model.p4lb import p4lb_packet  # noqa: PLC0415
     from p4lb.model.packet import ACK, FIN, SYN, Packet  # noqa: PLC0415
 
     ctl = controller()
     ctl.deploy()
     sw = ctl.switch
-    for pkt in (Packet(0x0A000101, 1000, SYN, 0), Packet(0x0A000101, 1001, SYN, 1), Packet(0x0A000101, 1002, SYN, 2), Packet(0x0A000101, 1001, FIN | ACK, 3)):
-        sw.state = p4lb_packet(sw.cfg, P4LB, sw.state, pkt)[0]
-    assert [r.open_flows for r in ctl.status()] == [1, 0, 1, 0]  # 1001 (backend 2) is closing
+
+    def send(*pkts: Packet) -> None:
+        for pkt in pkts:
+            sw.state = p4lb_packet(sw.cfg, P4LB, sw.state, pkt)[0]
+
+    send(Packet(0x0A000101, 1000, SYN, 0), Packet(0x0A000101, 1001, SYN, 1), Packet(0x0A000101, 1002, SYN, 2), Packet(0x0A000101, 1001, FIN | ACK, 3))
+    assert [r.open_flows for r in ctl.status()] == [1, 0, 1, 0] == [r.open_flows for r in ctl.status(scan=True)]  # 1001 (backend 2) is closing
     cli.show_flows(ctl, True, cli.Console())
-    flows = json.loads(capsys.readouterr().out)
-    assert sorted((f["client"], f["backend"]) for f in flows) == [("10.0.1.1:1000", 1), ("10.0.1.1:1002", 3)]
-    late = Packet(0x0A000102, 5, ACK, sw.cfg.idle_timeout_us + 10)  # the clock passes the idle timeout
-    sw.state = p4lb_packet(sw.cfg, P4LB, sw.state, late)[0]
-    assert [r.open_flows for r in ctl.status()] == [0, 0, 0, 0]
+    *flows, total = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted((f["client"], f["backend"]) for f in flows) == [("10.0.1.1:1000", 1), ("10.0.1.1:1002", 3)] and total == {"open_flows": 2}
+    idle = sw.cfg.idle_timeout_us + 10
+    send(Packet(0x0A000102, 5, ACK, idle))  # the clock passes the idle timeout
+    assert [r.open_flows for r in ctl.status(scan=True)] == [0, 0, 0, 0]  # idle: not open any more
+    assert [r.open_flows for r in ctl.status()] == [1, 0, 1, 0]  # ... but their places are OPEN until reclaimed
+    send(Packet(0x0A000101, 1000, SYN, idle + 1))  # 1000's own place taken again: backend 1's count moves to the new flow's (4)
+    assert [r.open_flows for r in ctl.status()] == [0, 0, 1, 1] and [r.open_flows for r in ctl.status(scan=True)] == [0, 0, 0, 1]
+    cli.show_flows(ctl, False, cli.Console(width=80))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["slot", "client", "backend", "address", "port"] and out[-1] == "p4lb open flows: 1"
+    assert out[1].split()[1:] == ["10.0.1.1:1000", "4", "10.0.5.5", "5"]
+
+
+def test_status_caption_says_what_open_counts(capsys):
+    ctl = controller()
+    ctl.deploy()
+    cli.show_status(ctl, False, cli.Console(width=200))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "idle ones included until a new SYN reclaims their place" in out
+    cli.show_status(ctl, False, cli.Console(width=200), scan=True)
+    assert "from a read of every flow place (--scan)" in " ".join(capsys.readouterr().out.split())
+    cli.show_status(ctl, True, cli.Console(), scan=True)
+    assert json.loads(capsys.readouterr().out)["open_flows_from"] == "scan"
+
+
+def test_cli_status_scan_option(tmp_path, capsys):
+    path = tmp_path / "p4lb.toml"
+    path.write_text(_toml(config()))
+    assert cli.main(["-c", str(path), "--dry-run", "status", "--scan", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["open_flows_from"] == "scan" and [r["open_flows"] for r in got["backends"]] == [0, 0, 0, 0]
+    assert cli.main(["-c", str(path), "--dry-run", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["open_flows_from"] == "backend_open"
+
+
+def test_cpu_open_answer_decodes_per_backend():
+    from p4lb.controller.switch import OPEN_CELL, OPEN_WIDTH, open_block  # noqa: PLC0415
+
+    payload = b"".join(OPEN_CELL.pack(i * 3 if i % 2 else 0) for i in range(OPEN_WIDTH))
+    got = open_block(1, payload)
+    assert got[OPEN_WIDTH + 1] == 3 and got[OPEN_WIDTH + 2] == 0 and len(got) == OPEN_WIDTH and min(got) == OPEN_WIDTH
+    with pytest.raises(ControllerError, match="CPU_OPEN answer"):
+        open_block(0, payload[:20])
 
 
 def test_cpu_scan_answer_decodes_open_slots_only():

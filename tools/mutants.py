@@ -117,7 +117,7 @@ def _model() -> list[Mutant]:
     """Bugs in the executable model."""
     return [
         Mutant("m01", MODEL, M_P4LB, Text("live = e.state != SlotState.FREE and t - e.last_seen <= cfg.idle_timeout_us", "live = e.state != SlotState.FREE and t - e.last_seen < cfg.idle_timeout_us"), "idle timeout: `<=` -> `<` (a flow expires one us early)"),
-        Mutant("m02", MODEL, M_P4LB, Text("_put(st, slot, replace(e, state=state, last_seen=t))", "_put(st, slot, replace(e, state=state))"), "packets of an open flow do not refresh last_seen"),
+        Mutant("m02", MODEL, M_P4LB, Text("_put(var, st, slot, replace(e, state=state, last_seen=t))", "_put(var, st, slot, replace(e, state=state))"), "packets of an open flow do not refresh last_seen"),
         Mutant("m03", MODEL, M_PKT, Text("if syn and not flags & ACK:", "if flags == SYN:"), "SYN only if flags == SYN (ECN SYN 0xC2 is not)"),
         Mutant("m04", MODEL, M_P4LB, Text("return _count_drop(st, reason), dropped(reason)", "return st, dropped(reason)"), "a refused SYN is labelled FLOW_TABLE_FULL, not counted"),
         Mutant("m05", MODEL, M_P4LB, Text("state = SlotState.CLOSING if cls is FlagClass.CLOSE", "state = SlotState.FREE if cls is FlagClass.CLOSE"), "FIN/RST writes FREE instead of CLOSING"),
@@ -144,6 +144,8 @@ def _model() -> list[Mutant]:
         Mutant("m27", MODEL, M_SPEC, Text("run = spec.run if shares(pool) == shares(spec.pool) else ()", "run = ()"), "spec: every operation restarts P5's run (red team n23)"),
         Mutant("m28", MODEL, M_POOL, Text("holes = [i for i in range(total) if i >= len(live) or live[i] not in want]", "holes = [i for i in range(total) if i >= len(live)]"), "the in-place planner leaves a leaving backend in its place"),
         Mutant("m29", MODEL, M_POOL, Text("movers = [live[i] for i in reversed(kept) if i >= total]", "movers = [live[i] for i in kept if i >= total]"), "the in-place planner moves members into holes from the front, not the end (BMC's order differs)"),
+        Mutant("m30", MODEL, M_P4LB, Text("if old.state == SlotState.OPEN and not (admitted and var.reclaim_keeps_open):", "if old.state == SlotState.OPEN and not admitted:"), "backend_open: a place reclaimed by a new flow keeps its old backend counted"),
+        Mutant("m31", MODEL, M_P4LB, Text("    if e.state == SlotState.OPEN:\n        count = count | {e.backend: count.get(e.backend, 0) + 1}", "    if e.state == SlotState.OPEN and admitted:\n        count = count | {e.backend: count.get(e.backend, 0) + 1}"), "backend_open: a packet of an open flow takes one off its backend"),
         Mutant("m23", MODEL, M_SPEC, Text("run = spec.run if shares(pool) == shares(spec.pool) else ()", "run = spec.run if pool.eligible == spec.pool.eligible else ()"), "spec: a weight change does not restart P5's run"),
     ]
 
@@ -175,6 +177,7 @@ def _z3() -> list[Mutant]:
         Mutant("z19", Z3, Z_ENC, Text("return bv8(1) if self.var.ignores_weights else spec[\"weight\"][b]", "return bv8(1)"), "encoding: the group lists every backend once, whatever its weight"),
         Mutant("z24", Z3, Z_ENC, Text("return z3.Implies(ones, z3.And(*stay, *order))", "return z3.Implies(ones, z3.And(*order))"), "BMC's planner order leaves kept members free to move"),
         Mutant("z25", Z3, Z_ENC, Text("for i, k in zip(pos, kept, strict=True)][::-1] + list(zip(new, ids, strict=True))", "for i, k in zip(pos, kept, strict=True)] + list(zip(new, ids, strict=True))"), "BMC's planner order fills holes from the front of the live group"),
+        Mutant("z26", Z3, Z_ENC, Text("gone = z3.Or(z3.And(c_est, pkt.close), z3.And(new_flow, fs == OPEN, z3.BoolVal(not var.reclaim_keeps_open)))", "gone = z3.And(c_est, pkt.close)"), "encoding: backend_open not decremented when a new flow reclaims an OPEN place"),
         Mutant("z20", Z3, Z_SHARED, Text("z3.And(eligible(new, bv8(b), n), old[\"weight\"][bv8(b)] != new[\"weight\"][bv8(b)])", "z3.BoolVal(False)"), "spec ghost: a weight change does not restart P5's counts"),
     ]
 
@@ -213,6 +216,8 @@ def _p4_source() -> list[Mutant]:
         Mutant("s04", P4, P_SRC, Text("} else if (new_syn && live && fs == OPEN) {", "} else if (new_syn && live) {"), "p4: a live CLOSING slot refuses SYNs"),
         Mutant("s05", P4, P_SRC, Text("drop_counted(UNKNOWN_FLOW);", "mark_to_drop(std);"), "p4: unknown flow dropped uncounted"),
         Mutant("s07", P4, P_SRC, Text("} else if (std.checksum_error == 1) {\n            drop_counted(MALFORMED);", "} else if (std.checksum_error == 1) {\n            mark_to_drop(std);"), "p4: bad IPv4 checksum dropped uncounted (red team n15)"),
+        Mutant("s08", P4, P_SRC, Text("                        if (fs == OPEN) {\n                            backend_open.read(count, (bit<32>)fb);", "                        if (fs == CLOSING) {\n                            backend_open.read(count, (bit<32>)fb);"), "p4: backend_open decremented for a reclaimed CLOSING place, not an OPEN one"),
+        Mutant("s09", P4, P_SRC, Text("                    if (close) {\n                        backend_open.read(count, (bit<32>)fb);", "                    if (!close) {\n                        backend_open.read(count, (bit<32>)fb);"), "p4: backend_open decremented for every packet of an open flow but the close"),
         Mutant("s06", P4, P_SRC, Text("bool new_syn = syn && (flags & F_ACK) == 0;", "bool new_syn = flags == F_SYN;"), "p4: SYN only if flags == SYN (no ECN)"),
     ]
 

@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PINNING = "tests/test_pinning.py"  # included where it exists (being written concurrently)
 PYTEST = ("-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-rfE", "--no-header")
 LAYER_TESTS: dict[str, list[list[str]]] = {
-    MODEL: [["tests/test_model.py", "tests/test_crc.py", "tests/test_checkers.py", "tests/test_weights.py", "tests/test_crosscheck.py", "tests/test_bmv2_equivalence.py::test_executor_agrees_with_executable_model", PINNING]],
-    Z3: [["tests/test_proofs.py", "tests/test_checkers.py", "tests/test_crosscheck.py", PINNING, "-k", "not 64"]],
+    MODEL: [["tests/test_model.py", "tests/test_crc.py", "tests/test_checkers.py", "tests/test_weights.py", "tests/test_open_counts.py", "tests/test_crosscheck.py", "tests/test_bmv2_equivalence.py::test_executor_agrees_with_executable_model", PINNING]],
+    Z3: [["tests/test_proofs.py", "tests/test_checkers.py", "tests/test_open_counts.py", "tests/test_crosscheck.py", PINNING, "-k", "not 64"]],
     P4: [["tests/test_bmv2_equivalence.py", "-k", "compiled_program or executor", PINNING], ["tests/switch/test_malformed.py"]],
 }
 _LIVE: set[int] = set()  # process groups of running checks (ended on Ctrl-C)

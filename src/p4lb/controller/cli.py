@@ -31,6 +31,7 @@ import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -158,7 +159,9 @@ def parser() -> ArgParser:
         return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", add_help=add_help, usage=usage)
 
     command("deploy", "push the pipeline, backends and group (reconciles if already deployed)")
-    command("status", "table of backends: state, group membership, open and dispatched flows").add_argument("--json", action="store_true", help="print JSON instead of a table")
+    st = command("status", "table of backends: state, group membership, open and dispatched flows")
+    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    st.add_argument("--scan", action="store_true", help="count open flows by reading every flow place (exact at the switch clock, idle flows left out; 16,384 requests at 2^20 places) instead of reading the switch's per-backend counts")
     command("scale", "make backends 1..K active (the others take no new flows)").add_argument("--active", type=count, required=True, metavar="K", help="how many backends are active (0..number of backends)")
     for name, text in OP_HELP.items():
         command(name, text).add_argument("backend", type=backend_id, help="backend id: its position in the config's [[backend]] list, from 1")
@@ -168,7 +171,7 @@ def parser() -> ArgParser:
     run = command("run", "health-check loop: probe every backend, fail and heal them automatically")
     run.add_argument("--rounds", type=count, default=0, help="stop after this many rounds (default 0: forever)")
     run.add_argument("--metrics", type=metrics_address, default=None, metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free one, printed)")
-    command("flows", "list the open flows (client, backend) read from every flow slot").add_argument("--json", action="store_true", help="print JSON instead of a table")
+    command("flows", "list the open flows (client, backend) read from every flow slot, as the reads answer").add_argument("--json", action="store_true", help="print one JSON object per line (a flow per line, then the count)")
     fl = command("flow", "show the flow slot of one client connection: state, owner, backend, idle time")
     fl.add_argument("client", type=client_address, help="client address and port, e.g. 10.0.0.10:40000")
     fl.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
@@ -238,21 +241,24 @@ def check_args(args: argparse.Namespace, settings: Settings) -> None:
         raise UsageError(f"--active {args.active} is out of range: use 0..{n} (the config has {n} backends)")
 
 
-def show_status(ctl: Controller, as_json: bool, console: Console) -> None:
+def show_status(ctl: Controller, as_json: bool, console: Console, scan: bool = False) -> None:
     """Print the status table (or JSON)."""
-    rows = ctl.status()
-    drops = ctl.drops()
+    rows, drops = ctl.report(scan=scan)
     if as_json:
-        print(json.dumps({"backends": [r.to_json() for r in rows], "lb_drops": drops}, indent=2))
+        print(json.dumps({"backends": [r.to_json() for r in rows], "lb_drops": drops, "open_flows_from": "scan" if scan else "backend_open"}, indent=2))
         return
-    console.print(status_table(rows))
+    console.print(status_table(rows, scan))
     console.print(f"refused SYNs: {drops['flow_table_full']}   black holes: {drops['no_backend_entry']} (P3 proves none)")
     console.print("lb_drops: " + ", ".join(f"{k}={v}" for k, v in drops.items()))
 
 
-def status_table(rows: list[BackendStatus]) -> Table:
+OPEN_CAPTION = "open: the switch's count of flows on the backend, idle ones included until a new SYN reclaims their place (--scan: flows open now)"
+SCAN_CAPTION = "open: flows open at the switch clock, from a read of every flow place (--scan)"
+
+
+def status_table(rows: list[BackendStatus], scan: bool = False) -> Table:
     """One line per backend; narrow enough for 80 columns."""
-    t = Table(title="p4lb backends")
+    t = Table(title="p4lb backends", caption=SCAN_CAPTION if scan else OPEN_CAPTION)
     t.add_column("backend", justify="right", no_wrap=True)
     t.add_column("address", no_wrap=True)
     t.add_column("port", justify="right", no_wrap=True)
@@ -305,22 +311,34 @@ def show_flow(ctl: Controller, pkt: Packet, as_json: bool, console: Console) -> 
     console.print(f"slot {r['slot']}: {str(r['state']).upper()}, held by {r['held_by']}, backend {r['backend']}, idle {r['idle_s']:.1f} s (timeout {r['idle_timeout_s']:g} s){expired}")
 
 
-def show_flows(ctl: Controller, as_json: bool, console: Console) -> None:
-    """Print every open flow: slot, client address and port, backend."""
+FLOW_LINE = "{slot:>8}  {client:<21}  {backend:>7}  {address:<15}  {port:>4}"
+
+
+def flow_rows(ctl: Controller) -> Iterator[dict[str, object]]:
+    """Every open flow as the scan's answers arrive: slot, client address and port, backend, its address and port."""
     backends = {b.id: b for b in ctl.settings.lb.backends}
-    rows = []
-    for slot, e in sorted(ctl.switch.open_flows().items()):
+    for slot, e in ctl.switch.iter_open_flows():
         b = backends.get(e.backend)
-        rows.append({"slot": slot, "client": f"{ip_str(e.key >> 16)}:{e.key & 0xFFFF}", "backend": e.backend, "address": ip_str(b.ip) if b else None, "switch_port": b.port if b else None})
+        yield {"slot": slot, "client": f"{ip_str(e.key >> 16)}:{e.key & 0xFFFF}", "backend": e.backend, "address": ip_str(b.ip) if b else None, "switch_port": b.port if b else None}
+
+
+def show_flows(ctl: Controller, as_json: bool, console: Console) -> None:
+    """Print every open flow as the switch's answers come in (a block of flow places at a time, each answer within
+    the switch's deadline), then the count: nothing is collected, so a table of 2^20 places takes constant memory.
+    --json: one JSON object per line, the last one {"open_flows": COUNT}."""
+    n = 0
+    if not as_json:
+        console.print(FLOW_LINE.format(slot="slot", client="client", backend="backend", address="address", port="port"), soft_wrap=True)
+    for row in flow_rows(ctl):
+        n += 1
+        if as_json:
+            print(json.dumps(row), flush=True)
+        else:
+            console.print(FLOW_LINE.format(slot=row["slot"], client=row["client"], backend=row["backend"], address=row["address"] or "?", port=row["switch_port"] or "?"), soft_wrap=True)
     if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    t = Table(title=f"p4lb open flows: {len(rows)}")
-    for col in ("slot", "client", "backend", "address", "port"):
-        t.add_column(col, justify="right" if col in ("slot", "backend", "port") else "left", no_wrap=True)
-    for r in rows:
-        t.add_row(*["?" if v is None else str(v) for v in r.values()])
-    console.print(t)
+        print(json.dumps({"open_flows": n}), flush=True)
+    else:
+        console.print(f"p4lb open flows: {n}", soft_wrap=True)
 
 
 def health_loop(ctl: Controller, rounds: int, prober: Prober | None = None, metrics: Metrics | None = None) -> int:
@@ -355,7 +373,7 @@ def dispatch(args: argparse.Namespace, ctl: Controller, console: Console) -> int
         writes = ctl.deploy()
         console.print(f"deployed: {len(writes)} writes")
     elif args.cmd == "status":
-        show_status(ctl, args.json, console)
+        show_status(ctl, args.json, console, args.scan)
     elif args.cmd == "scale":
         console.print(f"{ctl.apply(Scale(args.active)).op}")
     elif args.cmd in OPS:

@@ -60,7 +60,7 @@ class BackendStatus:
     draining: bool
     in_group: bool
     weight: int  # copies in the round-robin group while eligible
-    open_flows: int
+    open_flows: int  # flow places OPEN on it (backend_open: open, or idle and not yet reclaimed); with --scan, flows open now
     flows_dispatched: int
 
     @property
@@ -255,14 +255,21 @@ class Controller:
         """Everything read back (quick: the controller's tables as read_quick gives them)."""
         return self.switch.read_quick(full=True) if quick else self.switch.read()
 
-    def status(self, scan: bool = True, quick: bool = False) -> list[BackendStatus]:
-        """One row per backend: its sets, whether it is in the committed group, new flows dispatched to it, and
-        (with `scan`, which reads every flow slot) its open flows. `quick`: the tables read as in read_quick."""
+    def status(self, scan: bool = False, quick: bool = False) -> list[BackendStatus]:
+        """One row per backend: its sets, whether it is in the committed group, new flows dispatched to it, and its
+        open flows: the data plane's backend_open count (flow places OPEN on it: open flows and idle ones no SYN has
+        reclaimed yet; read with the counters, one CPU-port request), or with `scan` the flows open at the switch
+        clock, from a read of every flow place (2^20 places: 16,384 CPU-port requests). `quick`: the tables read as in
+        read_quick."""
+        return self.report(scan, quick)[0]
+
+    def report(self, scan: bool = False, quick: bool = False) -> tuple[list[BackendStatus], dict[str, int]]:
+        """status() and drops() from one read of the switch."""
         view = self._read(quick)
         group = view.groups[view.version] if view.version is not None else ()
-        open_flows = Counter(e.backend for e in self.switch.open_flows().values()) if scan else Counter()
+        open_flows = Counter(e.backend for _, e in self.switch.iter_open_flows()) if scan else Counter(view.backend_open)
         pool = self.pool
-        return [
+        rows = [
             BackendStatus(
                 backend=b.id,
                 address=ip_str(b.ip),
@@ -277,6 +284,7 @@ class Controller:
             )
             for b in self.settings.lb.backends
         ]
+        return rows, view.lb_drops
 
 
 def committed(st: P4lbState, plan: list[Write]) -> tuple[int, ...]:

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METRICS_SCAN_S = 10.0  # the open-flows scan (1,024 CPU-port requests on BMv2) runs at most this often
 FULL_READ_ROUNDS = 50  # every this many rounds (and after a switch error) every entry is read back, not only vip and rr_group
 
 
@@ -60,7 +59,6 @@ class HealthLoop:
         initial = {b: b in pool.healthy for b in range(1, s.lb.n + 1)}
         observe = metrics.observe_probe if metrics is not None else None
         self.monitor = HealthMonitor(s.health_addresses, s.health, initial=initial, prober=prober, ports=s.health_ports, observe=observe)
-        self.last_scan = float("-inf")
         self.due = 0  # rounds until the next periodic full read-back (0: this round, unless the verdicts changed)
         self.reread = True  # read everything back this round: the first one, and after an error
         self.last_verdicts: dict[int, bool] = {}  # the verdicts of the last round
@@ -96,13 +94,10 @@ class HealthLoop:
         return applied
 
     def _export(self) -> None:
-        """Refresh the metrics' switch snapshot: counters every round, the open-flows scan every METRICS_SCAN_S."""
+        """Refresh the metrics' switch snapshot every round (counters and backend_open: one read)."""
         if self.metrics is None:
             return
-        scan = time.monotonic() - self.last_scan >= METRICS_SCAN_S
-        if scan:
-            self.last_scan = time.monotonic()
-        self.metrics.update_from(self.ctl, scan=scan, quick=True)
+        self.metrics.update_from(self.ctl, quick=True)
 
     def run(self, rounds: int = 0, stop: threading.Event | None = None) -> int:
         """Rounds every interval (half of it while a verdict is pending) until `rounds` (0: forever) or `stop`."""

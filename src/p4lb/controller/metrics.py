@@ -136,8 +136,8 @@ def _backend_metrics(rows: tuple[BackendStatus, ...]) -> Iterator[Metric]:
     yield _gauge("p4lb_backend_info", "The backend's address and switch port", [([b, r.address, str(r.switch_port)], 1.0) for b, r in zip(ids, rows, strict=True)], ("backend", "address", "switch_port"))
     yield _gauge("p4lb_backend_in_group", "1 if the committed round-robin group lists the backend", [([b], float(r.in_group)) for b, r in zip(ids, rows, strict=True)], ("backend",))
     yield _gauge("p4lb_group_size", "Backends in the committed round-robin group", [([], float(sum(r.in_group for r in rows)))])
-    yield _gauge("p4lb_backend_open_flows", "Open flows pinned to the backend", [([b], float(r.open_flows)) for b, r in zip(ids, rows, strict=True)], ("backend",))
-    yield _gauge("p4lb_open_flows", "Open flows in the switch's flow table", [([], float(sum(r.open_flows for r in rows)))])
+    yield _gauge("p4lb_backend_open_flows", "Flows pinned to the backend: flow places OPEN on it (backend_open; idle ones until a SYN reclaims them)", [([b], float(r.open_flows)) for b, r in zip(ids, rows, strict=True)], ("backend",))
+    yield _gauge("p4lb_open_flows", "Flow places OPEN in the switch's flow table (idle ones until a SYN reclaims them)", [([], float(sum(r.open_flows for r in rows)))])
     yield _counter("p4lb_flows_dispatched", "New flows the switch dispatched to the backend (backend_flows counter)", [([b], float(r.flows_dispatched)) for b, r in zip(ids, rows, strict=True)], ("backend",))
 
 
@@ -169,13 +169,13 @@ class Metrics:
             return self._snapshot
 
     # ---- what the switch says ------------------------------------------------------------------------------
-    def update_from(self, controller: Controller, scan: bool = True, quick: bool = False) -> bool:
-        """Read status() and drops(); without `scan` the open-flow counts are the last scan's (a full scan reads every
-        flow slot); `quick`: the tables read quickly (see Controller.status). On a switch error count it, mark the
+    def update_from(self, controller: Controller, quick: bool = False) -> bool:
+        """Read status() and drops() in one read (the open-flow counts are the data plane's backend_open, read with the
+        counters); `quick`: the tables read quickly (see Controller.status). On a switch error count it, mark the
         switch down and keep the last values."""
         try:
-            rows = controller.status(scan=scan, quick=quick)
-            snap = snapshot_of(rows if scan else self._keep_open_flows(rows), controller.drops(quick=quick), time.time())
+            rows, drops = controller.report(quick=quick)
+            snap = snapshot_of(rows, drops, time.time())
         except SwitchError as exc:
             self.record_error(exc)
             with self._lock:
@@ -185,11 +185,6 @@ class Metrics:
         with self._lock:
             self._snapshot = snap
         return True
-
-    def _keep_open_flows(self, rows: list[BackendStatus]) -> list[BackendStatus]:
-        """Rows with the open-flow counts of the last snapshot."""
-        last = {r.backend: r.open_flows for r in self.snapshot().backends}
-        return [replace(r, open_flows=last.get(r.backend, 0)) for r in rows]
 
     # ---- what the controller does --------------------------------------------------------------------------
     def observe_probe(self, backend: int, seconds: float, ok: bool) -> None:

@@ -10,6 +10,7 @@ import logging
 import struct
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -25,10 +26,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CPU_READ, CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT, CPU_SCAN = 1, 2, 3, 4  # cpu_out.op in p4/p4lb.p4
+CPU_READ, CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT, CPU_SCAN, CPU_OPEN = 1, 2, 3, 4, 5  # cpu_out.op in p4/p4lb.p4
 SCAN_WIDTH = 64  # slots per CPU_SCAN answer (p4/p4lb.p4)
 SCAN_SLOT = struct.Struct("!BB6s6s")  # flow_scan_t: flow_state, flow_backend, flow_key, flow_last_seen
 SCAN_WINDOW = 64  # CPU_SCAN requests in flight
+OPEN_WIDTH = 64  # backend_open cells per CPU_OPEN answer (p4/p4lb.p4)
+OPEN_CELL = struct.Struct("!I")  # open_count_t: bit<32> count
 BATCHED = frozenset({"rr_member", "rr_group"})  # table writes that may share one P4Runtime Write (staged version only)
 TABLES = ("vip", "rr_group", "rr_member")  # the tables the controller writes, by the model's target names
 VIP: tuple[str, tuple[int, ...]] = ("vip", ())
@@ -44,6 +47,7 @@ class SwitchView:
     rr_next: tuple[int, int] = (0, 0)
     lb_drops: dict[str, int] = field(default_factory=dict)
     backend_flows: dict[int, int] = field(default_factory=dict)
+    backend_open: dict[int, int] = field(default_factory=dict)  # flow places OPEN per backend (open, or idle and not yet reclaimed)
 
 
 @dataclass
@@ -100,6 +104,7 @@ class Switch(Protocol):
     def read(self, full: bool = True) -> SwitchView: ...
     def read_quick(self, full: bool = False) -> SwitchView: ...
     def open_flows(self) -> dict[int, FlowEntry]: ...
+    def iter_open_flows(self) -> Iterator[tuple[int, FlowEntry]]: ...
     def read_slot(self, slot: int) -> dict[str, int]: ...
     def close(self) -> None: ...
 
@@ -135,7 +140,12 @@ class ModelSwitch:
 
     def open_flows(self) -> dict[int, FlowEntry]:
         """The open flow slots (slot -> entry), idle timeout applied at the model's clock."""
-        return {i: e for i, e in self.state.flows.items() if is_open(e, self.state.now, self.cfg.idle_timeout_us)}
+        return dict(self.iter_open_flows())
+
+    def iter_open_flows(self) -> Iterator[tuple[int, FlowEntry]]:
+        """The open flow slots in slot order."""
+        st = self.state
+        return ((i, e) for i, e in sorted(st.flows.items()) if is_open(e, st.now, self.cfg.idle_timeout_us))
 
     def read_slot(self, slot: int) -> dict[str, int]:
         """The model's flow slot, in the CPU port's field names."""
@@ -158,6 +168,7 @@ class ModelSwitch:
             rr_next=st.rr_next,
             lb_drops={r.name.lower(): st.lb_drops[r] for r in DropReason if r.counted},
             backend_flows=dict(st.backend_flows),
+            backend_open={b: c for b, c in st.backend_open.items() if c},
         )
 
 
@@ -191,6 +202,13 @@ class P4RuntimeSwitch:
         if slots != 1 << self.cfg.flow_table_bits:
             self.rt.context = None
             raise ConfigFileError("flows.table_bits", self.cfg.flow_table_bits, f"the P4 program has {slots} flow places: set flows.table_bits = {slots.bit_length() - 1} (or rebuild p4/p4lb.p4 with -DFLOW_BITS={self.cfg.flow_table_bits})")
+        try:
+            cells = self.rt.register_size("backend_open")
+        except SwitchError:
+            cells = 0
+        if cells < OPEN_WIDTH * (self.cfg.n // OPEN_WIDTH + 1):
+            self.rt.context = None
+            raise ConfigFileError("switch.p4info", str(self.files[0]), "its program keeps no backend_open counts (an older p4lb.p4): rebuild it (`nox -s build_p4`) and deploy the new pipeline")
         if (self.cfg.flow_ways, self.cfg.flow_bucket) != (P4LB_WAYS, P4LB_BUCKET):
             self.rt.context = None
             raise ConfigFileError("flows.ways", f"{self.cfg.flow_ways} x {self.cfg.flow_bucket}", f"p4/p4lb.p4 is built with {P4LB_WAYS} ways of {P4LB_BUCKET}-place buckets: set flows.ways = {P4LB_WAYS} and flows.bucket = {P4LB_BUCKET}")
@@ -302,8 +320,8 @@ class P4RuntimeSwitch:
         return self._with_counters(known.view()) if full else known.view()
 
     def _with_counters(self, view: SwitchView) -> SwitchView:
-        """The view with rr_next (through the CPU port) and the lb_drops and backend_flows counters."""
-        regs = self.read_slot(0)
+        """The view with rr_next and backend_open (through the CPU port) and the lb_drops and backend_flows counters."""
+        regs, opened = self.read_open()
         drops = self.rt.counter_read("lb_drops")
         return SwitchView(
             version=view.version,
@@ -311,30 +329,68 @@ class P4RuntimeSwitch:
             rr_next=(regs["rr_next0"], regs["rr_next1"]),
             lb_drops={r.name.lower(): drops.get(int(r), 0) for r in DropReason if r.counted},
             backend_flows={i: c for i, c in self.rt.counter_read("backend_flows").items() if c},
+            backend_open=opened,
         )
 
+    def read_open(self, last: int | None = None) -> tuple[dict[str, int], dict[int, int]]:
+        """backend_open of backend ids 0..`last` (default N; nonzero cells) through the CPU port, OPEN_WIDTH cells per
+        CPU_OPEN request, all requests in flight at once (one for N < 64), each answer within the session's deadline;
+        and the first answer's header (rr_next0/1, idle_timeout, now), which every CPU-port answer carries."""
+        rt = self._ready()
+        last = self.cfg.n if last is None else last
+        blocks = last // OPEN_WIDTH + 1
+        for i in range(blocks):
+            rt.packet_out({"op": CPU_OPEN, "index": i}, bytes(OPEN_WIDTH * OPEN_CELL.size))
+        answers: dict[int, tuple[dict[str, int], bytes]] = {}
+        deadline = time.monotonic() + rt.timeout_s  # per answer: moved on by each one, not by strays
+        while len(answers) < blocks:
+            meta, payload = rt.packet_in_with_payload(max(0.0, deadline - time.monotonic()))
+            if meta.get("op") != CPU_OPEN or meta.get("index", blocks) >= blocks or meta["index"] in answers:
+                log.debug("stray PacketIn %s", meta)
+                if time.monotonic() >= deadline:
+                    raise SwitchError(f"no answer to CPU_OPEN from {rt.addr} within {rt.timeout_s:g} s", GrpcCode.DEADLINE_EXCEEDED)
+                continue
+            answers[meta["index"]] = (meta, payload)
+            deadline = time.monotonic() + rt.timeout_s
+        counts = {b: c for i, (_, payload) in answers.items() for b, c in open_block(i, payload).items() if b <= last and c}
+        return answers[0][0], counts
+
     def open_flows(self) -> dict[int, FlowEntry]:
-        """The open flow slots (slot -> entry): every slot read through the CPU port, SCAN_WIDTH per request,
-        SCAN_WINDOW requests in flight; each block is judged open or idle at the switch clock of its own read."""
+        """The open flow slots (slot -> entry): iter_open_flows() collected (2^20 places: as many entries)."""
+        return dict(self.iter_open_flows())
+
+    def iter_open_flows(self) -> Iterator[tuple[int, FlowEntry]]:
+        """The open flow slots (slot, entry), as the answers arrive: every slot read through the CPU port, SCAN_WIDTH per
+        request, SCAN_WINDOW requests in flight, each answer waited for within the session's deadline (a stray answer of
+        an abandoned scan is skipped); a block is judged open or idle at the switch clock of its own read. Memory: the
+        window and one bit per block, whatever the number of places."""
         rt = self._ready()
         places = rt.register_size("flow_state")
         blocks = max(1, places // SCAN_WIDTH)  # a table smaller than one scan (p4lb_small) is read by one, wrapped round
-        sent, done, out = 0, set[int](), dict[int, FlowEntry]()
-        while len(done) < blocks:
-            while sent < blocks and sent - len(done) < SCAN_WINDOW:
+        sent, answered, done = 0, 0, bytearray(blocks)
+        while answered < blocks:
+            while sent < blocks and sent - answered < SCAN_WINDOW:
                 rt.packet_out({"op": CPU_SCAN, "index": sent}, bytes(SCAN_WIDTH * SCAN_SLOT.size))
                 sent += 1
             meta, payload = rt.packet_in_with_payload()
-            if meta.get("op") != CPU_SCAN or meta.get("index", blocks) >= sent or meta["index"] in done:
+            index = meta.get("index", blocks)
+            if meta.get("op") != CPU_SCAN or index >= sent or done[index]:
                 log.debug("stray PacketIn %s", meta)  # e.g. the late answer of an earlier, abandoned request
                 continue
-            done.add(meta["index"])
-            out.update(scan_block(meta, payload, places))
-        return out
+            done[index] = 1
+            answered += 1
+            yield from sorted(scan_block(meta, payload, places).items())
 
     def close(self) -> None:
         """End the P4Runtime session."""
         self.rt.close()
+
+
+def open_block(index: int, payload: bytes) -> dict[int, int]:
+    """backend id -> backend_open of one CPU_OPEN answer (block `index`: ids index*OPEN_WIDTH ..)."""
+    if len(payload) < OPEN_WIDTH * OPEN_CELL.size:
+        raise SwitchError(f"CPU_OPEN answer of {len(payload)} bytes, expected {OPEN_WIDTH * OPEN_CELL.size}: is the switch running p4/p4lb.p4?")
+    return {index * OPEN_WIDTH + i: c for i, (c,) in enumerate(OPEN_CELL.iter_unpack(payload[: OPEN_WIDTH * OPEN_CELL.size]))}
 
 
 def scan_block(meta: dict[str, int], payload: bytes, places: int | None = None) -> dict[int, FlowEntry]:

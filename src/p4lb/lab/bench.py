@@ -6,6 +6,7 @@ loss); latency sends one frame at a time (send -> frame seen at the backend). Al
 deploy's time and single-write operations per second. Bounded: COUNT frames per case, TIME_LIMIT_S each.
 
     python -m p4lb.lab.bench [--count N] [--bin PATH]   (PATH also from $P4LB_BMV2_BIN; the build used is printed)
+    python -m p4lb.lab.bench --status                    (only `p4lb status` at 2^20 flow places: counts and scan)
 
 Instructions per packet, the figure without packet-rate noise: python -m p4lb.lab.instructions.
 """
@@ -193,7 +194,38 @@ def controller_figures(writes: int = 300, launch: Launch | None = None) -> dict[
             scan_s = time.perf_counter() - t0
         finally:
             sw.close()
-    return {"deploy_s (N=64)": deploy_s, "table writes/s": ops, "state read-back ms": read_ms, f"open-flow scan s ({1 << cfg.flow_table_bits:,} slots)": scan_s}
+    places = f"{1 << cfg.flow_table_bits:,} places"
+    return {"deploy_s (N=64)": deploy_s, "table writes/s": ops, "state read-back ms": read_ms, f"open-flow scan s ({places})": scan_s}
+
+
+STATUS_BUDGET_S = 2.0  # `p4lb status` at 2^20 flow places (the issue's target)
+
+
+def status_figures(flows: int = 500, rounds: int = 20, launch: Launch | None = None) -> dict[str, float]:
+    """`p4lb status` on BMv2 at the default build's flow places with `flows` open flows: Controller.status() (the
+    backend_open counts and the counters; median and max of `rounds`) and status(scan=True) once (every place read)."""
+    cfg = default_config(4)
+    with Lab("p4lb", cfg, launch=launch or Launch()) as lab:
+        from p4lb.lab.toolchain import artifacts  # noqa: PLC0415
+
+        _setup(lab)
+        for p in _syn_packets(flows):
+            lab.send(tcp_frame(cfg, p))
+        p4info, bmv2_json = artifacts("p4lb")
+        settings = Settings(cfg, HealthCheck(), SwitchTarget(grpc=lab.bmv2.grpc, p4info=str(p4info), bmv2_json=str(bmv2_json)), cfg.n, ())
+        ctl = Controller(settings, lab.switch, grace_s=0)
+        times, rows = [], ctl.status()
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            rows = ctl.status()
+            times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        scan = ctl.status(scan=True)
+        scan_s = time.perf_counter() - t0
+        if [r.open_flows for r in rows] != [r.open_flows for r in scan]:
+            raise RuntimeError(f"backend_open {[r.open_flows for r in rows]} differs from the scan's {[r.open_flows for r in scan]}")
+    places = f"{1 << cfg.flow_table_bits:,} places, {sum(r.open_flows for r in rows)} open flows"
+    return {f"status s ({places}; median of {rounds})": statistics.median(times), "status s (max)": max(times), f"status --scan s ({places})": scan_s}
 
 
 def failover_figures(rounds: int = 5, launch: Launch | None = None) -> list[float]:
@@ -244,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=2000, help="frames per throughput case (default 2000)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of forward, seed, p4lb in turn; the median round is shown (default 3)")
     ap.add_argument("--bin", help="simple_switch_grpc to run (default $P4LB_BMV2_BIN, else the one on PATH; e.g. an optimised build)")
+    ap.add_argument("--status", action="store_true", help="only time `p4lb status` at 2^20 flow places (backend_open counts, and the full scan)")
     args = ap.parse_args(argv)
     console = Console()
     from p4lb.lab.instructions import build_of, chosen_binary, missing  # noqa: PLC0415  (it imports this module)
@@ -255,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     build = build_of(chosen_binary(args.bin))
     launch = Launch(binary=build.path)
     console.print(f"BMv2 build: {build.label()}", markup=False)
+    for k, v in status_figures(launch=launch).items():
+        console.print(f"p4lb status: {k} = {v:,.3f}" + (f" (budget {STATUS_BUDGET_S:g} s)" if k.startswith("status s (") else ""), markup=False, soft_wrap=True)
+    if args.status:
+        return 0
     rounds = [[f for program in ("forward", "seed", "p4lb") for f in measure(program, args.count, launch)] for _ in range(max(1, args.rounds))]
     figures = [median_figures([r[i] for r in rounds]) for i in range(len(rounds[0]))]
     t = Table(title=f"BMv2 simple_switch_grpc, {args.count} frames per case, window {WINDOW}, median of {len(rounds)} interleaved rounds")

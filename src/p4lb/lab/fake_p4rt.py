@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.3.0"
 SCAN_WIDTH = 64  # p4lb.p4: slots per CPU_SCAN answer
 SCAN_SLOT = struct.Struct("!BB6s6s")  # p4lb.p4 flow_scan_t: flow_state, flow_backend, flow_key, flow_last_seen
+OPEN_WIDTH = 64  # p4lb.p4: backend_open cells per CPU_OPEN answer
+OPEN_CELLS = 256  # p4lb.p4: backend_open has a cell per 8-bit backend id
+OPEN_CELL = struct.Struct("!I")  # p4lb.p4 open_count_t
 MASK48 = (1 << 48) - 1
 MASK32 = (1 << 32) - 1
 SYNTHETIC_BACKENDS = 128  # the model is run with every backend id valid; the `backend` table decides (as in P4)
@@ -60,6 +63,7 @@ class CpuOp(enum.IntEnum):
     WRITE_RR_NEXT = 2
     WRITE_TIMEOUT = 3
     SCAN = 4
+    OPEN = 5
 
 
 class Table(enum.Enum):
@@ -458,6 +462,13 @@ class ModelDevice:
                 return None  # p4lb.p4: a scan request too short to fill is dropped
             base = ((index * SCAN_WIDTH) & MASK32) & (slots - 1)
             body = b"".join(self._scan_slot((base + i) & (slots - 1)) for i in range(SCAN_WIDTH))  # a table smaller than a scan wraps round (p4lb.p4)
+            return head | self._globals(), body + payload[need:]
+        if op == CpuOp.OPEN:
+            need = OPEN_WIDTH * OPEN_CELL.size
+            if len(payload) < need:
+                return None  # p4lb.p4: a count request too short to fill is dropped
+            first = (index * OPEN_WIDTH) & (OPEN_CELLS - 1)
+            body = b"".join(OPEN_CELL.pack(self._state.backend_open.get(first + i, 0) & MASK32) for i in range(OPEN_WIDTH))
             return head | self._globals(), body + payload[need:]
         if op == CpuOp.WRITE_RR_NEXT:
             self._state = p4lb_write(self._state, Write(Target.RR_NEXT, (index & 1,), value & 0xFF))

@@ -41,7 +41,7 @@ from p4lb.model.config import CPU_PORT, LbConfig, default_config
 from p4lb.model.p4lb import P4LB, P4lbState, SlotState, flow_places, p4lb_packet
 from p4lb.model.packet import ACK, FIN, SYN, Packet
 from p4lb.model.seed import SEED_INDEX_BITS
-from p4lb.verify.bmv2.cex import CexError, CexFile, Effect, Scenario, TableWrite, read_cex
+from p4lb.verify.bmv2.cex import CexError, CexFile, Effect, Scenario, TableWrite, read_cex, signed_changes
 from p4lb.verify.bmv2.reach import START, SeedStep, other_cell, seed_plan
 from p4lb.verify.bmv2.replay import ReplayReport, compare, dry_replay, json_notes, print_report
 from p4lb.verify.errors import VerifyError
@@ -49,6 +49,7 @@ from p4lb.verify.errors import VerifyError
 log = logging.getLogger(__name__)
 
 DEAD_TIMEOUT_US = 100_000  # idle_timeout while replaying an idle slot: waited past, not 60 s
+OPEN_IDS = 255  # backend_open is read for every 8-bit backend id: a counterexample may name any
 GUARD_US = 50_000  # a live slot stays this far inside its timeout, an idle one this far past it
 CONTROLLED = ("vip", "rr_group", "rr_member")  # p4lb tables the counterexample sets (the rest are static)
 REPLANS = 3  # seed: plan, run, read back, plan again from there (at most this many rounds)
@@ -219,10 +220,12 @@ class P4lbReplay:
         """Counters and slot before, the packet, counters and slot after; the reached scenario at its time."""
         rt, scn = self.sw.rt, self.scn
         before_c = {c: rt.counter_read(c) for c in ("lb_drops", "backend_flows")}
+        before_open = self.sw.read_open(OPEN_IDS)[1]
         pre = self.settle(dead)
         seen = self.lab.send(scn.frame.data)
         after_c = {c: rt.counter_read(c) for c in ("lb_drops", "backend_flows")}
         incs = {c: {i: n - before_c[c].get(i, 0) for i, n in after_c[c].items() if n != before_c[c].get(i, 0)} for c in after_c}
+        incs["backend_open"] = signed_changes(before_open, self.sw.read_open(OPEN_IDS)[1], 32)
         if not seen and not incs["lb_drops"]:
             seen = self.lab.late()
         post = self.sw.read_slot(self.slot or 0)

@@ -3,8 +3,9 @@
 Tables (written by the controller): `vip` (lb_select(version): the one atomic commit point), `rr_group`
 (set_group(size) per version), `rr_member` (set_member(backend) per version and position), `backend`
 (set_backend(mac, ip, port)). Registers (written by the data plane): `rr_next` (per version), `flow_state`,
-`flow_key`, `flow_backend`, `flow_last_seen` (per flow place). Counters: `lb_drops` (per DropReason),
-`backend_flows` (new flows per backend). No loop over N: a packet reads one group size, one member, and its
+`flow_key`, `flow_backend`, `flow_last_seen` (per flow place), `backend_open` (per backend: how many flow places
+hold it in state OPEN, kept by `_put`). Counters: `lb_drops` (per DropReason), `backend_flows` (new flows per
+backend). No loop over N: a packet reads one group size, one member, and its
 flow's candidate places (cfg.shape: one crc16 place, or ways x bucket crc32 places; model.flowtable).
 """
 
@@ -69,6 +70,7 @@ class Variant:
     uncounted_drops: bool = False  # P3/P4b/P8 (tests): every drop keeps its reason but lb_drops never goes up
     refuse_stale: bool = False  # P3/P8 (tests): a SYN is refused if its slot holds any other flow, even a closing or expired one
     no_eligible_as_unknown: bool = False  # P3 (tests): a SYN with no backend eligible is counted as an unknown flow, not no_eligible
+    reclaim_keeps_open: bool = False  # backend_open (tests): a new flow written over an OPEN entry (expired, or its key re-admitted) leaves that entry's backend counted
 
     def name(self) -> str:
         """The mutant's name, or p4lb."""
@@ -90,6 +92,7 @@ class P4lbState:
     flows: dict[int, FlowEntry] = field(default_factory=dict)
     lb_drops: tuple[int, ...] = (0,) * 8
     backend_flows: dict[int, int] = field(default_factory=dict)
+    backend_open: dict[int, int] = field(default_factory=dict)  # backend -> flow places OPEN holding it (open or idle, not yet reclaimed)
     now: int = 0
 
     def members(self, version: int) -> tuple[int, ...]:
@@ -180,11 +183,11 @@ def _ingress(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet) -> tuple[P
     live = t - e.last_seen <= cfg.idle_timeout_us
     if live and e.state == SlotState.OPEN and not (var.resyn_redispatch and cls is FlagClass.SYN):
         state = SlotState.CLOSING if cls is FlagClass.CLOSE else SlotState.OPEN
-        return _send(cfg, _put(st, slot, replace(e, state=state, last_seen=t)), e.backend)
+        return _send(cfg, _put(var, st, slot, replace(e, state=state, last_seen=t)), e.backend)
     if cls is FlagClass.SYN:
         return _new_flow(cfg, var, st, pkt, slot, False)
     if live and e.state == SlotState.CLOSING:
-        return _send(cfg, _put(st, slot, replace(e, last_seen=t)), e.backend)
+        return _send(cfg, _put(var, st, slot, replace(e, last_seen=t)), e.backend)
     return _stray(cfg, var, st)
 
 
@@ -218,12 +221,22 @@ def _new_flow(cfg: LbConfig, var: Variant, st: P4lbState, pkt: Packet, slot: int
         return _count_drop(st, none), dropped(none)
     st, _, b = _advance(var, st)
     st = replace(st, backend_flows=st.backend_flows | {b: st.backend_flows.get(b, 0) + 1})
-    return _send(cfg, _put(st, slot, FlowEntry(SlotState.OPEN, pkt.key, b, st.now)), b, admitted=True)
+    return _send(cfg, _put(var, st, slot, FlowEntry(SlotState.OPEN, pkt.key, b, st.now), admitted=True), b, admitted=True)
 
 
-def _put(st: P4lbState, slot: int, e: FlowEntry) -> P4lbState:
-    """Write the four flow registers of one slot."""
-    return replace(st, flows=st.flows | {slot: e})
+def _put(var: Variant, st: P4lbState, slot: int, e: FlowEntry, admitted: bool = False) -> P4lbState:
+    """Write the four flow registers of one slot, and move backend_open with the place: -1 for the backend of the
+    OPEN entry it held (a close turning it CLOSING, a new flow reclaiming it), +1 for the backend of the OPEN entry
+    it gets (a new flow). A packet of an open flow keeps it OPEN on its backend: -1 and +1 cancel (the P4 program
+    writes nothing). So backend_open[b] is always the number of places OPEN with backend b: a decrement only ever
+    gives back a count an OPEN place added, never below 0, never above the places (2^20 < 2^32: bit<32> never wraps)."""
+    old = st.flows.get(slot, FREE)
+    count = st.backend_open
+    if old.state == SlotState.OPEN and not (admitted and var.reclaim_keeps_open):
+        count = count | {old.backend: count.get(old.backend, 0) - 1}
+    if e.state == SlotState.OPEN:
+        count = count | {e.backend: count.get(e.backend, 0) + 1}
+    return replace(st, flows=st.flows | {slot: e}, backend_open=count)
 
 
 def p4lb_write(st: P4lbState, w: Write) -> P4lbState:

@@ -4,7 +4,10 @@
  * (set_group(size) per version), rr_member (set_member(backend) per version and position), backend
  * (set_backend(mac, addr, port)), forward and send_frame (plain L3 for the return path).
  * Data-plane registers: rr_next (per version), flow_state, flow_key, flow_backend, flow_last_seen (per flow place),
- * idle_timeout (written once at deploy). Counters: lb_drops (index = model.packet.DropReason), backend_flows.
+ * idle_timeout (written once at deploy), backend_open (per backend id: the flow places OPEN holding it, kept as
+ * model.p4lb._put keeps it: +1 for a new flow, -1 for the OPEN entry a close turns CLOSING or a new flow reclaims;
+ * verify.counts proves it equals the OPEN places, so its bit<32> cells never wrap). Counters: lb_drops (index =
+ * model.packet.DropReason), backend_flows.
  * No loop over backends: one group size, one member and a flow's 32 candidate places per packet.
  *
  * The flow table (model.flowtable, docs/flow-table.md): FLOW_PLACES = 2^FLOW_BITS places in WAYS = 4 equal parts of
@@ -18,7 +21,8 @@
  * P4Runtime server reads and writes tables and counters but not registers, so a P4Runtime PacketOut with a
  * `cpu_out` header asks the ingress to write rr_next / idle_timeout and to read one flow slot, and the answer
  * comes back as a PacketIn (`cpu_in`). CPU_SCAN reads SCAN_WIDTH consecutive slots into a `scan` header stack
- * carried in the request's payload and filled in place (the controller's open-flow count and flow listing).
+ * carried in the request's payload and filled in place (the controller's flow listing); CPU_OPEN reads OPEN_WIDTH
+ * cells of backend_open the same way (`p4lb status`: one request, however many flow places).
  * Only packets from the CPU port are parsed this way: clients cannot.
  * A packet whose backend has no `backend` entry is dropped and counted (NO_BACKEND_ENTRY), never sent to port 0.
  */
@@ -34,6 +38,8 @@
 #define BUCKETS (FLOW_PLACES >> 5)  /* per way: FLOW_PLACES / (WAYS * BUCKET) */
 #define MAX_BACKENDS 128
 #define SCAN_WIDTH 64
+#define OPEN_CELLS 256  /* backend_open: one cell per 8-bit backend id, so no id is out of range */
+#define OPEN_WIDTH 64   /* backend_open cells per CPU_OPEN answer */
 
 const bit<16> ETH_IPV4 = 0x0800;
 const bit<8>  PROTO_TCP = 6;
@@ -54,6 +60,7 @@ const bit<8>  CPU_READ = 1;           /* read flow slot `index` (and the dispatc
 const bit<8>  CPU_WRITE_RR_NEXT = 2;  /* rr_next[index] := value */
 const bit<8>  CPU_WRITE_TIMEOUT = 3;  /* idle_timeout := value */
 const bit<8>  CPU_SCAN = 4;           /* read slots index*SCAN_WIDTH .. +SCAN_WIDTH-1 into hdr.scan */
+const bit<8>  CPU_OPEN = 5;           /* read backend_open[index*OPEN_WIDTH .. +OPEN_WIDTH-1] into hdr.open */
 
 @controller_header("packet_out")
 header cpu_out_t {
@@ -83,6 +90,11 @@ header flow_scan_t {
     bit<8>  flow_backend;
     bit<48> flow_key;
     bit<48> flow_last_seen;
+}
+
+/* one backend_open cell as CPU_OPEN returns it (in the PacketIn payload, in backend id order) */
+header open_count_t {
+    bit<32> count;
 }
 
 header ethernet_t {
@@ -123,6 +135,7 @@ struct headers {
     cpu_out_t  cpu_out;
     cpu_in_t   cpu_in;
     flow_scan_t[SCAN_WIDTH] scan;
+    open_count_t[OPEN_WIDTH] open;
     ethernet_t ethernet;
     ipv4_t     ipv4;
     tcp_t      tcp;
@@ -165,6 +178,7 @@ parser MyParser(packet_in pkt, out headers hdr, inout metadata meta, inout stand
         pkt.extract(hdr.cpu_out);
         transition select(hdr.cpu_out.op) {
             CPU_SCAN: parse_scan;
+            CPU_OPEN: parse_open;
             default: accept;
         }
     }
@@ -186,6 +200,26 @@ parser MyParser(packet_in pkt, out headers hdr, inout metadata meta, inout stand
         pkt.extract(hdr.scan[52]); pkt.extract(hdr.scan[53]); pkt.extract(hdr.scan[54]); pkt.extract(hdr.scan[55]);
         pkt.extract(hdr.scan[56]); pkt.extract(hdr.scan[57]); pkt.extract(hdr.scan[58]); pkt.extract(hdr.scan[59]);
         pkt.extract(hdr.scan[60]); pkt.extract(hdr.scan[61]); pkt.extract(hdr.scan[62]); pkt.extract(hdr.scan[63]);
+        transition accept;
+    }
+    /* CPU_OPEN's payload: OPEN_WIDTH empty cells, filled in place */
+    state parse_open {
+        pkt.extract(hdr.open[0]); pkt.extract(hdr.open[1]); pkt.extract(hdr.open[2]); pkt.extract(hdr.open[3]);
+        pkt.extract(hdr.open[4]); pkt.extract(hdr.open[5]); pkt.extract(hdr.open[6]); pkt.extract(hdr.open[7]);
+        pkt.extract(hdr.open[8]); pkt.extract(hdr.open[9]); pkt.extract(hdr.open[10]); pkt.extract(hdr.open[11]);
+        pkt.extract(hdr.open[12]); pkt.extract(hdr.open[13]); pkt.extract(hdr.open[14]); pkt.extract(hdr.open[15]);
+        pkt.extract(hdr.open[16]); pkt.extract(hdr.open[17]); pkt.extract(hdr.open[18]); pkt.extract(hdr.open[19]);
+        pkt.extract(hdr.open[20]); pkt.extract(hdr.open[21]); pkt.extract(hdr.open[22]); pkt.extract(hdr.open[23]);
+        pkt.extract(hdr.open[24]); pkt.extract(hdr.open[25]); pkt.extract(hdr.open[26]); pkt.extract(hdr.open[27]);
+        pkt.extract(hdr.open[28]); pkt.extract(hdr.open[29]); pkt.extract(hdr.open[30]); pkt.extract(hdr.open[31]);
+        pkt.extract(hdr.open[32]); pkt.extract(hdr.open[33]); pkt.extract(hdr.open[34]); pkt.extract(hdr.open[35]);
+        pkt.extract(hdr.open[36]); pkt.extract(hdr.open[37]); pkt.extract(hdr.open[38]); pkt.extract(hdr.open[39]);
+        pkt.extract(hdr.open[40]); pkt.extract(hdr.open[41]); pkt.extract(hdr.open[42]); pkt.extract(hdr.open[43]);
+        pkt.extract(hdr.open[44]); pkt.extract(hdr.open[45]); pkt.extract(hdr.open[46]); pkt.extract(hdr.open[47]);
+        pkt.extract(hdr.open[48]); pkt.extract(hdr.open[49]); pkt.extract(hdr.open[50]); pkt.extract(hdr.open[51]);
+        pkt.extract(hdr.open[52]); pkt.extract(hdr.open[53]); pkt.extract(hdr.open[54]); pkt.extract(hdr.open[55]);
+        pkt.extract(hdr.open[56]); pkt.extract(hdr.open[57]); pkt.extract(hdr.open[58]); pkt.extract(hdr.open[59]);
+        pkt.extract(hdr.open[60]); pkt.extract(hdr.open[61]); pkt.extract(hdr.open[62]); pkt.extract(hdr.open[63]);
         transition accept;
     }
     state parse_ethernet {
@@ -225,6 +259,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
     register<bit<8>>(FLOW_PLACES) flow_backend;
     register<bit<48>>(FLOW_PLACES) flow_last_seen;
     register<bit<48>>(1) idle_timeout;
+    register<bit<32>>(OPEN_CELLS) backend_open;
     counter(8, CounterType.packets) lb_drops;
     counter(MAX_BACKENDS + 1, CounterType.packets) backend_flows;
 
@@ -386,11 +421,28 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         flow_key.read(hdr.scan[i].flow_key, SCAN_AT(i)); \
         flow_last_seen.read(hdr.scan[i].flow_last_seen, SCAN_AT(i));
 
+    /* backend_open cell `first + i` into open[i] */
+#define OPEN_CELL(i) backend_open.read(hdr.open[i].count, first + i);
+
     /* if/else rather than early returns: p4c turns each `return` into a flag tested before every later block */
     apply {
         if (hdr.cpu_out.isValid()) {
             if (hdr.cpu_out.op == CPU_SCAN && !hdr.scan[SCAN_WIDTH - 1].isValid()) {
                 mark_to_drop(std);  /* a scan request too short to fill */
+            } else if (hdr.cpu_out.op == CPU_OPEN && !hdr.open[OPEN_WIDTH - 1].isValid()) {
+                mark_to_drop(std);  /* a count request too short to fill */
+            } else if (hdr.cpu_out.op == CPU_OPEN) {
+                cpu_access();
+                bit<32> first = (hdr.cpu_in.index * OPEN_WIDTH) & (OPEN_CELLS - 1);  /* a multiple of 64 below 256 */
+                OPEN_CELL(0) OPEN_CELL(1) OPEN_CELL(2) OPEN_CELL(3) OPEN_CELL(4) OPEN_CELL(5) OPEN_CELL(6) OPEN_CELL(7)
+                OPEN_CELL(8) OPEN_CELL(9) OPEN_CELL(10) OPEN_CELL(11) OPEN_CELL(12) OPEN_CELL(13) OPEN_CELL(14) OPEN_CELL(15)
+                OPEN_CELL(16) OPEN_CELL(17) OPEN_CELL(18) OPEN_CELL(19) OPEN_CELL(20) OPEN_CELL(21) OPEN_CELL(22) OPEN_CELL(23)
+                OPEN_CELL(24) OPEN_CELL(25) OPEN_CELL(26) OPEN_CELL(27) OPEN_CELL(28) OPEN_CELL(29) OPEN_CELL(30) OPEN_CELL(31)
+                OPEN_CELL(32) OPEN_CELL(33) OPEN_CELL(34) OPEN_CELL(35) OPEN_CELL(36) OPEN_CELL(37) OPEN_CELL(38) OPEN_CELL(39)
+                OPEN_CELL(40) OPEN_CELL(41) OPEN_CELL(42) OPEN_CELL(43) OPEN_CELL(44) OPEN_CELL(45) OPEN_CELL(46) OPEN_CELL(47)
+                OPEN_CELL(48) OPEN_CELL(49) OPEN_CELL(50) OPEN_CELL(51) OPEN_CELL(52) OPEN_CELL(53) OPEN_CELL(54) OPEN_CELL(55)
+                OPEN_CELL(56) OPEN_CELL(57) OPEN_CELL(58) OPEN_CELL(59) OPEN_CELL(60) OPEN_CELL(61) OPEN_CELL(62) OPEN_CELL(63)
+                cpu_read_globals();
             } else if (hdr.cpu_out.op == CPU_SCAN) {
                 cpu_access();
                 bit<32> base = (hdr.cpu_in.index * SCAN_WIDTH) & (FLOW_PLACES - 1);
@@ -442,7 +494,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 flow_probe();
                 flow_choose();
                 flow_place();
-                bit<2> fs; bit<8> fb; bit<48> fl;
+                bit<2> fs; bit<8> fb; bit<48> fl; bit<32> count;
                 flow_state.read(fs, meta.lb.slot);
                 flow_backend.read(fb, meta.lb.slot);
                 flow_last_seen.read(fl, meta.lb.slot);
@@ -455,6 +507,10 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                     flow_last_seen.write(meta.lb.slot, meta.lb.now);
                     meta.lb.backend = fb;
                     admitted = true;
+                    if (close) {
+                        backend_open.read(count, (bit<32>)fb);
+                        backend_open.write((bit<32>)fb, count - 1);  /* its OPEN entry is CLOSING now */
+                    }
                 } else if (new_syn && meta.lb.found == 0 && meta.lb.room == 0) {
                     drop_counted(FLOW_TABLE_FULL);  /* every candidate holds another open flow: never evict */
                 } else if (new_syn) {
@@ -470,6 +526,12 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                         flow_backend.write(meta.lb.slot, meta.lb.backend);
                         flow_last_seen.write(meta.lb.slot, meta.lb.now);
                         backend_flows.count((bit<32>)meta.lb.backend);
+                        if (fs == OPEN) {
+                            backend_open.read(count, (bit<32>)fb);
+                            backend_open.write((bit<32>)fb, count - 1);  /* the OPEN entry this place held (expired, or this key's) */
+                        }
+                        backend_open.read(count, (bit<32>)meta.lb.backend);
+                        backend_open.write((bit<32>)meta.lb.backend, count + 1);
                         admitted = true;
                     }
                 } else if (live && fs == CLOSING) {
@@ -519,6 +581,7 @@ control MyDeparser(packet_out pkt, in headers hdr) {
     apply {
         pkt.emit(hdr.cpu_in);
         pkt.emit(hdr.scan);
+        pkt.emit(hdr.open);
         pkt.emit(hdr.ethernet);
         pkt.emit(hdr.ipv4);
         pkt.emit(hdr.tcp);

@@ -88,6 +88,7 @@ def p4lb_state(sw: dict[str, z3.ExprRef], ex: Explorer, version: Any) -> P4lbSta
         flows=SymFlows({k: sw[k] for k in SymFlows.NAMES}, ex),  # type: ignore[arg-type]
         lb_drops=tuple(SymInt(sw["lb_drops"][z3.BitVecVal(i, 3)], ex) for i in range(8)),  # type: ignore[misc]
         backend_flows=SymArray(sw["backend_flows"], ex, _int(ex)),  # type: ignore[arg-type]
+        backend_open=SymArray(sw["backend_open"], ex, _int(ex)),  # type: ignore[arg-type]
         now=SymInt(sw["now"], ex),  # type: ignore[arg-type]
     )
 
@@ -110,6 +111,7 @@ def p4lb_terms(st: P4lbState) -> dict[str, z3.ExprRef]:
         **flows.arrays,
         "lb_drops": drops,
         "backend_flows": st.backend_flows.arr,  # type: ignore[attr-defined]
+        "backend_open": st.backend_open.arr,  # type: ignore[attr-defined]
         "now": value_term(st.now, INT),
     }
 

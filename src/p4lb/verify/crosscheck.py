@@ -237,6 +237,7 @@ def _p4lb_terms(enc: P4lbEncoding, s: Sym, st: P4lbState, slots: list[int], flip
         out += [(f"rr_member{v}[{i}]", sw[f"rr_member{z}"][bv8(i)], st.rr_member.get((v, i), 0)) for i in range(st.rr_group[v])]
     out += [(f"lb_drops[{r.name}]", sw["lb_drops"][z3.BitVecVal(int(r), 3)], st.lb_drops[r]) for r in DropReason]
     out += [(f"backend_flows[{b}]", sw["backend_flows"][bv8(b)], st.backend_flows.get(b, 0)) for b in range(enc.n + 1)]
+    out += [(f"backend_open[{b}]", sw["backend_open"][bv8(b)], st.backend_open.get(b, 0)) for b in range(enc.n + 1)]
     for slot in slots:
         e = st.flows.get(slot)
         idx = z3.BitVecVal(slot, enc.cfg.flow_table_bits)

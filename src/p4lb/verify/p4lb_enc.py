@@ -126,6 +126,7 @@ class P4lbEncoding:
             "now": z3.Int(f"now_sw_{tag}"),
             "lb_drops": z3.Array(f"lb_drops_{tag}", R3, INT),
             "backend_flows": z3.Array(f"backend_flows_{tag}", B8, INT),
+            "backend_open": z3.Array(f"backend_open_{tag}", B8, INT),
             "ghost_pos": z3.Array(f"ghost_pos_{tag}", VB, B8),
             "ghost_rank": z3.Array(f"ghost_rank_{tag}", B8, B8),
             "ghost_pc": z3.Array(f"ghost_pc_{tag}", B8, INT),
@@ -204,6 +205,7 @@ class P4lbEncoding:
             sw["now"] == 0,
             sw["lb_drops"] == z3.K(R3, z3.IntVal(0)),
             sw["backend_flows"] == z3.K(B8, z3.IntVal(0)),
+            sw["backend_open"] == z3.K(B8, z3.IntVal(0)),
             sw["ghost_start"] == 0,
             init_spec(s.spec, pool),
         )
@@ -288,6 +290,11 @@ class P4lbEncoding:
         counted = z3.And(z3.BoolVal(not var.uncounted_drops), fate == FATE_DROP, z3.Or(*[rsn == reason(r) for r in COUNTED]))
         post["lb_drops"] = z3.If(counted, z3.Store(sw["lb_drops"], rsn, sw["lb_drops"][rsn] + 1), sw["lb_drops"])
         post["backend_flows"] = z3.If(new_flow, z3.Store(sw["backend_flows"], b, sw["backend_flows"][b] + 1), sw["backend_flows"])
+        # backend_open (model.p4lb._put): -1 for the place's OPEN entry a close turns CLOSING or a new flow reclaims, +1 for a new flow
+        opened = sw["backend_open"]
+        gone = z3.Or(z3.And(c_est, pkt.close), z3.And(new_flow, fs == OPEN, z3.BoolVal(not var.reclaim_keeps_open)))
+        opened = z3.If(gone, z3.Store(opened, fb, opened[fb] - 1), opened)
+        post["backend_open"] = z3.If(new_flow, z3.Store(opened, b, opened[b] + 1), opened)
         return post, out, lk.others_open
 
     def place_of(self, s: Sym, key: z3.ExprRef) -> z3.ExprRef:

@@ -19,6 +19,8 @@ from p4lb.verify.binding import BindingResult, bind_all
 from p4lb.verify.bmv2.cex import save_counterexample
 from p4lb.verify.bmv2.equivalence import EquivalenceResult, check_equivalence
 from p4lb.verify.bmv2.equivalence import Verdict as Equivalence
+from p4lb.verify.counts import STEP as COUNTS_STEP
+from p4lb.verify.counts import prove_open_counts
 from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, prove, replay
 from p4lb.verify.errors import ReplayError
 from p4lb.verify.mutants import MUTANTS
@@ -60,7 +62,9 @@ class Report:
 
     def summary(self) -> str:
         """One line saying only what this run checked."""
-        parts = [f"model = encoding for {len(self.bindings)} kinds of step"] if self.bindings else []
+        steps = [b for b in self.bindings if b.step != COUNTS_STEP]
+        parts = [f"model = encoding for {len(steps)} kinds of step"] if steps else []
+        parts += ["backend_open = OPEN places"] if len(steps) < len(self.bindings) else []
         parts += [f"{c.program}.json {c.verdict.value}" for c in self.compiled]
         props = ", ".join(p.name for p in self.props)
         for d in self.designs:
@@ -125,8 +129,9 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
     report = Report(n, designs=list(designs), props=list(props))
     with _pool(jobs) as pool:
         bindings = pool.submit(bind_all, make_design("p4lb", n).cfg, make_design("seed").cfg)
+        counts = pool.submit(prove_open_counts, make_design("p4lb", n).cfg)  # backend_open = OPEN places: never wraps
         compiled = [pool.submit(check_equivalence, "p4lb", n=n), pool.submit(check_equivalence, "seed", n=4)]
-        report.bindings, report.compiled = bindings.result(), [c.result() for c in compiled]
+        report.bindings, report.compiled = [*bindings.result(), counts.result()], [c.result() for c in compiled]
         report.compiled_cex = _save_cex(report.compiled, n, out_dir)
         if report.failures():  # the encoding is not the model (or not the program): proofs about it would prove nothing
             log.error("stopping before the proofs: %s", "; ".join(report.failures()))

@@ -37,6 +37,7 @@ FORMAT = "p4lb-bmv2-counterexample/1"
 REPLAY_COMMAND = "python -m p4lb.lab.replay"
 Key = int | tuple[int, int]  # exact value, or (value, prefix length) for LPM: as p4lb.controller.p4rt writes them
 COUNTERS = {"p4lb": ("lb_drops", "backend_flows"), "seed": ()}
+CHANGES = {"p4lb": ("backend_open",), "seed": ()}  # registers compared by their change (signed, mod 2^width): BMv2 cannot set them
 
 
 class CexError(VerifyError):
@@ -311,7 +312,7 @@ class Effect:
     egress_port: int | None
     eth_dst: int
     ip_dst: int
-    counters: Mapping[str, Mapping[int, int]]  # counter -> index -> increment (nonzero only)
+    counters: Mapping[str, Mapping[int, int]]  # counter (or CHANGES register) -> index -> increment (nonzero only)
     registers: Mapping[str, Mapping[int, int]]  # register -> index -> value after, at the scenario's cells
 
 
@@ -374,12 +375,25 @@ def predict_json(prog: Program, scn: Scenario) -> Effect:
         arr, size = res.counter(name), prog.counter(name).size
         bits = index_bits(size)
         counters[name] = {i: c for i in range(size) if (c := _value(arr[z3.BitVecVal(i, bits)]))}
+    for name in CHANGES[scn.program]:
+        arr, reg = res.register(name), prog.register(name)
+        counters[name] = signed_changes({i: scn.register(name, i) for i in range(reg.size)}, {i: _value(arr[z3.BitVecVal(i, arr.domain().size())]) for i in range(reg.size)}, reg.bitwidth)
     regs = {}
     for name, cells in scn.registers.items():
         arr = res.register(name)
         regs[name] = {i: _value(arr[z3.BitVecVal(i, arr.domain().size())]) for i in cells}
     dropped = bool(_value(res.dropped))
     return Effect(dropped, _value(res.egress_port), _value(res.field("ethernet", "dstAddr")), _value(res.field("ipv4", "dstAddr")), counters, regs)
+
+
+def signed_changes(before: Mapping[int, int], after: Mapping[int, int], bits: int) -> dict[int, int]:
+    """Cell -> after - before as a signed `bits`-bit change (a bit<32> 0 - 1 is -1), nonzero ones only."""
+    out = {}
+    for i in sorted(set(before) | set(after)):
+        d = (after.get(i, 0) - before.get(i, 0)) % (1 << bits)
+        if d:
+            out[i] = d - (1 << bits) if d >> (bits - 1) else d
+    return out
 
 
 def model_packet_of(scn: Scenario) -> Packet:
@@ -438,16 +452,17 @@ def predict_model(scn: Scenario) -> Effect:
     after, out = p4lb_packet(cfg, P4LB, before, pkt)
     drops = {i: a - b for i, (a, b) in enumerate(zip(after.lb_drops, before.lb_drops, strict=True)) if a != b}
     flows = {b: c - before.backend_flows.get(b, 0) for b, c in after.backend_flows.items() if c != before.backend_flows.get(b, 0)}
+    opened = signed_changes(before.backend_open, after.backend_open, 32)
     regs: dict[str, dict[int, int]] = {"rr_next": {0: after.rr_next[0], 1: after.rr_next[1]}, "idle_timeout": {0: cfg.idle_timeout_us}}
     for slot in scn.registers.get("flow_state", {}):
         e = after.flows.get(slot, FlowEntry())
         regs |= {"flow_state": {slot: int(e.state)}, "flow_key": {slot: e.key}, "flow_backend": {slot: e.backend}, "flow_last_seen": {slot: e.last_seen}}
-    return Effect(*_sent(cfg, scn, out), {"lb_drops": drops, "backend_flows": flows}, {k: v for k, v in regs.items() if k in scn.registers})
+    return Effect(*_sent(cfg, scn, out), {"lb_drops": drops, "backend_flows": flows, "backend_open": opened}, {k: v for k, v in regs.items() if k in scn.registers})
 
 
 def predict_claim(prog: Program, scn: Scenario) -> Effect:
     """A class-(b) packet: what the equivalence claims (registers unchanged, no backend, at most MALFORMED counted)."""
-    counters: dict[str, dict[int, int]] = {name: {} for name in COUNTERS[scn.program]}
+    counters: dict[str, dict[int, int]] = {name: {} for name in (*COUNTERS[scn.program], *CHANGES[scn.program])}
     if scn.program == "p4lb" and "ipv4.version" in scn.frame.fields and not _ipv4_checksum_ok(prog, scn):
         counters["lb_drops"] = {int(DropReason.MALFORMED): 1}
     eth, ip = scn.frame.fields.get("ethernet.dstAddr", 0), scn.frame.fields.get("ipv4.dstAddr", 0)
@@ -504,7 +519,7 @@ def _counter(name: str, incs: Mapping[int, int]) -> str:
     if not incs:
         return "none"
     label = (lambda i: DropReason(i).name if i in DropReason._value2member_map_ else str(i)) if name == "lb_drops" else str
-    return ", ".join(f"{label(i)} +{c}" for i, c in sorted(incs.items()))
+    return ", ".join(f"{label(i)} {c:+d}" for i, c in sorted(incs.items()))
 
 
 def _mac(v: int) -> str:
@@ -531,7 +546,7 @@ def rows(scn: Scenario, model: Effect, js: Effect, bmv2: Effect | None = None, c
     out = [row("egress", lambda e: _egress(scn, e, claim))]
     if not claim:
         out += [row("eth.dstAddr", dst(lambda e: e.eth_dst, _mac)), row("ipv4.dstAddr", dst(lambda e: e.ip_dst, ip_str))]
-    for name in COUNTERS[scn.program]:
+    for name in (*COUNTERS[scn.program], *CHANGES[scn.program]):
         out.append(row(name, lambda e, n=name: _counter(n, e.counters.get(n, {}))))
     for name, cells in scn.registers.items():
         for i in cells:

@@ -5,7 +5,8 @@ For p4lb.json against `P4lbEncoding.packet` and seed.json against `SeedEncoding.
 (a) every TCP packet from a client to the VIP:port (Ethernet + option-less unfragmented IPv4 with a valid
     header checksum + a complete TCP header, not from the CPU port), in every switch state related to a model
     state, does on the P4 side exactly what the model's step does: fate, egress port and header rewrites,
-    counter increments, and every register afterwards;
+    counter increments, and every register afterwards (backend_open modulo 2^32, its bit<32> width: verify.counts
+    proves the model's value stays in 0..places, so the two are equal);
 (b) every other packet (p4lb: not class (a), CPU port excluded) leaves the flow registers, rr_next and
     idle_timeout unchanged, never applies the `backend` table and counts at most lb_drops[MALFORMED], and
     only for a bad IPv4 checksum; CPU-port packets leave the flow registers and counters unchanged and go
@@ -67,6 +68,7 @@ ETH_IPV4 = 0x0800
 TCP = 6
 HEADERS_LEN = 14 + 20 + 20  # Ethernet + IPv4 without options + TCP without options
 TIME_BITS = 48
+OPEN_BITS = 32  # backend_open's cells: bit<32>
 WIDE = 64
 PROGRAMS = ("p4lb", "seed")
 MAX_FRAME = 1514  # bytes: the lab's veth links carry at most a 1500-byte IPv4 packet
@@ -384,6 +386,9 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
     present = {"rr_group0": z3.Bool(f"g0_present_{tag}"), "rr_group1": z3.Bool(f"g1_present_{tag}"), "rr_member0": z3.Array(f"m0_present_{tag}", B8, z3.BoolSort()), "rr_member1": z3.Array(f"m1_present_{tag}", B8, z3.BoolSort())}
     last_seen = z3.Array(f"flow_last_seen48_{tag}", z3.BitVecSort(cfg.flow_table_bits), z3.BitVecSort(TIME_BITS))
     now = z3.BitVec(f"now48_{tag}", TIME_BITS)
+    if prog.register("backend_open").size != 1 << B8.size():
+        raise VerifyError(f"the program's backend_open has {prog.register('backend_open').size} cells, not one per 8-bit backend id")
+    opened = z3.Array(f"backend_open32_{tag}", B8, z3.BitVecSort(OPEN_BITS))  # the model's backend_open is this, zero-extended
     regs = {
         prog.register("rr_next").name: z3.Store(z3.Store(z3.K(z3.BitVecSort(1), z3.BitVecVal(0, 8)), z3.BitVecVal(0, 1), sw["rr_next0"]), z3.BitVecVal(1, 1), sw["rr_next1"]),
         prog.register("flow_state").name: sw["flow_state"],
@@ -391,6 +396,7 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
         prog.register("flow_backend").name: sw["flow_backend"],
         prog.register("flow_last_seen").name: last_seen,
         prog.register("idle_timeout").name: z3.K(z3.BitVecSort(1), z3.BitVecVal(cfg.idle_timeout_us, TIME_BITS)),
+        prog.register("backend_open").name: opened,
     }
     inp = fresh_input(prog, f"p{tag}")
     env = Environment(p4lb_tables(prog, cfg, sw, present, None), regs, Unlisted.ERROR)
@@ -409,10 +415,12 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
     lk = enc.lookup(Sym(sw, sym.spec), pkt.key, pkt.t)  # the very terms packet() built (hash-consed)
     cand = enc.candidate(lk)
     i = z3.BitVec(f"lambda_i_{tag}", cfg.flow_table_bits)
+    ib = z3.BitVec(f"lambda_b_{tag}", 8)
     to_bv = IntToBv({
         t: (z3.ZeroExt(WIDE - TIME_BITS, inp.timestamp), 1 << TIME_BITS),
         sw["now"]: (z3.ZeroExt(WIDE - TIME_BITS, now), 1 << TIME_BITS),
         sw["flow_last_seen"]: (z3.Lambda([i], z3.ZeroExt(WIDE - TIME_BITS, last_seen[i])), 1 << TIME_BITS),
+        sw["backend_open"]: (z3.Lambda([ib], z3.ZeroExt(WIDE - OPEN_BITS, opened[ib])), 1 << OPEN_BITS),
     })
     slot = z3.Extract(cfg.flow_table_bits - 1, 0, res.field("scalars", _scalar(prog, "_lb_slot")))
     position, _ = enc.dispatch_positions(Sym(sw, sym.spec))
@@ -464,7 +472,7 @@ P4LB_ASSUMPTIONS = (
     "packet (a): Ethernet + IPv4 (version 4, IHL 5, MF 0, offset 0, valid header checksum, proto 6, dst VIP) + TCP to the VIP port, >= 54 bytes, not from the CPU port (510)",
     "tables as the controller writes them: vip = {(VIP, port) -> lb_select(version)}; rr_group[v] -> set_group(rr_group{v}) if present (absent: the model has 0); rr_member[v][p] -> set_member(rr_member{v}[p]) if present (absent: the model has 0); backend = {i -> set_backend(mac_i, ip_i, port_i) | i in 1..N}; forward, send_frame arbitrary",
     "rr_member entries hold backend ids <= 128 (MAX_BACKENDS: the controller writes ids 1..N); backend_flows has 129 cells",
-    "registers: rr_next = (rr_next0, rr_next1); flow_state/flow_key/flow_backend = the model's arrays; idle_timeout[0] = cfg idle timeout; flow_last_seen[i] = the model's value (48-bit)",
+    "registers: rr_next = (rr_next0, rr_next1); flow_state/flow_key/flow_backend = the model's arrays; idle_timeout[0] = cfg idle timeout; flow_last_seen[i] = the model's value (48-bit); backend_open[b] = the model's value (any 32-bit value), compared after the packet modulo 2^32 (verify.counts: the model's value is always in 0..places < 2^32)",
     "time: ingress_global_timestamp = t; 0 <= flow_last_seen[slot] <= now <= t < 2^48 (the invariant keeps last_seen <= now; the clock is monotone and 48-bit)",
     "hash: BMv2 crc32 of way j's field order (flowtable.WAY_ORDERS[j]) = the model's way-j bucket (hash lemma; one-way table: crc16 of {src, dst, proto, sport, dport}); counters compared by increment",
     "cut points (multi-way table): flow_probe's match_mask / held_mask and flow_choose's found / room / cand are fresh variables in the main query; each cut lemma proves the program's value equal to the model's term (masks bit by bit: bit c = the model's find / held test of candidate c; cand also < 32), so the main query's conclusion holds for the real values",
@@ -497,6 +505,7 @@ def p4lb_obligations(s: P4lbSetup) -> list[tuple[str, z3.BoolRef]]:
         ob.append(("lb_drops", drops[r] == z3.If(z3.And(fate == int(Fate.DROP), bv(out.reason) == r, r != 0, r != int(DropReason.UNCOUNTED)), 1, 0)))
     if "backend_flows" in post:
         ob.append(("backend_flows", z3.ZeroExt(WIDE - 32, res.counter("backend_flows")[b]) == bv(post["backend_flows"])[b]))
+    ob.append(("backend_open", res.register("backend_open")[b] == z3.Extract(OPEN_BITS - 1, 0, bv(post["backend_open"])[b])))
     return ob
 
 
@@ -515,6 +524,7 @@ def p4lb_branches(s: P4lbSetup) -> list[tuple[str, z3.BoolRef]]:
         ("dispatch", z3.And(z3.Not(res.dropped), new_flow)),
         ("pinned", z3.And(z3.Not(res.dropped), z3.Not(new_flow), fs0 == open_, fs1 == open_)),
         ("close", z3.And(z3.Not(res.dropped), fs0 == open_, fs1 == closing)),
+        ("reclaim (a new flow over an OPEN entry)", z3.And(z3.Not(res.dropped), new_flow, fs0 == open_)),
         ("closing", z3.And(z3.Not(res.dropped), fs0 == closing, fs1 == closing)),
         ("refusal", counted(DropReason.FLOW_TABLE_FULL)),
         ("unknown flow", counted(DropReason.UNKNOWN_FLOW)),
@@ -550,6 +560,7 @@ def p4lb_counterexample(s: P4lbSetup, m: z3.ModelRef, failed: Sequence[str], sub
         "reason": DropReason(ev(bv(s.out.reason))).name,
         "slot_after": {k: ev(bv(s.post[k])[z3.BitVecVal(slot, cfg.flow_table_bits)]) for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen")},
         "rr_next_after": [ev(bv(s.post["rr_next0"])), ev(bv(s.post["rr_next1"]))],
+        "backend_open": open_changes(ev, lambda c: z3.Extract(OPEN_BITS - 1, 0, bv(s.post["backend_open"])[c]), lambda c: z3.Extract(OPEN_BITS - 1, 0, bv(sw["backend_open"])[c])),
     }
     p4_side = {
         "dropped": bool(ev(res.dropped)),
@@ -560,8 +571,20 @@ def p4lb_counterexample(s: P4lbSetup, m: z3.ModelRef, failed: Sequence[str], sub
         "backend_flows": {i: ev(res.counter("backend_flows")[z3.BitVecVal(i, 8)]) for i in range(cfg.n + 2) if ev(res.counter("backend_flows")[z3.BitVecVal(i, 8)])},
         "slot_after": post_p4,
         "rr_next_after": [ev(res.register("rr_next")[z3.BitVecVal(i, 1)]) for i in (0, 1)],
+        "backend_open": open_changes(ev, lambda c: res.register("backend_open")[c], lambda c: bv(sw["backend_open"])[c]),
     }
     return {"failed": list(failed), "slot": slot, "packet": packet, "flags": flags_str(packet["flags"]), "state": state, "model": model_side, "p4": p4_side, "input": input_values(ev, s.side.prog, inp)}
+
+
+def open_changes(ev: Callable[[z3.ExprRef], int], after: Callable[[z3.ExprRef], z3.ExprRef], before: Callable[[z3.ExprRef], z3.ExprRef]) -> dict[int, int]:
+    """backend_open's changed cells as signed 32-bit changes (-1, +1), by backend id."""
+    out = {}
+    for i in range(1 << B8.size()):
+        c = z3.BitVecVal(i, 8)
+        d = (ev(after(c)) - ev(before(c))) % (1 << OPEN_BITS)
+        if d:
+            out[i] = d - (1 << OPEN_BITS) if d >= 1 << (OPEN_BITS - 1) else d
+    return out
 
 
 def _slot_view(ev: Callable[[z3.ExprRef], int], regs: Mapping[str, z3.ArrayRef], slot: int, bits: int, prog: Program) -> dict[str, int]:
@@ -731,7 +754,7 @@ def p4lb_others(prog: Program, cfg: LbConfig) -> list[Other]:
     env = Environment(p4lb_tables(prog, cfg, sw, present, None), {}, Unlisted.ERROR)
     res = execute(prog, env, inp, "xb")
     pre = {name: z3.Array(f"{name}_xb", z3.BitVecSort(_bits(r.size)), z3.BitVecSort(r.bitwidth)) for name, r in prog.registers.items()}
-    same = [res.registers[prog.register(k).name] == pre[prog.register(k).name] for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen")]
+    same = [res.registers[prog.register(k).name] == pre[prog.register(k).name] for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen", "backend_open")]
     zero8 = z3.K(B8, z3.BitVecVal(0, 32))
     malformed = z3.BitVecVal(int(DropReason.MALFORMED), 3)
     drops = res.counter("lb_drops")
@@ -741,7 +764,7 @@ def p4lb_others(prog: Program, cfg: LbConfig) -> list[Other]:
     not_a = z3.And(inp.ingress_port != CPU_PORT, z3.Not(vip_tcp(cfg, inp, res)))
     cpu = inp.ingress_port == CPU_PORT
     cpu_claim = z3.And(*same, res.counter("backend_flows") == zero8, drops == z3.K(z3.BitVecSort(3), z3.BitVecVal(0, 32)), z3.Or(res.dropped, res.egress_port == CPU_PORT), z3.Not(res.fault()))
-    return [("(b) other packets: no flow/rr_next/timeout change, no backend, only MALFORMED counted", not_a, claim, inp), ("(b) CPU-port packets: flow registers and counters unchanged, answer to the CPU", cpu, cpu_claim, inp)]
+    return [("(b) other packets: no flow/backend_open/rr_next/timeout change, no backend, only MALFORMED counted", not_a, claim, inp), ("(b) CPU-port packets: flow registers, backend_open and counters unchanged, answer to the CPU", cpu, cpu_claim, inp)]
 
 
 def _bits(size: int) -> int:
@@ -1233,6 +1256,10 @@ def concrete_p4lb_env(prog: Program, cfg: LbConfig, st: P4lbState) -> Environmen
         for slot, e in st.flows.items():
             arr = z3.Store(arr, z3.BitVecVal(slot, bits), z3.BitVecVal(get(e), width))
         regs[k] = arr
+    opened = z3.K(B8, z3.BitVecVal(0, OPEN_BITS))
+    for b, c in st.backend_open.items():
+        opened = z3.Store(opened, z3.BitVecVal(b, 8), z3.BitVecVal(c % (1 << OPEN_BITS), OPEN_BITS))
+    regs["backend_open"] = opened
     regs = {prog.register(k).name: v for k, v in regs.items()}
     tables: dict[str, TableContents] = {
         table_named(prog, "vip"): Entries([Entry((Match(cfg.vip), Match(cfg.vip_port)), action_named(prog, table_named(prog, "vip"), "lb_select"), (st.version,))]),
