@@ -85,7 +85,7 @@ def test_bounded_model_checking_commits_the_planners_group() -> None:
     Not no_pointer_wrap: it reads past the group, where an atomic commit leaves the encoding's entries free."""
 
     def agree_unpinned(n: int, variant: Variant, abstract: list[Abstract]) -> None:
-        design = make_design("p4lb", n, variant, flow_table_bits=2, idle_timeout_us=TIMEOUT)
+        design = make_design("p4lb", n, variant, flow_table_bits=2, flow_ways=1, flow_bucket=1, idle_timeout_us=TIMEOUT)
         c = concretize(design, Pool.initial(n), abstract, KEYS)
         compare(design, Pool.initial(n), c.steps, [], follow_planner=True)
 
