@@ -6,8 +6,8 @@ timeout (the `idle_timeout` register the controller writes), real waits across i
 packet's ingress time on the switch's own clock (`run_clocked`); after every packet the registers of the place its
 step used (state, key, backend, last seen) and rr_next are read back and compared, and at the end of a run every
 candidate place of every key. p4lb runs on the small build (p4lb_small: 32 places, which are every flow's 4 ways x
-8 candidates): all keys compete for the same places, and a run may first open up to 32 other flows back to back
-(a `Burst`) so that the table is full and new flows are refused until they expire.
+8 candidates): all keys compete for the same places, and a run may first send up to 33 SYNs of other flows back
+to back (a `Burst`) so that the table is full (the 33rd refused) and new flows are refused until they expire.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ P4LB = make_design("p4lb", N, idle_timeout_us=TIMEOUT_US, flow_table_bits=P4LB_S
 PLACES = P4LB.cfg.flow_ways * P4LB.cfg.flow_bucket  # a flow's candidates: here the whole table
 # 8 keys sharing their candidate places (on the small table: all 32)
 GROUPS = tuple(tuple(g) for g in collision_keys(P4LB.cfg, (8,), CLIENTS))
-# flows of another client that hold the same places: a run may open some of them first
-FILL = tuple(fillers(P4LB.cfg, Packet(GROUPS[0][0] >> 16, GROUPS[0][0] & 0xFFFF, SYN), PLACES, (ip("10.0.2.1"),)))
-FILLS = (PLACES, 0, PLACES - 1, PLACES // 2)  # how many a run opens: all (first: hypothesis draws it most), none, all but one, half
+# flows of another client that compete for the same places: a run may send some of them first
+FILL = tuple(fillers(P4LB.cfg, Packet(GROUPS[0][0] >> 16, GROUPS[0][0] & 0xFFFF, SYN), PLACES + 1, (ip("10.0.2.1"),)))
+FILLS = (0, PLACES + 1, PLACES // 2, PLACES - 1)  # how many: none (drawn most), one more than places (the last refused), half, all but one
 FEATURES = ("dispatches>=5", "refusals", "closing", "expiries", "commits", "collisions", "closing, other key", "odd SYNs", "edge waits", "reuse")
 FLOORS = dict.fromkeys(FEATURES, 0.15) | {"dispatches>=5": 0.08, "edge waits": 0.04, "closing, other key": 0.03}  # shares of runs: 100 runs reach 2-4x these
 SLOW = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -97,7 +97,7 @@ def resolve(groups: tuple[tuple[int, ...], ...], raw: list) -> list[ClockedStep]
 
 def steps(groups: tuple[tuple[int, ...], ...], seed_ops: bool, waits: bool, min_size: int, max_size: int, fill: tuple[Packet, ...] = ()):
     """Lists of steps on 4 backends: packets of the keys in `groups` (keys in a group share their places), waits,
-    operations; after a Burst of the first 0, half, all but one or all of `fill` (if given)."""
+    operations; after a Burst of the first none, half, all but one or all of `fill` (if given)."""
     backend = st.integers(1, N)
     ops = [st.builds(Scale, st.integers(0, N)), st.builds(Fail, backend), st.builds(Heal, backend)]
     if not seed_ops:

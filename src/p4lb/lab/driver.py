@@ -283,8 +283,8 @@ class Wait:
 @dataclass(frozen=True)
 class Burst:
     """Packets sent back to back (SwitchDriver.packets: fast enough to open a table's worth of flows within a short
-    idle timeout), then each stamped with the flow_last_seen it wrote (the clock read before the burst if it wrote
-    none) and stepped on the model in order. Each must use a place of its own (new flows, say)."""
+    idle timeout), then each stamped with the flow_last_seen it wrote (one that wrote none, e.g. a refused SYN: with
+    the time of the packet before it) and stepped on the model in order. No two of them may write one place."""
 
     pkts: tuple[Packet, ...]
 
@@ -425,22 +425,26 @@ def _clocked_burst(drv: SwitchDriver, run: Run, burst: Burst, index: int) -> lis
     cfg, pkts = drv.design.cfg, burst.pkts
     entries = [e for p in pkts for e in deciding(cfg, run.state, p)]
     regs, waited = _clear_edges(drv.lab, flow_places(cfg, pkts[0])[0], entries, cfg.idle_timeout_us, GUARD_US * (1 + len(pkts)))
-    probe, places = run.design, []
-    st = run.state
+    places, writes, st = [], [], run.state
     for p in pkts:  # where each will go: the model at the clock read (no expiry edge near)
-        after, _ = probe.packet(st, replace(p, time_us=regs["now"]))
+        after, _ = run.design.packet(st, replace(p, time_us=regs["now"]))
         places.append(step_place(cfg, st, after, p))
+        writes.append(after.flows.get(places[-1], FREE) != st.flows.get(places[-1], FREE))
         st = after
-    if len(set(places)) != len(places):
-        raise ValueError(f"a burst's packets must use places of their own (the model puts them at {places})")
+    written = [place for place, w in zip(places, writes, strict=True) if w]
+    if len(set(written)) != len(written):
+        raise ValueError(f"a burst's packets must write places of their own (the model writes {written})")
     before = {place: drv.lab.read_slot(place) for place in places}
-    start = max(r["now"] for r in before.values())  # the clock just before the first packet
+    t = max(r["now"] for r in before.values())  # the clock just before the first packet
     seen = drv.packets(list(pkts))
     out = []
-    for i, (p, obs, place) in enumerate(zip(pkts, seen, places, strict=True)):
+    for i, (p, obs, place, w) in enumerate(zip(pkts, seen, places, writes, strict=True)):
         after = drv.lab.read_slot(place)
+        pre = (before[place] if w else after) | {"now": t}  # one that writes nothing (a refusal) is stamped with the time before it
         last = i == len(pkts) - 1  # rr_next is read after the whole burst: compared at its last packet
-        out.append(_step_timed(drv, run, p, obs, place, before[place] | {"now": start}, after, index, deciding(cfg, run.state, p), waited if i == 0 else 0, flow_only=not last))
+        c, cmp = _step_timed(drv, run, p, obs, place, pre, after, index, deciding(cfg, run.state, p), waited if i == 0 else 0, flow_only=not last)
+        out.append((c, cmp))
+        t = c.pkt.time_us
     return out
 
 
