@@ -455,6 +455,7 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
     return P4lbSetup(cfg, Side(inp, res, prog), enc, sw, post, out, pkt, to_bv, last_seen, now, relation, slot, position, cand, tuple(stages), cand_var)
 
 
+SEPARATE = ("backend_open",)  # obligations proven in a query of their own: Z3 takes less for the two queries than for their conjunction (N=64: 6 s + 2 s, not 15 s)
 SLOT_CUT = False  # cutting flow_place's slot too: its targets do not yet match the obligations' place terms (main query sat)
 MASKS = ("_lb_match_mask", "_lb_held_mask")  # flow_probe's per-candidate results: match (find) and held
 CHOSEN = ("_lb_found", "_lb_room", "_lb_cand")  # flow_choose's results: found, room, the flow's candidate
@@ -821,7 +822,7 @@ def _check_each(name: str, premises: Sequence[z3.BoolRef], goals: Sequence[tuple
     return chk
 
 
-def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligations: list[tuple[str, z3.BoolRef]], cex: Counterexample, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int, replayable: Callable[[], list[z3.BoolRef]] | None = None, binds: Sequence[z3.BoolRef] = ()) -> tuple[Check, dict[str, object] | None]:
+def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligations: list[tuple[str, z3.BoolRef]], cex: Counterexample, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]], timeout_ms: int, replayable: Callable[[], list[z3.BoolRef]] | None = None, binds: Sequence[z3.BoolRef] = (), name: str = "(a) equivalence") -> tuple[Check, dict[str, object] | None]:
     """UNSAT of premises and a broken obligation; on SAT, the counterexample with the obligations it breaks.
 
     A counterexample is re-solved with the hash bound again (h = the program's crc16 of the packet), so
@@ -830,7 +831,7 @@ def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligat
     Only a differing program pays for these solves (and for building `replayable()`).
     """
     goal = z3.Not(z3.And(*[o for _, o in obligations]))
-    chk, m = _check("(a) equivalence", premises, goal, "unsat", timeout_ms)
+    chk, m = _check(name, premises, goal, "unsat", timeout_ms)
     if m is None:
         return chk, None
     bound = [a == b for a, b in subs if a.size() == b.size() and not z3.is_const(a)]
@@ -1160,11 +1161,18 @@ def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = No
         checks.append(_check_each(name, premises, each, timeout_ms, cut_facts))
     setup = s
     replayable = (lambda: p4lb_replayable(setup)) if isinstance(setup, P4lbSetup) else (lambda: seed_replayable(setup))
-    main, counterexample = _prove(s, premises, obligations, cex, subs, timeout_ms, replayable, binds)
-    checks.append(main)
-    if reachability and main.ok:
+    proven, counterexample = True, None
+    for name, part in (("(a) equivalence", [o for o in obligations if o[0] not in SEPARATE]), ("(a) equivalence: " + ", ".join(SEPARATE), [o for o in obligations if o[0] in SEPARATE])):
+        if not part:
+            continue
+        main, counterexample = _prove(s, premises, part, cex, subs, timeout_ms, replayable, binds, name)
+        checks.append(main)
+        proven = proven and main.ok
+        if counterexample is not None or not main.ok:
+            break
+    if reachability and proven:
         checks += [_check(f"reachable: {name}", [*premises, *binds], cond, "sat", timeout_ms)[0] for name, cond in branches]
-    if extra is not None and main.ok:
+    if extra is not None and proven:
         for name, premise, claim, inp in extra(prog, cfg):
             chk, m = _check(name, [premise], z3.Not(claim), "unsat", timeout_ms)
             checks.append(chk)
