@@ -277,7 +277,7 @@ def check_invariant(task: Task) -> InductionReport:
         return InductionReport(False, time.monotonic() - start, len(names), f"initiation: {r}")
     e = enc.step(s0, s1, "i", task.atomic)
     w = Witness.fresh("i")
-    positions, backends, keys, slots = terms(enc, s0, e, w, watched)
+    positions, backends, keys, slots = terms(enc, s0, e, w, watched, occupants=False)
     pre = conj(clauses_at(enc, s0, positions, backends, keys, slots))
     for branch in e.branches:
         post = Sym(branch.sw, branch.spec)
@@ -302,8 +302,9 @@ def prove(task: Task) -> Result:
     e = enc.step(s0, s1, "p", task.atomic)
     w = Witness.fresh("p")
     watched = Watched.fresh(enc)
-    pre_terms = terms(enc, s0, e, w, watched)
-    post_terms = terms(enc, s1, e, w, watched)
+    occupants = task.prop is Prop.P8  # P8 reads who holds each candidate place; the others need fewer instances
+    pre_terms = terms(enc, s0, e, w, watched, occupants)
+    post_terms = terms(enc, s1, e, w, watched, occupants)
     solver = _solver()
     solver.add(conj(clauses_at(enc, s0, *pre_terms)), e.trans, conj(clauses_at(enc, s1, *post_terms)))
     solver.add(bad(task.prop, s0, s1, e, w, enc.n, enc.timeout))

@@ -104,8 +104,10 @@ class Watched:
         return cls(z3.BitVec("j_star", 8), z3.BitVec("b_star", 8), z3.BitVec("k_star", 48), z3.BitVec("slot_star", enc.cfg.flow_table_bits))
 
 
-def terms(enc: P4lbEncoding, s: Sym, e: StepEnc, w: Witness, watched: Watched) -> tuple[list[z3.ExprRef], list[z3.ExprRef], list[z3.ExprRef], list[z3.ExprRef]]:
-    """Positions, backends, keys and slots to instantiate the clauses of state s at."""
+def terms(enc: P4lbEncoding, s: Sym, e: StepEnc, w: Witness, watched: Watched, occupants: bool = True) -> tuple[list[z3.ExprRef], list[z3.ExprRef], list[z3.ExprRef], list[z3.ExprRef]]:
+    """Positions, backends, keys and slots to instantiate the clauses of state s at; with `occupants`, the keys held at
+    the packet's candidates too (P8 needs them: a refusal says who holds each place). Any subset of instances is sound
+    (the invariant holds at every term); fewer make smaller queries."""
     size, mem, nxt = enc.group(s, s.sw["version"])
     i, nxt2 = enc.dispatch_positions(s)
     gh = Ghosts.of(s.sw)
@@ -113,9 +115,10 @@ def terms(enc: P4lbEncoding, s: Sym, e: StepEnc, w: Witness, watched: Watched) -
     backends = [watched.b, w.b1, w.b2, e.out.backend, *[mem[j] for j in positions]]
     positions += [p for b in (w.b1, w.b2) for p in gh.copies(b)]  # P5 bounds b1's and b2's counts by their copies' counts
     keys = [watched.k, e.pkt.key, w.key]
-    slots = [watched.slot, *enc.places.all(e.pkt.key)]
-    keys += [s.sw["flow_key"][sl] for sl in slots]
-    slots += [enc.place_of(s, k) for k in keys]
+    candidates = list(enc.places.all(e.pkt.key))
+    slots = [watched.slot, *candidates, *(enc.place_of(s, k) for k in keys)]
+    if occupants:
+        keys += [s.sw["flow_key"][sl] for sl in candidates]
     return positions, backends, keys, slots
 
 

@@ -102,7 +102,8 @@ def premises(task: Task) -> dict[str, str]:
     s0, s1 = enc.fresh("a"), enc.fresh("b")
     e = enc.step(s0, s1, "v", task.atomic)
     w, watched = Witness.fresh("v"), Watched.fresh(enc)
-    base = [conj(clauses_at(enc, s0, *terms(enc, s0, e, w, watched))), e.trans, conj(clauses_at(enc, s1, *terms(enc, s1, e, w, watched)))]
+    # the most instances any proof assumes (P8's): a step these admit is admitted by every proof's premises
+    base = [conj(clauses_at(enc, s0, *terms(enc, s0, e, w, watched, occupants=True))), e.trans, conj(clauses_at(enc, s1, *terms(enc, s1, e, w, watched, occupants=True)))]
     out: dict[str, str] = {}
     for name in kinds(task.atomic):
         if name in out:
