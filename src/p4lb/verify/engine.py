@@ -302,9 +302,9 @@ def prove(task: Task) -> Result:
     e = enc.step(s0, s1, "p", task.atomic)
     w = Witness.fresh("p")
     watched = Watched.fresh(enc)
-    occupants = task.prop is Prop.P8  # P8 reads who holds each candidate place; the others need fewer instances
+    occupants = task.prop is Prop.P8  # P8 reads who held each candidate place before the step; the others need fewer instances
     pre_terms = terms(enc, s0, e, w, watched, occupants)
-    post_terms = terms(enc, s1, e, w, watched, occupants)
+    post_terms = terms(enc, s1, e, w, watched, occupants=False)
     solver = _solver()
     solver.add(conj(clauses_at(enc, s0, *pre_terms)), e.trans, conj(clauses_at(enc, s1, *post_terms)))
     solver.add(bad(task.prop, s0, s1, e, w, enc.n, enc.timeout))

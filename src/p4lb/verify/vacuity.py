@@ -103,7 +103,7 @@ def premises(task: Task) -> dict[str, str]:
     e = enc.step(s0, s1, "v", task.atomic)
     w, watched = Witness.fresh("v"), Watched.fresh(enc)
     # the most instances any proof assumes (P8's): a step these admit is admitted by every proof's premises
-    base = [conj(clauses_at(enc, s0, *terms(enc, s0, e, w, watched, occupants=True))), e.trans, conj(clauses_at(enc, s1, *terms(enc, s1, e, w, watched, occupants=True)))]
+    base = [conj(clauses_at(enc, s0, *terms(enc, s0, e, w, watched, occupants=True))), e.trans, conj(clauses_at(enc, s1, *terms(enc, s1, e, w, watched, occupants=False)))]
     out: dict[str, str] = {}
     for name in kinds(task.atomic):
         if name in out:
