@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import z3
 
+from p4lb.model.config import table_fields
 from p4lb.model.design import make_design
 from p4lb.model.spec import Prop
 from p4lb.verify.engine import Task, prove
@@ -34,7 +35,7 @@ def broken(monkeypatch):
 
     def use(cls):
         def encoding(task, real_hash, follow_planner=False):
-            cfg = make_design("p4lb", task.n, task.variant, idle_timeout_us=task.idle_timeout_us).cfg
+            cfg = make_design("p4lb", task.n, task.variant, idle_timeout_us=task.idle_timeout_us, **table_fields(task.flow_table)).cfg
             return cls(cfg, task.variant, real_hash=real_hash, follow_planner=follow_planner)
 
         monkeypatch.setattr(Task, "encoding", encoding)
@@ -61,3 +62,19 @@ def test_a_transition_without_syns_fails_non_vacuity(broken):
     fails = check_vacuity(Task("p4lb", 4, Prop.P1)).failures()
     assert any("'dispatch'" in f for f in fails) and any("'refusal'" in f for f in fails)
     assert not any("'unknown flow'" in f for f in fails)
+
+
+class NoSynInSingleWrites(P4lbEncoding):
+    """A broken encoding: SYNs never arrive, only in the single-writes mode (P7's)."""
+
+    def step(self, s, s2, tag, atomic=True):
+        e = super().step(s, s2, tag, atomic)
+        return e if atomic else dataclasses.replace(e, trans=z3.And(e.trans, z3.Not(e.pkt.bit(0x02))))
+
+
+def test_packet_kinds_are_shared_only_when_the_packet_step_is_the_same(broken):
+    assert set(check_vacuity(Task("p4lb", 4, Prop.P7)).premises.values()) >= {"sat as atomic"}
+    broken(NoSynInSingleWrites)
+    assert check_vacuity(Task("p4lb", 4, Prop.P1)).failures() == []
+    fails = check_vacuity(Task("p4lb", 4, Prop.P7)).failures()
+    assert any("premises exclude 'dispatch'" in f for f in fails)
