@@ -29,7 +29,8 @@ T = TypeVar("T")
 Key = int | tuple[int, int]  # exact value, or (value, prefix_len) for LPM
 Entry = tuple[str, dict[str, Key], str, dict[str, int]]  # table, match, action, action parameters
 RECONNECT = frozenset({GrpcCode.UNAVAILABLE, GrpcCode.CANCELLED, GrpcCode.PERMISSION_DENIED})  # the session is gone
-PUSH_DEADLINE_FACTOR = 5  # a pipeline push (a large BMv2 JSON) gets five deadlines
+PUSH_DEADLINE_FACTOR = 5  # a pipeline push (a large BMv2 JSON) gets five deadlines,
+PUSH_S_PER_MB = 1.0  # and at least a second per MB of JSON (p4lb.json is ~10 MB: BMv2 parses it before it answers)
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,7 @@ class P4rt:
     """A primary P4Runtime session with one device; reconnects once when the switch went away and came back.
 
     `timeout_s` is the deadline of everything: the connection, arbitration, each RPC and each awaited PacketIn
-    (a pipeline push gets PUSH_DEADLINE_FACTOR of it).
+    (a pipeline push gets PUSH_DEADLINE_FACTOR of it, and at least PUSH_S_PER_MB per MB of JSON).
     """
 
     def __init__(self, grpc_addr: str, device_id: int = 0, election_id: tuple[int, int] = (0, 1), timeout_s: float = 2.0, tls: Tls | None = None) -> None:
@@ -342,7 +343,7 @@ class P4rt:
             if not Path(path).is_file():
                 raise SwitchError(f"pipeline file {path} is missing: run `nox -s build_p4` or fix switch.p4info / switch.bmv2_json")
         self.connect()
-        deadline = self.timeout_s * PUSH_DEADLINE_FACTOR
+        deadline = max(self.timeout_s * PUSH_DEADLINE_FACTOR, Path(bmv2_json).stat().st_size / 1e6 * PUSH_S_PER_MB)
         self._rpc(f"push pipeline {Path(bmv2_json).name}", lambda: self._session().set_fwd_pipe_config(str(p4info), str(bmv2_json), deadline))
         self._load_p4info_file(Path(p4info))
 
