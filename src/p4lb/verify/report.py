@@ -17,7 +17,7 @@ from p4lb.verify.bmv2.equivalence import EquivalenceResult
 from p4lb.verify.bmv2.equivalence import Verdict as Equivalence
 from p4lb.verify.results import Result, Verdict
 from p4lb.verify.runner import Report
-from p4lb.verify.vacuity import SAME_AS_ATOMIC, VacuityReport
+from p4lb.verify.vacuity import ADMITTED, VacuityReport
 
 STYLE = {Verdict.PROVEN: "green", Verdict.REFUTED: "red", Verdict.UNKNOWN: "bold magenta"}
 
@@ -103,7 +103,7 @@ def vacuity_table(reports: list[VacuityReport]) -> Table:
         cells = []
         for v in reports:
             depth, prem = v.reached.get(name, -1), v.premises.get(name)
-            cells.append("-" if depth == -1 else f"[red]{'never' if depth is None else depth} ({prem})[/]" if depth is None or prem not in ("sat", SAME_AS_ATOMIC) else f"{depth}")
+            cells.append("-" if depth == -1 else f"[red]{'never' if depth is None else depth} ({prem})[/]" if depth is None or prem not in ADMITTED else f"{depth}")
         t.add_row(name, *cells)
     return t
 

@@ -49,6 +49,8 @@ PACKET_KINDS: dict[str, KindPredicate] = {
 }
 OP_KINDS = {"commit": 1, "sets only": 2, "staged write": 3}
 SAME_AS_ATOMIC = "sat as atomic"  # a packet kind in the single-writes mode: the same packet transition (proven), checked once
+ADMITTED = ("sat", SAME_AS_ATOMIC)  # premise results that admit the kind
+TAG = "v"  # the premise queries' step variables
 
 
 def kinds(atomic: bool) -> list[str]:
@@ -76,7 +78,7 @@ class VacuityReport:
     def failures(self) -> list[str]:
         """Kinds a proof's transition does not admit."""
         bad = [f"{self.mode}: no '{k}' step within {MAX_DEPTH} steps of deployment" for k, d in self.reached.items() if d is None]
-        return bad + [f"{self.mode}: the induction premises exclude '{k}' steps ({r})" for k, r in self.premises.items() if r not in ("sat", SAME_AS_ATOMIC)]
+        return bad + [f"{self.mode}: the induction premises exclude '{k}' steps ({r})" for k, r in self.premises.items() if r not in ADMITTED]
 
 
 def reach(task: Task) -> dict[str, int | None]:
@@ -102,8 +104,8 @@ def premises(task: Task) -> dict[str, str]:
     enc = task.encoding(real_hash=False)
     assert isinstance(enc, P4lbEncoding)  # the inductive invariant is p4lb's
     s0, s1 = enc.fresh("a"), enc.fresh("b")
-    e = enc.step(s0, s1, "v", task.atomic)
-    w, watched = Witness.fresh("v"), Watched.fresh(enc)
+    e = enc.step(s0, s1, TAG, task.atomic)
+    w, watched = Witness.fresh(TAG), Watched.fresh(enc)
     # the most instances any proof assumes (P8's): a step these admit is admitted by every proof's premises
     base = [conj(clauses_at(enc, s0, *terms(enc, s0, e, w, watched, occupants=True))), e.trans, conj(clauses_at(enc, s1, *terms(enc, s1, e, w, watched, occupants=False)))]
     out: dict[str, str] = {} if task.atomic else _packet_kinds_as_atomic(enc, s0, s1, e)
@@ -123,7 +125,7 @@ def _packet_kinds_as_atomic(enc: P4lbEncoding, s0: Sym, s1: Sym, e: StepEnc) -> 
     """For single writes: a packet step is the same transition as with atomic operations (proven here), so the
     atomic mode's premise checks of the packet kinds (same invariant, same instances) stand for this mode's."""
     solver = _solver()
-    solver.add(e.is_packet, e.trans != enc.step(s0, s1, "v", atomic=True).trans)
+    solver.add(e.is_packet, e.trans != enc.step(s0, s1, TAG, atomic=True).trans)
     same = solver.check() == z3.unsat
     return dict.fromkeys(PACKET_KINDS, SAME_AS_ATOMIC) if same else {}
 
