@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from p4lb.controller.settings import load
 from p4lb.controller.switch import ModelSwitch
 from p4lb.model.crc import ip_str
 from p4lb.model.ops import Drain, Fail, Scale
-from p4lb.model.p4lb import P4LB, p4lb_packet
+from p4lb.model.p4lb import P4LB, FlowEntry, SlotState, flow_places, p4lb_packet
 from p4lb.model.packet import SYN, Packet
 from p4lb.model.pool import Pool
 
@@ -280,7 +281,7 @@ def test_status_json_fields_are_stable(cfg, capsys):
 
 def test_flow_on_a_free_slot_says_it_is_free(cfg, capsys):
     code, out = run(capsys, "-c", cfg, "--dry-run", "flow", "10.0.0.10:40000")
-    assert code == 0 and "FREE, no connection holds it" in out and "0.0.0.0" not in out and "backend 0" not in out
+    assert code == 0 and "no place holds this connection; its next SYN takes slot" in out and "FREE" in out and "0.0.0.0" not in out and "backend 0" not in out
     code, out = run(capsys, "-c", cfg, "--dry-run", "flow", "10.0.0.10:40000", "--json")
     got = json.loads(out)
     assert code == 0 and got["state"] == "free" and got["held_by"] is None and got["backend"] is None and got["client"] == "10.0.0.10:40000"
@@ -408,3 +409,23 @@ def test_output_piped_into_head_is_not_an_error(cfg, capsys, monkeypatch, tmp_pa
     code, out = run(capsys, "-c", cfg, "--dry-run", "status", "--json")
     assert code == cli.ExitCode.OK and "error" not in out
     assert not list(tmp_path.glob("p4lb-error-*.log"))
+
+
+def test_flow_found_beyond_its_first_candidate(cfg):
+    """A connection whose first candidate place another flow holds sits elsewhere: `p4lb flow` finds it there."""
+    ctl = dry_controller(cfg)
+    sw, lb = ctl.switch, ctl.settings.lb
+    pkt = Packet(0x0A00000A, 40000, SYN, 1)
+    first = flow_places(lb, pkt)[0]
+    sw.state = replace(sw.state, flows={first: FlowEntry(SlotState.OPEN, 12345 << 16 | 7, 2, 0)}, now=1)
+    sw.state = p4lb_packet(lb, P4LB, sw.state, pkt)[0]
+    got = cli.flow_report(ctl, Packet(0x0A00000A, 40000, 0))
+    assert got["found"] and got["slot"] != first and got["slot"] in flow_places(lb, pkt)
+    assert (got["state"], got["held_by"], got["candidates"]) == ("open", "this connection", len(flow_places(lb, pkt)))
+
+
+def test_flow_not_held_names_the_place_its_syn_takes(cfg):
+    ctl = dry_controller(cfg)
+    got = cli.flow_report(ctl, Packet(0x0A00000A, 40000, 0))
+    assert (got["found"], got["refused"], got["held_by"]) == (False, False, None)
+    assert got["slot"] in flow_places(ctl.settings.lb, Packet(0x0A00000A, 40000, 0))

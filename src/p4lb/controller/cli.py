@@ -49,7 +49,8 @@ from p4lb.controller.switch import ModelSwitch, Switch
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError
 from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain, Weight
-from p4lb.model.p4lb import SlotState, flow_slot
+from p4lb.model.flowtable import choose
+from p4lb.model.p4lb import FlowEntry, SlotState, find, flow_places, is_open
 from p4lb.model.packet import Packet
 from p4lb.model.pool import MAX_WEIGHT
 
@@ -277,38 +278,54 @@ def backend_state(row: BackendStatus) -> str:
     return ", ".join(s.value for s in row.states)
 
 
+def _entry(regs: dict[str, int]) -> FlowEntry:
+    """A place's flow registers as the CPU port reads them."""
+    return FlowEntry(SlotState(regs["flow_state"]), regs["flow_key"], regs["flow_backend"], regs["flow_last_seen"])
+
+
 def flow_report(ctl: Controller, pkt: Packet) -> dict[str, object]:
-    """The slot a client's connection hashes to: state, owner, backend, idle time."""
-    slot = flow_slot(ctl.settings.lb, pkt)
-    regs = ctl.switch.read_slot(slot)
-    state = SlotState(regs["flow_state"])
-    owner = regs["flow_key"]
-    idle_s = (regs["now"] - regs["flow_last_seen"]) / 1e6
-    timeout_s = regs["idle_timeout"] / 1e6
-    held = state is not SlotState.FREE
-    return {
-        "client": f"{ip_str(pkt.src_ip)}:{pkt.src_port}",
-        "slot": slot,
-        "state": state.name.lower(),
-        "held_by": ("this connection" if owner == pkt.key else f"{ip_str(owner >> 16)}:{owner & 0xFFFF}") if held else None,
-        "backend": regs["flow_backend"] if held else None,
+    """Where a client's connection sits among its candidate places (the model's find), else the place its next SYN
+    takes (the model's choose) or that it would be refused: state, owner, backend, idle time."""
+    lb = ctl.settings.lb
+    places = flow_places(lb, pkt)
+    regs = [ctl.switch.read_slot(p) for p in places]
+    entries = [_entry(r) for r in regs]
+    now, timeout = regs[0]["now"], regs[0]["idle_timeout"]
+    c = find(entries, pkt.key)
+    found = c < len(places)
+    if not found:
+        c = choose(lb.shape, [is_open(e, now, timeout) for e in entries])
+    report: dict[str, object] = {"client": f"{ip_str(pkt.src_ip)}:{pkt.src_port}", "candidates": len(places), "found": found, "refused": c == len(places), "idle_timeout_s": timeout / 1e6}
+    if c == len(places):
+        return report | {"slot": None, "state": None, "held_by": None, "backend": None, "idle_s": None, "expired": False}
+    e = entries[c]
+    held = e.state is not SlotState.FREE
+    idle_s = (now - e.last_seen) / 1e6
+    return report | {
+        "slot": places[c],
+        "state": e.state.name.lower(),
+        "held_by": ("this connection" if e.key == pkt.key else f"{ip_str(e.key >> 16)}:{e.key & 0xFFFF}") if held else None,
+        "backend": e.backend if held else None,
         "idle_s": idle_s if held else None,
-        "idle_timeout_s": timeout_s,
-        "expired": held and idle_s > timeout_s,
+        "expired": held and now - e.last_seen > timeout,
     }
 
 
 def show_flow(ctl: Controller, pkt: Packet, as_json: bool, console: Console) -> None:
-    """Print the flow slot of one client connection."""
+    """Print where one client connection sits, or where its next SYN would go."""
     r = flow_report(ctl, pkt)
     if as_json:
         print(json.dumps(r, indent=2))
         return
-    if r["held_by"] is None:
-        console.print(f"slot {r['slot']}: FREE, no connection holds it (the next SYN hashed to it takes it)")
+    if r["refused"]:
+        console.print(f"no place holds this connection, and its {r['candidates']} candidate places all hold other open flows: its SYN would be refused (flow_table_full)")
         return
-    expired = " (idle past the timeout: the next SYN hashed to it takes it)" if r["expired"] else ""
-    console.print(f"slot {r['slot']}: {str(r['state']).upper()}, held by {r['held_by']}, backend {r['backend']}, idle {r['idle_s']:.1f} s (timeout {r['idle_timeout_s']:g} s){expired}")
+    where = f"slot {r['slot']}:" if r["found"] else f"no place holds this connection; its next SYN takes slot {r['slot']}, which is"
+    if r["held_by"] is None:
+        console.print(f"{where} FREE")
+        return
+    expired = " (idle past the timeout: a new flow may take it)" if r["expired"] else ""
+    console.print(f"{where} {str(r['state']).upper()}, held by {r['held_by']}, backend {r['backend']}, idle {r['idle_s']:.1f} s (timeout {r['idle_timeout_s']:g} s){expired}")
 
 
 FLOW_LINE = "{slot:>8}  {client:<21}  {backend:>7}  {address:<15}  {port:>4}"
