@@ -181,18 +181,23 @@ def test_cpu_scan_lists_the_open_flows(fake, ctl, switch, settings):
     assert switch.open_flows() == {}  # idle past the timeout at the switch clock
 
 
-def test_cpu_scan_answer_layout_and_short_request():
+@pytest.mark.parametrize("op", ["scan", "open"])
+def test_cpu_answer_layout_and_short_request(op):
+    """A CPU_SCAN / CPU_OPEN request one byte short is dropped; a long enough one is answered in place, its tail kept."""
+    from p4lb.controller.switch import CPU_OPEN, OPEN_CELL, OPEN_WIDTH  # noqa: PLC0415
+
+    code, size = {"scan": (CPU_SCAN, SCAN_WIDTH * SCAN_SLOT.size), "open": (CPU_OPEN, OPEN_WIDTH * OPEN_CELL.size)}[op]
     device = FakeP4Runtime().device
     info, bmv2 = artifacts("p4lb")
     config = p4runtime_pb2.ForwardingPipelineConfig(p4_device_config=bmv2.read_bytes())
     text_format.Merge(info.read_text(), config.p4info)
     device.set_pipeline(config, p4runtime_pb2.SetForwardingPipelineConfigRequest.VERIFY_AND_COMMIT)
-    out = p4runtime_pb2.PacketOut(payload=bytes(SCAN_WIDTH * SCAN_SLOT.size - 1))
-    out.metadata.add(metadata_id=1, value=bytes([CPU_SCAN]))
+    out = p4runtime_pb2.PacketOut(payload=bytes(size - 1))
+    out.metadata.add(metadata_id=1, value=bytes([code]))
     assert device.packet_out(out) is None  # too short to fill: dropped, as p4lb.p4 does
-    out.payload = bytes(SCAN_WIDTH * SCAN_SLOT.size) + b"tail"
+    out.payload = bytes(size) + b"tail"
     answer = device.packet_out(out)
-    assert answer is not None and len(answer.payload) == SCAN_WIDTH * SCAN_SLOT.size + 4 and answer.payload.endswith(b"tail")
+    assert answer is not None and len(answer.payload) == size + 4 and answer.payload.endswith(b"tail")
 
 
 def test_status_reads_backend_open_in_one_cpu_request(fake, ctl, switch, settings):
@@ -209,22 +214,6 @@ def test_status_reads_backend_open_in_one_cpu_request(fake, ctl, switch, setting
     fake.device.advance(settings.lb.idle_timeout_us + 1)  # idle, not reclaimed: still counted; the scan leaves them out
     assert {r.backend: r.open_flows for r in ctl.status() if r.open_flows} == want
     assert [r.open_flows for r in ctl.status(scan=True)] == [0, 0, 0, 0]
-
-
-def test_cpu_open_answer_layout_and_short_request():
-    from p4lb.controller.switch import CPU_OPEN, OPEN_CELL, OPEN_WIDTH  # noqa: PLC0415
-
-    device = FakeP4Runtime().device
-    info, bmv2 = artifacts("p4lb")
-    config = p4runtime_pb2.ForwardingPipelineConfig(p4_device_config=bmv2.read_bytes())
-    text_format.Merge(info.read_text(), config.p4info)
-    device.set_pipeline(config, p4runtime_pb2.SetForwardingPipelineConfigRequest.VERIFY_AND_COMMIT)
-    out = p4runtime_pb2.PacketOut(payload=bytes(OPEN_WIDTH * OPEN_CELL.size - 1))
-    out.metadata.add(metadata_id=1, value=bytes([CPU_OPEN]))
-    assert device.packet_out(out) is None  # too short to fill: dropped, as p4lb.p4 does
-    out.payload = bytes(OPEN_WIDTH * OPEN_CELL.size) + b"tail"
-    answer = device.packet_out(out)
-    assert answer is not None and len(answer.payload) == OPEN_WIDTH * OPEN_CELL.size + 4 and answer.payload.endswith(b"tail")
 
 
 def test_status_of_a_switch_withholding_the_cpu_answer_is_a_deadline_error(fake, ctl, switch):

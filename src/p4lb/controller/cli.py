@@ -48,8 +48,8 @@ from p4lb.controller.settings import Settings, load
 from p4lb.controller.switch import ModelSwitch, Switch
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError
-from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain, Weight
 from p4lb.model.flowtable import choose
+from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain, Weight
 from p4lb.model.p4lb import FlowEntry, SlotState, find, flow_places, is_open
 from p4lb.model.packet import Packet
 from p4lb.model.pool import MAX_WEIGHT

@@ -21,7 +21,7 @@ from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet, flow
 from p4lb.model.pool import Pool
 from p4lb.model.seed import SeedState
 from p4lb.model.trace import OpStep, Run, Step, WriteStep
-from p4lb.verify.encoding import B8, Out, PacketIn, StepEnc, Sym, bv8
+from p4lb.verify.encoding import B8, Out, PacketIn, StepEnc, Sym, bv8, uninterpreted
 from p4lb.verify.errors import EncodingMismatch
 from p4lb.verify.p4lb_enc import P4lbEncoding
 from p4lb.verify.seed_enc import SeedEncoding
@@ -120,22 +120,6 @@ def _pin_write(e: StepEnc, tag: str, ws: WriteStep, flip: int) -> list[z3.BoolRe
     raise EncodingMismatch(f"the encoding has no single write {w} (commit {pool})")
 
 
-def _consts(exprs: list[z3.ExprRef]) -> dict[str, z3.ExprRef]:
-    """The uninterpreted constants in some terms, by name."""
-    found: dict[str, z3.ExprRef] = {}
-    seen: set[int] = set()
-    todo = list(exprs)
-    while todo:
-        x = todo.pop()
-        if x.get_id() in seen:
-            continue
-        seen.add(x.get_id())
-        if z3.is_const(x) and x.decl().kind() == z3.Z3_OP_UNINTERPRETED:
-            found[x.decl().name()] = x
-        todo.extend(x.children())
-    return found
-
-
 @dataclass(frozen=True)
 class _Template:
     """One step of the encoding built once (pre-state tag _TA, post _TB, inputs _TT), renamed per step by substitution."""
@@ -167,7 +151,7 @@ def _template(design: Design, atomic: bool, follow_planner: bool = False) -> _Te
     """The step template of a design (operations atomic or as single writes)."""
     enc = encoding_for(design, follow_planner)
     e = enc.step(enc.fresh("TA"), enc.fresh("TB"), "TT", atomic)
-    found = _consts([e.trans, e.is_packet, e.out.fate, e.out.backend, e.out.reason, e.places_held, e.counted, *e.inputs.values()])
+    found = {c.decl().name(): c for c in uninterpreted([e.trans, e.is_packet, e.out.fate, e.out.backend, e.out.reason, e.places_held, e.counted, *e.inputs.values()])}
     consts = tuple((c, name[:-3], name[-2:]) for name, c in found.items() if name[-3:] in ("_TA", "_TB", "_TT"))
     return _Template(e, consts)
 

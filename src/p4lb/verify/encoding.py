@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,22 @@ FATE_BACKEND, FATE_DROP, FATE_LOST = (z3.BitVecVal(int(f), 2) for f in Fate)
 def bv8(x: int) -> z3.BitVecRef:
     """An 8-bit constant."""
     return z3.BitVecVal(x, 8)
+
+
+def uninterpreted(exprs: Sequence[z3.ExprRef]) -> list[z3.ExprRef]:
+    """The uninterpreted constants in some terms, each once, in the order first met."""
+    found: dict[int, z3.ExprRef] = {}
+    seen: set[int] = set()
+    todo = list(exprs)
+    while todo:
+        x = todo.pop()
+        if x.get_id() in seen:
+            continue
+        seen.add(x.get_id())
+        if z3.is_const(x) and x.decl().kind() == z3.Z3_OP_UNINTERPRETED:
+            found[x.get_id()] = x
+        todo.extend(x.children())
+    return list(found.values())
 
 
 def reason(r: DropReason) -> z3.BitVecRef:

@@ -57,7 +57,7 @@ from p4lb.verify.bmv2.symbolic import (
     fresh_input,
     hash_sym,
 )
-from p4lb.verify.encoding import B8, Out, PacketIn, Sym, fresh_spec
+from p4lb.verify.encoding import B8, Out, PacketIn, Sym, fresh_spec, uninterpreted
 from p4lb.verify.errors import VerifyError
 from p4lb.verify.p4lb_enc import P4lbEncoding
 from p4lb.verify.seed_enc import SeedEncoding
@@ -839,7 +839,7 @@ def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligat
     # and Z3 only rearranges the state around the places they give (searching keys through four crc32 networks
     # took minutes); without a counterexample for that key, the key is left free. The replayable solve keeps the
     # key as the counterexample has it (another key is not searched: minutes again, for time-edge differences).
-    keys = {c.get_id(): c for a, _ in subs if not z3.is_const(a) for c in _consts(a)}
+    keys = {c.get_id(): c for a, _ in subs if not z3.is_const(a) for c in uninterpreted([a])}
     pins = [c == m.eval(c, model_completion=True) for c in keys.values()]
     s = _solver(timeout_ms)
     s.add(*premises, goal, *bound, *binds)  # binds: cut variables = what they stand for, so the state is a real one
@@ -1011,9 +1011,9 @@ def canonical_places(s: P4lbSetup, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]]
     cand = z3.substitute(s.to_bv(model_cand), *subs)
     first = [(target, chain(cand, target))]
     formulas = [z3.substitute(f, *first) for f in formulas]
-    hvars = {h.get_id() for b in buckets for h in _consts(b)}
+    hvars = {h.get_id() for b in buckets for h in uninterpreted([b])}
     matched = _hash_only_terms(formulas, hvars)
-    hs = sorted({h.get_id(): h for b in buckets for h in _consts(b)}.values(), key=str)
+    hs = sorted({h.get_id(): h for b in buckets for h in uninterpreted([b])}.values(), key=str)
     gen = random.Random(1)
     samples = [[(h, z3.BitVecVal(gen.getrandbits(h.size()), h.size())) for h in hs] for _ in range(3)]
     want = [[z3.simplify(z3.substitute(p, *smp)).as_long() for smp in samples] for p in places]
@@ -1036,21 +1036,6 @@ def canonical_places(s: P4lbSetup, subs: Sequence[tuple[z3.ExprRef, z3.ExprRef]]
     chk = Check(f"place lemma: {len(out) - 1} hash-only place terms and Places.of = canonical candidate places", str(sol.check()), "unsat", time.monotonic() - t0)
     log.info("%s: %s (%.2fs)", chk.name, chk.answer, chk.seconds)
     return chk, out
-
-
-def _consts(e: z3.ExprRef) -> list[z3.ExprRef]:
-    """The uninterpreted constants of a term."""
-    seen: dict[int, z3.ExprRef] = {}
-    stack, done = [e], set()
-    while stack:
-        x = stack.pop()
-        if x.get_id() in done:
-            continue
-        done.add(x.get_id())
-        if z3.is_const(x) and x.decl().kind() == z3.Z3_OP_UNINTERPRETED:
-            seen[x.get_id()] = x
-        stack.extend(x.children())
-    return list(seen.values())
 
 
 def _hash_only_terms(formulas: Sequence[z3.ExprRef], hvars: set[int]) -> list[z3.BitVecRef]:
