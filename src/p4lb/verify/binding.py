@@ -24,11 +24,10 @@ from p4lb.model.seed import SeedState, seed_packet, seed_write
 from p4lb.verify.encoding import B8, INT, PacketIn, Sym
 from p4lb.verify.hashing import Hash, Places
 from p4lb.verify.p4lb_enc import P4lbEncoding
-from p4lb.verify.results import Verdict
+from p4lb.verify.results import QUERY_TIMEOUT_MS, Verdict
 from p4lb.verify.seed_enc import SeedEncoding
 from p4lb.verify.symbolic import Explorer, Path, SymArray, SymBool, SymBV, SymInt, SymPerVersion, explore, merge, value_term
 
-QUERY_TIMEOUT_MS = 60_000
 R3 = z3.BitVecSort(3)
 
 

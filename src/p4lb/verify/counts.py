@@ -26,9 +26,8 @@ from p4lb.model.p4lb import P4LB, Variant
 from p4lb.verify.binding import BindingResult
 from p4lb.verify.encoding import PacketIn, Sym
 from p4lb.verify.p4lb_enc import OPEN, P4lbEncoding
-from p4lb.verify.results import Verdict
+from p4lb.verify.results import QUERY_TIMEOUT_MS, Verdict
 
-QUERY_TIMEOUT_MS = 120_000
 STEP = "backend_open = OPEN places"  # its row among the bindings
 
 

@@ -22,13 +22,12 @@ from p4lb.verify.errors import ReplayError
 from p4lb.verify.invariants import Watched, clause_names, clauses_at, conj, terms, watched_clauses
 from p4lb.verify.p4lb_enc import P4lbEncoding
 from p4lb.verify.properties import Witness, bad
-from p4lb.verify.results import Result, Verdict
+from p4lb.verify.results import QUERY_TIMEOUT_MS, Result, Verdict
 from p4lb.verify.seed_enc import SeedEncoding
 
 log = logging.getLogger(__name__)
 
 Encoding = SeedEncoding | P4lbEncoding
-QUERY_TIMEOUT_MS = 300_000
 SEARCH_CANDIDATES = 1
 SEARCH_TABLE = (8, 1, 1)  # run searches on a multi-way design: the one-way table of 256 places (with 2 ways of single places, P5's mutant took 300 s+)
 PREFERENCE_TIMEOUT_MS = 3_000  # a readability preference (strict flags and times) is dropped if it cannot be decided quickly

@@ -9,6 +9,8 @@ from typing import Any
 from p4lb.model.spec import Prop
 from p4lb.model.trace import Trace
 
+QUERY_TIMEOUT_MS = 300_000  # every proof query's wall-clock limit: a 20 s query on a quiet machine took over 90 s on a loaded 2-core CI; unknown is still a failure
+
 
 class Verdict(enum.Enum):
     """What the prover concluded."""

@@ -25,7 +25,7 @@ from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, prov
 from p4lb.verify.errors import ReplayError
 from p4lb.verify.mutants import MUTANTS
 from p4lb.verify.results import Result, Verdict
-from p4lb.verify.vacuity import VacuityReport, check_vacuity
+from p4lb.verify.vacuity import VacuityReport, check_vacuity, resolve
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,7 +146,7 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
         checks = [pool.submit(_check, Task(design, n, prop, max_depth=max_depth), report.invariants) for design in designs for prop in props]
         report.results = [_save(c.result(), out_dir) for c in checks]
         report.mutants = [_save(m.result(), out_dir) for m in mutant_runs]
-        report.vacuity = [v.result() for v in vacuity]
+        report.vacuity = resolve([v.result() for v in vacuity])  # single writes' packet kinds take the atomic mode's results
     for r in report.results:
         log.info("%s %s: %s (%.2fs)", r.design, r.prop.name, r.verdict.value, r.seconds)
     report.seconds = time.monotonic() - start

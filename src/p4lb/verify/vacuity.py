@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import z3
 
@@ -48,8 +48,9 @@ PACKET_KINDS: dict[str, KindPredicate] = {
     "no eligible": lambda s, e, to: _dropped(e, DropReason.NO_ELIGIBLE),
 }
 OP_KINDS = {"commit": 1, "sets only": 2, "staged write": 3}
-SAME_AS_ATOMIC = "sat as atomic"  # a packet kind in the single-writes mode: the same packet transition (proven), checked once
-ADMITTED = ("sat", SAME_AS_ATOMIC)  # premise results that admit the kind
+SAME_AS_ATOMIC = "as atomic"  # a packet kind in the single-writes mode: the same packet transition (proven), checked once; resolve() takes the atomic report's result
+ADMITTED = ("sat", f"sat {SAME_AS_ATOMIC}")  # premise results that admit the kind
+MODE_NAMES = {True: "atomic operations", False: "operations as single writes"}
 TAG = "v"  # the premise queries' step variables
 
 
@@ -78,7 +79,8 @@ class VacuityReport:
     def failures(self) -> list[str]:
         """Kinds a proof's transition does not admit."""
         bad = [f"{self.mode}: no '{k}' step within {MAX_DEPTH} steps of deployment" for k, d in self.reached.items() if d is None]
-        return bad + [f"{self.mode}: the induction premises exclude '{k}' steps ({r})" for k, r in self.premises.items() if r not in ADMITTED]
+        unresolved = [f"{self.mode}: '{k}' steps are checked as in the atomic mode, but no atomic-mode report was resolved with this one" for k, r in self.premises.items() if r == SAME_AS_ATOMIC]
+        return bad + unresolved + [f"{self.mode}: the induction premises exclude '{k}' steps ({r})" for k, r in self.premises.items() if r not in (*ADMITTED, SAME_AS_ATOMIC)]
 
 
 def reach(task: Task) -> dict[str, int | None]:
@@ -133,7 +135,15 @@ def _packet_kinds_as_atomic(enc: P4lbEncoding, s0: Sym, s1: Sym, e: StepEnc) -> 
 def check_vacuity(task: Task) -> VacuityReport:
     """Both checks for the mode of `task`."""
     start = time.monotonic()
-    mode = "atomic operations" if task.atomic else "operations as single writes"
-    rep = VacuityReport(mode, reach(task), premises=premises(task), reach_n=min(task.n, REACH_BACKENDS))
+    rep = VacuityReport(MODE_NAMES[task.atomic], reach(task), premises=premises(task), reach_n=min(task.n, REACH_BACKENDS))
     rep.seconds = time.monotonic() - start
     return rep
+
+
+def resolve(reports: list[VacuityReport]) -> list[VacuityReport]:
+    """The reports with each single-writes result 'as atomic' replaced by the atomic report's result for that kind
+    (e.g. 'sat as atomic'); with no atomic report among them it stays unresolved, which failures() counts."""
+    atomic = next((r for r in reports if r.mode == MODE_NAMES[True]), None)
+    if atomic is None:
+        return reports
+    return [replace(r, premises={k: f"{atomic.premises.get(k, 'unchecked')} {SAME_AS_ATOMIC}" if v == SAME_AS_ATOMIC else v for k, v in r.premises.items()}) for r in reports]

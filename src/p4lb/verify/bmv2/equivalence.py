@@ -60,6 +60,7 @@ from p4lb.verify.bmv2.symbolic import (
 from p4lb.verify.encoding import B8, Out, PacketIn, Sym, fresh_spec, uninterpreted
 from p4lb.verify.errors import VerifyError
 from p4lb.verify.p4lb_enc import P4lbEncoding
+from p4lb.verify.results import QUERY_TIMEOUT_MS
 from p4lb.verify.seed_enc import SeedEncoding
 
 log = logging.getLogger(__name__)
@@ -1077,7 +1078,7 @@ def _hash_only_terms(formulas: Sequence[z3.ExprRef], hvars: set[int]) -> list[z3
     return list(found.values())
 
 
-def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = None, timeout_ms: int = 120_000, reachability: bool = True, others: bool = True, flow_table_bits: int = P4LB_TABLE_BITS) -> EquivalenceResult:
+def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = None, timeout_ms: int = QUERY_TIMEOUT_MS, reachability: bool = True, others: bool = True, flow_table_bits: int = P4LB_TABLE_BITS) -> EquivalenceResult:
     """Prove the compiled `program` (p4lb or seed; `data`: its JSON dict, e.g. mutated) equal to the model's packet step.
     p4lb: on a flow table of 2**flow_table_bits places, the committed build of that size unless `data` is given
     (P4LB_SMALL_TABLE_BITS: p4lb_small.json)."""
