@@ -184,7 +184,6 @@ def test_compiled_program_equals_model(program: str) -> None:
     assert all(c.ok for c in r.checks)
     assert any(c.name.startswith("reachable") for c in r.checks)
     assert r.assumptions
-    assert r.seconds < 90  # wall time on a loaded 2-core machine; `nox -s bench` reports the figure
 
 
 def test_small_build_equals_model_at_its_shape() -> None:
@@ -196,7 +195,6 @@ def test_small_build_equals_model_at_its_shape() -> None:
     assert r.verdict is Verdict.EQUIVALENT, (r.failed(), r.counterexample)
     assert all(c.ok for c in r.checks)
     assert {"reachable: refusal", "reachable: dispatch", "(a) equivalence"} <= {c.name for c in r.checks}
-    assert r.seconds < 120
 
 
 @pytest.mark.parametrize("name", sorted(MUTANTS))
