@@ -153,6 +153,12 @@ struct lb_meta_t {
     bit<32> base1;
     bit<32> base2;
     bit<32> base3;
+    bit<8>  load0;    /* way j's bucket: its places held by an open flow (flow_load) */
+    bit<8>  load1;
+    bit<8>  load2;
+    bit<8>  load3;
+    bit<8>  way;      /* the least-loaded way: fewest held places, leftmost on ties (flow_way) */
+    bit<8>  free;     /* bit k: place k of that way's bucket is not held by an open flow (flow_free) */
     bit<8>  cand;     /* the flow's candidate: the one holding its key, else the one a new flow takes (else 0) */
     bit<32> slot;     /* the flow's place: candidate cand's */
     bit<1>  found;    /* a candidate holds the packet's key */
@@ -338,43 +344,69 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         std.egress_spec = CPU_PORT;
     }
 
-    /* model.p4lb's lookup in two actions, as the encoding (verify.p4lb_enc.lookup) builds it:
+    /* model.p4lb's lookup, as the encoding (verify.p4lb_enc.lookup) builds it: flow_buckets computes the 4 bucket bases;
      * flow_probe reads the 32 candidates into two masks (bit c = candidate c, way c / 8, place c % 8 of its bucket):
      * match_mask (holds the packet's key, state != FREE: model.p4lb.find) and held_mask (an open flow not idle longer
-     * than the timeout: model.p4lb.held); flow_choose computes everything else from the masks and the 4 bucket bases. */
+     * than the timeout: model.p4lb.held); flow_load, flow_way, flow_free and flow_choose compute the rest from the masks. */
 #define PROBE(j, k) \
         flow_state.read(cs, meta.lb.base ## j + k); \
         flow_key.read(ck, meta.lb.base ## j + k); \
         flow_last_seen.read(cl, meta.lb.base ## j + k); \
         meta.lb.match_mask = cs != FREE && ck == meta.lb.key ? meta.lb.match_mask | (32w1 << (j * BUCKET + k)) : meta.lb.match_mask; \
         meta.lb.held_mask = cs == OPEN && meta.lb.now - cl <= meta.lb.timeout ? meta.lb.held_mask | (32w1 << (j * BUCKET + k)) : meta.lb.held_mask;
-    /* Way j: its bucket (crc32 over FIELDS, the way's field order) and its base place, then its 8 candidates */
-#define PROBE_WAY(j, FIELDS) \
-        hash(bucket, HashAlgorithm.crc32, 32w0, FIELDS, BUCKETS); \
-        meta.lb.base ## j = (32w ## j * BUCKETS + bucket) * BUCKET; \
+    /* Way j's 8 candidates, from its base place (flow_buckets) */
+#define PROBE_WAY(j) \
         PROBE(j, 0) PROBE(j, 1) PROBE(j, 2) PROBE(j, 3) PROBE(j, 4) PROBE(j, 5) PROBE(j, 6) PROBE(j, 7)
+    /* Way j: its bucket (crc32 over FIELDS, the way's field order) and its base place */
+#define BUCKET_OF(j, FIELDS) \
+        hash(bucket, HashAlgorithm.crc32, 32w0, FIELDS, BUCKETS); \
+        meta.lb.base ## j = (32w ## j * BUCKETS + bucket) * BUCKET;
 #define SRC hdr.ipv4.srcAddr
 #define DST hdr.ipv4.dstAddr
 #define PROTO hdr.ipv4.protocol
 #define SPORT hdr.tcp.srcPort
 #define DPORT hdr.tcp.dstPort
 
+    /* Each step is an action of its own, its results in metadata: inside one action p4c substitutes a value's whole
+     * expression at every use, and BMv2 evaluates every copy (flow_choose computing everything had 8,547 operators). */
+    action flow_buckets() {
+        bit<32> bucket;
+        BUCKET_OF(0, ({ SRC, DST, PROTO, SPORT, DPORT }))
+        BUCKET_OF(1, ({ DST, SRC, PROTO, SPORT, DPORT }))
+        BUCKET_OF(2, ({ DST, PROTO, SRC, SPORT, DPORT }))
+        BUCKET_OF(3, ({ DST, PROTO, SPORT, SRC, DPORT }))
+    }
+
     action flow_probe() {
-        bit<32> bucket; bit<2> cs; bit<48> ck; bit<48> cl;
+        bit<2> cs; bit<48> ck; bit<48> cl;
         meta.lb.match_mask = 0;
         meta.lb.held_mask = 0;
-        PROBE_WAY(0, ({ SRC, DST, PROTO, SPORT, DPORT }))
-        PROBE_WAY(1, ({ DST, SRC, PROTO, SPORT, DPORT }))
-        PROBE_WAY(2, ({ DST, PROTO, SRC, SPORT, DPORT }))
-        PROBE_WAY(3, ({ DST, PROTO, SPORT, SRC, DPORT }))
+        PROBE_WAY(0) PROBE_WAY(1) PROBE_WAY(2) PROBE_WAY(3)
     }
 
 #define M(c) meta.lb.match_mask[c:c] == 1
 #define H(c) (bit<8>)meta.lb.held_mask[c:c]
 #define LOAD(j) H(j * 8) + H(j * 8 + 1) + H(j * 8 + 2) + H(j * 8 + 3) + H(j * 8 + 4) + H(j * 8 + 5) + H(j * 8 + 6) + H(j * 8 + 7)
-    /* found: the first candidate holding the key (c, 31 if none); the least-loaded way (fewest held places; a strictly
-     * smaller later load wins, so leftmost on ties), its bucket's first place not held (i, 7 if none; room if any);
-     * the flow's candidate cand (found: c, else room: the new one, else 0). */
+    /* the least-loaded way (fewest held places; a strictly smaller later load wins, so leftmost on ties) and its bucket's
+     * places not held; found: the first candidate holding the key (c, 31 if none); the bucket's first place not held
+     * (i, 7 if none; room if any); the flow's candidate cand (found: c, else room: the new one, else 0). */
+    action flow_load() {
+        meta.lb.load0 = LOAD(0);
+        meta.lb.load1 = LOAD(1);
+        meta.lb.load2 = LOAD(2);
+        meta.lb.load3 = LOAD(3);
+    }
+    action flow_way() {
+        bit<8> way = 0;
+        bit<8> best = meta.lb.load0;
+        way = meta.lb.load1 < best ? 8w1 : way; best = meta.lb.load1 < best ? meta.lb.load1 : best;
+        way = meta.lb.load2 < best ? 8w2 : way; best = meta.lb.load2 < best ? meta.lb.load2 : best;
+        way = meta.lb.load3 < best ? 8w3 : way;
+        meta.lb.way = way;
+    }
+    action flow_free() {
+        meta.lb.free = ~(meta.lb.way == 0 ? meta.lb.held_mask[7:0] : (meta.lb.way == 1 ? meta.lb.held_mask[15:8] : (meta.lb.way == 2 ? meta.lb.held_mask[23:16] : meta.lb.held_mask[31:24])));
+    }
     action flow_choose() {
         bit<8> c = 31;
         c = M(30) ? 8w30 : c; c = M(29) ? 8w29 : c; c = M(28) ? 8w28 : c; c = M(27) ? 8w27 : c;
@@ -386,20 +418,11 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         c = M(6) ? 8w6 : c; c = M(5) ? 8w5 : c; c = M(4) ? 8w4 : c; c = M(3) ? 8w3 : c;
         c = M(2) ? 8w2 : c; c = M(1) ? 8w1 : c; c = M(0) ? 8w0 : c;
         meta.lb.found = meta.lb.match_mask != 0 ? 1w1 : 1w0;
-        bit<8> way = 0;
-        bit<8> best = LOAD(0);
-        bit<8> load = LOAD(1);
-        way = load < best ? 8w1 : way; best = load < best ? load : best;
-        load = LOAD(2);
-        way = load < best ? 8w2 : way; best = load < best ? load : best;
-        load = LOAD(3);
-        way = load < best ? 8w3 : way; best = load < best ? load : best;
-        bit<8> free = ~(way == 0 ? meta.lb.held_mask[7:0] : (way == 1 ? meta.lb.held_mask[15:8] : (way == 2 ? meta.lb.held_mask[23:16] : meta.lb.held_mask[31:24])));
         bit<8> i = 7;
-        i = free[6:6] == 1 ? 8w6 : i; i = free[5:5] == 1 ? 8w5 : i; i = free[4:4] == 1 ? 8w4 : i;
-        i = free[3:3] == 1 ? 8w3 : i; i = free[2:2] == 1 ? 8w2 : i; i = free[1:1] == 1 ? 8w1 : i; i = free[0:0] == 1 ? 8w0 : i;
-        meta.lb.room = free != 0 ? 1w1 : 1w0;
-        meta.lb.cand = meta.lb.found == 1 ? c : (meta.lb.room == 1 ? way * BUCKET + i : 8w0);
+        i = meta.lb.free[6:6] == 1 ? 8w6 : i; i = meta.lb.free[5:5] == 1 ? 8w5 : i; i = meta.lb.free[4:4] == 1 ? 8w4 : i;
+        i = meta.lb.free[3:3] == 1 ? 8w3 : i; i = meta.lb.free[2:2] == 1 ? 8w2 : i; i = meta.lb.free[1:1] == 1 ? 8w1 : i; i = meta.lb.free[0:0] == 1 ? 8w0 : i;
+        meta.lb.room = meta.lb.free != 0 ? 1w1 : 1w0;
+        meta.lb.cand = meta.lb.found == 1 ? c : (meta.lb.room == 1 ? meta.lb.way * BUCKET + i : 8w0);
     }
     /* the flow's place: candidate cand's, base[cand / 8] + cand % 8 */
     action flow_place() {
@@ -483,7 +506,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
             if (meta.lb.vip_hit == 0) {
                 forward.apply();
             } else {
-                /* one straight-line block: flags, the candidates (flow_probe, flow_choose, flow_place) and the flow's place */
+                /* one straight-line block: flags, the candidates (flow_buckets .. flow_place) and the flow's place */
                 bit<8> flags = hdr.tcp.flags;
                 bool syn = (flags & F_SYN) != 0;
                 bool close = (flags & (F_FIN | F_RST)) != 0;
@@ -491,7 +514,11 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 meta.lb.key = hdr.ipv4.srcAddr ++ hdr.tcp.srcPort;
                 meta.lb.now = std.ingress_global_timestamp;
                 idle_timeout.read(meta.lb.timeout, 32w0);
+                flow_buckets();
                 flow_probe();
+                flow_load();
+                flow_way();
+                flow_free();
                 flow_choose();
                 flow_place();
                 bit<2> fs; bit<8> fb; bit<48> fl; bit<32> count;

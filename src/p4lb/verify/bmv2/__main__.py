@@ -15,6 +15,7 @@ from pathlib import Path
 
 from p4lb.verify.bmv2.equivalence import PROGRAMS, EquivalenceResult, Verdict, check_equivalence
 from p4lb.verify.errors import VerifyError
+from p4lb.verify.results import QUERY_TIMEOUT_MS
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m p4lb.verify.bmv2", description="Per-packet equivalence of the BMv2 JSON and the model, in Z3.")
     p.add_argument("programs", nargs="*", default=list(PROGRAMS), help="p4lb and/or seed (default both)")
     p.add_argument("-n", "--backends", type=int, default=4, help="N backends for p4lb (default 4)")
-    p.add_argument("--timeout", type=int, default=20, help="seconds per Z3 query (default 20)")
+    p.add_argument("--timeout", type=int, default=QUERY_TIMEOUT_MS // 1000, help=f"seconds per Z3 query (default {QUERY_TIMEOUT_MS // 1000})")
     p.add_argument("-v", "--verbose", action="store_true", help="log every query")
     p.add_argument("--json", type=Path, help="check this compiled BMv2 JSON (e.g. a mutant) instead of the committed build (one program)")
     p.add_argument("--p4info", type=Path, help="the P4Info a replay pushes with --json's program (default: the committed one)")
