@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from p4lb.model.config import P4LB_SMALL_TABLE_BITS, default_config
+from p4lb.model.config import P4LB_MID_TABLE_BITS, P4LB_SMALL_TABLE_BITS, default_config
 from p4lb.model.p4lb import FREE, P4LB, FlowEntry, P4lbState, SlotState, flow_places, flow_slot, p4lb_packet
 from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, DropReason, Fate, Packet
 from p4lb.model.seed import SeedState, seed_packet
@@ -186,12 +186,14 @@ def test_compiled_program_equals_model(program: str) -> None:
     assert r.assumptions
 
 
-def test_small_build_equals_model_at_its_shape() -> None:
+@pytest.mark.parametrize("bits", [P4LB_SMALL_TABLE_BITS, P4LB_MID_TABLE_BITS])
+def test_smaller_builds_equal_model_at_their_shape(bits: int) -> None:
     """p4lb_small.json (-DFLOW_BITS=5: 4 ways of one 8-place bucket, 32 places), the build the switch tests fill to
-    see refusals, is the model's step on LbConfig(flow_table_bits=5) with the same ways and bucket."""
-    cfg = default_config(4, flow_table_bits=P4LB_SMALL_TABLE_BITS)
-    assert (cfg.shape.ways, cfg.shape.bucket, cfg.shape.places, cfg.shape.buckets_per_way) == (4, 8, 32, 1)
-    r = check_equivalence("p4lb", flow_table_bits=P4LB_SMALL_TABLE_BITS)
+    see refusals, and p4lb_mid.json (-DFLOW_BITS=10: 1,024 places, the capacity spot-check's) are the model's step on
+    LbConfig(flow_table_bits=bits) with the same ways and bucket."""
+    cfg = default_config(4, flow_table_bits=bits)
+    assert (cfg.shape.ways, cfg.shape.bucket, cfg.shape.places, cfg.shape.buckets_per_way) == (4, 8, 1 << bits, (1 << bits) // 32)
+    r = check_equivalence("p4lb", flow_table_bits=bits)
     assert r.verdict is Verdict.EQUIVALENT, (r.failed(), r.counterexample)
     assert all(c.ok for c in r.checks)
     assert {"reachable: refusal", "reachable: dispatch", "(a) equivalence"} <= {c.name for c in r.checks}

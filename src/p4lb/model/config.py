@@ -17,6 +17,7 @@ P4LB_TABLE_BITS = 20
 P4LB_WAYS = 4
 P4LB_BUCKET = 8
 P4LB_SMALL_TABLE_BITS = 5  # the test build p4/build/p4lb_small.json: one 8-place bucket per way, 32 places
+P4LB_MID_TABLE_BITS = 10  # the capacity spot-check build p4/build/p4lb_mid.json: 32 buckets per way, 1,024 places
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from p4lb.model.config import P4LB_SMALL_TABLE_BITS, P4LB_TABLE_BITS
+from p4lb.model.config import P4LB_MID_TABLE_BITS, P4LB_SMALL_TABLE_BITS, P4LB_TABLE_BITS
 
 PROGRAMS = ("p4lb", "seed", "forward")
 # Every committed build: its name (of build/NAME.json and build/NAME.p4info.txtpb) -> (program, p4c -D defines).
@@ -14,10 +14,11 @@ PROGRAMS = ("p4lb", "seed", "forward")
 BUILDS: dict[str, tuple[str, tuple[tuple[str, int], ...]]] = {
     "p4lb": ("p4lb", ()),
     "p4lb_small": ("p4lb", (("FLOW_BITS", P4LB_SMALL_TABLE_BITS),)),
+    "p4lb_mid": ("p4lb", (("FLOW_BITS", P4LB_MID_TABLE_BITS),)),
     "seed": ("seed", ()),
     "forward": ("forward", ()),
 }
-P4LB_BUILDS = {P4LB_TABLE_BITS: "p4lb", P4LB_SMALL_TABLE_BITS: "p4lb_small"}  # flow table bits -> build of p4lb.p4
+P4LB_BUILDS = {P4LB_TABLE_BITS: "p4lb", P4LB_SMALL_TABLE_BITS: "p4lb_small", P4LB_MID_TABLE_BITS: "p4lb_mid"}  # flow table bits -> build of p4lb.p4
 
 
 def p4_dir() -> Path:
