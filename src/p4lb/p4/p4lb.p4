@@ -159,6 +159,38 @@ struct lb_meta_t {
     bit<8>  load3;
     bit<8>  way;      /* the least-loaded way: fewest held places, leftmost on ties (flow_way) */
     bit<8>  free;     /* bit k: place k of that way's bucket is not held by an open flow (flow_free) */
+    bit<32> p0_0;     /* pj_k: candidate place k of way j's bucket, base_j + k (flow_buckets) */
+    bit<32> p0_1;
+    bit<32> p0_2;
+    bit<32> p0_3;
+    bit<32> p0_4;
+    bit<32> p0_5;
+    bit<32> p0_6;
+    bit<32> p0_7;
+    bit<32> p1_0;
+    bit<32> p1_1;
+    bit<32> p1_2;
+    bit<32> p1_3;
+    bit<32> p1_4;
+    bit<32> p1_5;
+    bit<32> p1_6;
+    bit<32> p1_7;
+    bit<32> p2_0;
+    bit<32> p2_1;
+    bit<32> p2_2;
+    bit<32> p2_3;
+    bit<32> p2_4;
+    bit<32> p2_5;
+    bit<32> p2_6;
+    bit<32> p2_7;
+    bit<32> p3_0;
+    bit<32> p3_1;
+    bit<32> p3_2;
+    bit<32> p3_3;
+    bit<32> p3_4;
+    bit<32> p3_5;
+    bit<32> p3_6;
+    bit<32> p3_7;
     bit<8>  cand;     /* the flow's candidate: the one holding its key, else the one a new flow takes (else 0) */
     bit<32> slot;     /* the flow's place: candidate cand's */
     bit<1>  found;    /* a candidate holds the packet's key */
@@ -169,8 +201,76 @@ struct lb_meta_t {
     bit<16> tcp_len;
 }
 
+struct cpu_meta_t {
+    bit<32> at0;      /* atI: the cell a CPU_SCAN / CPU_OPEN request reads into its answer's entry I (cpu_places) */
+    bit<32> at1;
+    bit<32> at2;
+    bit<32> at3;
+    bit<32> at4;
+    bit<32> at5;
+    bit<32> at6;
+    bit<32> at7;
+    bit<32> at8;
+    bit<32> at9;
+    bit<32> at10;
+    bit<32> at11;
+    bit<32> at12;
+    bit<32> at13;
+    bit<32> at14;
+    bit<32> at15;
+    bit<32> at16;
+    bit<32> at17;
+    bit<32> at18;
+    bit<32> at19;
+    bit<32> at20;
+    bit<32> at21;
+    bit<32> at22;
+    bit<32> at23;
+    bit<32> at24;
+    bit<32> at25;
+    bit<32> at26;
+    bit<32> at27;
+    bit<32> at28;
+    bit<32> at29;
+    bit<32> at30;
+    bit<32> at31;
+    bit<32> at32;
+    bit<32> at33;
+    bit<32> at34;
+    bit<32> at35;
+    bit<32> at36;
+    bit<32> at37;
+    bit<32> at38;
+    bit<32> at39;
+    bit<32> at40;
+    bit<32> at41;
+    bit<32> at42;
+    bit<32> at43;
+    bit<32> at44;
+    bit<32> at45;
+    bit<32> at46;
+    bit<32> at47;
+    bit<32> at48;
+    bit<32> at49;
+    bit<32> at50;
+    bit<32> at51;
+    bit<32> at52;
+    bit<32> at53;
+    bit<32> at54;
+    bit<32> at55;
+    bit<32> at56;
+    bit<32> at57;
+    bit<32> at58;
+    bit<32> at59;
+    bit<32> at60;
+    bit<32> at61;
+    bit<32> at62;
+    bit<32> at63;
+}
+
 struct metadata {
     lb_meta_t lb;
+    cpu_meta_t cpu;
 }
 
 parser MyParser(packet_in pkt, out headers hdr, inout metadata meta, inout standard_metadata_t std) {
@@ -349,9 +449,9 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
      * match_mask (holds the packet's key, state != FREE: model.p4lb.find) and held_mask (an open flow not idle longer
      * than the timeout: model.p4lb.held); flow_load, flow_way, flow_free and flow_choose compute the rest from the masks. */
 #define PROBE(j, k) \
-        flow_state.read(cs, meta.lb.base ## j + k); \
-        flow_key.read(ck, meta.lb.base ## j + k); \
-        flow_last_seen.read(cl, meta.lb.base ## j + k); \
+        flow_state.read(cs, meta.lb.p ## j ## _ ## k); \
+        flow_key.read(ck, meta.lb.p ## j ## _ ## k); \
+        flow_last_seen.read(cl, meta.lb.p ## j ## _ ## k); \
         meta.lb.match_mask = cs != FREE && ck == meta.lb.key ? meta.lb.match_mask | (32w1 << (j * BUCKET + k)) : meta.lb.match_mask; \
         meta.lb.held_mask = cs == OPEN && meta.lb.now - cl <= meta.lb.timeout ? meta.lb.held_mask | (32w1 << (j * BUCKET + k)) : meta.lb.held_mask;
     /* Way j's 8 candidates, from its base place (flow_buckets) */
@@ -360,7 +460,11 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
     /* Way j: its bucket (crc32 over FIELDS, the way's field order) and its base place */
 #define BUCKET_OF(j, FIELDS) \
         hash(bucket, HashAlgorithm.crc32, 32w0, FIELDS, BUCKETS); \
-        meta.lb.base ## j = (32w ## j * BUCKETS + bucket) * BUCKET;
+        meta.lb.base ## j = (32w ## j * BUCKETS + bucket) * BUCKET; \
+        meta.lb.p ## j ## _0 = meta.lb.base ## j; meta.lb.p ## j ## _1 = meta.lb.base ## j + 1; \
+        meta.lb.p ## j ## _2 = meta.lb.base ## j + 2; meta.lb.p ## j ## _3 = meta.lb.base ## j + 3; \
+        meta.lb.p ## j ## _4 = meta.lb.base ## j + 4; meta.lb.p ## j ## _5 = meta.lb.base ## j + 5; \
+        meta.lb.p ## j ## _6 = meta.lb.base ## j + 6; meta.lb.p ## j ## _7 = meta.lb.base ## j + 7;
 #define SRC hdr.ipv4.srcAddr
 #define DST hdr.ipv4.dstAddr
 #define PROTO hdr.ipv4.protocol
@@ -430,22 +534,32 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         meta.lb.slot = (w == 0 ? meta.lb.base0 : (w == 1 ? meta.lb.base1 : (w == 2 ? meta.lb.base2 : meta.lb.base3))) + (bit<32>)(meta.lb.cand & 7);
     }
 
-    /* slot `base + i` into scan[i]; unrolled, as P4 has no loops. A table smaller than one scan (FLOW_BITS < 6,
-     * the test build) wraps round: scan[i] is slot i mod FLOW_PLACES, never a read past the registers' end. */
-#if FLOW_BITS < 6
-#define SCAN_AT(i) ((base + i) & (FLOW_PLACES - 1))
-#else
-#define SCAN_AT(i) (base + i)
-#endif
-#define SCAN_SLOT(i) \
-        flow_state.read(scan_state, SCAN_AT(i)); \
-        hdr.scan[i].flow_state = (bit<8>)scan_state; \
-        flow_backend.read(hdr.scan[i].flow_backend, SCAN_AT(i)); \
-        flow_key.read(hdr.scan[i].flow_key, SCAN_AT(i)); \
-        flow_last_seen.read(hdr.scan[i].flow_last_seen, SCAN_AT(i));
+    /* the cells a CPU_SCAN or CPU_OPEN request reads: at_i = (index * 64 + i) & mask, i < 64, in an action of its own
+     * so that the reads below index by a field: an expression index costs BMv2 a temporary field per read, and every
+     * field of the metadata is reset for every packet. `mask` is the register's size - 1: a table smaller than one
+     * scan (FLOW_BITS < 6, the test build) wraps round, never a read past the registers' end. */
+#define AT(i) meta.cpu.at ## i = (hdr.cpu_in.index * 64 + i) & mask;
+    action cpu_places(bit<32> mask) {
+        AT(0) AT(1) AT(2) AT(3) AT(4) AT(5) AT(6) AT(7)
+        AT(8) AT(9) AT(10) AT(11) AT(12) AT(13) AT(14) AT(15)
+        AT(16) AT(17) AT(18) AT(19) AT(20) AT(21) AT(22) AT(23)
+        AT(24) AT(25) AT(26) AT(27) AT(28) AT(29) AT(30) AT(31)
+        AT(32) AT(33) AT(34) AT(35) AT(36) AT(37) AT(38) AT(39)
+        AT(40) AT(41) AT(42) AT(43) AT(44) AT(45) AT(46) AT(47)
+        AT(48) AT(49) AT(50) AT(51) AT(52) AT(53) AT(54) AT(55)
+        AT(56) AT(57) AT(58) AT(59) AT(60) AT(61) AT(62) AT(63)
+    }
 
-    /* backend_open cell `first + i` into open[i] */
-#define OPEN_CELL(i) backend_open.read(hdr.open[i].count, first + i);
+    /* slot at_i into scan[i]; unrolled, as P4 has no loops */
+#define SCAN_SLOT(i) \
+        flow_state.read(scan_state, meta.cpu.at ## i); \
+        hdr.scan[i].flow_state = (bit<8>)scan_state; \
+        flow_backend.read(hdr.scan[i].flow_backend, meta.cpu.at ## i); \
+        flow_key.read(hdr.scan[i].flow_key, meta.cpu.at ## i); \
+        flow_last_seen.read(hdr.scan[i].flow_last_seen, meta.cpu.at ## i);
+
+    /* backend_open cell at_i into open[i] */
+#define OPEN_CELL(i) backend_open.read(hdr.open[i].count, meta.cpu.at ## i);
 
     /* if/else rather than early returns: p4c turns each `return` into a flag tested before every later block */
     apply {
@@ -456,7 +570,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 mark_to_drop(std);  /* a count request too short to fill */
             } else if (hdr.cpu_out.op == CPU_OPEN) {
                 cpu_access();
-                bit<32> first = (hdr.cpu_in.index * OPEN_WIDTH) & (OPEN_CELLS - 1);  /* a multiple of 64 below 256 */
+                cpu_places(OPEN_CELLS - 1);  /* 64 cells from a multiple of 64 below 256 */
                 OPEN_CELL(0) OPEN_CELL(1) OPEN_CELL(2) OPEN_CELL(3) OPEN_CELL(4) OPEN_CELL(5) OPEN_CELL(6) OPEN_CELL(7)
                 OPEN_CELL(8) OPEN_CELL(9) OPEN_CELL(10) OPEN_CELL(11) OPEN_CELL(12) OPEN_CELL(13) OPEN_CELL(14) OPEN_CELL(15)
                 OPEN_CELL(16) OPEN_CELL(17) OPEN_CELL(18) OPEN_CELL(19) OPEN_CELL(20) OPEN_CELL(21) OPEN_CELL(22) OPEN_CELL(23)
@@ -468,7 +582,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 cpu_read_globals();
             } else if (hdr.cpu_out.op == CPU_SCAN) {
                 cpu_access();
-                bit<32> base = (hdr.cpu_in.index * SCAN_WIDTH) & (FLOW_PLACES - 1);
+                cpu_places(FLOW_PLACES - 1);
                 bit<2> scan_state;
                 SCAN_SLOT(0) SCAN_SLOT(1) SCAN_SLOT(2) SCAN_SLOT(3) SCAN_SLOT(4) SCAN_SLOT(5) SCAN_SLOT(6) SCAN_SLOT(7)
                 SCAN_SLOT(8) SCAN_SLOT(9) SCAN_SLOT(10) SCAN_SLOT(11) SCAN_SLOT(12) SCAN_SLOT(13) SCAN_SLOT(14) SCAN_SLOT(15)
