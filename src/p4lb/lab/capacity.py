@@ -23,6 +23,7 @@ from p4lb.lab.bench import _setup
 from p4lb.lab.driver import tcp_frame
 from p4lb.lab.lab import Lab, Launch
 from p4lb.lab.toolchain import missing_switch
+from p4lb.model.capacity import Level
 from p4lb.model.config import P4LB_MID_TABLE_BITS, LbConfig, default_config
 from p4lb.model.crc import ip
 from p4lb.model.design import Design
@@ -35,20 +36,6 @@ LEVELS = (0.50, 0.80, 0.90, 0.95, 0.99)
 IDLE_TIMEOUT_US = 3_600_000_000  # no flow goes idle during a run, on the switch's clock or the model's
 CLIENTS = ip("10.1.0.0")  # random clients in 10.1.0.0/16, ports 1024..65535
 FULL = DropReason.FLOW_TABLE_FULL
-
-
-@dataclass(frozen=True)
-class Level:
-    """One occupancy level: the SYNs offered while holding it, and how many were refused."""
-
-    occupancy: float
-    offered: int
-    refused: int
-
-    @property
-    def rate(self) -> float:
-        """The share of SYNs refused."""
-        return self.refused / self.offered if self.offered else 0.0
 
 
 @dataclass
