@@ -46,10 +46,26 @@ def _nodes(obj: Any) -> Iterator[dict]:
             yield from _nodes(v)
 
 
+def _fragment(node: dict[str, Any]) -> Any:
+    """The node's source_info.source_fragment (None if it has none)."""
+    return node.get("source_info", {}).get("source_fragment")
+
+
 def _matches(node: dict, sel: dict) -> bool:
-    """The node has every key/value of the selector ('fragment' matches source_info.source_fragment)."""
+    """The node has every key/value of the selector. Special keys: 'fragment' matches source_info.source_fragment;
+    'fragments' the list of its primitives' fragments, in order (an action by the statements it runs, whatever
+    p4c named it); 'has' a selector some dict inside the node matches (e.g. one of 32 expansions of a macro)."""
     for key, want in sel.items():
-        got = node.get("source_info", {}).get("source_fragment") if key == "fragment" else node.get(key, KeyError)
+        if key == "has":
+            if not any(_matches(n, want) for n in _nodes(node)):
+                return False
+            continue
+        if key == "fragment":
+            got = _fragment(node)
+        elif key == "fragments":
+            got = [_fragment(p) for p in node["primitives"]] if isinstance(node.get("primitives"), list) else KeyError
+        else:
+            got = node.get(key, KeyError)
         if got != want:
             return False
     return True
@@ -116,12 +132,12 @@ P_SRC = "src/p4lb/p4/p4lb.p4"
 def _model() -> list[Mutant]:
     """Bugs in the executable model."""
     return [
-        Mutant("m01", MODEL, M_P4LB, Text("live = e.state != SlotState.FREE and t - e.last_seen <= cfg.idle_timeout_us", "live = e.state != SlotState.FREE and t - e.last_seen < cfg.idle_timeout_us"), "idle timeout: `<=` -> `<` (a flow expires one us early)"),
+        Mutant("m01", MODEL, M_P4LB, Text("live = t - e.last_seen <= cfg.idle_timeout_us", "live = t - e.last_seen < cfg.idle_timeout_us"), "idle timeout: `<=` -> `<` (a flow expires one us early)"),
         Mutant("m02", MODEL, M_P4LB, Text("_put(var, st, slot, replace(e, state=state, last_seen=t))", "_put(var, st, slot, replace(e, state=state))"), "packets of an open flow do not refresh last_seen"),
         Mutant("m03", MODEL, M_PKT, Text("if syn and not flags & ACK:", "if flags == SYN:"), "SYN only if flags == SYN (ECN SYN 0xC2 is not)"),
         Mutant("m04", MODEL, M_P4LB, Text("return _count_drop(st, reason), dropped(reason)", "return st, dropped(reason)"), "a refused SYN is labelled FLOW_TABLE_FULL, not counted"),
         Mutant("m05", MODEL, M_P4LB, Text("state = SlotState.CLOSING if cls is FlagClass.CLOSE", "state = SlotState.FREE if cls is FlagClass.CLOSE"), "FIN/RST writes FREE instead of CLOSING"),
-        Mutant("m06", MODEL, M_P4LB, Text("if live and mine and e.state == SlotState.CLOSING:", "if live and e.state == SlotState.CLOSING:"), "the CLOSING branch ignores the key"),
+        Mutant("m06", MODEL, M_P4LB, Text("return first([(e.state != SlotState.FREE) & (e.key == key) for e in entries])", "return first([(e.state != SlotState.FREE) & ((e.key == key) | (e.state == SlotState.CLOSING)) for e in entries])"), "the CLOSING branch ignores the key (find matches a CLOSING place of any key)"),
         Mutant("m07", MODEL, M_P4LB, Text("if nxt >= n and not var.no_pointer_wrap:", "if nxt > n and not var.no_pointer_wrap:"), "rr_next wraps one past the group size"),
         Mutant("m08", MODEL, M_CRC, Text("(crc >> 1) ^ 0xA001", "(crc >> 1) ^ 0x8005"), "crc16: unreflected polynomial 0x8005"),
         Mutant("m09", MODEL, M_CRC, Text("crc = 0\n    for byte in data:", "crc = 0xFFFF\n    for byte in data:"), "crc16: init 0xFFFF (CRC-16/MODBUS)"),
@@ -131,7 +147,7 @@ def _model() -> list[Mutant]:
         Mutant("m13", MODEL, M_SEED, Text("4: ((1, 1, 1), (2, 2, 2), (3, 3, 3)),", "4: ((2, 2, 2), (1, 1, 1), (3, 3, 3)),"), "seed: server 4's fallback order changed"),
         Mutant("m14", MODEL, M_SEED, Text("if m.myselect == m.max:", "if m.myselect > m.max:"), "seed: myselect reset only above max"),
         Mutant("m15", MODEL, M_PKT, Text("close = bool(flags & (FIN | RST))", "close = bool(flags & FIN)"), "RST is not a close"),
-        Mutant("m16", MODEL, M_P4LB, Text("return e.state == SlotState.OPEN and now - e.last_seen <= idle_timeout_us", "return e.state == SlotState.OPEN and now - e.last_seen < idle_timeout_us"), "is_open (refusal test) expires one us early"),
+        Mutant("m16", MODEL, M_P4LB, Text("return (e.state == SlotState.OPEN) & (now - e.last_seen <= idle_timeout_us)", "return (e.state == SlotState.OPEN) & (now - e.last_seen < idle_timeout_us)"), "is_open (held: the refusal test) expires one us early"),
         Mutant("m17", MODEL, M_P4LB, Text("if i >= n and not var.no_pointer_wrap:", "if i > n and not var.no_pointer_wrap:"), "rr_next == size not reset to 0 on read"),
         Mutant("m18", MODEL, M_P4LB, Text('Write(Target.RR_NEXT, (s,), 0), ', ""), "the plan does not reset the staged rr_next"),
         Mutant("m19", MODEL, M_CRC, Text('+ src_port.to_bytes(2, "big")', '+ src_port.to_bytes(2, "little")'), "5-tuple packs the client port little-endian"),
@@ -153,25 +169,25 @@ def _model() -> list[Mutant]:
 def _z3() -> list[Mutant]:
     """Bugs in the Z3 encoding, the properties and the invariant."""
     return [
-        Mutant("z01", Z3, Z_ENC, Text("live = z3.And(fs != FREE, t - fl <= self.timeout)", "live = z3.And(fs != FREE, t - fl < self.timeout)"), "encoding: idle timeout `<=` -> `<`"),
-        Mutant("z02", Z3, Z_ENC, Text("touch = z3.Or(c_est, c_close, z3.And(c_syn, dispatch))", "touch = z3.Or(c_est, z3.And(c_syn, dispatch))"), "encoding: CLOSING packets do not refresh last_seen"),
+        Mutant("z01", Z3, Z_ENC, Text("live = z3.And(lk.found, t - fl <= self.timeout)", "live = z3.And(lk.found, t - fl < self.timeout)"), "encoding: idle timeout `<=` -> `<`"),
+        Mutant("z02", Z3, Z_ENC, Text("touch = z3.Or(c_est, c_close, new_flow)", "touch = z3.Or(c_est, new_flow)"), "encoding: CLOSING packets do not refresh last_seen"),
         Mutant("z03", Z3, Z_ENC, Text('sw["backend_flows"][b] + 1)', 'sw["backend_flows"][b] + 2)'), "encoding: backend_flows += 2"),
         Mutant("z04", Z3, Z_SHARED, Text("return z3.And(self.bit(0x02), z3.Not(self.bit(0x10)), z3.Not(self.bit(0x05)))", "return z3.And(self.bit(0x02), z3.Not(self.bit(0x05)))"), "encoding: SYN+ACK counts as a SYN"),
         Mutant("z05", Z3, Z_SHARED, Text("COUNTED = tuple(r for r in DropReason if r.counted)", "COUNTED = tuple(r for r in DropReason if r.counted and r is not DropReason.NO_BACKEND_ENTRY)"), "encoding: NO_BACKEND_ENTRY not in COUNTED"),
         Mutant("z06", Z3, Z_SHARED, Text("refresh = z3.Or(z3.And(is_open, z3.Not(pkt.close), z3.Not(pkt.malformed)), admitted)", "refresh = admitted"), "spec ghost: open-flow packets do not refresh `last`"),
         Mutant("z07", Z3, Z_SHARED, Text("z3.Store(cnt, out.backend, cnt[out.backend] + 1)", "z3.Store(cnt, out.backend, cnt[out.backend])"), "spec ghost: fairness count not incremented"),
         Mutant("z08", Z3, Z_PROPS, Text("        z3.And(z3.Not(any_eligible(spec, n)), z3.Not(none_ok)),\n", ""), "P3 without its 'none eligible' clause"),
-        Mutant("z09", Z3, Z_PROPS, Text("            z3.And(refused, z3.Not(e.occupant_open)),\n", ""), "P8 without 'refused only when occupied'"),
+        Mutant("z09", Z3, Z_PROPS, Text("            z3.And(refused, z3.Not(e.places_held)),\n", ""), "P8 without 'refused only when every place is held'"),
         Mutant("z10", Z3, Z_PROPS, Text("z3.And(out.fate == FATE_DROP, e.counted)))),", "out.fate == FATE_DROP))),"), "P4b without 'counted'"),
         Mutant("z11", Z3, Z_INV, Text('        sw["flow_state"][h] == OPEN,\n', ""), "invariant K1 without 'slot is OPEN'"),
         Mutant("z12", Z3, Z_HASH, Text("for i in range(KEY_BITS):", "for i in range(KEY_BITS - 1):"), "crc_slot drops the top key bit's column"),
-        Mutant("z13", Z3, Z_ENC, Text("else z3.And(live, fs == OPEN), z3.Not(mine))", "else live, z3.Not(mine))"), "encoding: a live CLOSING slot refuses SYNs"),
+        Mutant("z13", Z3, Z_ENC, Text("else z3.And(f == OPEN, t - last <= self.timeout)", "else z3.And(f != FREE, t - last <= self.timeout)"), "encoding: a live CLOSING place is held (refuses SYNs)"),
         Mutant("z14", Z3, Z_ENC, Text("z3.If(z3.And(z3.UGE(i + 1, size), z3.BoolVal(wrap)), bv8(0), i + 1)", "z3.If(z3.And(z3.UGT(i + 1, size), z3.BoolVal(wrap)), bv8(0), i + 1)"), "encoding: rr_next wraps one past size"),
         Mutant("z15", Z3, Z_ENC, Text("            ready = nxt == 0\n", "            ready = z3.BoolVal(True)\n"), "single-write commit without rr_next = 0"),
         Mutant("z16", Z3, Z_SHARED, Text("return z3.And(z3.UGE(b, 1), z3.ULE(b, n), spec[\"active\"][b], spec[\"healthy\"][b], z3.Not(spec[\"draining\"][b]))", "return z3.And(z3.UGE(b, 1), z3.ULE(b, n), spec[\"active\"][b], spec[\"healthy\"][b])"), "spec: draining backends are eligible"),
         Mutant("z17", Z3, Z_SEED, Text("syn = pkt.bit(0x02)", "syn = pkt.syn"), "seed encoding: SYN+ACK is not a SYN"),
         Mutant("z21", Z3, Z_ENC, Text("for f in dataclasses.fields(FlowEntry))", "for f in dataclasses.fields(FlowEntry)[:3])"), "P6 blind to last_seen (red team n08)"),
-        Mutant("z22", Z3, Z_VAC, Text("*terms(enc, s0, e, w, watched))), e.trans, conj(", "*terms(enc, s0, e, w, watched))), conj("), "non-vacuity premises without the transition (red team n13)"),
+        Mutant("z22", Z3, Z_VAC, Text("occupants=True))), e.trans, conj(", "occupants=True))), conj("), "non-vacuity premises without the transition (red team n13)"),
         Mutant("z23", Z3, Z_PROPS, Text("none_ok = z3.And(out.fate == FATE_DROP, out.reason == reason(DropReason.NO_ELIGIBLE), counted)", "none_ok = z3.And(out.fate == FATE_DROP, counted)"), "P3: a no-eligible drop under any counted reason (red team n14)"),
         Mutant("z18", Z3, Z_PROPS, Text("> times(times(z3.IntVal(1), w1), w2)", "> times(times(z3.IntVal(2), w1), w2)"), "P5 bound doubled (count/weight within 2)"),
         Mutant("z19", Z3, Z_ENC, Text("return bv8(1) if self.var.ignores_weights else spec[\"weight\"][b]", "return bv8(1)"), "encoding: the group lists every backend once, whatever its weight"),
@@ -191,29 +207,29 @@ def _json() -> list[Mutant]:
     """Bugs in the compiled BMv2 JSON."""
     return [
         Mutant("j01", P4, J_P4LB, Json(_jsel({"op": "register_write", "fragment": "flow_state.write(meta.lb.slot, OPEN)"}, {"type": "hexstr", "value": "0x01"}), "value", "0x01", "0x02"), "json: a new flow is written CLOSING"),
-        Mutant("j02", P4, J_P4LB, Json(_jsel({"name": "node_26"}, {"op": "<="}), "op", "<=", "<"), "json: established test `<=` -> `<`"),
+        Mutant("j02", P4, J_P4LB, Json(_jsel({"fragment": "live && fs == OPEN"}, {"op": "<="}), "op", "<=", "<"), "json: established test `<=` -> `<`"),
         Mutant("j03", P4, J_P4LB, Json(_jsel({"name": "MyIngress.drop_counted", "id": 4}, {"type": "hexstr", "value": "0x00000002"}), "value", "0x00000002", "0x00000003"), "json: FLOW_TABLE_FULL counted at index 3"),
-        Mutant("j04", P4, J_P4LB, Json(_jsel({"name": "calc", "algo": "crc16"}), "algo", "crc16", "csum16"), "json: flow hash crc16 -> csum16"),
+        Mutant("j04", P4, J_P4LB, Json(_jsel({"name": "calc", "algo": "crc32"}), "algo", "crc32", "csum16"), "json: way 0's flow hash crc32 -> csum16"),
         Mutant("j05", P4, J_P4LB, Json(_jsel({"name": "MyIngress.rr_group"}, {"action_id": 9}), "action_data", ["0x0"], ["0x1"]), "json: rr_group default set_group(1)"),
         Mutant("j06", P4, J_P4LB, Json(_jsel({"name": "MyIngress.rr_member"}, {"action_id": 10}), "action_data", ["0x0"], ["0x1"]), "json: rr_member default set_member(1)"),
         Mutant("j07", P4, J_P4LB, Json(_jsel({"name": "MyIngress.rr_advance"}, {"type": "hexstr", "value": "0xffffffff"}), "value", "0xffffffff", "0x00000000"), "json: rr_advance writes rr_next[0] always"),
-        Mutant("j08", P4, J_P4LB, Json(_jsel({"name": "p4lb377"}, {"type": "register_array"}), "value", "MyIngress.flow_last_seen", "MyIngress.flow_key"), "json: CLOSING refresh writes flow_key"),
+        Mutant("j08", P4, J_P4LB, Json(_jsel({"fragments": ["flow_last_seen.write(meta.lb.slot, meta.lb.now)", "meta.lb.backend = fb", "admitted = true"]}, {"type": "register_array"}), "value", "MyIngress.flow_last_seen", "MyIngress.flow_key"), "json: CLOSING refresh writes flow_key"),
         Mutant("j09", P4, J_P4LB, Json(_jsel({"op": "count", "fragment": "backend_flows.count((bit<32>)meta.lb.backend)"}, {"type": "counter_array"}), "value", "MyIngress.backend_flows", "MyIngress.lb_drops"), "json: new flow counted in lb_drops"),
-        Mutant("j10", P4, J_P4LB, Json(_jsel({"name": "node_28"}, {"op": "==", "right": {"type": "hexstr", "value": "0x01"}}), "op", "==", "!="), "json: refusal tests fs != OPEN"),
+        Mutant("j10", P4, J_P4LB, Json(_jsel({"fragment": "meta.lb.held_mask =", "has": {"op": "?", "left": {"type": "hexstr", "value": "0x00000001"}}}, {"op": "==", "right": {"type": "hexstr", "value": "0x01"}}), "op", "==", "!="), "json: refusal tests fs != OPEN (candidate 0's held test)"),
         Mutant("j11", P4, J_SEED, Json(_jsel({"name": "node_13"}, {"op": "=="}), "op", "==", ">="), "seed.json: myselect reset at >= max"),
         Mutant("j12", P4, J_SEED, Json(_jsel({"name": "node_9"}, {"op": "!="}), "op", "!=", "=="), "seed.json: max-change test inverted"),
-        Mutant("j13", P4, J_P4LB, Json(_jsel({"name": "node_24"}, {"op": "and"}), "op", "and", "or"), "json: malformed = SYN or FIN/RST"),
-        Mutant("j14", P4, J_P4LB, Json(_jsel({"name": "p4lb311"}, {"type": "hexstr", "value": "0x00000001"}), "value", "0x00000001", "0x00000000"), "json: CPU rr_next write always to index 0"),
+        Mutant("j13", P4, J_P4LB, Json(_jsel({"fragment": "syn && close"}, {"op": "and"}), "op", "and", "or"), "json: malformed = SYN or FIN/RST"),
+        Mutant("j14", P4, J_P4LB, Json(_jsel({"fragment": "hdr.cpu_in.index & 1"}, {"type": "hexstr", "value": "0x00000001"}), "value", "0x00000001", "0x00000000"), "json: CPU rr_next write always to index 0"),
     ]
 
 
 def _p4_source() -> list[Mutant]:
     """Bugs in p4lb.p4, recompiled with p4c-bm2-ss."""
     return [
-        Mutant("s01", P4, P_SRC, Text("bool live = fs != FREE && now - fl <= timeout;", "bool live = fs != FREE && now - fl < timeout;"), "p4: idle timeout `<=` -> `<`"),
+        Mutant("s01", P4, P_SRC, Text("bool live = meta.lb.found == 1 && meta.lb.now - fl <= meta.lb.timeout;", "bool live = meta.lb.found == 1 && meta.lb.now - fl < meta.lb.timeout;"), "p4: idle timeout `<=` -> `<`"),
         Mutant("s02", P4, P_SRC, Text("                        backend_flows.count((bit<32>)meta.lb.backend);\n", ""), "p4: backend_flows not counted"),
         Mutant("s03", P4, P_SRC, Text("nxt >= meta.lb.size ? 8w0 : nxt", "nxt > meta.lb.size ? 8w0 : nxt"), "p4: rr_next wraps one past size"),
-        Mutant("s04", P4, P_SRC, Text("} else if (new_syn && live && fs == OPEN) {", "} else if (new_syn && live) {"), "p4: a live CLOSING slot refuses SYNs"),
+        Mutant("s04", P4, P_SRC, Text("meta.lb.held_mask = cs == OPEN && meta.lb.now - cl <= meta.lb.timeout ?", "meta.lb.held_mask = cs != FREE && meta.lb.now - cl <= meta.lb.timeout ?"), "p4: a live CLOSING place is held (refuses SYNs)"),
         Mutant("s05", P4, P_SRC, Text("drop_counted(UNKNOWN_FLOW);", "mark_to_drop(std);"), "p4: unknown flow dropped uncounted"),
         Mutant("s07", P4, P_SRC, Text("} else if (std.checksum_error == 1) {\n            drop_counted(MALFORMED);", "} else if (std.checksum_error == 1) {\n            mark_to_drop(std);"), "p4: bad IPv4 checksum dropped uncounted (red team n15)"),
         Mutant("s08", P4, P_SRC, Text("                        if (fs == OPEN) {\n                            backend_open.read(count, (bit<32>)fb);", "                        if (fs == CLOSING) {\n                            backend_open.read(count, (bit<32>)fb);"), "p4: backend_open decremented for a reclaimed CLOSING place, not an OPEN one"),
