@@ -71,3 +71,24 @@ def test_cli_json_and_replay(tmp_path):
 def test_cli_rejects_bad_property():
     out = subprocess.run([sys.executable, "-m", "p4lb.verify", "prove", "-p", "P9"], capture_output=True, text=True)
     assert out.returncode == 2 and "P1..P8" in out.stdout
+
+
+def test_a_failed_binding_reports_no_proofs(monkeypatch):
+    """The proofs start beside the bindings, but a binding that fails leaves the report without verdicts: proofs
+    about an encoding that is not the model would prove nothing."""
+    from p4lb.verify import runner  # noqa: PLC0415
+    from p4lb.verify.binding import BindingResult  # noqa: PLC0415
+    from p4lb.verify.bmv2.equivalence import EquivalenceResult  # noqa: PLC0415
+    from p4lb.verify.bmv2.equivalence import Verdict as Equivalence  # noqa: PLC0415
+
+    bad = BindingResult("p4lb", "packet", Verdict.REFUTED, 1, 0.0, "differs on fate")
+    monkeypatch.setattr(runner, "bind_all", lambda *a: [bad])
+    monkeypatch.setattr(runner, "prove_open_counts", lambda *a: BindingResult("p4lb", "counts", Verdict.PROVEN, 0, 0.0))
+    monkeypatch.setattr(runner, "check_equivalence", lambda program, n: EquivalenceResult(program, Equivalence.EQUIVALENT, 0.0, ()))
+    monkeypatch.setattr(runner, "check_vacuity", lambda task: runner.VacuityReport("atomic operations"))
+    monkeypatch.setattr(runner, "check_invariant", lambda task: None)
+    monkeypatch.setattr(runner, "_check", lambda task, inv: pytest.fail("a proof's result was used"))
+    monkeypatch.setattr(runner, "_check_mutant", lambda prop, depth: pytest.fail("a mutant's result was used"))
+    report = runner.run(["p4lb"], [Prop.P1], 4, mutants=False, out_dir=None, jobs=1)
+    assert report.results == [] and report.vacuity == []
+    assert report.failures() == ["p4lb packet: model and encoding refuted (differs on fate)"]

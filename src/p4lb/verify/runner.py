@@ -128,22 +128,25 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
     start = time.monotonic()
     report = Report(n, designs=list(designs), props=list(props))
     with _pool(jobs) as pool:
+        # longest first, and no wait between the bindings and the proofs: the pool's workers stay busy
+        compiled = [pool.submit(check_equivalence, "p4lb", n=n), pool.submit(check_equivalence, "seed", n=4)]
         bindings = pool.submit(bind_all, make_design("p4lb", n).cfg, make_design("seed").cfg)
         counts = pool.submit(prove_open_counts, make_design("p4lb", n).cfg)  # backend_open = OPEN places: never wraps
-        compiled = [pool.submit(check_equivalence, "p4lb", n=n), pool.submit(check_equivalence, "seed", n=4)]
+        vacuity = [pool.submit(check_vacuity, Task("p4lb", n, p)) for p in (Prop.P1, Prop.P7)] if "p4lb" in designs else []
+        tasks = {Task("p4lb", n, p).atomic: Task("p4lb", n, p) for p in props} if "p4lb" in designs else {}  # one invariant check per mode the properties use
+        runs = {MODES[atomic]: pool.submit(check_invariant, t) for atomic, t in tasks.items()}
+        mutant_runs = [pool.submit(_check_mutant, prop, max_depth) for prop in props] if mutants else []
+        report.invariants = {m: f.result() for m, f in runs.items()}
+        checks = [pool.submit(_check, Task(design, n, prop, max_depth=max_depth), report.invariants) for design in designs for prop in props]
         report.bindings, report.compiled = [*bindings.result(), counts.result()], [c.result() for c in compiled]
         report.compiled_cex = _save_cex(report.compiled, n, out_dir)
         if report.failures():  # the encoding is not the model (or not the program): proofs about it would prove nothing
             log.error("stopping before the proofs: %s", "; ".join(report.failures()))
+            pending: list[Future[Any]] = [*vacuity, *mutant_runs, *checks]
+            for f in pending:
+                f.cancel()
             report.seconds = time.monotonic() - start
             return report
-        vacuity = [pool.submit(check_vacuity, Task("p4lb", n, p)) for p in (Prop.P1, Prop.P7)] if "p4lb" in designs else []
-        mutant_runs = [pool.submit(_check_mutant, prop, max_depth) for prop in props] if mutants else []
-        if "p4lb" in designs:
-            tasks = {Task("p4lb", n, p).atomic: Task("p4lb", n, p) for p in props}  # one invariant check per mode the properties use
-            runs = {MODES[atomic]: pool.submit(check_invariant, t) for atomic, t in tasks.items()}
-            report.invariants = {m: f.result() for m, f in runs.items()}
-        checks = [pool.submit(_check, Task(design, n, prop, max_depth=max_depth), report.invariants) for design in designs for prop in props]
         report.results = [_save(c.result(), out_dir) for c in checks]
         report.mutants = [_save(m.result(), out_dir) for m in mutant_runs]
         report.vacuity = resolve([v.result() for v in vacuity])  # single writes' packet kinds take the atomic mode's results

@@ -456,7 +456,7 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
     return P4lbSetup(cfg, Side(inp, res, prog), enc, sw, post, out, pkt, to_bv, last_seen, now, relation, slot, position, cand, tuple(stages), cand_var)
 
 
-SEPARATE = (("flow_state", "flow_key", "flow_backend", "flow_last_seen"), ("backend_open",))  # groups of obligations proven in a query of their own: Z3 takes less for them apart than together (N=64: backend_open 6 s + 2 s, not 15 s)
+SEPARATE = (("backend_open",),)  # groups of obligations proven in a query of their own: Z3 takes less for them apart than together (N=64: 6 s + 2 s, not 15 s). Not the flow registers: apart they took 67 s in a fresh process, together with the rest 4 s
 SLOT_CUT = False  # cutting flow_place's slot too: its targets do not yet match the obligations' place terms (main query sat)
 MASKS = ("_lb_match_mask", "_lb_held_mask")  # flow_probe's per-candidate results: match (find) and held
 CHOSEN = ("_lb_found", "_lb_room", "_lb_cand")  # flow_choose's results: found, room, the flow's candidate
