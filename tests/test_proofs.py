@@ -1,6 +1,7 @@
 """The prover proves p4lb, refutes every mutant and the seed with replayable traces, and never passes 'unknown'."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -92,3 +93,12 @@ def test_a_failed_binding_reports_no_proofs(monkeypatch):
     report = runner.run(["p4lb"], [Prop.P1], 4, mutants=False, out_dir=None, jobs=1)
     assert report.results == [] and report.vacuity == []
     assert report.failures() == ["p4lb packet: model and encoding refuted (differs on fate)"]
+
+
+def test_each_check_runs_in_a_fresh_process():
+    """Z3's time on a query depends on the process's history: the pool gives every check a process of its own."""
+    from p4lb.verify import runner  # noqa: PLC0415
+
+    with runner._pool(2) as pool:
+        pids = [pool.submit(os.getpid).result() for _ in range(3)]
+    assert len(set(pids)) == 3 and os.getpid() not in pids

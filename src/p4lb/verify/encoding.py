@@ -96,13 +96,16 @@ def pool_terms(pool: Pool) -> dict[str, z3.ExprRef]:
     return {"active": arr(pool.active), "healthy": arr(pool.healthy), "draining": arr(pool.draining), "weight": weights}
 
 
+def pool_spec(spec: dict[str, z3.ExprRef], pool: Pool) -> z3.BoolRef:
+    """The spec's operator sets and weights are `pool`'s (backends 0..N)."""
+    sets = pool_terms(pool)
+    return z3.And(*[spec[k][bv8(b)] == sets[k][bv8(b)] for k in sets for b in range(pool.n + 1)])
+
+
 def init_spec(spec: dict[str, z3.ExprRef], pool: Pool) -> z3.BoolRef:
     """No flow open, counts zero, nothing written yet, the deployed pool."""
-    sets = pool_terms(pool)
-    n = pool.n
-    same = [z3.And(*[spec[k][bv8(b)] == sets[k][bv8(b)] for b in range(n + 1)]) for k in sets]
     return z3.And(
-        *same,
+        pool_spec(spec, pool),
         spec["open"] == z3.K(KEY, z3.BoolVal(False)),
         spec["admitted"] == z3.K(KEY, z3.BoolVal(False)),
         spec["cnt"] == z3.K(B8, z3.IntVal(0)),

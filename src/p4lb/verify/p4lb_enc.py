@@ -29,6 +29,7 @@ from p4lb.verify.encoding import (
     fresh_spec,
     init_spec,
     open_at,
+    pool_spec,
     reason,
     spec_after_packet,
     spec_after_pool,
@@ -189,25 +190,32 @@ class P4lbEncoding:
 
     def init(self, s: Sym) -> z3.BoolRef:
         """Deployed: version 0 lists backends 1..N, version 1 empty, every slot free, nothing open."""
+        sw = s.sw
+        return z3.And(
+            self.deployed_groups(s),
+            sw["ghost_pc"] == z3.K(B8, z3.IntVal(0)),
+            sw["flow_state"] == z3.K(self.idx, FREE),
+            sw["now"] == 0,
+            sw["lb_drops"] == z3.K(R3, z3.IntVal(0)),
+            sw["backend_flows"] == z3.K(B8, z3.IntVal(0)),
+            sw["backend_open"] == z3.K(B8, z3.IntVal(0)),
+            init_spec(s.spec, Pool.initial(self.n)),
+        )
+
+    def deployed_groups(self, s: Sym) -> z3.BoolRef:
+        """The group tables and the pool as deployed (version 0 lists backends 1..N, version 1 empty); flows unconstrained."""
         sw, n = s.sw, self.n
-        pool = Pool.initial(n)
         return z3.And(
             z3.Not(sw["version"]),
             sw["rr_group0"] == n,
             *[sw["rr_member0"][bv8(i)] == i + 1 for i in range(n)],
             *[sw["ghost_pos"][z3.Concat(bv8(b), bv8(0))] == b - 1 for b in range(1, n + 1)],
             *[sw["ghost_rank"][bv8(i)] == 0 for i in range(n)],
-            sw["ghost_pc"] == z3.K(B8, z3.IntVal(0)),
             sw["rr_group1"] == 0,
             sw["rr_next0"] == 0,
             sw["rr_next1"] == 0,
-            sw["flow_state"] == z3.K(self.idx, FREE),
-            sw["now"] == 0,
-            sw["lb_drops"] == z3.K(R3, z3.IntVal(0)),
-            sw["backend_flows"] == z3.K(B8, z3.IntVal(0)),
-            sw["backend_open"] == z3.K(B8, z3.IntVal(0)),
             sw["ghost_start"] == 0,
-            init_spec(s.spec, pool),
+            pool_spec(s.spec, Pool.initial(n)),
         )
 
     # ---- packets ---------------------------------------------------------------------------------------

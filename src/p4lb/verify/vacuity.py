@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import z3
 
 from p4lb.model.packet import DropReason
-from p4lb.verify.encoding import FATE_BACKEND, FATE_DROP, StepEnc, Sym, open_at, reason
+from p4lb.verify.encoding import B8, FATE_BACKEND, FATE_DROP, StepEnc, Sym, open_at, reason
 from p4lb.verify.engine import Task, _solver, _Unroll
 from p4lb.verify.invariants import Watched, clauses_at, conj, terms
 from p4lb.verify.p4lb_enc import P4lbEncoding
@@ -52,6 +52,7 @@ SAME_AS_ATOMIC = "as atomic"  # a packet kind in the single-writes mode: the sam
 ADMITTED = ("sat", f"sat {SAME_AS_ATOMIC}")  # premise results that admit the kind
 MODE_NAMES = {True: "atomic operations", False: "operations as single writes"}
 TAG = "v"  # the premise queries' step variables
+HINT_TIMEOUT_MS = 10_000  # a hinted premise query not answered 'sat' in this time falls back to the next hint, then to none
 
 
 def kinds(atomic: bool) -> list[str]:
@@ -114,13 +115,31 @@ def premises(task: Task) -> dict[str, str]:
     for name in kinds(task.atomic):
         if name in out:
             continue
-        solver = _solver()  # a fresh solver per query: z3's incremental mode skips the preprocessing these need
-        solver.add(*base, predicate(name, s0, e, enc.timeout))
-        out[name] = str(solver.check())
-        if out[name] == "sat":  # the same state and step may show other kinds too: a model of the premises is a witness for each
-            m = solver.model()
+        out[name], m = _admitted(base, predicate(name, s0, e, enc.timeout), hints(enc, s0))
+        if m is not None:  # the same state and step may show other kinds too: a model of the premises is a witness for each
             out |= {k: "sat" for k in kinds(task.atomic) if k not in out and z3.is_true(m.eval(predicate(k, s0, e, enc.timeout), model_completion=True))}
     return out
+
+
+def hints(enc: P4lbEncoding, s0: Sym) -> list[z3.BoolRef]:
+    """Extra constraints on the pre-state, tried in turn before none: the deployed state, then the deployed groups
+    and pool with flows anywhere. A model of the premises and a hint is a model of the premises: the hints only make
+    a witness quicker to find (most kinds take a fraction of the time), never admit a step the premises exclude."""
+    fresh = z3.And(enc.deployed_groups(s0), s0.sw["ghost_pc"] == z3.K(B8, z3.IntVal(0)), z3.Not(s0.spec["wrote"]))
+    return [enc.init(s0), fresh]
+
+
+def _admitted(base: list[z3.BoolRef], kind: z3.BoolRef, extra: list[z3.BoolRef]) -> tuple[str, z3.ModelRef | None]:
+    """'sat' and a model if base /\\ kind holds with some hint (each tried for HINT_TIMEOUT_MS) or with none; else the last answer."""
+    for hint in [*extra, None]:
+        solver = _solver()  # a fresh solver per query: z3's incremental mode skips the preprocessing these need
+        if hint is not None:
+            solver.set("timeout", HINT_TIMEOUT_MS)
+        solver.add(*base, kind, *([] if hint is None else [hint]))
+        answer = solver.check()
+        if answer == z3.sat:
+            return "sat", solver.model()
+    return str(answer), None
 
 
 def _packet_kinds_as_atomic(enc: P4lbEncoding, s0: Sym, s1: Sym, e: StepEnc) -> dict[str, str]:

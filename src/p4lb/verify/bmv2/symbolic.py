@@ -434,6 +434,21 @@ def _fold(c: z3.BoolRef) -> z3.BoolRef:
     return s if z3.is_true(s) or z3.is_false(s) else c
 
 
+def _key_folder(keys: Sequence[z3.BitVecRef]) -> Callable[[z3.BoolRef], z3.BoolRef]:
+    """_fold for a table's entry conditions with each key simplified once, not once per entry (a big symbolic key
+    took BMv2's `backend` table 64 simplifications of it): keys that all simplify to values (concrete runs) fold each
+    condition as _fold does; a symbolic key leaves the conditions as they are (the symbolic runs are not pruned)."""
+    values = {k.get_id(): (k, z3.simplify(k)) for k in keys}
+    if not all(z3.is_bv_value(v) for _, v in values.values()):
+        return lambda c: c
+
+    def fold(c: z3.BoolRef) -> z3.BoolRef:
+        f = z3.simplify(z3.substitute(c, *values.values()))
+        return f if z3.is_true(f) or z3.is_false(f) else c
+
+    return fold
+
+
 # ---- result --------------------------------------------------------------------------------------------
 
 
@@ -929,20 +944,22 @@ class Executor:
     def _apply(self, t: Table, st: State, pc: z3.BoolRef) -> list[tuple[z3.BoolRef, str | None, State]]:
         """Apply a table: one outgoing edge per entry choice, plus the miss (default entry)."""
         choices: tuple[Choice, ...] = ()
+        fold: Callable[[z3.BoolRef], z3.BoolRef] = _fold
         if t.keys:
             keys = tuple(self._key(k, st) for k in t.keys)
             choices = self._contents(t).lookup(t, keys, f"{self.tag}_{self.applied}")
             self.applied += 1
+            fold = _key_folder(keys)
         out = []
         for ch in choices:
-            when = _and(pc, _fold(ch.when))
+            when = _and(pc, fold(ch.when))
             if z3.is_false(when):
                 continue
             act = self.p.actions[t.action_id(ch.action)]
             params = self._params(act, ch.params)
             self.visits[f"{t.name}/{ch.action}"] = _or([when, self.visits.get(f"{t.name}/{ch.action}", z3.BoolVal(False))])
             out.append((when, t.next_after(ch.action, True), self.run_action(st, act, params, when)))
-        miss = _and(pc, _fold(z3.Not(_or([c.when for c in choices])))) if choices else pc
+        miss = _and(pc, fold(z3.Not(_or([c.when for c in choices])))) if choices else pc
         if not z3.is_false(miss) and t.default_entry is not None:
             act = self.p.actions[t.default_entry.action_id]
             params = self._params(act, t.default_entry.action_data)
