@@ -157,7 +157,8 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
 
 
 def _pool(jobs: int | None) -> Executor:
-    """A process pool of `jobs` workers (default: one per CPU); 1 runs every check in this process."""
+    """A pool of `jobs` workers (default: one per CPU), each check in a fresh process forked from a server that has
+    imported the prover (Z3's time on a query depends on what the process ran before); 1 runs every check here."""
     jobs = jobs or os.cpu_count() or 1
     if jobs == 1:
         return _Inline()
