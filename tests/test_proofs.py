@@ -102,3 +102,19 @@ def test_each_check_runs_in_a_fresh_process():
     with runner._pool(2) as pool:
         pids = [pool.submit(os.getpid).result() for _ in range(3)]
     assert len(set(pids)) == 3 and os.getpid() not in pids
+
+
+def test_properties_proven_together_or_one_by_one():
+    """One query proves the atomic-mode properties together; with a mutant among them it is not unsat, and each
+    property gets its own verdict (the mutant's property refuted, with a trace)."""
+    from p4lb.verify import runner  # noqa: PLC0415
+    from p4lb.verify.engine import prove_together  # noqa: PLC0415
+
+    props = [p for p in Prop if p is not Prop.P7]
+    together = prove_together([Task("p4lb", 4, p) for p in props])
+    assert together is not None and {r.prop for r in together} == set(props) and {r.verdict for r in together} == {Verdict.PROVEN}
+    broken = [Task("p4lb", 4, p, MUTANTS[Prop.P4]) for p in (Prop.P1, Prop.P4)]
+    assert prove_together(broken) is None
+    inv = {"atomic operations": check_invariant(broken[0])}
+    results = {r.prop: r for r in runner._check_mode(broken, inv)}
+    assert results[Prop.P4].verdict is Verdict.REFUTED and results[Prop.P4].trace is not None

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ from p4lb.verify.bmv2.equivalence import EquivalenceResult, check_equivalence
 from p4lb.verify.bmv2.equivalence import Verdict as Equivalence
 from p4lb.verify.counts import STEP as COUNTS_STEP
 from p4lb.verify.counts import prove_open_counts
-from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, prove, replay
+from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, prove, prove_together, replay
 from p4lb.verify.errors import ReplayError
 from p4lb.verify.mutants import MUTANTS
 from p4lb.verify.results import Result, Verdict
@@ -137,7 +137,8 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
         runs = {MODES[atomic]: pool.submit(check_invariant, t) for atomic, t in tasks.items()}
         mutant_runs = [pool.submit(_check_mutant, prop, max_depth) for prop in props] if mutants else []
         report.invariants = {m: f.result() for m, f in runs.items()}
-        checks = [pool.submit(_check, Task(design, n, prop, max_depth=max_depth), report.invariants) for design in designs for prop in props]
+        checks = [pool.submit(_check_mode, [Task("p4lb", n, p, max_depth=max_depth) for p in props if Task("p4lb", n, p).atomic is atomic], report.invariants) for atomic in (True, False)] if "p4lb" in designs else []
+        checks += [pool.submit(_check_mode, [Task(design, n, prop, max_depth=max_depth)], report.invariants) for design in designs if design != "p4lb" for prop in props]
         report.bindings, report.compiled = [*bindings.result(), counts.result()], [c.result() for c in compiled]
         report.compiled_cex = _save_cex(report.compiled, n, out_dir)
         if report.failures():  # the encoding is not the model (or not the program): proofs about it would prove nothing
@@ -147,7 +148,8 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
                 f.cancel()
             report.seconds = time.monotonic() - start
             return report
-        report.results = [_save(c.result(), out_dir) for c in checks]
+        by_key = {(r.design, r.prop): r for c in checks for r in c.result()}
+        report.results = [_save(by_key[(design if design == "seed" else "p4lb", prop)], out_dir) for design in designs for prop in props]
         report.mutants = [_save(m.result(), out_dir) for m in mutant_runs]
         report.vacuity = resolve([v.result() for v in vacuity])  # single writes' packet kinds take the atomic mode's results
     for r in report.results:
@@ -183,6 +185,17 @@ def _check(task: Task, invariants: dict[str, InductionReport]) -> Result:
     """One (design, property): a search for the seed, the proof (or a counterexample) for p4lb; replayed on the model."""
     r = bmc(task) if task.design == "seed" else check_p4lb(task, dict(invariants))
     return check_replay(r)
+
+
+def _check_mode(tasks: list[Task], invariants: dict[str, InductionReport]) -> list[Result]:
+    """p4lb's properties of one mode: one query for all when the invariant is inductive and it proves them; else
+    each on its own (its proof or counterexample). The seed's property: its search."""
+    inv = invariants.get(MODES[tasks[0].atomic]) if tasks and tasks[0].design == "p4lb" else None
+    if inv is not None and inv.ok:
+        together = prove_together(tasks)
+        if together is not None:
+            return [replace(r, detail=f"invariant of {inv.clauses} clause families, induction ({r.detail})") for r in together]
+    return [_check(t, invariants) for t in tasks]
 
 
 def _check_mutant(prop: Prop, max_depth: int) -> Result:

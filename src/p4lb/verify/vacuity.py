@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import z3
 
 from p4lb.model.packet import DropReason
-from p4lb.verify.encoding import B8, FATE_BACKEND, FATE_DROP, StepEnc, Sym, open_at, reason
+from p4lb.verify.encoding import B8, FATE_BACKEND, FATE_DROP, StepEnc, Sym, bv8, open_at, reason
 from p4lb.verify.engine import Task, _solver, _Unroll
 from p4lb.verify.invariants import Watched, clauses_at, conj, terms
 from p4lb.verify.p4lb_enc import P4lbEncoding
@@ -115,18 +115,21 @@ def premises(task: Task) -> dict[str, str]:
     for name in kinds(task.atomic):
         if name in out:
             continue
-        out[name], m = _admitted(base, predicate(name, s0, e, enc.timeout), hints(enc, s0))
+        out[name], m = _admitted(base, predicate(name, s0, e, enc.timeout), hints(enc, s0, s1, name))
         if m is not None:  # the same state and step may show other kinds too: a model of the premises is a witness for each
             out |= {k: "sat" for k in kinds(task.atomic) if k not in out and z3.is_true(m.eval(predicate(k, s0, e, enc.timeout), model_completion=True))}
     return out
 
 
-def hints(enc: P4lbEncoding, s0: Sym) -> list[z3.BoolRef]:
-    """Extra constraints on the pre-state, tried in turn before none: the deployed state, then the deployed groups
-    and pool with flows anywhere. A model of the premises and a hint is a model of the premises: the hints only make
-    a witness quicker to find (most kinds take a fraction of the time), never admit a step the premises exclude."""
+def hints(enc: P4lbEncoding, s0: Sym, s1: Sym, kind: str) -> list[z3.BoolRef]:
+    """Extra constraints, tried in turn before none: for a commit, from the deployed state to a pool of backend 1
+    alone (a group of one is quick to check); the deployed state; the deployed groups and pool with flows anywhere.
+    A model of the premises and a hint is a model of the premises: the hints only make a witness quicker to find
+    (most kinds take a fraction of the time), never admit a step the premises exclude."""
+    deployed = enc.init(s0)
     fresh = z3.And(enc.deployed_groups(s0), s0.sw["ghost_pc"] == z3.K(B8, z3.IntVal(0)), z3.Not(s0.spec["wrote"]))
-    return [enc.init(s0), fresh]
+    alone = [z3.And(deployed, *[s1.spec["active"][bv8(b)] == (b == 1) for b in range(1, enc.n + 1)])] if kind == "commit" else []
+    return [*alone, deployed, fresh]
 
 
 def _admitted(base: list[z3.BoolRef], kind: z3.BoolRef, extra: list[z3.BoolRef]) -> tuple[str, z3.ModelRef | None]:
