@@ -149,7 +149,7 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
             report.seconds = time.monotonic() - start
             return report
         by_key = {(r.design, r.prop): r for c in checks for r in c.result()}
-        report.results = [_save(by_key[(design if design == "seed" else "p4lb", prop)], out_dir) for design in designs for prop in props]
+        report.results = [_save(by_key[(design, prop)], out_dir) for design in designs for prop in props]
         report.mutants = [_save(m.result(), out_dir) for m in mutant_runs]
         report.vacuity = resolve([v.result() for v in vacuity])  # single writes' packet kinds take the atomic mode's results
     for r in report.results:
