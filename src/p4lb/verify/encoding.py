@@ -104,8 +104,12 @@ def pool_spec(spec: dict[str, z3.ExprRef], pool: Pool) -> z3.BoolRef:
 
 def init_spec(spec: dict[str, z3.ExprRef], pool: Pool) -> z3.BoolRef:
     """No flow open, counts zero, nothing written yet, the deployed pool."""
+    return z3.And(pool_spec(spec, pool), no_flows_spec(spec))
+
+
+def no_flows_spec(spec: dict[str, z3.ExprRef]) -> z3.BoolRef:
+    """No flow open or admitted, counts zero, nothing written yet, the clock at 0 (the pool unconstrained)."""
     return z3.And(
-        pool_spec(spec, pool),
         spec["open"] == z3.K(KEY, z3.BoolVal(False)),
         spec["admitted"] == z3.K(KEY, z3.BoolVal(False)),
         spec["cnt"] == z3.K(B8, z3.IntVal(0)),

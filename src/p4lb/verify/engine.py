@@ -292,6 +292,14 @@ def check_invariant(task: Task) -> InductionReport:
     return InductionReport(True, time.monotonic() - start, len(names))
 
 
+def induction_premises(enc: P4lbEncoding, s0: Sym, s1: Sym, e: StepEnc, w: Witness, watched: Watched, occupants: bool) -> list[z3.BoolRef]:
+    """Inv /\\ T /\\ Inv': the invariant's instances before the step (with `occupants`: who held each candidate place,
+    which P8 reads), the step, and the instances after it."""
+    pre_terms = terms(enc, s0, e, w, watched, occupants)
+    post_terms = terms(enc, s1, e, w, watched, occupants=False)
+    return [conj(clauses_at(enc, s0, *pre_terms)), e.trans, conj(clauses_at(enc, s1, *post_terms))]
+
+
 def prove_together(tasks: list[Task]) -> list[Result] | None:
     """One induction query for several properties of one mode: Inv /\\ T /\\ Inv' /\\ (bad_1 \\/ .. \\/ bad_k) unsat
     proves each (with P8's instances of the invariant for all if P8 is among them: every instance is implied by the
@@ -309,8 +317,7 @@ def prove_together(tasks: list[Task]) -> list[Result] | None:
     e = enc.step(s0, s1, "p", first.atomic)
     w, watched = Witness.fresh("p"), Watched.fresh(enc)
     solver = _solver()
-    occupants = any(t.prop is Prop.P8 for t in tasks)  # P8 reads who held each candidate place: more instances
-    solver.add(conj(clauses_at(enc, s0, *terms(enc, s0, e, w, watched, occupants))), e.trans, conj(clauses_at(enc, s1, *terms(enc, s1, e, w, watched, occupants=False))))
+    solver.add(*induction_premises(enc, s0, s1, e, w, watched, occupants=any(t.prop is Prop.P8 for t in tasks)))
     solver.add(z3.Or(*[bad(t.prop, s0, s1, e, w, enc.n, enc.timeout) for t in tasks]))
     if solver.check() != z3.unsat:
         return None
@@ -327,11 +334,8 @@ def prove(task: Task) -> Result:
     e = enc.step(s0, s1, "p", task.atomic)
     w = Witness.fresh("p")
     watched = Watched.fresh(enc)
-    occupants = task.prop is Prop.P8  # P8 reads who held each candidate place before the step; the others need fewer instances
-    pre_terms = terms(enc, s0, e, w, watched, occupants)
-    post_terms = terms(enc, s1, e, w, watched, occupants=False)
     solver = _solver()
-    solver.add(conj(clauses_at(enc, s0, *pre_terms)), e.trans, conj(clauses_at(enc, s1, *post_terms)))
+    solver.add(*induction_premises(enc, s0, s1, e, w, watched, occupants=task.prop is Prop.P8))  # the others need fewer instances
     solver.add(bad(task.prop, s0, s1, e, w, enc.n, enc.timeout))
     answer = solver.check()
     seconds = time.monotonic() - start

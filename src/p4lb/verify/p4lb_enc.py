@@ -27,7 +27,7 @@ from p4lb.verify.encoding import (
     bv8,
     choose,
     fresh_spec,
-    init_spec,
+    no_flows_spec,
     open_at,
     pool_spec,
     reason,
@@ -199,7 +199,7 @@ class P4lbEncoding:
             sw["lb_drops"] == z3.K(R3, z3.IntVal(0)),
             sw["backend_flows"] == z3.K(B8, z3.IntVal(0)),
             sw["backend_open"] == z3.K(B8, z3.IntVal(0)),
-            init_spec(s.spec, Pool.initial(self.n)),
+            no_flows_spec(s.spec),  # the pool: deployed_groups
         )
 
     def deployed_groups(self, s: Sym) -> z3.BoolRef:

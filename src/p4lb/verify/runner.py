@@ -137,7 +137,8 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
         runs = {MODES[atomic]: pool.submit(check_invariant, t) for atomic, t in tasks.items()}
         mutant_runs = [pool.submit(_check_mutant, prop, max_depth) for prop in props] if mutants else []
         report.invariants = {m: f.result() for m, f in runs.items()}
-        checks = [pool.submit(_check_mode, [Task("p4lb", n, p, max_depth=max_depth) for p in props if Task("p4lb", n, p).atomic is atomic], report.invariants) for atomic in (True, False)] if "p4lb" in designs else []
+        modes = {atomic: [Task("p4lb", n, p, max_depth=max_depth) for p in props if Task("p4lb", n, p).atomic is atomic] for atomic in tasks}
+        checks = [pool.submit(_check_mode, group, report.invariants) for group in modes.values()]
         checks += [pool.submit(_check_mode, [Task(design, n, prop, max_depth=max_depth)], report.invariants) for design in designs if design != "p4lb" for prop in props]
         report.bindings, report.compiled = [*bindings.result(), counts.result()], [c.result() for c in compiled]
         report.compiled_cex = _save_cex(report.compiled, n, out_dir)

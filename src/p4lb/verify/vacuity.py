@@ -18,8 +18,8 @@ import z3
 
 from p4lb.model.packet import DropReason
 from p4lb.verify.encoding import B8, FATE_BACKEND, FATE_DROP, StepEnc, Sym, bv8, open_at, reason
-from p4lb.verify.engine import Task, _solver, _Unroll
-from p4lb.verify.invariants import Watched, clauses_at, conj, terms
+from p4lb.verify.engine import Task, _solver, _Unroll, induction_premises
+from p4lb.verify.invariants import Watched
 from p4lb.verify.p4lb_enc import P4lbEncoding
 from p4lb.verify.properties import Witness
 
@@ -110,7 +110,7 @@ def premises(task: Task) -> dict[str, str]:
     e = enc.step(s0, s1, TAG, task.atomic)
     w, watched = Witness.fresh(TAG), Watched.fresh(enc)
     # the most instances any proof assumes (P8's): a step these admit is admitted by every proof's premises
-    base = [conj(clauses_at(enc, s0, *terms(enc, s0, e, w, watched, occupants=True))), e.trans, conj(clauses_at(enc, s1, *terms(enc, s1, e, w, watched, occupants=False)))]
+    base = induction_premises(enc, s0, s1, e, w, watched, occupants=True)
     out: dict[str, str] = {} if task.atomic else _packet_kinds_as_atomic(enc, s0, s1, e)
     for name in kinds(task.atomic):
         if name in out:
