@@ -1,14 +1,20 @@
 """p4lb's ingress: versioned round-robin over eligible backends, a keyed flow table that never evicts an open flow.
 
-Tables (written by the controller): `vip` (lb_select(version): the one atomic commit point), `rr_group`
-(set_group(size) per version), `rr_member` (set_member(backend) per version and position), `backend`
-(set_backend(mac, ip, port)). Registers (written by the data plane): `rr_next` (per version), `flow_state`,
-`flow_key`, `flow_backend`, `flow_last_seen` (per flow place), `backend_open` (per backend: how many flow places
-hold it in state OPEN, kept by `_put`). Counters: `lb_drops` (per DropReason), `backend_flows` (new flows per
-backend). No loop over N: a packet reads one group size, one member, and its
-flow's candidate places (cfg.shape: one crc16 place, or ways x bucket crc32 places; model.flowtable).
-"""
+Services: the switch serves up to 256, each a VIP:port whose `vip` entry gives its id (lb_select(service, version)).
+A P4lbState is one service's slice of the switch (its version, groups, rr_next, lb_drops and backend_flows: the
+P4 keys or indexes each of them by the service) beside the state every service shares: the flow table, whose keys
+are service ++ client address ++ client port (model.packet.flow_key), and backend_open, indexed by
+service * 256 + backend. A packet's `service` is its VIP's.
 
+Tables (written by the controller): `vip` (lb_select(service, version): the one atomic commit point of a service),
+`rr_group` (set_group(size) per service and version), `rr_member` (set_member(backend) per service, version and
+position), `backend` (set_backend(mac, ip, port) per service and backend). Registers (written by the data plane):
+`rr_next` (per service and version), `flow_state`, `flow_key`, `flow_backend`, `flow_last_seen` (per flow place),
+`backend_open` (per service and backend: how many flow places hold it in state OPEN, kept by `_put`). Counters:
+`lb_drops` (per service and DropReason), `backend_flows` (new flows per service and backend). No loop over N: a
+packet reads one group size, one member, and its flow's candidate places (cfg.shape: one crc16 place, or ways x
+bucket crc32 places; model.flowtable).
+"""
 from __future__ import annotations
 
 import enum
@@ -20,11 +26,12 @@ from p4lb.model.config import LbConfig
 from p4lb.model.errors import PlanError
 from p4lb.model.flowtable import at, candidates, choose, first
 from p4lb.model.ops import Target, Write
-from p4lb.model.packet import DropReason, FlagClass, Outcome, Packet, dropped, to_backend
+from p4lb.model.packet import DropReason, FlagClass, Outcome, Packet, dropped, key_service, to_backend
 from p4lb.model.pool import Pool, in_place
 
 TCP = 6
 INDEX_MOD = 256  # rr_next and rr_member positions are bit<8>
+OPEN_PER_SERVICE = 256  # backend_open and backend_flows: one cell per (service, 8-bit backend id)
 
 
 class SlotState(enum.IntEnum):
@@ -92,7 +99,7 @@ class P4lbState:
     flows: dict[int, FlowEntry] = field(default_factory=dict)
     lb_drops: tuple[int, ...] = (0,) * 8
     backend_flows: dict[int, int] = field(default_factory=dict)
-    backend_open: dict[int, int] = field(default_factory=dict)  # backend -> flow places OPEN holding it (open or idle, not yet reclaimed)
+    backend_open: dict[int, int] = field(default_factory=dict)  # cell (service * 256 + backend: open_cell) -> flow places OPEN holding it (open or idle, not yet reclaimed); shared by every service, as the flow table is
     now: int = 0
 
     def members(self, version: int) -> tuple[int, ...]:
@@ -233,10 +240,16 @@ def _put(var: Variant, st: P4lbState, slot: int, e: FlowEntry, admitted: bool = 
     old = st.flows.get(slot, FREE)
     count = st.backend_open
     if old.state == SlotState.OPEN and not (admitted and var.reclaim_keeps_open):
-        count = count | {old.backend: count.get(old.backend, 0) - 1}
+        count = count | {open_cell(old): count.get(open_cell(old), 0) - 1}
     if e.state == SlotState.OPEN:
-        count = count | {e.backend: count.get(e.backend, 0) + 1}
+        count = count | {open_cell(e): count.get(open_cell(e), 0) + 1}
     return replace(st, flows=st.flows | {slot: e}, backend_open=count)
+
+
+def open_cell(e: FlowEntry) -> int:
+    """backend_open's cell of an entry: its key's service * 256 + its backend (an expired entry a new flow reclaims
+    may be another service's: its own service's count goes down)."""
+    return key_service(e.key) * OPEN_PER_SERVICE + e.backend
 
 
 def p4lb_write(st: P4lbState, w: Write) -> P4lbState:

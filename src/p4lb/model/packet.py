@@ -48,24 +48,33 @@ def parse_flags(text: str) -> int:
     return sum(table[name.strip().upper()] for name in text.split("|"))
 
 
-def flow_key(src_ip: int, src_port: int) -> int:
-    """The 48-bit flow key (client address, client port) of a packet to the VIP."""
-    return (src_ip << 16) | src_port
+SERVICE_SHIFT = 48  # a flow key is service (8 bits) ++ client address (32) ++ client port (16)
+
+
+def flow_key(service: int, src_ip: int, src_port: int) -> int:
+    """The 56-bit flow key (service, client address, client port) of a packet to a service's VIP."""
+    return (service << SERVICE_SHIFT) | (src_ip << 16) | src_port
+
+
+def key_service(key: int) -> int:
+    """The service of a flow key."""
+    return key >> SERVICE_SHIFT
 
 
 @dataclass(frozen=True)
 class Packet:
-    """A TCP packet from a client to the VIP: only the fields the ingress reads."""
+    """A TCP packet from a client to a service's VIP: only the fields the ingress reads."""
 
     src_ip: int
     src_port: int
     flags: int
     time_us: int = 0
+    service: int = 0  # the service whose VIP:port the packet is addressed to (the `vip` entry's id)
 
     @property
     def key(self) -> int:
         """The flow key."""
-        return flow_key(self.src_ip, self.src_port)
+        return flow_key(self.service, self.src_ip, self.src_port)
 
     @property
     def flag_class(self) -> FlagClass:

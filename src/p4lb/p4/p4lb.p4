@@ -37,8 +37,10 @@
 #define BUCKET 8
 #define BUCKETS (FLOW_PLACES >> 5)  /* per way: FLOW_PLACES / (WAYS * BUCKET) */
 #define MAX_BACKENDS 128
+#define SERVICES 256        /* one per 8-bit service id: no id indexes past a register's end */
+#define SERVICE_CELLS 65536 /* per (service, 8-bit backend id): index service * 256 + backend */
 #define SCAN_WIDTH 64
-#define OPEN_CELLS 256  /* backend_open: one cell per 8-bit backend id, so no id is out of range */
+#define OPEN_CELLS SERVICE_CELLS  /* backend_open: one cell per (service, 8-bit backend id), so no index is out of range */
 #define OPEN_WIDTH 64   /* backend_open cells per CPU_OPEN answer */
 
 const bit<16> ETH_IPV4 = 0x0800;
@@ -56,8 +58,9 @@ const bit<32> UNKNOWN_FLOW = 3;
 const bit<32> MALFORMED = 4;
 const bit<32> NO_BACKEND_ENTRY = 5;
 const bit<9>  CPU_PORT = 510;
+const bit<32> DROP_REASONS = 8;       /* lb_drops: index service * 8 + reason */
 const bit<8>  CPU_READ = 1;           /* read flow slot `index` (and the dispatch registers) */
-const bit<8>  CPU_WRITE_RR_NEXT = 2;  /* rr_next[index] := value */
+const bit<8>  CPU_WRITE_RR_NEXT = 2;  /* rr_next[service * 2 + index % 2] := value */
 const bit<8>  CPU_WRITE_TIMEOUT = 3;  /* idle_timeout := value */
 const bit<8>  CPU_SCAN = 4;           /* read slots index*SCAN_WIDTH .. +SCAN_WIDTH-1 into hdr.scan */
 const bit<8>  CPU_OPEN = 5;           /* read backend_open[index*OPEN_WIDTH .. +OPEN_WIDTH-1] into hdr.open */
@@ -65,6 +68,7 @@ const bit<8>  CPU_OPEN = 5;           /* read backend_open[index*OPEN_WIDTH .. +
 @controller_header("packet_out")
 header cpu_out_t {
     bit<8>  op;
+    bit<8>  service;  /* the service whose rr_next the request writes (CPU_WRITE_RR_NEXT) and every answer reads */
     bit<32> index;
     bit<48> value;
 }
@@ -72,10 +76,11 @@ header cpu_out_t {
 @controller_header("packet_in")
 header cpu_in_t {
     bit<8>  op;
+    bit<8>  service;
     bit<32> index;
     bit<48> value;
     bit<8>  flow_state;
-    bit<48> flow_key;
+    bit<56> flow_key;
     bit<8>  flow_backend;
     bit<48> flow_last_seen;
     bit<8>  rr_next0;
@@ -88,7 +93,7 @@ header cpu_in_t {
 header flow_scan_t {
     bit<8>  flow_state;
     bit<8>  flow_backend;
-    bit<48> flow_key;
+    bit<56> flow_key;
     bit<48> flow_last_seen;
 }
 
@@ -143,6 +148,7 @@ struct headers {
 
 struct lb_meta_t {
     bit<1>  vip_hit;
+    bit<8>  service;  /* the vip entry's service: every per-service table key and register index starts with it */
     bit<1>  version;
     bit<8>  size;
     bit<8>  position;
@@ -195,10 +201,12 @@ struct lb_meta_t {
     bit<32> slot;     /* the flow's place: candidate cand's */
     bit<1>  found;    /* a candidate holds the packet's key */
     bit<1>  room;     /* some candidate of the least-loaded bucket is not held by an open flow */
-    bit<48> key;
+    bit<56> key;      /* service ++ client address ++ client port */
     bit<48> now;
     bit<48> timeout;
     bit<16> tcp_len;
+    bit<32> svc_base; /* the service's first cell of backend_open and backend_flows: service * 256 */
+    bit<32> rr_cell;  /* rr_next's cell of the packet's service and version: service * 2 + version */
 }
 
 struct cpu_meta_t {
@@ -359,21 +367,22 @@ control MyVerifyChecksum(inout headers hdr, inout metadata meta) {
 }
 
 control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadata_t std) {
-    register<bit<8>>(2) rr_next;
+    register<bit<8>>(SERVICES * 2) rr_next;  /* index service * 2 + version */
     register<bit<2>>(FLOW_PLACES) flow_state;
-    register<bit<48>>(FLOW_PLACES) flow_key;
+    register<bit<56>>(FLOW_PLACES) flow_key;
     register<bit<8>>(FLOW_PLACES) flow_backend;
     register<bit<48>>(FLOW_PLACES) flow_last_seen;
     register<bit<48>>(1) idle_timeout;
     register<bit<32>>(OPEN_CELLS) backend_open;
-    counter(8, CounterType.packets) lb_drops;
-    counter(MAX_BACKENDS + 1, CounterType.packets) backend_flows;
+    counter(SERVICES * 8, CounterType.packets) lb_drops;  /* index service * 8 + reason */
+    counter(SERVICE_CELLS, CounterType.packets) backend_flows;  /* index service * 256 + backend */
+    counter(1, CounterType.packets) bad_checksum;  /* IPv4 packets of no service with a bad header checksum */
 
     action drop_counted(bit<32> reason) {
-        lb_drops.count(reason);
+        lb_drops.count((bit<32>)meta.lb.service * DROP_REASONS + reason);
         mark_to_drop(std);
     }
-    action lb_select(bit<1> version) { meta.lb.version = version; meta.lb.vip_hit = 1; }
+    action lb_select(bit<8> service, bit<1> version) { meta.lb.service = service; meta.lb.version = version; meta.lb.vip_hit = 1; }
     action set_group(bit<8> size) { meta.lb.size = size; }
     action set_member(bit<8> backend) { meta.lb.backend = backend; }
     action set_backend(bit<48> mac, bit<32> addr, bit<9> port) {
@@ -391,25 +400,25 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         key = { hdr.ipv4.dstAddr: exact; hdr.tcp.dstPort: exact; }
         actions = { lb_select; NoAction; }
         default_action = NoAction();
-        size = 16;
+        size = SERVICES;
     }
     table rr_group {
-        key = { meta.lb.version: exact; }
+        key = { meta.lb.service: exact; meta.lb.version: exact; }
         actions = { set_group; }
         default_action = set_group(0);
-        size = 2;
+        size = SERVICES * 2;
     }
     table rr_member {
-        key = { meta.lb.version: exact; meta.lb.position: exact; }
+        key = { meta.lb.service: exact; meta.lb.version: exact; meta.lb.position: exact; }
         actions = { set_member; }
         default_action = set_member(0);
-        size = 512;  /* two versions of up to 255 positions (weights list a backend several times) */
+        size = SERVICES * 512;  /* per service, two versions of up to 255 positions (weights list a backend several times) */
     }
     table backend {
-        key = { meta.lb.backend: exact; }
+        key = { meta.lb.service: exact; meta.lb.backend: exact; }
         actions = { set_backend; NoAction; }
         default_action = NoAction();  /* a miss is dropped and counted as NO_BACKEND_ENTRY */
-        size = MAX_BACKENDS;
+        size = SERVICES * MAX_BACKENDS;
     }
     table forward {
         key = { hdr.ipv4.dstAddr: lpm; }
@@ -421,23 +430,24 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
     /* the controller's register access (CPU port only): writes first, then the slot and the dispatch registers */
     /* the version's round-robin position: rr_next, or 0 if the group shrank below it (actions keep `?:` inline) */
     action rr_position() {
-        rr_next.read(meta.lb.position, (bit<32>)meta.lb.version);
+        rr_next.read(meta.lb.position, meta.lb.rr_cell);
         meta.lb.position = meta.lb.position >= meta.lb.size ? 8w0 : meta.lb.position;
     }
     /* rr_next moves one past the position, wrapping at the group's size */
     action rr_advance() {
         bit<8> nxt = meta.lb.position + 1;
-        rr_next.write((bit<32>)meta.lb.version, nxt >= meta.lb.size ? 8w0 : nxt);
+        rr_next.write(meta.lb.rr_cell, nxt >= meta.lb.size ? 8w0 : nxt);
     }
     action cpu_read_globals() {
-        rr_next.read(hdr.cpu_in.rr_next0, 0);
-        rr_next.read(hdr.cpu_in.rr_next1, 1);
+        rr_next.read(hdr.cpu_in.rr_next0, (bit<32>)hdr.cpu_in.service * 2);
+        rr_next.read(hdr.cpu_in.rr_next1, (bit<32>)hdr.cpu_in.service * 2 + 1);
         idle_timeout.read(hdr.cpu_in.idle_timeout, 0);
         hdr.cpu_in.now = std.ingress_global_timestamp;
     }
     action cpu_access() {
         hdr.cpu_in.setValid();
         hdr.cpu_in.op = hdr.cpu_out.op;
+        hdr.cpu_in.service = hdr.cpu_out.service;
         hdr.cpu_in.index = hdr.cpu_out.index;
         hdr.cpu_in.value = hdr.cpu_out.value;
         hdr.cpu_out.setInvalid();
@@ -482,7 +492,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
     }
 
     action flow_probe() {
-        bit<2> cs; bit<48> ck; bit<48> cl;
+        bit<2> cs; bit<56> ck; bit<48> cl;
         meta.lb.match_mask = 0;
         meta.lb.held_mask = 0;
         PROBE_WAY(0) PROBE_WAY(1) PROBE_WAY(2) PROBE_WAY(3)
@@ -597,7 +607,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 cpu_access();
                 bit<32> cell = hdr.cpu_in.index & (FLOW_PLACES - 1);
                 if (hdr.cpu_in.op == CPU_WRITE_RR_NEXT) {
-                    rr_next.write(hdr.cpu_in.index & 1, hdr.cpu_in.value[7:0]);
+                    rr_next.write((bit<32>)hdr.cpu_in.service * 2 + (hdr.cpu_in.index & 1), hdr.cpu_in.value[7:0]);
                 } else if (hdr.cpu_in.op == CPU_WRITE_TIMEOUT) {
                     idle_timeout.write(0, hdr.cpu_in.value);
                 }
@@ -611,13 +621,16 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
             }
         } else if (!hdr.ipv4.isValid()) {
             mark_to_drop(std);
-        } else if (std.checksum_error == 1) {
-            drop_counted(MALFORMED);
         } else {
             if (hdr.tcp.isValid()) {
                 vip.apply();
             }
-            if (meta.lb.vip_hit == 0) {
+            if (std.checksum_error == 1 && meta.lb.vip_hit == 1) {
+                drop_counted(MALFORMED);  /* its service's counter */
+            } else if (std.checksum_error == 1) {
+                bad_checksum.count(0);
+                mark_to_drop(std);
+            } else if (meta.lb.vip_hit == 0) {
                 forward.apply();
             } else {
                 /* one straight-line block: flags, the candidates (flow_buckets .. flow_place) and the flow's place */
@@ -625,7 +638,9 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 bool syn = (flags & F_SYN) != 0;
                 bool close = (flags & (F_FIN | F_RST)) != 0;
                 bool new_syn = syn && (flags & F_ACK) == 0;
-                meta.lb.key = hdr.ipv4.srcAddr ++ hdr.tcp.srcPort;
+                meta.lb.key = meta.lb.service ++ hdr.ipv4.srcAddr ++ hdr.tcp.srcPort;
+                meta.lb.rr_cell = (bit<32>)meta.lb.service * 2 + (bit<32>)meta.lb.version;
+                meta.lb.svc_base = (bit<32>)meta.lb.service * 256;
                 meta.lb.now = std.ingress_global_timestamp;
                 idle_timeout.read(meta.lb.timeout, 32w0);
                 flow_buckets();
@@ -635,8 +650,9 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 flow_free();
                 flow_choose();
                 flow_place();
-                bit<2> fs; bit<8> fb; bit<48> fl; bit<32> count;
+                bit<2> fs; bit<8> fb; bit<48> fl; bit<56> fk; bit<32> count;
                 flow_state.read(fs, meta.lb.slot);
+                flow_key.read(fk, meta.lb.slot);
                 flow_backend.read(fb, meta.lb.slot);
                 flow_last_seen.read(fl, meta.lb.slot);
                 bool live = meta.lb.found == 1 && meta.lb.now - fl <= meta.lb.timeout;
@@ -649,8 +665,8 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                     meta.lb.backend = fb;
                     admitted = true;
                     if (close) {
-                        backend_open.read(count, (bit<32>)fb);
-                        backend_open.write((bit<32>)fb, count - 1);  /* its OPEN entry is CLOSING now */
+                        backend_open.read(count, meta.lb.svc_base + (bit<32>)fb);
+                        backend_open.write(meta.lb.svc_base + (bit<32>)fb, count - 1);  /* its OPEN entry is CLOSING now */
                     }
                 } else if (new_syn && meta.lb.found == 0 && meta.lb.room == 0) {
                     drop_counted(FLOW_TABLE_FULL);  /* every candidate holds another open flow: never evict */
@@ -666,13 +682,14 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                         flow_key.write(meta.lb.slot, meta.lb.key);
                         flow_backend.write(meta.lb.slot, meta.lb.backend);
                         flow_last_seen.write(meta.lb.slot, meta.lb.now);
-                        backend_flows.count((bit<32>)meta.lb.backend);
+                        backend_flows.count(meta.lb.svc_base + (bit<32>)meta.lb.backend);
                         if (fs == OPEN) {
-                            backend_open.read(count, (bit<32>)fb);
-                            backend_open.write((bit<32>)fb, count - 1);  /* the OPEN entry this place held (expired, or this key's) */
+                            bit<32> held_cell = (bit<32>)fk[55:48] * 256 + (bit<32>)fb;  /* the entry's own service: maybe another's */
+                            backend_open.read(count, held_cell);
+                            backend_open.write(held_cell, count - 1);  /* the OPEN entry this place held (expired, or this key's) */
                         }
-                        backend_open.read(count, (bit<32>)meta.lb.backend);
-                        backend_open.write((bit<32>)meta.lb.backend, count + 1);
+                        backend_open.read(count, meta.lb.svc_base + (bit<32>)meta.lb.backend);
+                        backend_open.write(meta.lb.svc_base + (bit<32>)meta.lb.backend, count + 1);
                         admitted = true;
                     }
                 } else if (live && fs == CLOSING) {

@@ -147,7 +147,7 @@ def outcome_terms(out: Outcome) -> dict[str, z3.ExprRef]:
 
 def sym_packet(pkt: PacketIn, ex: Explorer) -> Packet:
     """The model's Packet whose fields are the encoding's packet variables."""
-    return Packet(SymBV(pkt.src_ip, ex), SymBV(pkt.src_port, ex), SymBV(pkt.flags, ex), SymInt(pkt.t, ex))  # type: ignore[arg-type]
+    return Packet(SymBV(pkt.src_ip, ex), SymBV(pkt.src_port, ex), SymBV(pkt.flags, ex), SymInt(pkt.t, ex), SymBV(pkt.service, ex))  # type: ignore[arg-type]
 
 
 def placer(places: Places, cfg: LbConfig) -> Callable[..., tuple[SymBV, ...]]:

@@ -1,11 +1,11 @@
 """backend_open counts the OPEN flow places per backend: a proof by induction on the encoding (equal to the model).
 
-Claim: in every reachable state, for every backend b, backend_open[b] = |{places p : flow_state[p] = OPEN and
-flow_backend[p] = b}| =: C_b. Deployment has backend_open = 0 and every place FREE (C_b = 0). The step lemma, proven
+Claim: in every reachable state, for every cell b (a service ++ a backend id), backend_open[b] = |{places p :
+flow_state[p] = OPEN and service(flow_key[p]) ++ flow_backend[p] = b}| =: C_b. Deployment has backend_open = 0 and every place FREE (C_b = 0). The step lemma, proven
 here for every state and every step (any packet; an atomic commit, a single controller write, a change of sets):
 
   (frame) every place but the one the packet reads and writes (`w`: its flow's, or the one a new flow takes) keeps
-          its flow_state and flow_backend; an operation keeps every place;
+          its flow_state, flow_key and flow_backend; an operation keeps every place;
   (delta) backend_open[b] changes by [w is OPEN with backend b after] - [w is OPEN with backend b before].
 
 So C_b changes exactly as backend_open[b] does, and they stay equal. Hence 0 <= backend_open[b] <= the number of
@@ -25,15 +25,16 @@ from p4lb.model.config import LbConfig
 from p4lb.model.p4lb import P4LB, Variant
 from p4lb.verify.binding import BindingResult
 from p4lb.verify.encoding import PacketIn, Sym
-from p4lb.verify.p4lb_enc import OPEN, P4lbEncoding
+from p4lb.verify.p4lb_enc import OPEN, P4lbEncoding, open_cell
 from p4lb.verify.results import QUERY_TIMEOUT_MS, Verdict
 
 STEP = "backend_open = OPEN places"  # its row among the bindings
 
 
-def _at(s: Sym, place: z3.ExprRef, b: z3.ExprRef) -> z3.ArithRef:
-    """1 if `place` holds an OPEN entry of backend b in state s, else 0."""
-    return z3.If(z3.And(s.sw["flow_state"][place] == OPEN, s.sw["flow_backend"][place] == b), z3.IntVal(1), z3.IntVal(0))
+def _at(s: Sym, place: z3.ExprRef, c: z3.ExprRef) -> z3.ArithRef:
+    """1 if `place` holds an OPEN entry of cell c (its key's service ++ its backend) in state s, else 0."""
+    sw = s.sw
+    return z3.If(z3.And(sw["flow_state"][place] == OPEN, open_cell(sw["flow_key"][place], sw["flow_backend"][place]) == c), z3.IntVal(1), z3.IntVal(0))
 
 
 def step_lemma(enc: P4lbEncoding, atomic: bool) -> tuple[z3.BoolRef, z3.BoolRef]:
@@ -43,8 +44,8 @@ def step_lemma(enc: P4lbEncoding, atomic: bool) -> tuple[z3.BoolRef, z3.BoolRef]
     e = enc.step(s, s2, tag, atomic)
     pkt = PacketIn.fresh(tag)  # the very packet the step reads (fresh names are the same constants)
     w = enc.places.of(pkt.key, enc.candidate(enc.lookup(s, pkt.key, pkt.t)))
-    j, b = z3.BitVec(f"j_{tag}", enc.cfg.flow_table_bits), z3.BitVec(f"b_{tag}", 8)
-    frame = z3.Implies(j != w, z3.And(*[s2.sw[k][j] == s.sw[k][j] for k in ("flow_state", "flow_backend")]))
+    j, b = z3.BitVec(f"j_{tag}", enc.cfg.flow_table_bits), z3.BitVec(f"b_{tag}", 16)
+    frame = z3.Implies(j != w, z3.And(*[s2.sw[k][j] == s.sw[k][j] for k in ("flow_state", "flow_key", "flow_backend")]))
     delta = s2.sw["backend_open"][b] - s.sw["backend_open"][b] == _at(s2, w, b) - _at(s, w, b)
     return e.trans, z3.And(frame, delta)
 
@@ -54,7 +55,7 @@ def prove_open_counts(cfg: LbConfig, variant: Variant = P4LB) -> BindingResult:
     start = time.monotonic()
     enc = P4lbEncoding(cfg, variant)
     init = enc.fresh("cnt_init")
-    b = z3.BitVec("b_cnt_init", 8)
+    b = z3.BitVec("b_cnt_init", 16)
     goals = [("deployment", enc.init(init), init.sw["backend_open"][b] == 0)]  # every place FREE: C_b = 0
     goals += [(f"step ({'atomic operations' if atomic else 'single writes'})", *step_lemma(enc, atomic)) for atomic in (True, False)]
     for name, premise, claim in goals:

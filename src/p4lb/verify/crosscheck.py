@@ -9,7 +9,7 @@ the encoding forces exactly the model's values, not merely that one of its runs 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import z3
@@ -17,7 +17,7 @@ import z3
 from p4lb.model.design import Design
 from p4lb.model.ops import Fail, Heal, Op, Scale
 from p4lb.model.p4lb import P4lbState, SlotState, planned_counts
-from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet, flow_key
+from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet, flow_key, key_service
 from p4lb.model.pool import Pool
 from p4lb.model.seed import SeedState
 from p4lb.model.trace import OpStep, Run, Step, WriteStep
@@ -75,7 +75,7 @@ def _sets(tag: str, pool: Pool) -> list[z3.BoolRef]:
 
 def _pin_packet(e: StepEnc, pkt: Packet) -> list[z3.BoolRef]:
     p = e.pkt
-    return [e.inputs["kind"] == 0, p.src_ip == pkt.src_ip, p.src_port == pkt.src_port, p.flags == pkt.flags, p.t == pkt.time_us]
+    return [e.inputs["kind"] == 0, p.src_ip == pkt.src_ip, p.src_port == pkt.src_port, p.flags == pkt.flags, p.t == pkt.time_us, p.service == pkt.service]
 
 
 def _pin_seed_op(e: StepEnc, op: object) -> list[z3.BoolRef]:
@@ -221,7 +221,8 @@ def _p4lb_terms(enc: P4lbEncoding, s: Sym, st: P4lbState, slots: list[int], flip
         out += [(f"rr_member{v}[{i}]", sw[f"rr_member{z}"][bv8(i)], st.rr_member.get((v, i), 0)) for i in range(st.rr_group[v])]
     out += [(f"lb_drops[{r.name}]", sw["lb_drops"][z3.BitVecVal(int(r), 3)], st.lb_drops[r]) for r in DropReason]
     out += [(f"backend_flows[{b}]", sw["backend_flows"][bv8(b)], st.backend_flows.get(b, 0)) for b in range(enc.n + 1)]
-    out += [(f"backend_open[{b}]", sw["backend_open"][bv8(b)], st.backend_open.get(b, 0)) for b in range(enc.n + 1)]
+    cells = sorted({0, *range(1, enc.n + 1), *st.backend_open})  # service 0's backends, and every cell the run moved
+    out += [(f"backend_open[{c}]", sw["backend_open"][z3.BitVecVal(c, 16)], st.backend_open.get(c, 0)) for c in cells]
     for slot in slots:
         e = st.flows.get(slot)
         idx = z3.BitVecVal(slot, enc.cfg.flow_table_bits)
@@ -316,7 +317,7 @@ def colliding_keys(design: Design, sizes: tuple[int, ...] = (4, 2, 1)) -> tuple[
     groups: dict[int, list[int]] = {}
     port = 1000
     while not _enough(groups, sizes):
-        k = flow_key(0x0A000101, port)
+        k = flow_key(0, 0x0A000101, port)
         groups.setdefault(design.places(Packet(0x0A000101, port, 0))[0], []).append(k)
         port += 1
     ranked = sorted(groups.values(), key=len, reverse=True)
@@ -350,9 +351,9 @@ def _time(run: Run, design: Design, pkt: Packet, s: Send) -> int:
 def _send(c: Concrete, design: Design, keys: tuple[int, ...], s: Send) -> None:
     """Time a packet, step the model, and note what it reached."""
     k = keys[s.key % len(keys)]
-    raw = Packet(k >> 16, k & 0xFFFF, s.flags)
+    raw = Packet((k >> 16) & 0xFFFFFFFF, k & 0xFFFF, s.flags, 0, key_service(k))
     t = _time(c.run, design, raw, s)
-    pkt = Packet(raw.src_ip, raw.src_port, s.flags, t)
+    pkt = replace(raw, time_us=t)
     timeout = design.cfg.idle_timeout_us
     old = c.run.spec.flows.get(k)
     if old is not None and t - old.last > timeout:

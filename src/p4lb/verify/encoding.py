@@ -12,7 +12,8 @@ from p4lb.model.packet import DropReason, Fate
 from p4lb.model.pool import MAX_WEIGHT, Pool
 
 B8 = z3.BitVecSort(8)
-KEY = z3.BitVecSort(48)
+KEY = z3.BitVecSort(56)  # a flow key: service (8) ++ client address (32) ++ client port (16), as model.packet.flow_key
+SERVICE = z3.BitVec("service", 8)  # the service of every packet the proofs send: any id (one constant, so P1-P8 hold for each)
 INT = z3.IntSort()
 BOOL = z3.BoolSort()
 
@@ -151,6 +152,7 @@ class PacketIn:
     src_port: z3.BitVecRef
     flags: z3.BitVecRef
     t: z3.ArithRef
+    service: z3.BitVecRef = SERVICE
 
     @classmethod
     def fresh(cls, tag: str) -> PacketIn:
@@ -158,7 +160,7 @@ class PacketIn:
 
     @property
     def key(self) -> z3.BitVecRef:
-        return z3.Concat(self.src_ip, self.src_port)
+        return z3.Concat(self.service, self.src_ip, self.src_port)
 
     def bit(self, mask: int) -> z3.BoolRef:
         return self.flags & mask != 0

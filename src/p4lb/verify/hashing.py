@@ -12,7 +12,7 @@ from p4lb.model.config import LbConfig
 from p4lb.model.crc import crc16, five_tuple_bytes
 from p4lb.model.flowtable import TableShape, way_hash
 
-KEY_BITS = 48  # client address (32) + client port (16)
+KEY_BITS = 48  # client address (32) + client port (16): the part of a flow key the hashes read (not its service)
 TCP = 6
 
 
@@ -26,8 +26,13 @@ class Hash:
 
     def __call__(self, key: z3.ExprRef) -> z3.ExprRef:
         if not self.real:
-            return _uf(self.bits)(key)
+            return _uf(self.bits)(client(key))
         return crc_slot(self.cfg, self.bits, key)
+
+
+def client(key: z3.ExprRef) -> z3.ExprRef:
+    """A flow key's client address and port (its low 48 bits): a service's hash reads them with its VIP fixed."""
+    return z3.Extract(KEY_BITS - 1, 0, key) if key.size() > KEY_BITS else key
 
 
 def _uf(bits: int) -> z3.FuncDeclRef:
@@ -88,7 +93,7 @@ class Places:
         if hb == 0:
             return z3.BitVecVal(0, 1)
         if not self.real:
-            return z3.Function(f"hash_w{way}_{hb}", z3.BitVecSort(KEY_BITS), z3.BitVecSort(hb))(key)
+            return z3.Function(f"hash_w{way}_{hb}", z3.BitVecSort(KEY_BITS), z3.BitVecSort(hb))(client(key))
         return z3.Extract(hb - 1, 0, crc32_way(self.cfg, way, key))
 
     def at(self, key: z3.ExprRef, c: int) -> z3.ExprRef:

@@ -38,6 +38,7 @@ from p4lb.verify.encoding import (
 from p4lb.verify.hashing import Places
 
 ST = z3.BitVecSort(2)
+CELL = z3.BitVecSort(16)  # backend_open cells: service ++ backend id
 R3 = z3.BitVecSort(3)
 FREE, OPEN, CLOSING = (z3.BitVecVal(int(x), 2) for x in SlotState)
 
@@ -89,6 +90,11 @@ def _first(flags: list[z3.BoolRef], n: int) -> tuple[z3.BoolRef, z3.ExprRef]:
     return z3.Or(*flags), idx
 
 
+def open_cell(key: z3.ExprRef, b: z3.ExprRef) -> z3.BitVecRef:
+    """backend_open's cell of an entry with flow key `key` and backend b: its service ++ b (model.p4lb.open_cell)."""
+    return z3.Concat(z3.Extract(KEY.size() - 1, KEY.size() - 8, key), b)
+
+
 def _count(flags: list[z3.BoolRef]) -> z3.ExprRef:
     """How many flags are set, as an 8-bit term."""
     return z3.Sum([z3.If(f, bv8(1), bv8(0)) for f in flags]) if len(flags) > 1 else z3.If(flags[0], bv8(1), bv8(0))
@@ -127,7 +133,7 @@ class P4lbEncoding:
             "now": z3.Int(f"now_sw_{tag}"),
             "lb_drops": z3.Array(f"lb_drops_{tag}", R3, INT),
             "backend_flows": z3.Array(f"backend_flows_{tag}", B8, INT),
-            "backend_open": z3.Array(f"backend_open_{tag}", B8, INT),
+            "backend_open": z3.Array(f"backend_open_{tag}", CELL, INT),
             "ghost_pos": z3.Array(f"ghost_pos_{tag}", VB, B8),
             "ghost_rank": z3.Array(f"ghost_rank_{tag}", B8, B8),
             "ghost_pc": z3.Array(f"ghost_pc_{tag}", B8, INT),
@@ -198,7 +204,7 @@ class P4lbEncoding:
             sw["now"] == 0,
             sw["lb_drops"] == z3.K(R3, z3.IntVal(0)),
             sw["backend_flows"] == z3.K(B8, z3.IntVal(0)),
-            sw["backend_open"] == z3.K(B8, z3.IntVal(0)),
+            sw["backend_open"] == z3.K(CELL, z3.IntVal(0)),
             no_flows_spec(s.spec),  # the pool: deployed_groups
         )
 
@@ -299,10 +305,12 @@ class P4lbEncoding:
         post["lb_drops"] = z3.If(counted, z3.Store(sw["lb_drops"], rsn, sw["lb_drops"][rsn] + 1), sw["lb_drops"])
         post["backend_flows"] = z3.If(new_flow, z3.Store(sw["backend_flows"], b, sw["backend_flows"][b] + 1), sw["backend_flows"])
         # backend_open (model.p4lb._put): -1 for the place's OPEN entry a close turns CLOSING or a new flow reclaims, +1 for a new flow
+        # cells service * 256 + backend (model.p4lb.open_cell): the place's entry's own service, the packet's for a new flow
         opened = sw["backend_open"]
         gone = z3.Or(z3.And(c_est, pkt.close), z3.And(new_flow, fs == OPEN, z3.BoolVal(not var.reclaim_keeps_open)))
-        opened = z3.If(gone, z3.Store(opened, fb, opened[fb] - 1), opened)
-        post["backend_open"] = z3.If(new_flow, z3.Store(opened, b, opened[b] + 1), opened)
+        held, mine = open_cell(sw["flow_key"][slot], fb), open_cell(key, b)
+        opened = z3.If(gone, z3.Store(opened, held, opened[held] - 1), opened)
+        post["backend_open"] = z3.If(new_flow, z3.Store(opened, mine, opened[mine] + 1), opened)
         return post, out, lk.others_open
 
     def place_of(self, s: Sym, key: z3.ExprRef) -> z3.ExprRef:
