@@ -655,6 +655,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 flow_key.read(fk, meta.lb.slot);
                 flow_backend.read(fb, meta.lb.slot);
                 flow_last_seen.read(fl, meta.lb.slot);
+                bit<32> held_cell = (bit<32>)fk[55:48] * 256 + (bit<32>)fb;  /* backend_open's cell of the place's entry: its own service's */
                 bool live = meta.lb.found == 1 && meta.lb.now - fl <= meta.lb.timeout;
                 bool admitted = false;
                 if (syn && close) {
@@ -665,8 +666,8 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                     meta.lb.backend = fb;
                     admitted = true;
                     if (close) {
-                        backend_open.read(count, meta.lb.svc_base + (bit<32>)fb);
-                        backend_open.write(meta.lb.svc_base + (bit<32>)fb, count - 1);  /* its OPEN entry is CLOSING now */
+                        backend_open.read(count, held_cell);
+                        backend_open.write(held_cell, count - 1);  /* its OPEN entry is CLOSING now */
                     }
                 } else if (new_syn && meta.lb.found == 0 && meta.lb.room == 0) {
                     drop_counted(FLOW_TABLE_FULL);  /* every candidate holds another open flow: never evict */
@@ -684,9 +685,8 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                         flow_last_seen.write(meta.lb.slot, meta.lb.now);
                         backend_flows.count(meta.lb.svc_base + (bit<32>)meta.lb.backend);
                         if (fs == OPEN) {
-                            bit<32> held_cell = (bit<32>)fk[55:48] * 256 + (bit<32>)fb;  /* the entry's own service: maybe another's */
                             backend_open.read(count, held_cell);
-                            backend_open.write(held_cell, count - 1);  /* the OPEN entry this place held (expired, or this key's) */
+                            backend_open.write(held_cell, count - 1);  /* the OPEN entry this place held (expired, or this key's; maybe another service's) */
                         }
                         backend_open.read(count, meta.lb.svc_base + (bit<32>)meta.lb.backend);
                         backend_open.write(meta.lb.svc_base + (bit<32>)meta.lb.backend, count + 1);

@@ -57,9 +57,9 @@ from p4lb.verify.bmv2.symbolic import (
     fresh_input,
     hash_sym,
 )
-from p4lb.verify.encoding import B8, Out, PacketIn, Sym, fresh_spec, uninterpreted
+from p4lb.verify.encoding import B8, KEY, SERVICE, Out, PacketIn, Sym, fresh_spec, uninterpreted
 from p4lb.verify.errors import VerifyError
-from p4lb.verify.p4lb_enc import P4lbEncoding
+from p4lb.verify.p4lb_enc import CELL, P4lbEncoding
 from p4lb.verify.results import QUERY_TIMEOUT_MS
 from p4lb.verify.seed_enc import SeedEncoding
 
@@ -70,6 +70,8 @@ TCP = 6
 HEADERS_LEN = 14 + 20 + 20  # Ethernet + IPv4 without options + TCP without options
 TIME_BITS = 48
 OPEN_BITS = 32  # backend_open's cells: bit<32>
+RR_CELLS = z3.BitVecSort(9)  # rr_next: service ++ version
+DROP_CELLS = z3.BitVecSort(11)  # lb_drops: service ++ reason
 WIDE = 64
 PROGRAMS = ("p4lb", "seed")
 MAX_FRAME = 1514  # bytes: the lab's veth links carry at most a 1500-byte IPv4 packet
@@ -235,11 +237,22 @@ def action_named(prog: Program, table: str, short: str) -> str:
     raise VerifyError(f"table {table} has no action {short}")
 
 
-def backend_entries(prog: Program, cfg: LbConfig, table: str, action: str, n: int | None = None) -> Entries:
-    """Backend i (1..N) -> action(mac_i, ip_i, port_i), as the controllers install them."""
+def backend_entries(prog: Program, cfg: LbConfig, table: str, action: str, n: int | None = None, service: int | z3.BitVecRef | None = None) -> Entries:
+    """Backend i (1..N) -> action(mac_i, ip_i, port_i), as the controllers install them (keyed (service, i) for p4lb)."""
     t = table_named(prog, table)
     a = action_named(prog, t, action)
-    return Entries([Entry((Match(b.id),), a, (b.mac, b.ip, b.port)) for b in cfg.backends[:n]])
+    first = () if service is None else (Match(service),)
+    return Entries([Entry((*first, Match(b.id)), a, (b.mac, b.ip, b.port)) for b in cfg.backends[:n]])
+
+
+def rr_cell(service: z3.BitVecRef, version: int) -> z3.BitVecRef:
+    """rr_next's cell of a service's version: service * 2 + version."""
+    return z3.Concat(service, z3.BitVecVal(version, 1))
+
+
+def drop_cell(service: z3.BitVecRef, r: int | z3.BitVecRef) -> z3.BitVecRef:
+    """lb_drops's cell of a service's drop reason: service * 8 + reason."""
+    return z3.Concat(service, z3.BitVecVal(r, 3) if isinstance(r, int) else r)
 
 
 def backend_of(cfg: LbConfig, b: z3.BitVecRef, pick: Callable[[Backend], z3.ExprRef]) -> z3.ExprRef:
@@ -283,6 +296,7 @@ class P4lbSetup:
     slot: z3.BitVecRef  # the P4 side's flow slot
     position: z3.BitVecRef  # the model's round-robin position
     cand: z3.ExprRef  # the model's candidate (8-bit) the packet reads and writes: places.of(key, cand) is its place
+    rr_pre: z3.ArrayRef  # rr_next before the packet: the service's (rr_next0, rr_next1), other services' cells arbitrary
     stages: tuple[tuple[CutPoint, ...], ...] = ()  # cut points (multi-way table): flow_probe's masks, then flow_choose's results
     cand_var: z3.ExprRef | None = None  # the model's candidate as the obligations have it after the cuts
 
@@ -350,22 +364,27 @@ def stage_cut(name: str, cut: Cut, terms: Sequence[z3.ExprRef], before: Sequence
     return CutPoint(name, cut, subst[-1], _targets([(t, var) for t in subst]), facts=facts)
 
 
-def p4lb_tables(prog: Program, cfg: LbConfig, sw: Mapping[str, z3.ExprRef], present: Mapping[str, z3.ExprRef], others: TableContents | None) -> dict[str, TableContents]:
-    """The controller's tables: vip (VIP:port -> lb_select(version)), rr_group / rr_member per version, backend 1..N."""
+def p4lb_tables(prog: Program, cfg: LbConfig, sw: Mapping[str, z3.ExprRef], present: Mapping[str, z3.ExprRef], others: TableContents | None, service: z3.BitVecRef = SERVICE) -> dict[str, TableContents]:
+    """The controller's tables for one service (any id): vip (VIP:port -> lb_select(service, version)), rr_group /
+    rr_member per (service, version), backend (service, 1..N). Entries of other services: see `other_entries`."""
     vip_t, grp_t, mem_t = table_named(prog, "vip"), table_named(prog, "rr_group"), table_named(prog, "rr_member")
     version = z3.If(sw["version"], z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)) if z3.is_bool(sw["version"]) else sw["version"]
     tables: dict[str, TableContents] = {
-        vip_t: Entries([Entry((Match(cfg.vip), Match(cfg.vip_port)), action_named(prog, vip_t, "lb_select"), (version,))]),
-        table_named(prog, "backend"): backend_entries(prog, cfg, "backend", "set_backend"),
+        vip_t: Entries([Entry((Match(cfg.vip), Match(cfg.vip_port)), action_named(prog, vip_t, "lb_select"), (service, version))]),
+        table_named(prog, "backend"): backend_entries(prog, cfg, "backend", "set_backend", service=service),
     }
     set_group, set_member = action_named(prog, grp_t, "set_group"), action_named(prog, mem_t, "set_member")
+    other_size, other_member = z3.Function("rr_group_other", B8, z3.BitVecSort(1), B8), z3.Function("rr_member_other", B8, z3.BitVecSort(1), B8, B8)
 
     def group(keys: tuple[z3.BitVecRef, ...]) -> tuple[Choice, ...]:
-        return tuple(Choice(z3.And(keys[0] == v, present[f"rr_group{v}"]), set_group, (sw[f"rr_group{v}"],)) for v in (0, 1))
+        svc, ver = keys
+        mine = tuple(Choice(z3.And(svc == service, ver == v, present[f"rr_group{v}"]), set_group, (sw[f"rr_group{v}"],)) for v in (0, 1))
+        return (*mine, Choice(svc != service, set_group, (other_size(svc, ver),)))  # another service's entry: any size
 
     def member(keys: tuple[z3.BitVecRef, ...]) -> tuple[Choice, ...]:
-        ver, pos = keys
-        return tuple(Choice(z3.And(ver == v, present[f"rr_member{v}"][pos]), set_member, (sw[f"rr_member{v}"][pos],)) for v in (0, 1))
+        svc, ver, pos = keys
+        mine = tuple(Choice(z3.And(svc == service, ver == v, present[f"rr_member{v}"][pos]), set_member, (sw[f"rr_member{v}"][pos],)) for v in (0, 1))
+        return (*mine, Choice(svc != service, set_member, (other_member(svc, ver, pos),)))  # another service's entry: any backend
 
     tables[grp_t] = Function(group)
     tables[mem_t] = Function(member)
@@ -387,11 +406,13 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
     present = {"rr_group0": z3.Bool(f"g0_present_{tag}"), "rr_group1": z3.Bool(f"g1_present_{tag}"), "rr_member0": z3.Array(f"m0_present_{tag}", B8, z3.BoolSort()), "rr_member1": z3.Array(f"m1_present_{tag}", B8, z3.BoolSort())}
     last_seen = z3.Array(f"flow_last_seen48_{tag}", z3.BitVecSort(cfg.flow_table_bits), z3.BitVecSort(TIME_BITS))
     now = z3.BitVec(f"now48_{tag}", TIME_BITS)
-    if prog.register("backend_open").size != 1 << B8.size():
-        raise VerifyError(f"the program's backend_open has {prog.register('backend_open').size} cells, not one per 8-bit backend id")
-    opened = z3.Array(f"backend_open32_{tag}", B8, z3.BitVecSort(OPEN_BITS))  # the model's backend_open is this, zero-extended
+    for reg, sort in (("backend_open", CELL), ("rr_next", RR_CELLS)):
+        if prog.register(reg).size != 1 << sort.size():
+            raise VerifyError(f"the program's {reg} has {prog.register(reg).size} cells, not one per {sort.size()}-bit (service, id) index")
+    opened = z3.Array(f"backend_open32_{tag}", CELL, z3.BitVecSort(OPEN_BITS))  # the model's backend_open is this, zero-extended
+    rr_pre = z3.Store(z3.Store(z3.Array(f"rr_next_others_{tag}", RR_CELLS, B8), rr_cell(SERVICE, 0), sw["rr_next0"]), rr_cell(SERVICE, 1), sw["rr_next1"])
     regs = {
-        prog.register("rr_next").name: z3.Store(z3.Store(z3.K(z3.BitVecSort(1), z3.BitVecVal(0, 8)), z3.BitVecVal(0, 1), sw["rr_next0"]), z3.BitVecVal(1, 1), sw["rr_next1"]),
+        prog.register("rr_next").name: rr_pre,  # the service's two cells; every other service's cells arbitrary
         prog.register("flow_state").name: sw["flow_state"],
         prog.register("flow_key").name: sw["flow_key"],
         prog.register("flow_backend").name: sw["flow_backend"],
@@ -416,7 +437,7 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
     lk = enc.lookup(Sym(sw, sym.spec), pkt.key, pkt.t)  # the very terms packet() built (hash-consed)
     cand = enc.candidate(lk)
     i = z3.BitVec(f"lambda_i_{tag}", cfg.flow_table_bits)
-    ib = z3.BitVec(f"lambda_b_{tag}", 8)
+    ib = z3.BitVec(f"lambda_b_{tag}", CELL.size())
     to_bv = IntToBv({
         t: (z3.ZeroExt(WIDE - TIME_BITS, inp.timestamp), 1 << TIME_BITS),
         sw["now"]: (z3.ZeroExt(WIDE - TIME_BITS, now), 1 << TIME_BITS),
@@ -453,7 +474,7 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
 
                 wide = z3.ZeroExt(pcut.var.size() - bits, model_place)
                 stages.append((CutPoint("slot", pcut, wide, ((model_place, z3.Extract(bits - 1, 0, pcut.var)),), facts=place_facts, late=True, bare=True),))
-    return P4lbSetup(cfg, Side(inp, res, prog), enc, sw, post, out, pkt, to_bv, last_seen, now, relation, slot, position, cand, tuple(stages), cand_var)
+    return P4lbSetup(cfg, Side(inp, res, prog), enc, sw, post, out, pkt, to_bv, last_seen, now, relation, slot, position, cand, rr_pre, tuple(stages), cand_var)
 
 
 SEPARATE = ("backend_open",)  # obligations proven in a query of their own: Z3 takes less for them apart than together (N=64: 6 s + 2 s, not 15 s). Not the flow registers: apart they took 67 s in a fresh process, together with the rest 4 s
@@ -486,8 +507,10 @@ def p4lb_obligations(s: P4lbSetup) -> list[tuple[str, z3.BoolRef]]:
     """Everything class-(a) packets must agree on, by name."""
     res, cfg, post, out, bv = s.side.res, s.cfg, s.post, s.out, s.to_bv
     j = z3.BitVec("j_slot", cfg.flow_table_bits)
-    r = z3.BitVec("r_reason", 3)
-    b = z3.BitVec("b_backend", 8)
+    r = z3.BitVec("r_reason", DROP_CELLS.size())  # service ++ reason
+    b = z3.BitVec("b_backend", CELL.size())  # service ++ backend
+    rc = z3.BitVec("c_rr_next", RR_CELLS.size())  # service ++ version
+    mine, reason_, backend_ = z3.Extract(10, 3, r) == SERVICE, z3.Extract(2, 0, r), z3.Extract(7, 0, b)
     fate = bv(out.fate)
     ob = [
         ("fate", (fate == int(Fate.BACKEND)) == z3.Not(res.dropped)),
@@ -497,16 +520,16 @@ def p4lb_obligations(s: P4lbSetup) -> list[tuple[str, z3.BoolRef]]:
     for k in ("flow_state", "flow_key", "flow_backend"):
         ob.append((k, res.register(k) == bv(post[k])))
     ob.append(("flow_last_seen", z3.ZeroExt(WIDE - TIME_BITS, res.register("flow_last_seen")[j]) == bv(post["flow_last_seen"])[j]))
-    rr = res.register("rr_next")
-    ob.append(("rr_next", z3.And(rr[z3.BitVecVal(0, 1)] == bv(post["rr_next0"]), rr[z3.BitVecVal(1, 1)] == bv(post["rr_next1"]))))
+    after = z3.Store(z3.Store(s.rr_pre, rr_cell(SERVICE, 0), bv(post["rr_next0"])), rr_cell(SERVICE, 1), bv(post["rr_next1"]))
+    ob.append(("rr_next", res.register("rr_next")[rc] == after[rc]))  # the service's cells as the model's; no other cell changes
     ob.append(("idle_timeout", res.register("idle_timeout") == z3.K(z3.BitVecSort(1), z3.BitVecVal(cfg.idle_timeout_us, TIME_BITS))))
     drops = res.counter("lb_drops")
     if "lb_drops" in post:
-        ob.append(("lb_drops", z3.ZeroExt(WIDE - 32, drops[r]) == bv(post["lb_drops"])[r]))
+        ob.append(("lb_drops", z3.ZeroExt(WIDE - 32, drops[r]) == z3.If(mine, bv(post["lb_drops"])[reason_], 0)))
     else:
-        ob.append(("lb_drops", drops[r] == z3.If(z3.And(fate == int(Fate.DROP), bv(out.reason) == r, r != 0, r != int(DropReason.UNCOUNTED)), 1, 0)))
+        ob.append(("lb_drops", drops[r] == z3.If(z3.And(mine, fate == int(Fate.DROP), bv(out.reason) == reason_, reason_ != 0, reason_ != int(DropReason.UNCOUNTED)), 1, 0)))
     if "backend_flows" in post:
-        ob.append(("backend_flows", z3.ZeroExt(WIDE - 32, res.counter("backend_flows")[b]) == bv(post["backend_flows"])[b]))
+        ob.append(("backend_flows", z3.ZeroExt(WIDE - 32, res.counter("backend_flows")[b]) == z3.If(z3.Extract(15, 8, b) == SERVICE, bv(post["backend_flows"])[backend_], 0)))
     ob.append(("backend_open", res.register("backend_open")[b] == z3.Extract(OPEN_BITS - 1, 0, bv(post["backend_open"])[b])))
     return ob
 
@@ -516,11 +539,11 @@ def p4lb_branches(s: P4lbSetup) -> list[tuple[str, z3.BoolRef]]:
     res, slot = s.side.res, s.slot
     fs0, fs1 = s.model_sw["flow_state"][slot], res.register("flow_state")[slot]
     drops, flows = res.counter("lb_drops"), res.counter("backend_flows")
-    new_flow = flows != z3.K(B8, z3.BitVecVal(0, 32))
+    new_flow = flows != z3.K(CELL, z3.BitVecVal(0, 32))
     open_, closing = int(SlotState.OPEN), int(SlotState.CLOSING)
 
     def counted(reason: DropReason) -> z3.BoolRef:
-        return drops[z3.BitVecVal(int(reason), 3)] == 1
+        return drops[drop_cell(SERVICE, int(reason))] == 1
 
     return [
         ("dispatch", z3.And(z3.Not(res.dropped), new_flow)),
@@ -552,8 +575,10 @@ def p4lb_counterexample(s: P4lbSetup, m: z3.ModelRef, failed: Sequence[str], sub
         "backend": ev(sw["flow_backend"][z3.BitVecVal(slot, cfg.flow_table_bits)]),
         "last_seen": ev(s.last_seen[z3.BitVecVal(slot, cfg.flow_table_bits)]),
     }
-    packet = {"src_ip": ev(inp.field("ipv4", "srcAddr")), "src_port": ev(inp.field("tcp", "srcPort")), "flags": ev(inp.field("tcp", "flags")), "time_us": t}
+    svc = ev(SERVICE)
+    packet = {"src_ip": ev(inp.field("ipv4", "srcAddr")), "src_port": ev(inp.field("tcp", "srcPort")), "flags": ev(inp.field("tcp", "flags")), "time_us": t, "service": svc}
     state = {"version": version, "rr_group": groups, "rr_member": members, "rr_next": [ev(sw["rr_next0"]), ev(sw["rr_next1"])], "flows": {str(slot): entry}, "now": ev(s.now)}
+    cells = sorted({svc, entry["key"] >> 48})  # the services whose backend_open cells the packet may move
     post_p4 = _slot_view(ev, res.registers, slot, cfg.flow_table_bits, prog=s.side.prog)
     bv = s.to_bv
     model_side = {
@@ -562,27 +587,27 @@ def p4lb_counterexample(s: P4lbSetup, m: z3.ModelRef, failed: Sequence[str], sub
         "reason": DropReason(ev(bv(s.out.reason))).name,
         "slot_after": {k: ev(bv(s.post[k])[z3.BitVecVal(slot, cfg.flow_table_bits)]) for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen")},
         "rr_next_after": [ev(bv(s.post["rr_next0"])), ev(bv(s.post["rr_next1"]))],
-        "backend_open": open_changes(ev, lambda c: z3.Extract(OPEN_BITS - 1, 0, bv(s.post["backend_open"])[c]), lambda c: z3.Extract(OPEN_BITS - 1, 0, bv(sw["backend_open"])[c])),
+        "backend_open": open_changes(ev, lambda c: z3.Extract(OPEN_BITS - 1, 0, bv(s.post["backend_open"])[c]), lambda c: z3.Extract(OPEN_BITS - 1, 0, bv(sw["backend_open"])[c]), cells),
     }
     p4_side = {
         "dropped": bool(ev(res.dropped)),
         "egress_port": ev(res.egress_port),
         "eth_dst": ev(res.field("ethernet", "dstAddr")),
         "ip_dst": ip_str(ev(res.field("ipv4", "dstAddr"))),
-        "lb_drops": {DropReason(i).name: ev(res.counter("lb_drops")[z3.BitVecVal(i, 3)]) for i in range(8) if ev(res.counter("lb_drops")[z3.BitVecVal(i, 3)])},
-        "backend_flows": {i: ev(res.counter("backend_flows")[z3.BitVecVal(i, 8)]) for i in range(cfg.n + 2) if ev(res.counter("backend_flows")[z3.BitVecVal(i, 8)])},
+        "lb_drops": {DropReason(i).name: ev(res.counter("lb_drops")[z3.BitVecVal(svc * 8 + i, 11)]) for i in range(8) if ev(res.counter("lb_drops")[z3.BitVecVal(svc * 8 + i, 11)])},
+        "backend_flows": {i: ev(res.counter("backend_flows")[z3.BitVecVal(svc * 256 + i, 16)]) for i in range(cfg.n + 2) if ev(res.counter("backend_flows")[z3.BitVecVal(svc * 256 + i, 16)])},
         "slot_after": post_p4,
-        "rr_next_after": [ev(res.register("rr_next")[z3.BitVecVal(i, 1)]) for i in (0, 1)],
-        "backend_open": open_changes(ev, lambda c: res.register("backend_open")[c], lambda c: bv(sw["backend_open"])[c]),
+        "rr_next_after": [ev(res.register("rr_next")[z3.BitVecVal(svc * 2 + i, 9)]) for i in (0, 1)],
+        "backend_open": open_changes(ev, lambda c: res.register("backend_open")[c], lambda c: bv(sw["backend_open"])[c], cells),
     }
     return {"failed": list(failed), "slot": slot, "packet": packet, "flags": flags_str(packet["flags"]), "state": state, "model": model_side, "p4": p4_side, "input": input_values(ev, s.side.prog, inp)}
 
 
-def open_changes(ev: Callable[[z3.ExprRef], int], after: Callable[[z3.ExprRef], z3.ExprRef], before: Callable[[z3.ExprRef], z3.ExprRef]) -> dict[int, int]:
-    """backend_open's changed cells as signed 32-bit changes (-1, +1), by backend id."""
+def open_changes(ev: Callable[[z3.ExprRef], int], after: Callable[[z3.ExprRef], z3.ExprRef], before: Callable[[z3.ExprRef], z3.ExprRef], services: Sequence[int]) -> dict[int, int]:
+    """backend_open's changed cells of some services as signed 32-bit changes (-1, +1), by cell (service * 256 + backend)."""
     out = {}
-    for i in range(1 << B8.size()):
-        c = z3.BitVecVal(i, 8)
+    for i in (svc * 256 + b for svc in services for b in range(1 << B8.size())):
+        c = z3.BitVecVal(i, CELL.size())
         d = (ev(after(c)) - ev(before(c))) % (1 << OPEN_BITS)
         if d:
             out[i] = d - (1 << OPEN_BITS) if d >= 1 << (OPEN_BITS - 1) else d
@@ -757,16 +782,18 @@ def p4lb_others(prog: Program, cfg: LbConfig) -> list[Other]:
     res = execute(prog, env, inp, "xb")
     pre = {name: z3.Array(f"{name}_xb", z3.BitVecSort(_bits(r.size)), z3.BitVecSort(r.bitwidth)) for name, r in prog.registers.items()}
     same = [res.registers[prog.register(k).name] == pre[prog.register(k).name] for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen", "backend_open")]
-    zero8 = z3.K(B8, z3.BitVecVal(0, 32))
-    malformed = z3.BitVecVal(int(DropReason.MALFORMED), 3)
-    drops = res.counter("lb_drops")
-    only_malformed = z3.Or(drops == z3.K(z3.BitVecSort(3), z3.BitVecVal(0, 32)), z3.And(drops == z3.Store(z3.K(z3.BitVecSort(3), z3.BitVecVal(0, 32)), malformed, z3.BitVecVal(1, 32)), res.valid["ipv4"], res.checksum_error))
+    zero8 = z3.K(CELL, z3.BitVecVal(0, 32))
+    none = z3.K(DROP_CELLS, z3.BitVecVal(0, 32))
+    drops, bad = res.counter("lb_drops"), res.counter("bad_checksum")
+    zero1 = z3.K(bad.domain(), z3.BitVecVal(0, 32))
+    bad_ok = z3.Or(bad == zero1, z3.And(bad == z3.Store(zero1, z3.BitVecVal(0, bad.domain().size()), z3.BitVecVal(1, 32)), res.valid["ipv4"], res.checksum_error))
+    only_malformed = z3.And(bad_ok, z3.Or(drops == none, z3.And(drops == z3.Store(none, drop_cell(SERVICE, int(DropReason.MALFORMED)), z3.BitVecVal(1, 32)), res.valid["ipv4"], res.checksum_error)))
     backend_t = table_named(prog, "backend")
     claim = z3.And(*same, res.register("rr_next") == pre[prog.register("rr_next").name], res.register("idle_timeout") == pre[prog.register("idle_timeout").name], res.counter("backend_flows") == zero8, only_malformed, z3.Not(res.visited(backend_t)), z3.Not(res.fault()))
     not_a = z3.And(inp.ingress_port != CPU_PORT, z3.Not(vip_tcp(cfg, inp, res)))
     cpu = inp.ingress_port == CPU_PORT
-    cpu_claim = z3.And(*same, res.counter("backend_flows") == zero8, drops == z3.K(z3.BitVecSort(3), z3.BitVecVal(0, 32)), z3.Or(res.dropped, res.egress_port == CPU_PORT), z3.Not(res.fault()))
-    return [("(b) other packets: no flow/backend_open/rr_next/timeout change, no backend, only MALFORMED counted", not_a, claim, inp), ("(b) CPU-port packets: flow registers, backend_open and counters unchanged, answer to the CPU", cpu, cpu_claim, inp)]
+    cpu_claim = z3.And(*same, res.counter("backend_flows") == zero8, drops == none, bad == zero1, z3.Or(res.dropped, res.egress_port == CPU_PORT), z3.Not(res.fault()))
+    return [("(b) other packets: no flow/backend_open/rr_next/timeout change, no backend; only a bad checksum counted (its service's MALFORMED, or bad_checksum)", not_a, claim, inp), ("(b) CPU-port packets: flow registers, backend_open and counters unchanged, answer to the CPU", cpu, cpu_claim, inp)]
 
 
 def _bits(size: int) -> int:
@@ -1237,29 +1264,30 @@ def tcp_to_vip(prog: Program, cfg: LbConfig, src_ip: int, src_port: int, flags: 
     return concrete_input(prog, v, HEADERS_LEN, port, ts)
 
 
-def concrete_p4lb_env(prog: Program, cfg: LbConfig, st: P4lbState) -> Environment:
-    """Tables and registers of a concrete model state."""
+def concrete_p4lb_env(prog: Program, cfg: LbConfig, st: P4lbState, service: int = 0) -> Environment:
+    """Tables and registers of a concrete model state: `service`'s slice (other services have no entries)."""
     bits = cfg.flow_table_bits
     idx = z3.BitVecSort(bits)
+    svc = z3.BitVecVal(service, 8)
     regs = {
-        "rr_next": z3.Store(z3.Store(z3.K(z3.BitVecSort(1), z3.BitVecVal(0, 8)), z3.BitVecVal(0, 1), z3.BitVecVal(st.rr_next[0], 8)), z3.BitVecVal(1, 1), z3.BitVecVal(st.rr_next[1], 8)),
+        "rr_next": z3.Store(z3.Store(z3.K(RR_CELLS, z3.BitVecVal(0, 8)), rr_cell(svc, 0), z3.BitVecVal(st.rr_next[0], 8)), rr_cell(svc, 1), z3.BitVecVal(st.rr_next[1], 8)),
         "idle_timeout": z3.K(z3.BitVecSort(1), z3.BitVecVal(cfg.idle_timeout_us, TIME_BITS)),
     }
-    for k, width, get in (("flow_state", 2, lambda e: int(e.state)), ("flow_key", 48, lambda e: e.key), ("flow_backend", 8, lambda e: e.backend), ("flow_last_seen", TIME_BITS, lambda e: e.last_seen)):
+    for k, width, get in (("flow_state", 2, lambda e: int(e.state)), ("flow_key", KEY.size(), lambda e: e.key), ("flow_backend", 8, lambda e: e.backend), ("flow_last_seen", TIME_BITS, lambda e: e.last_seen)):
         arr = z3.K(idx, z3.BitVecVal(0, width))
         for slot, e in st.flows.items():
             arr = z3.Store(arr, z3.BitVecVal(slot, bits), z3.BitVecVal(get(e), width))
         regs[k] = arr
-    opened = z3.K(B8, z3.BitVecVal(0, OPEN_BITS))
+    opened = z3.K(CELL, z3.BitVecVal(0, OPEN_BITS))
     for b, c in st.backend_open.items():
-        opened = z3.Store(opened, z3.BitVecVal(b, 8), z3.BitVecVal(c % (1 << OPEN_BITS), OPEN_BITS))
+        opened = z3.Store(opened, z3.BitVecVal(b, CELL.size()), z3.BitVecVal(c % (1 << OPEN_BITS), OPEN_BITS))
     regs["backend_open"] = opened
     regs = {prog.register(k).name: v for k, v in regs.items()}
     tables: dict[str, TableContents] = {
-        table_named(prog, "vip"): Entries([Entry((Match(cfg.vip), Match(cfg.vip_port)), action_named(prog, table_named(prog, "vip"), "lb_select"), (st.version,))]),
-        table_named(prog, "rr_group"): Entries([Entry((Match(v),), action_named(prog, table_named(prog, "rr_group"), "set_group"), (st.rr_group[v],)) for v in (0, 1)]),
-        table_named(prog, "rr_member"): Entries([Entry((Match(v), Match(p)), action_named(prog, table_named(prog, "rr_member"), "set_member"), (b,)) for (v, p), b in st.rr_member.items()]),
-        table_named(prog, "backend"): backend_entries(prog, cfg, "backend", "set_backend"),
+        table_named(prog, "vip"): Entries([Entry((Match(cfg.vip), Match(cfg.vip_port)), action_named(prog, table_named(prog, "vip"), "lb_select"), (service, st.version))]),
+        table_named(prog, "rr_group"): Entries([Entry((Match(service), Match(v)), action_named(prog, table_named(prog, "rr_group"), "set_group"), (st.rr_group[v],)) for v in (0, 1)]),
+        table_named(prog, "rr_member"): Entries([Entry((Match(service), Match(v), Match(p)), action_named(prog, table_named(prog, "rr_member"), "set_member"), (b,)) for (v, p), b in st.rr_member.items()]),
+        table_named(prog, "backend"): backend_entries(prog, cfg, "backend", "set_backend", service=service),
     }
     return Environment(tables, regs, Unlisted.EMPTY)
 
