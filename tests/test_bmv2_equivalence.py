@@ -132,10 +132,12 @@ def no_wrap(d: dict) -> int:
 
 
 def wrong_drop_index(d: dict) -> int:
-    """UNKNOWN_FLOW is counted at lb_drops[FLOW_TABLE_FULL]."""
-    hits = [p for a in d["actions"] for p in a["primitives"] if p["op"] == "count" and p["parameters"][0]["value"].endswith("lb_drops") and hexval(p["parameters"][1]) == int(DropReason.UNKNOWN_FLOW)]
-    for p in hits:
-        p["parameters"][1] = {"type": "hexstr", "value": f"0x{int(DropReason.FLOW_TABLE_FULL):08x}"}
+    """UNKNOWN_FLOW is counted at lb_drops[service * 8 + FLOW_TABLE_FULL] (the reason added to service * 8 in the action
+    that counts it)."""
+    counting = [a for a in d["actions"] if any(p["op"] == "count" and p["parameters"][0]["value"].endswith("lb_drops") for p in a["primitives"])]
+    hits = [n for a in counting for p in a["primitives"] for n in nodes(p) if n.get("op") == "+" and n["right"].get("type") == "hexstr" and hexval(n["right"]) == int(DropReason.UNKNOWN_FLOW)]
+    for n in hits:
+        n["right"] = {"type": "hexstr", "value": f"0x{int(DropReason.FLOW_TABLE_FULL):08x}"}
     return len(hits)
 
 

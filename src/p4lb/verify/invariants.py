@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import z3
 
-from p4lb.verify.encoding import StepEnc, Sym, bv8
+from p4lb.verify.encoding import KEY, StepEnc, Sym, bv8
 from p4lb.verify.p4lb_enc import FREE, OPEN, Ghosts, P4lbEncoding
 from p4lb.verify.properties import Witness
 
@@ -101,7 +101,7 @@ class Watched:
 
     @classmethod
     def fresh(cls, enc: P4lbEncoding) -> Watched:
-        return cls(z3.BitVec("j_star", 8), z3.BitVec("b_star", 8), z3.BitVec("k_star", 48), z3.BitVec("slot_star", enc.cfg.flow_table_bits))
+        return cls(z3.BitVec("j_star", 8), z3.BitVec("b_star", 8), z3.BitVec("k_star", KEY.size()), z3.BitVec("slot_star", enc.cfg.flow_table_bits))
 
 
 def terms(enc: P4lbEncoding, s: Sym, e: StepEnc, w: Witness, watched: Watched, occupants: bool = True) -> tuple[list[z3.ExprRef], list[z3.ExprRef], list[z3.ExprRef], list[z3.ExprRef]]:

@@ -8,7 +8,7 @@ import z3
 
 from p4lb.model.packet import DropReason
 from p4lb.model.spec import SAFE_UPDATE_PROPS, Prop
-from p4lb.verify.encoding import FATE_DROP, FATE_LOST, Out, StepEnc, Sym, any_eligible, eligible, open_at, reason, times
+from p4lb.verify.encoding import FATE_DROP, FATE_LOST, KEY, Out, StepEnc, Sym, any_eligible, eligible, open_at, reason, times
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Witness:
 
     @classmethod
     def fresh(cls, tag: str) -> Witness:
-        return cls(z3.BitVec(f"wkey_{tag}", 48), z3.BitVec(f"wb1_{tag}", 8), z3.BitVec(f"wb2_{tag}", 8))
+        return cls(z3.BitVec(f"wkey_{tag}", KEY.size()), z3.BitVec(f"wb1_{tag}", 8), z3.BitVec(f"wb2_{tag}", 8))
 
 
 def bad(prop: Prop, s: Sym, s2: Sym, e: StepEnc, w: Witness, n: int, timeout: int) -> z3.BoolRef:

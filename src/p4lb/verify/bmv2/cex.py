@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 FORMAT = "p4lb-bmv2-counterexample/1"
 REPLAY_COMMAND = "python -m p4lb.lab.replay"
 Key = int | tuple[int, int]  # exact value, or (value, prefix length) for LPM: as p4lb.controller.p4rt writes them
-COUNTERS = {"p4lb": ("lb_drops", "backend_flows"), "seed": ()}
+COUNTERS = {"p4lb": ("lb_drops", "backend_flows", "bad_checksum"), "seed": ()}
+REPLAY_SERVICE = 0  # the service id a replay installs (p4lb's lb_drops, backend_flows and backend_open cells are then the model's indices)
 CHANGES = {"p4lb": ("backend_open",), "seed": ()}  # registers compared by their change (signed, mod 2^width): BMv2 cannot set them
 
 
@@ -202,12 +203,13 @@ def frame_bytes(prog: Program, fields: Mapping[str, int], headers: Sequence[str]
 
 
 def p4lb_tables(cfg: LbConfig, version: int, groups: Sequence[int], members: Mapping[tuple[int, int], int]) -> tuple[TableWrite, ...]:
-    """The controller's p4lb entries for a state: vip, rr_group, rr_member, and the static backend, forward and
-    send_frame entries exactly as P4RuntimeSwitch.install_backends writes them."""
-    out = [TableWrite("vip", (("hdr.ipv4.dstAddr", cfg.vip), ("hdr.tcp.dstPort", cfg.vip_port)), "lb_select", (("version", version),))]
-    out += [TableWrite("rr_group", (("meta.lb.version", v),), "set_group", (("size", groups[v]),)) for v in (0, 1)]
-    out += [TableWrite("rr_member", (("meta.lb.version", v), ("meta.lb.position", p)), "set_member", (("backend", b),)) for (v, p), b in sorted(members.items())]
-    out += [TableWrite("backend", (("meta.lb.backend", b.id),), "set_backend", (("mac", b.mac), ("addr", b.ip), ("port", b.port))) for b in cfg.backends]
+    """The controller's p4lb entries for a state of service REPLAY_SERVICE: vip, rr_group, rr_member, and the static
+    backend, forward and send_frame entries exactly as P4RuntimeSwitch.install_backends writes them."""
+    svc = ("meta.lb.service", REPLAY_SERVICE)
+    out = [TableWrite("vip", (("hdr.ipv4.dstAddr", cfg.vip), ("hdr.tcp.dstPort", cfg.vip_port)), "lb_select", (("service", REPLAY_SERVICE), ("version", version)))]
+    out += [TableWrite("rr_group", (svc, ("meta.lb.version", v)), "set_group", (("size", groups[v]),)) for v in (0, 1)]
+    out += [TableWrite("rr_member", (svc, ("meta.lb.version", v), ("meta.lb.position", p)), "set_member", (("backend", b),)) for (v, p), b in sorted(members.items())]
+    out += [TableWrite("backend", (svc, ("meta.lb.backend", b.id)), "set_backend", (("mac", b.mac), ("addr", b.ip), ("port", b.port))) for b in cfg.backends]
     out += [TableWrite("forward", (("hdr.ipv4.dstAddr", (b.ip, 32)),), "set_nhop", (("mac", b.mac), ("port", b.port))) for b in cfg.backends]
     out.append(TableWrite("forward", (("hdr.ipv4.dstAddr", (cfg.vip, 32)),), "drop"))
     out.append(TableWrite("forward", (("hdr.ipv4.dstAddr", (cfg.client_net, cfg.client_prefix)),), "set_nhop", (("mac", cfg.client_mac), ("port", cfg.client_port))))
@@ -464,7 +466,9 @@ def predict_claim(prog: Program, scn: Scenario) -> Effect:
     """A class-(b) packet: what the equivalence claims (registers unchanged, no backend, at most MALFORMED counted)."""
     counters: dict[str, dict[int, int]] = {name: {} for name in (*COUNTERS[scn.program], *CHANGES[scn.program])}
     if scn.program == "p4lb" and "ipv4.version" in scn.frame.fields and not _ipv4_checksum_ok(prog, scn):
-        counters["lb_drops"] = {int(DropReason.MALFORMED): 1}
+        f = scn.frame.fields
+        to_vip = "tcp.dstPort" in f and (f.get("ipv4.dstAddr"), f.get("tcp.dstPort")) == (scn.cfg().vip, scn.cfg().vip_port)
+        counters["lb_drops" if to_vip else "bad_checksum"] = {REPLAY_SERVICE * 8 + int(DropReason.MALFORMED) if to_vip else 0: 1}
     eth, ip = scn.frame.fields.get("ethernet.dstAddr", 0), scn.frame.fields.get("ipv4.dstAddr", 0)
     return Effect(False, None, eth, ip, counters, {k: dict(v) for k, v in scn.registers.items()})
 

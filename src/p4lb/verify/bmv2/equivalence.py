@@ -910,6 +910,7 @@ def p4lb_replayable(s: P4lbSetup) -> list[z3.BoolRef]:
     age, timeout = inp.timestamp - last, cfg.idle_timeout_us
     far = z3.Or(z3.ULE(age, max(0, timeout - REPLAY_MARGIN_US)), z3.UGE(age, timeout + REPLAY_MARGIN_US))
     return [
+        SERVICE == 0,  # the service a replay installs (verify.bmv2.cex.REPLAY_SERVICE)
         inp.ingress_port == cfg.client_port,
         z3.ULE(inp.length, MAX_FRAME),
         z3.ULE(fs, int(SlotState.CLOSING)),
