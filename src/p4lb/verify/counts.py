@@ -24,7 +24,7 @@ import z3
 from p4lb.model.config import LbConfig
 from p4lb.model.p4lb import P4LB, Variant
 from p4lb.verify.binding import BindingResult
-from p4lb.verify.encoding import PacketIn, Sym
+from p4lb.verify.encoding import Sym
 from p4lb.verify.p4lb_enc import OPEN, P4lbEncoding, open_cell
 from p4lb.verify.results import QUERY_TIMEOUT_MS, Verdict
 
@@ -42,8 +42,7 @@ def step_lemma(enc: P4lbEncoding, atomic: bool) -> tuple[z3.BoolRef, z3.BoolRef]
     tag = f"cnt{int(atomic)}"
     s, s2 = enc.fresh(f"{tag}a"), enc.fresh(f"{tag}b")
     e = enc.step(s, s2, tag, atomic)
-    pkt = PacketIn.fresh(tag)  # the very packet the step reads (fresh names are the same constants)
-    w = enc.places.of(pkt.key, enc.candidate(enc.lookup(s, pkt.key, pkt.t)))
+    w = e.place  # the place the packet reads and writes (its own, or another service's packet's)
     j, b = z3.BitVec(f"j_{tag}", enc.cfg.flow_table_bits), z3.BitVec(f"b_{tag}", 16)
     frame = z3.Implies(j != w, z3.And(*[s2.sw[k][j] == s.sw[k][j] for k in ("flow_state", "flow_key", "flow_backend")]))
     delta = s2.sw["backend_open"][b] - s.sw["backend_open"][b] == _at(s2, w, b) - _at(s, w, b)

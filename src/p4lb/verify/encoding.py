@@ -258,3 +258,4 @@ class StepEnc:
     record_changed: Callable[[z3.ExprRef], z3.BoolRef]  # key term -> BoolRef: that key's per-flow record differs between pre and post
     inputs: dict[str, z3.ExprRef] = field(default_factory=dict)
     branches: list[Branch] = field(default_factory=list)
+    place: z3.ExprRef | None = None  # the one flow place the step may write (p4lb: the packet's, or another service's packet's)

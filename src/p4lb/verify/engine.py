@@ -119,9 +119,13 @@ def _plain_op(enc: Encoding, s: Sym, e: StepEnc, tag: str) -> list[z3.BoolRef]:
 
 
 class _Unroll:
-    """An incremental unrolling of one encoding, its commits in the planner's order (so a run replays on the model)."""
+    """An incremental unrolling of one encoding, its commits in the planner's order (so a run replays on the model).
 
-    def __init__(self, task: Task, real_hash: bool) -> None:
+    `others`: the steps include other services' packets (non-vacuity's search); bounded model checking leaves them
+    out, so that every trace it finds is one service's run and replays on the model."""
+
+    def __init__(self, task: Task, real_hash: bool, others: bool = False) -> None:
+        self.others = others
         self.enc = task.encoding(real_hash, follow_planner=True)
         self.states = [self.enc.fresh("s0")]
         self.steps: list[StepEnc] = []
@@ -135,7 +139,7 @@ class _Unroll:
         depth = len(self.steps) + 1
         tag = f"d{depth}"
         self.states.append(self.enc.fresh(f"s{depth}"))
-        e = self.enc.step(self.states[-2], self.states[-1], tag, self.task.atomic)
+        e = self.enc.step(self.states[-2], self.states[-1], tag, self.task.atomic, self.others)
         self.steps.append(e)
         self.solver.add(e.trans)
         pkt = e.is_packet

@@ -23,10 +23,11 @@ class Hash:
     bits: int
     real: bool
     cfg: LbConfig
+    salt: str = ""  # another service's hash: an uninterpreted function of its own
 
     def __call__(self, key: z3.ExprRef) -> z3.ExprRef:
         if not self.real:
-            return _uf(self.bits)(client(key))
+            return _uf(self.bits, self.salt)(client(key))
         return crc_slot(self.cfg, self.bits, key)
 
 
@@ -35,8 +36,8 @@ def client(key: z3.ExprRef) -> z3.ExprRef:
     return z3.Extract(KEY_BITS - 1, 0, key) if key.size() > KEY_BITS else key
 
 
-def _uf(bits: int) -> z3.FuncDeclRef:
-    return z3.Function(f"hash{bits}", z3.BitVecSort(KEY_BITS), z3.BitVecSort(bits))
+def _uf(bits: int, salt: str = "") -> z3.FuncDeclRef:
+    return z3.Function(f"hash{salt}{bits}", z3.BitVecSort(KEY_BITS), z3.BitVecSort(bits))
 
 
 def crc_slot(cfg: LbConfig, bits: int, key: z3.ExprRef) -> z3.ExprRef:
@@ -64,6 +65,7 @@ class Places:
 
     cfg: LbConfig
     real: bool
+    salt: str = ""  # another service's places (its VIP hashes differently): uninterpreted functions of their own
 
     @property
     def shape(self) -> TableShape:
@@ -93,13 +95,13 @@ class Places:
         if hb == 0:
             return z3.BitVecVal(0, 1)
         if not self.real:
-            return z3.Function(f"hash_w{way}_{hb}", z3.BitVecSort(KEY_BITS), z3.BitVecSort(hb))(client(key))
+            return z3.Function(f"hash{self.salt}_w{way}_{hb}", z3.BitVecSort(KEY_BITS), z3.BitVecSort(hb))(client(key))
         return z3.Extract(hb - 1, 0, crc32_way(self.cfg, way, key))
 
     def at(self, key: z3.ExprRef, c: int) -> z3.ExprRef:
         """Candidate c (way c // bucket, place c % bucket of that way's bucket) of a key."""
         if self.shape.one_way:
-            return Hash(self.bits, self.real, self.cfg)(key)
+            return Hash(self.bits, self.real, self.cfg, self.salt)(key)
         return self._place(c // self.shape.bucket, self.bucket_of(c // self.shape.bucket, key), z3.BitVecVal(c % self.shape.bucket, self.bits))
 
     def _place(self, way: int | z3.ExprRef, bucket: z3.ExprRef, slot: z3.ExprRef) -> z3.ExprRef:

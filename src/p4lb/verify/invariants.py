@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import z3
 
-from p4lb.verify.encoding import KEY, StepEnc, Sym, bv8
-from p4lb.verify.p4lb_enc import FREE, OPEN, Ghosts, P4lbEncoding
+from p4lb.verify.encoding import KEY, SERVICE, StepEnc, Sym, bv8
+from p4lb.verify.p4lb_enc import FREE, OPEN, Ghosts, P4lbEncoding, service_of
 from p4lb.verify.properties import Witness
 
 Clause = tuple[str, z3.BoolRef]
@@ -74,20 +74,21 @@ def key_clauses(enc: P4lbEncoding, s: Sym, k: z3.ExprRef) -> list[Clause]:
         z3.UGE(spec["backend"][k], 1),
         z3.ULE(spec["backend"][k], enc.n),
     )
-    stored = z3.And(sw["flow_key"][h] == k, sw["flow_state"][h] != FREE)
+    stored = z3.And(service_of(k) == SERVICE, sw["flow_key"][h] == k, sw["flow_state"][h] != FREE)
     admitted = z3.And(spec["admitted"][k], sw["flow_backend"][h] == spec["backend"][k])
-    return [("K1 an open flow owns its recorded place", z3.Implies(live, held)), ("K2 a place holding a key holds its admitted backend", z3.Implies(stored, admitted))]
+    mine = z3.Implies(z3.Or(spec["open"][k], spec["admitted"][k]), service_of(k) == SERVICE)
+    return [("K0 the spec's flows are this service's", mine), ("K1 an open flow owns its recorded place", z3.Implies(live, held)), ("K2 a place holding a key of this service holds its admitted backend", z3.Implies(stored, admitted))]
 
 
 def slot_clauses(enc: P4lbEncoding, s: Sym, slot: z3.ExprRef) -> list[Clause]:
     """A used place is its key's recorded place (one of its candidates: so at most one place holds a key); a live OPEN one is an open flow's."""
     sw, spec = s.sw, s.spec
     k = sw["flow_key"][slot]
-    used = sw["flow_state"][slot] != FREE
+    used = z3.And(sw["flow_state"][slot] != FREE, service_of(k) == SERVICE)  # another service's entries are its own invariant's
     recorded = z3.And(z3.ULT(sw["ghost_cand"][k], enc.places.count), enc.place_of(s, k) == slot)
-    live = z3.And(sw["flow_state"][slot] == OPEN, sw["now"] - sw["flow_last_seen"][slot] <= enc.timeout)
+    live = z3.And(sw["flow_state"][slot] == OPEN, sw["now"] - sw["flow_last_seen"][slot] <= enc.timeout, service_of(k) == SERVICE)
     owner = z3.And(spec["open"][k], spec["last"][k] == sw["flow_last_seen"][slot], spec["backend"][k] == sw["flow_backend"][slot])
-    return [("S1 a live place is an open flow's", z3.Implies(live, owner)), ("S2 a used place is its key's recorded place", z3.Implies(used, recorded))]
+    return [("S1 a live place of this service is an open flow's", z3.Implies(live, owner)), ("S2 a used place of this service is its key's recorded place", z3.Implies(used, recorded))]
 
 
 @dataclass

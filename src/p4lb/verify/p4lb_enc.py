@@ -19,6 +19,7 @@ from p4lb.verify.encoding import (
     FATE_DROP,
     INT,
     KEY,
+    SERVICE,
     Branch,
     Out,
     PacketIn,
@@ -90,9 +91,17 @@ def _first(flags: list[z3.BoolRef], n: int) -> tuple[z3.BoolRef, z3.ExprRef]:
     return z3.Or(*flags), idx
 
 
+def service_of(key: z3.ExprRef) -> z3.BitVecRef:
+    """A flow key's service (its top 8 bits: model.packet.key_service)."""
+    return z3.Extract(KEY.size() - 1, KEY.size() - 8, key)
+
+
 def open_cell(key: z3.ExprRef, b: z3.ExprRef) -> z3.BitVecRef:
     """backend_open's cell of an entry with flow key `key` and backend b: its service ++ b (model.p4lb.open_cell)."""
-    return z3.Concat(z3.Extract(KEY.size() - 1, KEY.size() - 8, key), b)
+    return z3.Concat(service_of(key), b)
+
+
+SHARED = ("flow_state", "flow_key", "flow_backend", "flow_last_seen", "backend_open", "now")  # what every service's packets share
 
 
 def _count(flags: list[z3.BoolRef]) -> z3.ExprRef:
@@ -246,8 +255,13 @@ class P4lbEncoding:
             way, best = z3.If(z3.ULT(load, best), bv8(j), way), z3.If(z3.ULT(load, best), load, best)
         free = [z3.Or(*[z3.And(way == j, z3.Not(held[j * shape.bucket + i])) for j in range(shape.ways)]) for i in range(shape.bucket)]
         room, i = _first(free, shape.bucket)
-        others_open = z3.And(*[z3.And(f != FREE, k != key, open_at(s.spec, k, t, self.timeout)) for f, k in zip(fs, fk, strict=True)])
+        others_open = z3.And(*[z3.And(f != FREE, k != key, self.open_flow(s, f, k, last, t)) for f, k, last in zip(fs, fk, fl, strict=True)])
         return Lookup(places, found, c, room, way * shape.bucket + i, others_open, tuple(match), tuple(held))
+
+    def open_flow(self, s: Sym, state: z3.ExprRef, k: z3.ExprRef, last: z3.ExprRef, t: z3.ExprRef) -> z3.BoolRef:
+        """The entry (state, key k, last seen) is an open flow at time t: this service's by its spec; another service's
+        by the table (OPEN, not idle longer than the timeout: what its own invariant makes its spec say)."""
+        return z3.If(service_of(k) == SERVICE, open_at(s.spec, k, t, self.timeout), z3.And(state == OPEN, t - last <= self.timeout))
 
     @staticmethod
     def candidate(lk: Lookup) -> z3.ExprRef:
@@ -390,9 +404,26 @@ class P4lbEncoding:
         guard = z3.And(ver == z3.Not(sw["version"]) if not self.var.in_place_updates else z3.BoolVal(True), z3.ULE(what, 2))
         return Branch("stage write", guard, post, spec2)
 
-    def step(self, s: Sym, s2: Sym, tag: str, atomic: bool = True) -> StepEnc:
-        """Any packet, or an operation (atomic commit) / a single controller write (atomic=False)."""
-        kind = z3.BitVec(f"kind_{tag}", 2)
+    def other_service(self, s: Sym, tag: str) -> tuple[Branch, z3.ExprRef]:
+        """Rely: a packet of another service, and the place it may write. It is this very packet step (`packet`, equal
+        to the model and to the compiled program for any service id) run on that service's slice, fresh and
+        unconstrained (its groups, rr_next, counters, spec: anything), with its own hash, sharing the flow table,
+        backend_open and the clock. This service's slice and spec stay as they are (the compiled program's frame:
+        verify.bmv2.equivalence), but for the clock."""
+        other = P4lbEncoding(self.cfg, self.var)
+        other.places = Places(self.cfg, False, "_other")
+        mine = other.fresh(f"o{tag}")
+        sw = mine.sw | {k: s.sw[k] for k in SHARED}
+        pkt = PacketIn(z3.BitVec(f"osrc_{tag}", 32), z3.BitVec(f"osport_{tag}", 16), z3.BitVec(f"oflags_{tag}", 8), z3.Int(f"ot_{tag}"), z3.BitVec(f"oservice_{tag}", 8))
+        post, _, _ = other.packet(Sym(sw, mine.spec), pkt)
+        guard = z3.And(pkt.service != SERVICE, pkt.t >= s.spec["now"], pkt.t >= s.sw["now"])
+        place = other.places.of(pkt.key, other.candidate(other.lookup(Sym(sw, mine.spec), pkt.key, pkt.t)))
+        return Branch("other service", guard, s.sw | {k: post[k] for k in SHARED}, dict(s.spec, now=pkt.t)), place
+
+    def step(self, s: Sym, s2: Sym, tag: str, atomic: bool = True, others: bool = True) -> StepEnc:
+        """Any packet, or an operation (atomic commit) / a single controller write (atomic=False), or (`others`) a
+        packet of another service (kind 4)."""
+        kind = z3.BitVec(f"kind_{tag}", 3)
         pkt = PacketIn.fresh(tag)
         reset = z3.Bool(f"reset_{tag}")
         sw_pkt, out, held = self.packet(s, pkt, reset)
@@ -405,8 +436,12 @@ class P4lbEncoding:
             self.commit(s, tag, atomic),
             self.unchanged_eligibility(s, tag),
         ]
-        if not atomic:
-            branches.append(self.stage_write(s, tag))
+        branches.append(self.stage_write(s, tag) if not atomic else Branch("stage write", z3.BoolVal(False), dict(s.sw), dict(s.spec)))
+        place = self.places.of(pkt.key, self.candidate(self.lookup(s, pkt.key, pkt.t)))
+        if others:
+            rely, other_place = self.other_service(s, tag)
+            branches.append(rely)
+            place = z3.If(kind == len(branches) - 1, other_place, place)
         trans = choose(kind, s2, branches)
         fields = tuple(f"flow_{f.name}" for f in dataclasses.fields(FlowEntry))  # all four registers of a flow slot
 
@@ -415,4 +450,4 @@ class P4lbEncoding:
             return z3.Or(*[s.sw[f][h] != s2.sw[f][h] for f in fields])
 
         counted = sw_pkt["lb_drops"][out.reason] == s.sw["lb_drops"][out.reason] + 1
-        return StepEnc(trans, is_packet, pkt, out, held, counted, changed, {"kind": kind, "reset": reset}, branches)
+        return StepEnc(trans, is_packet, pkt, out, held, counted, changed, {"kind": kind, "reset": reset}, branches, place)

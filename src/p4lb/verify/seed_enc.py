@@ -123,8 +123,8 @@ class SeedEncoding:
         fail = z3.BitVec(f"fail_{tag}", 1)
         return self.set_status(s, bv8(b), fail == 1), fail, []
 
-    def step(self, s: Sym, s2: Sym, tag: str, atomic: bool = True) -> StepEnc:
-        """Any packet, or one controller write: set_max := k (0..4) or set_statusB := fail."""
+    def step(self, s: Sym, s2: Sym, tag: str, atomic: bool = True, others: bool = False) -> StepEnc:
+        """Any packet, or one controller write: set_max := k (0..4) or set_statusB := fail (one service: `others` has no effect)."""
         kind = z3.BitVec(f"kind_{tag}", 2)
         pkt = PacketIn.fresh(tag)
         reset = z3.Bool(f"reset_{tag}")

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 import z3
 
 from p4lb.model.packet import DropReason
-from p4lb.verify.encoding import B8, FATE_BACKEND, FATE_DROP, StepEnc, Sym, bv8, open_at, reason
+from p4lb.verify.encoding import B8, FATE_BACKEND, FATE_DROP, SERVICE, StepEnc, Sym, bv8, open_at, reason
 from p4lb.verify.engine import Task, _solver, _Unroll, induction_premises
 from p4lb.verify.invariants import Watched
-from p4lb.verify.p4lb_enc import P4lbEncoding
+from p4lb.verify.p4lb_enc import P4lbEncoding, service_of
 from p4lb.verify.properties import Witness
 
 KindPredicate = Callable[[Sym, StepEnc, int], z3.BoolRef]
@@ -47,7 +47,7 @@ PACKET_KINDS: dict[str, KindPredicate] = {
     "malformed": lambda s, e, to: _dropped(e, DropReason.MALFORMED),
     "no eligible": lambda s, e, to: _dropped(e, DropReason.NO_ELIGIBLE),
 }
-OP_KINDS = {"commit": 1, "sets only": 2, "staged write": 3}
+OP_KINDS = {"commit": 1, "sets only": 2, "staged write": 3, "other service": 4}  # other service: a packet of another service (the rely step)
 SAME_AS_ATOMIC = "as atomic"  # a packet kind in the single-writes mode: the same packet transition (proven), checked once; resolve() takes the atomic report's result
 ADMITTED = ("sat", f"sat {SAME_AS_ATOMIC}")  # premise results that admit the kind
 MODE_NAMES = {True: "atomic operations", False: "operations as single writes"}
@@ -55,15 +55,27 @@ TAG = "v"  # the premise queries' step variables
 HINT_TIMEOUT_MS = 10_000  # a hinted premise query not answered 'sat' in this time falls back to the next hint, then to none
 
 
+def _takes_ours(s: Sym, e: StepEnc, timeout: int) -> z3.BoolRef:
+    """Another service's packet writes a place holding this service's flow (closing or expired: never an open one)."""
+    place = e.place if e.place is not None else z3.BitVecVal(0, 1)
+    k = s.sw["flow_key"][place]
+    return z3.And(e.inputs["kind"] == OP_KINDS["other service"], s.sw["flow_state"][place] != 0, service_of(k) == SERVICE, s.spec["admitted"][k])
+
+
+OTHER_KINDS: dict[str, KindPredicate] = {"other service takes our closing or expired place": _takes_ours}
+
+
 def kinds(atomic: bool) -> list[str]:
     """The kinds of step a mode's transition must admit."""
-    return [*PACKET_KINDS, *(k for k in OP_KINDS if k != "staged write" or not atomic)]
+    return [*PACKET_KINDS, *(k for k in OP_KINDS if k != "staged write" or not atomic), *OTHER_KINDS]
 
 
 def predicate(name: str, s: Sym, e: StepEnc, timeout: int) -> z3.BoolRef:
     """The step `e` from state `s` is of kind `name`."""
     if name in PACKET_KINDS:
         return PACKET_KINDS[name](s, e, timeout)
+    if name in OTHER_KINDS:
+        return OTHER_KINDS[name](s, e, timeout)
     return e.inputs["kind"] == OP_KINDS[name]
 
 
@@ -86,7 +98,7 @@ class VacuityReport:
 
 def reach(task: Task) -> dict[str, int | None]:
     """The shortest run from the deployed state whose last step is of each kind (uninterpreted hash, N <= REACH_BACKENDS)."""
-    u = _Unroll(task.searchable(REACH_BACKENDS), real_hash=False)
+    u = _Unroll(task.searchable(REACH_BACKENDS), real_hash=False, others=True)
     todo = kinds(task.atomic)
     found: dict[str, int | None] = dict.fromkeys(todo)
     for depth in range(1, MAX_DEPTH + 1):
