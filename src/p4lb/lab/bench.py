@@ -66,7 +66,7 @@ def _syn_packets(count: int, cfg: LbConfig | None = None, before: Sequence[Packe
     out: list[Packet] = []
     src, port = ip("10.1.0.1"), 1024
     while len(out) < count:
-        p = Packet(src, port, SYN)
+        p = Packet(src, port, SYN, service=cfg.service)
         after, outcome = design.packet(st, p)
         if outcome.admitted:
             st = after
