@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from p4lb.controller.controller import load_pool, save_pool
 from p4lb.controller.errors import ConfigFileError, StateFileError
 from p4lb.controller.settings import SECTION_KEYS, TOP_KEYS, load, parse
 from p4lb.controller.switch import MODEL_LOG, ModelSwitch
+from p4lb.model.errors import ConfigError
 from p4lb.model.ops import Fail, Write
 from p4lb.model.pool import Pool
 
@@ -116,6 +118,10 @@ def test_no_file_gives_a_traceback(tmp_path_factory, data):
     ({"flows": {"idle_timeout_s": 1.5}}, "flows.idle_timeout_s", "whole number"),
     ({"health": {"rise": True}}, "health.rise", "whole number"),
     ({"vip": {"port": -80}}, "vip.port", "1..65535"),
+    ({"vip": {"service": 256}}, "vip.service", "0..255"),
+    ({"vip": {"service": -1}}, "vip.service", "0..255"),
+    ({"vip": {"service": "7"}}, "vip.service", "whole number"),
+    ({"vip": {"service": True}}, "vip.service", "whole number"),
     ({"backend": [{"address": "10.0.2.2", "mac": "00:00:00:00:02:02", "port": -2}]}, "backend[0].port", "switch port"),
 ])
 def test_wrong_shapes_and_types_name_the_field(doc, field, words):
@@ -123,6 +129,16 @@ def test_wrong_shapes_and_types_name_the_field(doc, field, words):
     with pytest.raises(ConfigFileError) as err:
         parse(base | doc)
     assert err.value.field == field and words in str(err.value), str(err.value)
+
+
+def test_vip_service_is_read_and_checked_by_the_model_too():
+    assert parse({"backend": VALID["backend"], "vip": {"service": 7}}).lb.service == 7
+    assert parse({"backend": VALID["backend"]}).lb.service == 0
+    lb = parse({"backend": VALID["backend"]}).lb
+    for bad in (256, -1, True, 1.0):
+        with pytest.raises(ConfigError) as err:
+            replace(lb, service=bad)
+        assert err.value.field == "vip.service" and "0..255" in str(err.value)
 
 
 def test_switch_election_id_tls_and_timeouts(tmp_path):

@@ -145,7 +145,7 @@ def test_status_and_counters_read_back_as_the_model_counts(fake, ctl, settings):
 
 def test_a_backend_without_entry_is_a_counted_black_hole(fake, ctl, switch):
     ctl.deploy()
-    switch.rt.delete("backend", {"meta.lb.backend": 2})
+    switch.rt.delete("backend", {"meta.lb.service": 0, "meta.lb.backend": 2})
     outcomes = [fake.device.inject(syn(2000 + i)) for i in range(4)]
     assert [o.fate for o in outcomes].count(Fate.DROP) == 1
     assert ctl.drops()["no_backend_entry"] == 1
@@ -304,11 +304,11 @@ def test_a_plan_writes_only_the_staged_entries_that_differ(fake, ctl):
 
 def test_entries_changed_behind_our_back_are_written_the_other_way(fake, ctl, switch):
     ctl.deploy()  # version 1 committed; version 0 has no entries
-    switch.rt.upsert("rr_member", {"meta.lb.version": 0, "meta.lb.position": 0}, "set_member", {"backend": 4})  # INSERT will meet ALREADY_EXISTS
+    switch.rt.upsert("rr_member", {"meta.lb.service": 0, "meta.lb.version": 0, "meta.lb.position": 0}, "set_member", {"backend": 4})  # INSERT will meet ALREADY_EXISTS
     assert calls(fake, lambda: ctl.converge(Fail(2).apply, "fail", thorough=False))[0] == 3  # staged Write, its fallback for one update, commit
     st = fake.device.state
     assert st.version == 0 and st.members(0) == (1, 4, 3)
-    switch.rt.delete("rr_member", {"meta.lb.version": 1, "meta.lb.position": 1})  # its value changes next: MODIFY will meet NOT_FOUND
+    switch.rt.delete("rr_member", {"meta.lb.service": 0, "meta.lb.version": 1, "meta.lb.position": 1})  # its value changes next: MODIFY will meet NOT_FOUND
     assert calls(fake, lambda: ctl.converge(Fail(3).apply, "fail", thorough=False))[0] == 3
     st = fake.device.state
     assert st.version == 1 and st.members(1) == (1, 4)
@@ -321,7 +321,7 @@ def test_a_staged_entry_changed_through_another_session_is_read_back_before_a_pl
     other = make_switch(settings, election_id=(0, 2))
     try:  # someone else deletes a staged member whose value the next plan keeps: a plan trusting our memory writes nothing there
         other.rt.load_p4info(other.files[0])
-        other.rt.delete("rr_member", {"meta.lb.version": 1, "meta.lb.position": 2})
+        other.rt.delete("rr_member", {"meta.lb.service": 0, "meta.lb.version": 1, "meta.lb.position": 2})
     finally:
         other.close()
     deadline = time.monotonic() + 5
@@ -391,7 +391,7 @@ def test_a_non_primary_write_is_refused(fake, ctl, settings):
         st = fake.device.state
         assert st.members(st.version) == (1, 2, 3, 4) and not st.rr_member.get((0, 0))  # nothing was written
         other.load_p4info()  # from the running pipeline (GetForwardingPipelineConfig)
-        assert other.read_table("vip")[0].params == {"version": 1}  # reads are allowed to everyone
+        assert other.read_table("vip")[0].params == {"service": 0, "version": 1}  # reads are allowed to everyone
     assert fake.primary == (0, 1)  # the higher one left: we are primary again
     assert ctl.apply(Fail(2)).writes
 
@@ -485,12 +485,12 @@ def test_a_hung_switch_is_an_error_within_a_deadline(fake, ctl, switch, rpc):
 
 def test_write_errors_come_back_per_update_as_bmv2_sends_them(fake, ctl, switch):
     ctl.deploy()
-    te = switch.rt.table_entry("backend", {"meta.lb.backend": 1}, "set_backend", {"mac": 1, "addr": 2, "port": 3})
+    te = switch.rt.table_entry("backend", {"meta.lb.service": 0, "meta.lb.backend": 1}, "set_backend", {"mac": 1, "addr": 2, "port": 3})
     insert = p4runtime_pb2.Update(type=p4runtime_pb2.Update.INSERT, entity=p4runtime_pb2.Entity(table_entry=te))
     with pytest.raises(SwitchError) as err:
         switch.rt._write("insert a duplicate", [insert])
     assert err.value.code is GrpcCode.ALREADY_EXISTS  # what P4rt.upsert falls back to MODIFY on (the code, not the text)
-    switch.rt.upsert("backend", {"meta.lb.backend": 1}, "set_backend", {"mac": 1, "addr": 2, "port": 3})
+    switch.rt.upsert("backend", {"meta.lb.service": 0, "meta.lb.backend": 1}, "set_backend", {"mac": 1, "addr": 2, "port": 3})
     assert [r.params for r in fake.device.rows(Table.BACKEND) if r.match["meta.lb.backend"] == 1] == [{"mac": 1, "addr": 2, "port": 3}]
 
 

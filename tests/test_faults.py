@@ -219,7 +219,7 @@ def test_the_periodic_full_read_back_repairs_a_hand_deleted_member(fake, tmp_pat
         ctl.deploy()
         loop = HealthLoop(ctl, prober=Verdicts())
         assert loop.round().applied.writes == ()  # the first round reads every entry back
-        sw.rt.delete("rr_member", {"meta.lb.version": fake.device.state.version, "meta.lb.position": 1})  # by hand
+        sw.rt.delete("rr_member", {"meta.lb.service": 0, "meta.lb.version": fake.device.state.version, "meta.lb.position": 1})  # by hand
         assert group(fake) == (1, 0, 3, 4)
         reads = fake.calls[Rpc.READ]
         assert [loop.round().applied.writes for _ in range(4)] == [()] * 4  # quick rounds: vip and rr_group unchanged
@@ -241,7 +241,7 @@ def test_a_quick_round_reads_everything_back_when_the_vip_or_rr_group_entries_ch
         loop = HealthLoop(ctl, prober=Verdicts())
         loop.round()
         v = fake.device.state.version
-        sw.rt.upsert("rr_group", {"meta.lb.version": v}, "set_group", {"size": 2})  # by hand: the group shrinks to (1, 2)
+        sw.rt.upsert("rr_group", {"meta.lb.service": 0, "meta.lb.version": v}, "set_group", {"size": 2})  # by hand: the group shrinks to (1, 2)
         reads = fake.calls[Rpc.READ]
         assert loop.round().applied.writes and group(fake) == (1, 2, 3, 4)  # seen in the very next (quick) round
         assert fake.calls[Rpc.READ] == reads + 2  # the quick Read, then the full read-back

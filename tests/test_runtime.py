@@ -17,6 +17,7 @@ from p4lb.controller.switch import ModelSwitch
 from p4lb.model.config import P4LB_TABLE_BITS, default_backends
 from p4lb.model.ops import Drain, Fail, Heal, Scale
 from p4lb.model.p4lb import P4LB, p4lb_plan
+from p4lb.model.packet import flow_key
 from p4lb.model.pool import Pool
 
 BACKENDS = [{"address": f"10.0.{i + 1}.{i + 1}", "mac": f"00:00:00:00:0{i + 1}:0{i + 1}", "port": i + 1} for i in range(1, 5)]
@@ -339,12 +340,13 @@ def test_cpu_scan_answer_decodes_open_slots_only():
     from p4lb.controller.switch import SCAN_SLOT, SCAN_WIDTH, scan_block  # noqa: PLC0415
 
     cells = [(0, 0, 0, 0)] * SCAN_WIDTH
-    cells[3] = (1, 2, (0x0A000101 << 16) | 1000, 500)  # open, idle 500 us
+    cells[3] = (1, 2, flow_key(7, 0x0A000101, 1000), 500)  # open, idle 500 us (service 7: the key's top byte)
     cells[4] = (2, 1, 7, 900)  # closing
     cells[5] = (1, 4, 8, 10)  # open but idle past the timeout
-    payload = b"".join(SCAN_SLOT.pack(s, b, k.to_bytes(6, "big"), t.to_bytes(6, "big")) for s, b, k, t in cells)
+    payload = b"".join(SCAN_SLOT.pack(s, b, k.to_bytes(7, "big"), t.to_bytes(6, "big")) for s, b, k, t in cells)
+    assert SCAN_SLOT.size == 15  # flow_scan_t: 8 + 8 + 56 + 48 bits
     got = scan_block({"index": 2, "now": 1000, "idle_timeout": 600}, payload)
-    assert {slot: (e.backend, e.key) for slot, e in got.items()} == {2 * SCAN_WIDTH + 3: (2, (0x0A000101 << 16) | 1000)}
+    assert {slot: (e.backend, e.key) for slot, e in got.items()} == {2 * SCAN_WIDTH + 3: (2, flow_key(7, 0x0A000101, 1000))}
     with pytest.raises(ControllerError, match="CPU_SCAN answer"):
         scan_block({"index": 0, "now": 0, "idle_timeout": 1}, payload[:20])
 

@@ -161,7 +161,7 @@ def _model() -> list[Mutant]:
         Mutant("m28", MODEL, M_POOL, Text("holes = [i for i in range(total) if i >= len(live) or live[i] not in want]", "holes = [i for i in range(total) if i >= len(live)]"), "the in-place planner leaves a leaving backend in its place"),
         Mutant("m29", MODEL, M_POOL, Text("movers = [live[i] for i in reversed(kept) if i >= total]", "movers = [live[i] for i in kept if i >= total]"), "the in-place planner moves members into holes from the front, not the end (BMC's order differs)"),
         Mutant("m30", MODEL, M_P4LB, Text("if old.state == SlotState.OPEN and not (admitted and var.reclaim_keeps_open):", "if old.state == SlotState.OPEN and not admitted:"), "backend_open: a place reclaimed by a new flow keeps its old backend counted"),
-        Mutant("m31", MODEL, M_P4LB, Text("    if e.state == SlotState.OPEN:\n        count = count | {e.backend: count.get(e.backend, 0) + 1}", "    if e.state == SlotState.OPEN and admitted:\n        count = count | {e.backend: count.get(e.backend, 0) + 1}"), "backend_open: a packet of an open flow takes one off its backend"),
+        Mutant("m31", MODEL, M_P4LB, Text("    if e.state == SlotState.OPEN:\n        count = count | {open_cell(e): count.get(open_cell(e), 0) + 1}", "    if e.state == SlotState.OPEN and admitted:\n        count = count | {open_cell(e): count.get(open_cell(e), 0) + 1}"), "backend_open: a packet of an open flow takes one off its backend"),
         Mutant("m23", MODEL, M_SPEC, Text("run = spec.run if shares(pool) == shares(spec.pool) else ()", "run = spec.run if pool.eligible == spec.pool.eligible else ()"), "spec: a weight change does not restart P5's run"),
     ]
 
@@ -212,14 +212,14 @@ def _json() -> list[Mutant]:
         Mutant("j04", P4, J_P4LB, Json(_jsel({"name": "calc", "algo": "crc32"}), "algo", "crc32", "csum16"), "json: way 0's flow hash crc32 -> csum16"),
         Mutant("j05", P4, J_P4LB, Json(_jsel({"name": "MyIngress.rr_group"}, {"action_id": 9}), "action_data", ["0x0"], ["0x1"]), "json: rr_group default set_group(1)"),
         Mutant("j06", P4, J_P4LB, Json(_jsel({"name": "MyIngress.rr_member"}, {"action_id": 10}), "action_data", ["0x0"], ["0x1"]), "json: rr_member default set_member(1)"),
-        Mutant("j07", P4, J_P4LB, Json(_jsel({"name": "MyIngress.rr_advance"}, {"type": "hexstr", "value": "0xffffffff"}), "value", "0xffffffff", "0x00000000"), "json: rr_advance writes rr_next[0] always"),
+        Mutant("j07", P4, J_P4LB, Json(_jsel({"fragment": "meta.lb.rr_cell = (bit<32>)meta.lb.service * 2 + (bit<32>)meta.lb.version"}, {"op": "&", "left": {"type": "field", "value": ["scalars", "metadata._lb_version2"]}}), "right", {"type": "hexstr", "value": "0xffffffff"}, {"type": "hexstr", "value": "0x00000000"}), "json: rr_cell drops the version: rr_position and rr_advance use rr_next[service * 2] always"),
         Mutant("j08", P4, J_P4LB, Json(_jsel({"fragments": ["flow_last_seen.write(meta.lb.slot, meta.lb.now)", "meta.lb.backend = fb", "admitted = true"]}, {"type": "register_array"}), "value", "MyIngress.flow_last_seen", "MyIngress.flow_key"), "json: CLOSING refresh writes flow_key"),
-        Mutant("j09", P4, J_P4LB, Json(_jsel({"op": "count", "fragment": "backend_flows.count((bit<32>)meta.lb.backend)"}, {"type": "counter_array"}), "value", "MyIngress.backend_flows", "MyIngress.lb_drops"), "json: new flow counted in lb_drops"),
+        Mutant("j09", P4, J_P4LB, Json(_jsel({"op": "count", "fragment": "backend_flows.count(meta.lb.svc_base + (bit<32>)meta.lb.backend)"}, {"type": "counter_array"}), "value", "MyIngress.backend_flows", "MyIngress.lb_drops"), "json: new flow counted in lb_drops"),
         Mutant("j10", P4, J_P4LB, Json(_jsel({"fragment": "meta.lb.held_mask =", "has": {"op": "?", "left": {"type": "hexstr", "value": "0x00000001"}}}, {"op": "==", "right": {"type": "hexstr", "value": "0x01"}}), "op", "==", "!="), "json: refusal tests fs != OPEN (candidate 0's held test)"),
         Mutant("j11", P4, J_SEED, Json(_jsel({"name": "node_13"}, {"op": "=="}), "op", "==", ">="), "seed.json: myselect reset at >= max"),
         Mutant("j12", P4, J_SEED, Json(_jsel({"name": "node_9"}, {"op": "!="}), "op", "!=", "=="), "seed.json: max-change test inverted"),
         Mutant("j13", P4, J_P4LB, Json(_jsel({"fragment": "syn && close"}, {"op": "and"}), "op", "and", "or"), "json: malformed = SYN or FIN/RST"),
-        Mutant("j14", P4, J_P4LB, Json(_jsel({"fragment": "hdr.cpu_in.index & 1"}, {"type": "hexstr", "value": "0x00000001"}), "value", "0x00000001", "0x00000000"), "json: CPU rr_next write always to index 0"),
+        Mutant("j14", P4, J_P4LB, Json(_jsel({"fragment": "(bit<32>)hdr.cpu_in.service * 2 + (hdr.cpu_in.index & 1)"}, {"type": "hexstr", "value": "0x00000001"}), "value", "0x00000001", "0x00000000"), "json: CPU rr_next write always to the service's index 0"),
     ]
 
 
@@ -227,13 +227,13 @@ def _p4_source() -> list[Mutant]:
     """Bugs in p4lb.p4, recompiled with p4c-bm2-ss."""
     return [
         Mutant("s01", P4, P_SRC, Text("bool live = meta.lb.found == 1 && meta.lb.now - fl <= meta.lb.timeout;", "bool live = meta.lb.found == 1 && meta.lb.now - fl < meta.lb.timeout;"), "p4: idle timeout `<=` -> `<`"),
-        Mutant("s02", P4, P_SRC, Text("                        backend_flows.count((bit<32>)meta.lb.backend);\n", ""), "p4: backend_flows not counted"),
+        Mutant("s02", P4, P_SRC, Text("                        backend_flows.count(meta.lb.svc_base + (bit<32>)meta.lb.backend);\n", ""), "p4: backend_flows not counted"),
         Mutant("s03", P4, P_SRC, Text("nxt >= meta.lb.size ? 8w0 : nxt", "nxt > meta.lb.size ? 8w0 : nxt"), "p4: rr_next wraps one past size"),
         Mutant("s04", P4, P_SRC, Text("meta.lb.held_mask = cs == OPEN && meta.lb.now - cl <= meta.lb.timeout ?", "meta.lb.held_mask = cs != FREE && meta.lb.now - cl <= meta.lb.timeout ?"), "p4: a live CLOSING place is held (refuses SYNs)"),
         Mutant("s05", P4, P_SRC, Text("drop_counted(UNKNOWN_FLOW);", "mark_to_drop(std);"), "p4: unknown flow dropped uncounted"),
-        Mutant("s07", P4, P_SRC, Text("} else if (std.checksum_error == 1) {\n            drop_counted(MALFORMED);", "} else if (std.checksum_error == 1) {\n            mark_to_drop(std);"), "p4: bad IPv4 checksum dropped uncounted (red team n15)"),
-        Mutant("s08", P4, P_SRC, Text("                        if (fs == OPEN) {\n                            backend_open.read(count, (bit<32>)fb);", "                        if (fs == CLOSING) {\n                            backend_open.read(count, (bit<32>)fb);"), "p4: backend_open decremented for a reclaimed CLOSING place, not an OPEN one"),
-        Mutant("s09", P4, P_SRC, Text("                    if (close) {\n                        backend_open.read(count, (bit<32>)fb);", "                    if (!close) {\n                        backend_open.read(count, (bit<32>)fb);"), "p4: backend_open decremented for every packet of an open flow but the close"),
+        Mutant("s07", P4, P_SRC, Text("                drop_counted(MALFORMED);  /* its service's counter */", "                mark_to_drop(std);  /* its service's counter */"), "p4: bad IPv4 checksum to a VIP dropped uncounted (red team n15)"),
+        Mutant("s08", P4, P_SRC, Text("                        if (fs == OPEN) {\n                            bit<32> held_cell", "                        if (fs == CLOSING) {\n                            bit<32> held_cell"), "p4: backend_open decremented for a reclaimed CLOSING place, not an OPEN one"),
+        Mutant("s09", P4, P_SRC, Text("                    if (close) {\n                        backend_open.read(count, meta.lb.svc_base + (bit<32>)fb);", "                    if (!close) {\n                        backend_open.read(count, meta.lb.svc_base + (bit<32>)fb);"), "p4: backend_open decremented for every packet of an open flow but the close"),
         Mutant("s06", P4, P_SRC, Text("bool new_syn = syn && (flags & F_ACK) == 0;", "bool new_syn = flags == F_SYN;"), "p4: SYN only if flags == SYN (no ECN)"),
     ]
 

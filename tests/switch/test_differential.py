@@ -174,7 +174,7 @@ def test_p4lb_model_equals_bmv2(p4lb_small_lab, capsys: pytest.CaptureFixture[st
     assert not low, f"coverage below the floor: {low}\n{cov.table('coverage')}"
 
 
-SEED_GROUPS = tuple((flow_key(ip("10.0.1.0") + h, 1000 + p),) for h in (1, 2, 3) for p in (0, 1))
+SEED_GROUPS = tuple((flow_key(0, ip("10.0.1.0") + h, 1000 + p),) for h in (1, 2, 3) for p in (0, 1))
 
 
 def test_seed_model_equals_bmv2(seed_lab) -> None:

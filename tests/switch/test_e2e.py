@@ -98,7 +98,7 @@ def test_controller_killed_mid_operation_converges_on_restart(e2e):
     with P4rt(e2e.lab.bmv2.grpc, election_id=(0, 5)) as rt:
         rt.load_p4info(artifacts("p4lb")[0])
         version = rt.read_table("vip")[0].params["version"]
-        rt.upsert("rr_member", {"meta.lb.version": 1 - version, "meta.lb.position": 0}, "set_member", {"backend": 3})
+        rt.upsert("rr_member", {"meta.lb.service": 0, "meta.lb.version": 1 - version, "meta.lb.position": 0}, "set_member", {"backend": 3})
     e2e.cli("fail", "2")  # the state file now says 2 failed; the switch may have the half-written version
     assert {e2e.get() for _ in range(6)} == {1, 3, 4}
     first = e2e.cli("deploy").stdout

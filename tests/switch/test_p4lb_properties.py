@@ -161,7 +161,7 @@ def test_a_missing_backend_entry_is_counted_not_black_holed(p4lb_sw):
     """A state the controller never creates (a group member without its `backend` entry): dropped and counted as
     no_backend_entry, never sent to port 0, so `p4lb status` would show a black hole instead of hiding it."""
     check(p4lb_sw, [syn(9100)])  # deploys; the flow goes to backend 1
-    p4lb_sw.rt.delete("backend", {"meta.lb.backend": 2})
+    p4lb_sw.rt.delete("backend", {"meta.lb.service": 0, "meta.lb.backend": 2})
     seen = p4lb_sw.send(tcp_frame(p4lb_sw.cfg, syn(9101)))  # round robin: backend 2
     assert seen == []  # neither backend 2's port nor the sink on port 0
     assert p4lb_sw.switch.read().lb_drops["no_backend_entry"] == 1

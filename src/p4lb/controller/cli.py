@@ -32,6 +32,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -51,7 +52,7 @@ from p4lb.model.errors import ConfigError
 from p4lb.model.flowtable import choose
 from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain, Weight
 from p4lb.model.p4lb import FlowEntry, SlotState, find, flow_places, is_open
-from p4lb.model.packet import Packet
+from p4lb.model.packet import Packet, key_service
 from p4lb.model.pool import MAX_WEIGHT
 
 if TYPE_CHECKING:
@@ -287,6 +288,7 @@ def flow_report(ctl: Controller, pkt: Packet) -> dict[str, object]:
     """Where a client's connection sits among its candidate places (the model's find), else the place its next SYN
     takes (the model's choose) or that it would be refused: state, owner, backend, idle time."""
     lb = ctl.settings.lb
+    pkt = replace(pkt, service=lb.service)  # the connection to this service's VIP: its key starts with the service
     places = flow_places(lb, pkt)
     regs = [ctl.switch.read_slot(p) for p in places]
     entries = [_entry(r) for r in regs]
@@ -304,7 +306,7 @@ def flow_report(ctl: Controller, pkt: Packet) -> dict[str, object]:
     return report | {
         "slot": places[c],
         "state": e.state.name.lower(),
-        "held_by": ("this connection" if e.key == pkt.key else f"{ip_str(e.key >> 16)}:{e.key & 0xFFFF}") if held else None,
+        "held_by": ("this connection" if e.key == pkt.key else key_client(e.key, lb.service)) if held else None,
         "backend": e.backend if held else None,
         "idle_s": idle_s if held else None,
         "expired": held and now - e.last_seen > timeout,
@@ -328,15 +330,22 @@ def show_flow(ctl: Controller, pkt: Packet, as_json: bool, console: Console) -> 
     console.print(f"{where} {str(r['state']).upper()}, held by {r['held_by']}, backend {r['backend']}, idle {r['idle_s']:.1f} s (timeout {r['idle_timeout_s']:g} s){expired}")
 
 
+def key_client(key: int, service: int) -> str:
+    """A flow key's client address:port (its low 48 bits), with its service when it is not `service`."""
+    client = f"{ip_str((key >> 16) & 0xFFFFFFFF)}:{key & 0xFFFF}"
+    return client if key_service(key) == service else f"{client} (service {key_service(key)})"
+
+
 FLOW_LINE = "{slot:>8}  {client:<21}  {backend:>7}  {address:<15}  {port:>4}"
 
 
 def flow_rows(ctl: Controller) -> Iterator[dict[str, object]]:
-    """Every open flow as the scan's answers arrive: slot, client address and port, backend, its address and port."""
+    """Every open flow of the configured service as the scan's answers arrive (the switch skips other services'):
+    slot, client address and port (the key's low 48 bits), backend, its address and port."""
     backends = {b.id: b for b in ctl.settings.lb.backends}
     for slot, e in ctl.switch.iter_open_flows():
         b = backends.get(e.backend)
-        yield {"slot": slot, "client": f"{ip_str(e.key >> 16)}:{e.key & 0xFFFF}", "backend": e.backend, "address": ip_str(b.ip) if b else None, "switch_port": b.port if b else None}
+        yield {"slot": slot, "client": key_client(e.key, ctl.settings.lb.service), "backend": e.backend, "address": ip_str(b.ip) if b else None, "switch_port": b.port if b else None}
 
 
 def show_flows(ctl: Controller, as_json: bool, console: Console) -> None:

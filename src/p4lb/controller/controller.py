@@ -113,7 +113,7 @@ class Controller:
                 self.switch.install_backends(self.settings.lb)  # upserts: identical entries change nothing
                 writes = self._execute(_mirror(view), pool, "reconcile")
             else:
-                writes = self._fresh(pool, "deploy")
+                writes = self._fresh(pool, "deploy", push=view is None)
             self._save(pool)
         return writes
 
@@ -145,7 +145,7 @@ class Controller:
             start = _mirror(view) if view is not None and view.version is not None else P4lbState()
             if view is None or view.version is None:
                 log.warning("%s: the switch has no p4lb pipeline or no committed group (restarted?): deploying again", why)
-                writes = self._fresh(after, f"redeploy ({why})")
+                writes = self._fresh(after, f"redeploy ({why})", push=view is None)
             else:
                 writes = self._execute(start, after, why)
             self.pool = after
@@ -175,9 +175,11 @@ class Controller:
                 return None
             raise
 
-    def _fresh(self, pool: Pool, why: str) -> list[Write]:
-        """A switch without our state: push the pipeline and backends, commit the group from scratch."""
-        self.switch.install_pipeline()
+    def _fresh(self, pool: Pool, why: str, push: bool = True) -> list[Write]:
+        """A switch without our service's state: push the pipeline if it runs none (`push`: a pipeline that runs
+        keeps every other service's entries and flows), install the backends, commit the group from scratch."""
+        if push:
+            self.switch.install_pipeline()
         self.switch.install_backends(self.settings.lb)
         return self._execute(P4lbState(), pool, why)
 

@@ -560,6 +560,25 @@ class P4rt:
         """How many cells the loaded P4Info gives a register."""
         return int(self._obj("register", register).size)
 
+    def p4_object(self, kind: str, name: str) -> Msg | None:
+        """A P4Info object of the loaded program by kind ("table", "action", "register", "counter",
+        "controller_packet_metadata") and name or unique suffix; None if it has none."""
+        return self._names().get(kind, name)
+
+    def counter_cells(self, counter: str, indexes: Sequence[int]) -> dict[int, int]:
+        """Packet counts of some cells of a counter, in one Read (index -> count)."""
+        pb = self.mods.pb
+        self.connect()
+        c = self._obj("counter", counter)
+        if any(not 0 <= i < c.size for i in indexes):
+            raise SwitchError(f"counter {counter} has {c.size} cells: cells {min(indexes)}..{max(indexes)} are out of range (an older p4lb.p4? deploy the new pipeline)", GrpcCode.OUT_OF_RANGE)
+        entities = [pb.Entity(counter_entry=pb.CounterEntry(counter_id=c.preamble.id, index=pb.Index(index=i))) for i in indexes]
+        out = {}
+        for rep in self._rpc(f"read {counter}", lambda: list(self._session().read_many(entities, self.timeout_s))):
+            for ent in rep.entities:
+                out[ent.counter_entry.index.index] = ent.counter_entry.data.packet_count
+        return out
+
     def counter_read(self, counter: str) -> dict[int, int]:
         """Packet counts of every cell of a counter."""
         pb = self.mods.pb

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypedDict, cast
 
 from p4lb.controller.errors import ConfigFileError
-from p4lb.model.config import CPU_PORT, MAX_BACKENDS, P4LB_BUCKET, P4LB_TABLE_BITS, P4LB_WAYS, Backend, LbConfig
+from p4lb.model.config import CPU_PORT, MAX_BACKENDS, P4LB_BUCKET, P4LB_TABLE_BITS, P4LB_WAYS, SERVICES, Backend, LbConfig
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError
 from p4lb.model.flowtable import WAY_ORDERS
@@ -112,7 +112,7 @@ class Settings:
 # ---- the schema ------------------------------------------------------------------------------------------------
 TOP_KEYS = ("active", "vip", "switch", "health", "flows", "backend")
 SECTION_KEYS: Mapping[str, tuple[str, ...]] = {
-    "vip": ("address", "port", "client_port", "client_net", "client_mac"),
+    "vip": ("address", "port", "service", "client_port", "client_net", "client_mac"),
     "switch": ("grpc", "device_id", "election_id", "p4info", "bmv2_json", "rpc_timeout_ms", "tls", "root_cert", "client_cert", "client_key", "lock_timeout_ms"),
     "health": ("kind", "port", "path", "host", "expect_status", "interval_ms", "timeout_ms", "rise", "fall", "tls_verify", "ca_file", "max_concurrent"),
     "flows": ("idle_timeout_s", "table_bits", "ways", "bucket"),
@@ -339,6 +339,7 @@ def _lb(data: Table, backends: tuple[Backend, ...]) -> LbConfig:
         return LbConfig(
             vip=_address(vip.get("address", "10.0.0.1"), "vip.address"),
             vip_port=_int(vip, "port", 80, 1, 65535, "vip", "use a TCP port in 1..65535"),
+            service=_int(vip, "service", 0, 0, SERVICES - 1, "vip", f"use a service id in 0..{SERVICES - 1}"),
             backends=backends,
             idle_timeout_us=_int(flows, "idle_timeout_s", 60, 1, 100_000_000, "flows", "use 1..100000000 s") * 1_000_000,
             flow_table_bits=_int(flows, "table_bits", P4LB_TABLE_BITS, 1, 20, "flows", "use 1..20 (2..1M flow places)"),

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from p4lb.controller.errors import ConfigFileError, GrpcCode, SwitchError
 from p4lb.model.config import P4LB_BUCKET, P4LB_WAYS, LbConfig
+from p4lb.model.crc import ip_str
 from p4lb.model.ops import Target, Write
-from p4lb.model.p4lb import FREE, FlowEntry, P4lbState, SlotState, is_open, p4lb_write
-from p4lb.model.packet import DropReason
+from p4lb.model.p4lb import FREE, OPEN_PER_SERVICE, FlowEntry, P4lbState, SlotState, is_open, p4lb_write
+from p4lb.model.packet import DropReason, key_service
 
 if TYPE_CHECKING:
     from p4lb.controller.p4rt import Entry, P4rt, TableRow, Tls
@@ -28,10 +29,12 @@ log = logging.getLogger(__name__)
 
 CPU_READ, CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT, CPU_SCAN, CPU_OPEN = 1, 2, 3, 4, 5  # cpu_out.op in p4/p4lb.p4
 SCAN_WIDTH = 64  # slots per CPU_SCAN answer (p4/p4lb.p4)
-SCAN_SLOT = struct.Struct("!BB6s6s")  # flow_scan_t: flow_state, flow_backend, flow_key, flow_last_seen
+SCAN_SLOT = struct.Struct("!BB7s6s")  # flow_scan_t: flow_state, flow_backend, flow_key (bit<56>), flow_last_seen (15 bytes)
 SCAN_WINDOW = 64  # CPU_SCAN requests in flight
 OPEN_WIDTH = 64  # backend_open cells per CPU_OPEN answer (p4/p4lb.p4)
 OPEN_CELL = struct.Struct("!I")  # open_count_t: bit<32> count
+OPEN_BLOCKS = OPEN_PER_SERVICE // OPEN_WIDTH  # CPU_OPEN blocks per service: service s's backends are blocks s*4 .. s*4+3
+DROP_REASONS = 8  # lb_drops: index service * 8 + reason (p4/p4lb.p4)
 BATCHED = frozenset({"rr_member", "rr_group"})  # table writes that may share one P4Runtime Write (staged version only)
 TABLES = ("vip", "rr_group", "rr_member")  # the tables the controller writes, by the model's target names
 VIP: tuple[str, tuple[int, ...]] = ("vip", ())
@@ -47,7 +50,7 @@ class SwitchView:
     rr_next: tuple[int, int] = (0, 0)
     lb_drops: dict[str, int] = field(default_factory=dict)
     backend_flows: dict[int, int] = field(default_factory=dict)
-    backend_open: dict[int, int] = field(default_factory=dict)  # flow places OPEN per backend (open, or idle and not yet reclaimed)
+    backend_open: dict[int, int] = field(default_factory=dict)  # the service's flow places OPEN per backend (open, or idle and not yet reclaimed)
 
 
 @dataclass
@@ -74,21 +77,31 @@ class Shadow:
         return all(("rr_member", (vip, i)) in self.entries for i in range(heads.get(("rr_group", (vip,)), 0)))
 
 
-def entries_of(rows: dict[str, list[TableRow]]) -> dict[tuple[str, tuple[int, ...]], int]:
-    """The entries of a read of vip, rr_group and (if read) rr_member, by the model's target names."""
+def entries_of(rows: dict[str, list[TableRow]], cfg: LbConfig) -> dict[tuple[str, tuple[int, ...]], int]:
+    """The service's entries of a read of vip, rr_group and (if read) rr_member, by the model's target names: its
+    VIP:port's vip entry, and the rr_group/rr_member entries keyed by its service (other services' are skipped)."""
     entries: dict[tuple[str, tuple[int, ...]], int] = {}
     for row in rows.get("vip", []):
+        if (_exact(row, "hdr.ipv4.dstAddr"), _exact(row, "hdr.tcp.dstPort")) != (cfg.vip, cfg.vip_port) or row.action.rsplit(".", 1)[-1] != "lb_select":
+            continue
+        if row.params.get("service") != cfg.service:
+            held = row.params.get("service")
+            raise ConfigFileError("vip.service", cfg.service, f"the switch's vip entry of {ip_str(cfg.vip)}:{cfg.vip_port} selects service {held}: another service serves this VIP:port; give this service its own vip.port (or vip.address), or set vip.service = {held}")
         entries[VIP] = row.params["version"]
     for row in rows.get("rr_group", []):
-        entries["rr_group", (_exact(row, "meta.lb.version"),)] = row.params["size"]
+        if _exact(row, "meta.lb.service") == cfg.service:
+            entries["rr_group", (_exact(row, "meta.lb.version"),)] = row.params["size"]
     for row in rows.get("rr_member", []):
-        entries["rr_member", (_exact(row, "meta.lb.version"), _exact(row, "meta.lb.position"))] = row.params["backend"]
+        if _exact(row, "meta.lb.service") == cfg.service:
+            entries["rr_member", (_exact(row, "meta.lb.version"), _exact(row, "meta.lb.position"))] = row.params["backend"]
     return entries
 
 
 def _exact(row: TableRow, field: str) -> int:
     """An exact match field's value (an LPM field's would be a pair)."""
-    key = row.match[field]
+    key = row.match.get(field)
+    if key is None:
+        raise SwitchError(f"{row.table} read back without the match field {field}: is the switch running this p4/p4lb.p4 (one with services)? Deploy the new pipeline")
     if isinstance(key, tuple):
         raise SwitchError(f"{row.table}.{field} read back as a prefix {key}: is the switch running p4/p4lb.p4?")
     return key
@@ -143,9 +156,9 @@ class ModelSwitch:
         return dict(self.iter_open_flows())
 
     def iter_open_flows(self) -> Iterator[tuple[int, FlowEntry]]:
-        """The open flow slots in slot order."""
+        """The service's open flow slots in slot order."""
         st = self.state
-        return ((i, e) for i, e in sorted(st.flows.items()) if is_open(e, st.now, self.cfg.idle_timeout_us))
+        return ((i, e) for i, e in sorted(st.flows.items()) if key_service(e.key) == self.cfg.service and is_open(e, st.now, self.cfg.idle_timeout_us))
 
     def read_slot(self, slot: int) -> dict[str, int]:
         """The model's flow slot, in the CPU port's field names."""
@@ -168,7 +181,7 @@ class ModelSwitch:
             rr_next=st.rr_next,
             lb_drops={r.name.lower(): st.lb_drops[r] for r in DropReason if r.counted},
             backend_flows=dict(st.backend_flows),
-            backend_open={b: c for b, c in st.backend_open.items() if c},
+            backend_open={cell % OPEN_PER_SERVICE: c for cell, c in st.backend_open.items() if c and cell // OPEN_PER_SERVICE == self.cfg.service},
         )
 
 
@@ -209,9 +222,30 @@ class P4RuntimeSwitch:
         if cells < OPEN_WIDTH * (self.cfg.n // OPEN_WIDTH + 1):
             self.rt.context = None
             raise ConfigFileError("switch.p4info", str(self.files[0]), "its program keeps no backend_open counts (an older p4lb.p4): rebuild it (`nox -s build_p4`) and deploy the new pipeline")
+        self._check_services()
         if (self.cfg.flow_ways, self.cfg.flow_bucket) != (P4LB_WAYS, P4LB_BUCKET):
             self.rt.context = None
             raise ConfigFileError("flows.ways", f"{self.cfg.flow_ways} x {self.cfg.flow_bucket}", f"p4/p4lb.p4 is built with {P4LB_WAYS} ways of {P4LB_BUCKET}-place buckets: set flows.ways = {P4LB_WAYS} and flows.bucket = {P4LB_BUCKET}")
+
+    def _check_services(self) -> None:
+        """The program serves services (lb_select(service, version), tables keyed by the service, the CPU header's
+        service byte) and has cells for the configured one."""
+        rt, svc = self.rt, self.cfg.service
+        lb_select = rt.p4_object("action", "lb_select")
+        packet_out = rt.p4_object("controller_packet_metadata", "packet_out")
+        keyed = [rt.p4_object("table", t) for t in ("rr_group", "rr_member", "backend")]
+        if (lb_select is None or "service" not in {p.name for p in lb_select.params} or packet_out is None or "service" not in {m.name for m in packet_out.metadata}
+                or any(t is None or "meta.lb.service" not in {mf.name for mf in t.match_fields} for t in keyed)):
+            self.rt.context = None
+            raise ConfigFileError("switch.p4info", str(self.files[0]), "its program serves one service only (an older p4lb.p4: lb_select has no service parameter): rebuild it (`nox -s build_p4`) and deploy the new pipeline")
+        need = {("register", "rr_next"): (svc + 1) * 2, ("register", "backend_open"): (svc + 1) * OPEN_PER_SERVICE,
+                ("counter", "lb_drops"): (svc + 1) * DROP_REASONS, ("counter", "backend_flows"): (svc + 1) * OPEN_PER_SERVICE}
+        for (kind, name), cells in need.items():
+            obj = rt.p4_object(kind, name)
+            size = int(obj.size) if obj is not None else 0
+            if size < cells:
+                self.rt.context = None
+                raise ConfigFileError("vip.service", svc, f"the P4 program's {kind} {name} has {size} cells, too few for service {svc} ({cells} needed): use a smaller vip.service, or deploy a p4lb.p4 with services")
 
     def install_pipeline(self) -> None:
         """Push the P4 program (P4Info + BMv2 JSON); this empties every table and register."""
@@ -226,7 +260,7 @@ class P4RuntimeSwitch:
         """Static state: `backend` entries, the return path (`forward`, `send_frame` SNAT), `idle_timeout`."""
         rt = self._ready()
         for b in cfg.backends:
-            rt.upsert("backend", {"meta.lb.backend": b.id}, "set_backend", {"mac": b.mac, "addr": b.ip, "port": b.port})
+            rt.upsert("backend", {"meta.lb.service": cfg.service, "meta.lb.backend": b.id}, "set_backend", {"mac": b.mac, "addr": b.ip, "port": b.port})
             rt.upsert("forward", {"hdr.ipv4.dstAddr": (b.ip, 32)}, "set_nhop", {"mac": b.mac, "port": b.port})
         rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.vip, 32)}, "drop")  # the VIP answers nothing but TCP to vip_port
         rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.client_net, cfg.client_prefix)}, "set_nhop", {"mac": cfg.client_mac, "port": cfg.client_port})
@@ -234,19 +268,22 @@ class P4RuntimeSwitch:
         self.cpu(CPU_WRITE_TIMEOUT, 0, cfg.idle_timeout_us)
 
     def cpu(self, op: int, index: int = 0, value: int = 0) -> dict[str, int]:
-        """One register access through the CPU port, waited for (so it is done before the next write)."""
+        """One register access through the CPU port for the configured service (the answer's rr_next0/1 are its
+        rr_next cells), waited for (so it is done before the next write)."""
         rt = self._ready()
-        rt.packet_out({"op": op, "index": index, "value": value})
+        svc = self.cfg.service
+        rt.packet_out({"op": op, "service": svc, "index": index, "value": value})
         deadline = time.monotonic() + rt.timeout_s  # one deadline for the answer, stray PacketIns included
         for _ in range(8):
             got = rt.packet_in(max(0.0, deadline - time.monotonic()))
-            if got.get("op") == op and got.get("index") == index:
+            if got.get("op") == op and got.get("service") == svc and got.get("index") == index:
                 return got
             log.debug("stray PacketIn %s", got)
         raise SwitchError(f"no answer to CPU-port request op={op} index={index} from {rt.addr}", GrpcCode.DEADLINE_EXCEEDED)
 
     def read_slot(self, slot: int) -> dict[str, int]:
-        """flow_state, flow_key, flow_backend, flow_last_seen of one slot, rr_next0/1, idle_timeout, now."""
+        """flow_state, flow_key (56 bits: service ++ address ++ port), flow_backend, flow_last_seen of one slot (any
+        service's), the service's rr_next0/1, idle_timeout, now."""
         return self.cpu(CPU_READ, slot)
 
     def write_batch(self, ws: list[Write]) -> None:
@@ -277,11 +314,12 @@ class P4RuntimeSwitch:
 
     def _entry(self, w: Write) -> Entry:
         """The table entry of a table write."""
+        svc = self.cfg.service
         if w.target == "vip":
-            return "vip", {"hdr.ipv4.dstAddr": self.cfg.vip, "hdr.tcp.dstPort": self.cfg.vip_port}, "lb_select", {"version": w.value}
+            return "vip", {"hdr.ipv4.dstAddr": self.cfg.vip, "hdr.tcp.dstPort": self.cfg.vip_port}, "lb_select", {"service": svc, "version": w.value}
         if w.target == "rr_group":
-            return "rr_group", {"meta.lb.version": w.index[0]}, "set_group", {"size": w.value}
-        return "rr_member", {"meta.lb.version": w.index[0], "meta.lb.position": w.index[1]}, "set_member", {"backend": w.value}
+            return "rr_group", {"meta.lb.service": svc, "meta.lb.version": w.index[0]}, "set_group", {"size": w.value}
+        return "rr_member", {"meta.lb.service": svc, "meta.lb.version": w.index[0], "meta.lb.position": w.index[1]}, "set_member", {"backend": w.value}
 
     def write(self, w: Write) -> None:
         """One atomic write, as the model names it."""
@@ -302,7 +340,7 @@ class P4RuntimeSwitch:
         rt = self._ready()
         rt.connect()
         epoch = rt.epoch  # taken before the Read: an arbitration update during it voids what it returns
-        entries = entries_of(rt.read_tables(list(TABLES)))
+        entries = entries_of(rt.read_tables(list(TABLES)), self.cfg)
         self.shadow = Shadow(epoch, entries)
         return self._with_counters(self.shadow.view()) if full else self.shadow.view()
 
@@ -312,7 +350,7 @@ class P4RuntimeSwitch:
         changed by someone else), after a reconnect or another controller's arbitration, or if a committed member is
         unknown."""
         rt = self._ready()
-        heads = entries_of(rt.read_tables(["vip", "rr_group"]))
+        heads = entries_of(rt.read_tables(["vip", "rr_group"]), self.cfg)
         known = self._known()
         if not known.agrees(heads):
             log.info("the switch's vip or rr_group entries are not those last seen: reading every entry back")
@@ -320,37 +358,45 @@ class P4RuntimeSwitch:
         return self._with_counters(known.view()) if full else known.view()
 
     def _with_counters(self, view: SwitchView) -> SwitchView:
-        """The view with rr_next and backend_open (through the CPU port) and the lb_drops and backend_flows counters."""
+        """The view with the service's rr_next and backend_open (through the CPU port) and its lb_drops (cells
+        service*8 + reason) and backend_flows (cells service*256 + backend, backends 0..N) counter cells."""
         regs, opened = self.read_open()
-        drops = self.rt.counter_read("lb_drops")
+        svc = self.cfg.service
+        drops = self.rt.counter_cells("lb_drops", range(svc * DROP_REASONS, (svc + 1) * DROP_REASONS))
+        base = svc * OPEN_PER_SERVICE
+        flows = self.rt.counter_cells("backend_flows", range(base, base + self.cfg.n + 1))
         return SwitchView(
             version=view.version,
             groups=view.groups,
             rr_next=(regs["rr_next0"], regs["rr_next1"]),
-            lb_drops={r.name.lower(): drops.get(int(r), 0) for r in DropReason if r.counted},
-            backend_flows={i: c for i, c in self.rt.counter_read("backend_flows").items() if c},
+            lb_drops={r.name.lower(): drops.get(svc * DROP_REASONS + int(r), 0) for r in DropReason if r.counted},
+            backend_flows={i - base: c for i, c in flows.items() if c},
             backend_open=opened,
         )
 
     def read_open(self, last: int | None = None) -> tuple[dict[str, int], dict[int, int]]:
-        """backend_open of backend ids 0..`last` (default N; nonzero cells) through the CPU port, OPEN_WIDTH cells per
-        CPU_OPEN request, all requests in flight at once (one for N < 64), each answer within the session's deadline;
-        and the first answer's header (rr_next0/1, idle_timeout, now), which every CPU-port answer carries."""
+        """The service's backend_open of backend ids 0..`last` (default N; nonzero cells; cells service*256 + id)
+        through the CPU port, OPEN_WIDTH cells per CPU_OPEN request (service s's blocks are s*4 ..), all requests in
+        flight at once (one for N < 64), each answer within the session's deadline; and the first answer's header
+        (the service's rr_next0/1, idle_timeout, now), which every CPU-port answer carries."""
         rt = self._ready()
-        last = self.cfg.n if last is None else last
+        svc = self.cfg.service
+        last = min(self.cfg.n if last is None else last, OPEN_PER_SERVICE - 1)
         blocks = last // OPEN_WIDTH + 1
+        first = svc * OPEN_BLOCKS
         for i in range(blocks):
-            rt.packet_out({"op": CPU_OPEN, "index": i}, bytes(OPEN_WIDTH * OPEN_CELL.size))
+            rt.packet_out({"op": CPU_OPEN, "service": svc, "index": first + i}, bytes(OPEN_WIDTH * OPEN_CELL.size))
         answers: dict[int, tuple[dict[str, int], bytes]] = {}
         deadline = time.monotonic() + rt.timeout_s  # per answer: moved on by each one, not by strays
         while len(answers) < blocks:
             meta, payload = rt.packet_in_with_payload(max(0.0, deadline - time.monotonic()))
-            if meta.get("op") != CPU_OPEN or meta.get("index", blocks) >= blocks or meta["index"] in answers:
+            i = meta.get("index", -1) - first
+            if meta.get("op") != CPU_OPEN or meta.get("service") != svc or not 0 <= i < blocks or i in answers:
                 log.debug("stray PacketIn %s", meta)
                 if time.monotonic() >= deadline:
                     raise SwitchError(f"no answer to CPU_OPEN from {rt.addr} within {rt.timeout_s:g} s", GrpcCode.DEADLINE_EXCEEDED)
                 continue
-            answers[meta["index"]] = (meta, payload)
+            answers[i] = (meta, payload)
             deadline = time.monotonic() + rt.timeout_s
         counts = {b: c for i, (_, payload) in answers.items() for b, c in open_block(i, payload).items() if b <= last and c}
         return answers[0][0], counts
@@ -360,7 +406,7 @@ class P4RuntimeSwitch:
         return dict(self.iter_open_flows())
 
     def iter_open_flows(self) -> Iterator[tuple[int, FlowEntry]]:
-        """The open flow slots (slot, entry), as the answers arrive: every slot read through the CPU port, SCAN_WIDTH per
+        """The service's open flow slots (slot, entry; other services' flows are skipped), as the answers arrive: every slot read through the CPU port, SCAN_WIDTH per
         request, SCAN_WINDOW requests in flight, each answer waited for within the session's deadline (a stray answer of
         an abandoned scan is skipped); a block is judged open or idle at the switch clock of its own read. Memory: the
         window and one bit per block, whatever the number of places."""
@@ -370,7 +416,7 @@ class P4RuntimeSwitch:
         sent, answered, done = 0, 0, bytearray(blocks)
         while answered < blocks:
             while sent < blocks and sent - answered < SCAN_WINDOW:
-                rt.packet_out({"op": CPU_SCAN, "index": sent}, bytes(SCAN_WIDTH * SCAN_SLOT.size))
+                rt.packet_out({"op": CPU_SCAN, "service": self.cfg.service, "index": sent}, bytes(SCAN_WIDTH * SCAN_SLOT.size))
                 sent += 1
             meta, payload = rt.packet_in_with_payload()
             index = meta.get("index", blocks)
@@ -379,7 +425,7 @@ class P4RuntimeSwitch:
                 continue
             done[index] = 1
             answered += 1
-            yield from sorted(scan_block(meta, payload, places).items())
+            yield from sorted((i, e) for i, e in scan_block(meta, payload, places).items() if key_service(e.key) == self.cfg.service)
 
     def close(self) -> None:
         """End the P4Runtime session."""
@@ -387,15 +433,15 @@ class P4RuntimeSwitch:
 
 
 def open_block(index: int, payload: bytes) -> dict[int, int]:
-    """backend id -> backend_open of one CPU_OPEN answer (block `index`: ids index*OPEN_WIDTH ..)."""
+    """backend id -> backend_open of one CPU_OPEN answer (the service's block `index`: ids index*OPEN_WIDTH ..)."""
     if len(payload) < OPEN_WIDTH * OPEN_CELL.size:
         raise SwitchError(f"CPU_OPEN answer of {len(payload)} bytes, expected {OPEN_WIDTH * OPEN_CELL.size}: is the switch running p4/p4lb.p4?")
     return {index * OPEN_WIDTH + i: c for i, (c,) in enumerate(OPEN_CELL.iter_unpack(payload[: OPEN_WIDTH * OPEN_CELL.size]))}
 
 
 def scan_block(meta: dict[str, int], payload: bytes, places: int | None = None) -> dict[int, FlowEntry]:
-    """The open slots of one CPU_SCAN answer (of a table of `places` places: fewer than SCAN_WIDTH wrap round, the
-    repeats are skipped)."""
+    """The open slots of one CPU_SCAN answer, every service's (of a table of `places` places: fewer than SCAN_WIDTH
+    wrap round, the repeats are skipped)."""
     if len(payload) < SCAN_WIDTH * SCAN_SLOT.size:
         raise SwitchError(f"CPU_SCAN answer of {len(payload)} bytes, expected {SCAN_WIDTH * SCAN_SLOT.size}: is the switch running p4/p4lb.p4?")
     out = {}

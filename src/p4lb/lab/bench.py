@@ -66,7 +66,7 @@ def _syn_packets(count: int, cfg: LbConfig | None = None, before: Sequence[Packe
     out: list[Packet] = []
     src, port = ip("10.1.0.1"), 1024
     while len(out) < count:
-        p = Packet(src, port, SYN)
+        p = Packet(src, port, SYN, service=cfg.service)
         after, outcome = design.packet(st, p)
         if outcome.admitted:
             st = after
@@ -150,9 +150,9 @@ def latency(lab: Lab, frames: list[bytes]) -> list[float]:
 def measure(program: str, count: int, launch: Launch | None = None) -> list[Figures]:
     """Both kinds of traffic through one program."""
     cfg = default_config(4)
-    flows = [Packet(ip("10.2.0.1"), 2000 + i, SYN) for i in range(FLOWS)]
+    flows = [Packet(ip("10.2.0.1"), 2000 + i, SYN, service=cfg.service) for i in range(FLOWS)]
     syns = [tcp_frame(cfg, p) for p in _syn_packets(count + 200, cfg, flows)]
-    est = [tcp_frame(cfg, Packet(p.src_ip, p.src_port, PSH | ACK), pktlen=128) for p in flows]
+    est = [tcp_frame(cfg, Packet(p.src_ip, p.src_port, PSH | ACK, service=p.service), pktlen=128) for p in flows]
     out = []
     with Lab(program, cfg, launch=launch or Launch()) as lab:
         _setup(lab)

@@ -27,6 +27,7 @@ from p4lb.model.capacity import Level
 from p4lb.model.config import P4LB_MID_TABLE_BITS, LbConfig, default_config
 from p4lb.model.crc import ip
 from p4lb.model.design import Design
+from p4lb.model.p4lb import OPEN_PER_SERVICE
 from p4lb.model.packet import ACK, FIN, SYN, DropReason, Packet
 from p4lb.model.pool import Pool
 
@@ -66,7 +67,7 @@ class Run:
 
     def syn(self) -> bool:
         """A new client's SYN: True if admitted."""
-        pkt = Packet(*self._client(), SYN)
+        pkt = Packet(*self._client(), SYN, service=self.cfg.service)
         self.state, out = self.design.packet(self.state, pkt)
         self.fed.append(pkt)
         if out.admitted:
@@ -80,7 +81,7 @@ class Run:
         i = self.rng.randrange(len(self.open))
         pkt, self.open[i] = self.open[i], self.open[-1]
         self.open.pop()
-        fin = Packet(pkt.src_ip, pkt.src_port, FIN | ACK)
+        fin = Packet(pkt.src_ip, pkt.src_port, FIN | ACK, service=pkt.service)
         self.state, _ = self.design.packet(self.state, fin)
         self.fed.append(fin)
 
@@ -104,8 +105,9 @@ class Run:
         return int(self.state.lb_drops[FULL])  # type: ignore[attr-defined]
 
     def backend_open(self) -> dict[int, int]:
-        """backend_open in the model's state (non-zero cells)."""
-        return {b: c for b, c in self.state.backend_open.items() if c}  # type: ignore[attr-defined]
+        """The service's backend_open in the model's state by backend id (non-zero cells service*256 + id)."""
+        svc = self.cfg.service
+        return {cell % OPEN_PER_SERVICE: c for cell, c in self.state.backend_open.items() if c and cell // OPEN_PER_SERVICE == svc}  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ import time
 from dataclasses import dataclass, field, replace
 
 from p4lb.controller.p4rt import P4rt
+from p4lb.controller.switch import DROP_REASONS
 from p4lb.lab.lab import SWITCH_MAC, Lab, Seen, mac
 from p4lb.model.config import SEED_BACKENDS, LbConfig
 from p4lb.model.crc import ip_str
 from p4lb.model.design import Design
 from p4lb.model.ops import Write
 from p4lb.model.p4lb import FREE, FlowEntry, P4lbState, SlotState, entries_at, find, flow_places, p4lb_plan
-from p4lb.model.packet import SYN, DropReason, Fate, FlagClass, Outcome, Packet, flow_key
+from p4lb.model.packet import SYN, DropReason, Fate, FlagClass, Outcome, Packet, flow_key, key_service
 from p4lb.model.pool import Pool
 from p4lb.model.seed import SeedState, seed_plan
 from p4lb.model.trace import OpStep, Run, Step, Trace
@@ -121,7 +122,7 @@ class SwitchDriver:
 
         def sort(frames: list[Seen]) -> list[int]:
             for f in frames:
-                by_key.setdefault(flow_key(int.from_bytes(f.frame[26:30], "big"), int.from_bytes(f.frame[34:36], "big")), []).append(f)
+                by_key.setdefault(flow_key(self.cfg.service, int.from_bytes(f.frame[26:30], "big"), int.from_bytes(f.frame[34:36], "big")), []).append(f)
             if set(by_key) - set(keys):
                 raise AssertionError(f"frames of no packet sent left the switch: {sorted(set(by_key) - set(keys))}")
             return [k for k in keys if k not in by_key]
@@ -145,7 +146,11 @@ class SwitchDriver:
         return out
 
     def _drops(self) -> dict[int, int]:
-        return {} if self.design.is_seed else self.lab.rt.counter_read("lb_drops")
+        """The service's lb_drops cells by reason (cells service*8 + reason)."""
+        if self.design.is_seed:
+            return {}
+        base = self.cfg.service * DROP_REASONS
+        return {i - base: c for i, c in self.lab.rt.counter_cells("lb_drops", range(base, base + DROP_REASONS)).items()}
 
     def _drop_reason(self, before: dict[int, int]) -> DropReason:
         if self.design.is_seed:
@@ -305,9 +310,14 @@ class Clocked:
     candidates: tuple[FlowEntry, ...] = ()
 
 
+def key_packet(key: int, flags: int = 0) -> Packet:
+    """A packet of the flow `key` (service ++ client address ++ client port)."""
+    return Packet((key >> 16) & 0xFFFFFFFF, key & 0xFFFF, flags, service=key_service(key))
+
+
 def place_of(cfg: LbConfig, st: P4lbState, key: int) -> int | None:
     """The candidate place holding the flow `key` in a p4lb state (model.p4lb.find), None if none does."""
-    places = flow_places(cfg, Packet(key >> 16, key & 0xFFFF, 0))
+    places = flow_places(cfg, key_packet(key))
     c = find(entries_at(st, places), key)
     return None if c == len(places) else places[c]
 
@@ -489,11 +499,11 @@ def collision_keys(cfg: LbConfig, sizes: tuple[int, ...], clients: tuple[int, ..
     taken: set[int] = set()
     for port in ports:
         for src in clients:
-            places = frozenset(flow_places(cfg, Packet(src, port, 0)))
+            places = frozenset(flow_places(cfg, Packet(src, port, 0, service=cfg.service)))
             if places & taken:
                 continue
             keys = by_places.setdefault(places, [])
-            keys.append(flow_key(src, port))
+            keys.append(flow_key(cfg.service, src, port))
             if len(keys) == sizes[len(groups)]:
                 groups.append(list(keys))
                 taken |= places
@@ -509,7 +519,7 @@ def fillers(cfg: LbConfig, pkt: Packet, k: int, clients: tuple[int, ...] = (), p
     out = []
     for port in ports:
         for src in clients or tuple(pkt.src_ip + i for i in range(1, 5)):
-            other = Packet(src, port, SYN)
+            other = Packet(src, port, SYN, service=pkt.service)
             if src != pkt.src_ip and set(flow_places(cfg, other)) <= want:
                 out.append(other)
                 if len(out) == k:

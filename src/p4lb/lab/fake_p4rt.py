@@ -1,8 +1,9 @@
 """An in-process P4Runtime server that runs p4lb.p4 as the executable model: BMv2's contract without BMv2.
 
 `ModelDevice` is the switch: the pipeline pushed to it (its P4Info; the BMv2 JSON is kept as bytes), the table
-entries written to it, and a `P4lbState` the entries are mirrored into (vip -> version, rr_group/rr_member -> the
-versions' groups). PacketOuts on the CPU port run p4lb.p4's register protocol against that state and are answered
+entries written to it, and per service (the vip entry's lb_select(service, version), the first key of rr_group and
+rr_member) a `P4lbState` slice the entries are mirrored into (version, the versions' groups, rr_next, lb_drops,
+backend_flows), beside the state every service shares (the flow table, backend_open by service*256 + backend). PacketOuts on the CPU port run p4lb.p4's register protocol against that state and are answered
 with PacketIns exactly as the P4 program answers them; `inject` sends a client packet through the model.
 
 `FakeP4Runtime` serves it over gRPC on 127.0.0.1 (port 0: ephemeral) with master arbitration (election ids,
@@ -35,20 +36,22 @@ from google.rpc import code_pb2, status_pb2
 from p4.config.v1 import p4info_pb2
 from p4.v1 import p4runtime_pb2, p4runtime_pb2_grpc
 
-from p4lb.model.config import Backend, LbConfig
+from p4lb.model.config import SERVICES, Backend, LbConfig
 from p4lb.model.ops import Target, Write
-from p4lb.model.p4lb import FREE, P4LB, P4lbState, p4lb_packet, p4lb_write
+from p4lb.model.p4lb import FREE, OPEN_PER_SERVICE, P4LB, P4lbState, p4lb_packet, p4lb_write
 from p4lb.model.packet import DropReason, Fate, Outcome, Packet, dropped, to_backend
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "1.3.0"
 SCAN_WIDTH = 64  # p4lb.p4: slots per CPU_SCAN answer
-SCAN_SLOT = struct.Struct("!BB6s6s")  # p4lb.p4 flow_scan_t: flow_state, flow_backend, flow_key, flow_last_seen
+SCAN_SLOT = struct.Struct("!BB7s6s")  # p4lb.p4 flow_scan_t: flow_state, flow_backend, flow_key (bit<56>), flow_last_seen
 OPEN_WIDTH = 64  # p4lb.p4: backend_open cells per CPU_OPEN answer
-OPEN_CELLS = 256  # p4lb.p4: backend_open has a cell per 8-bit backend id
+OPEN_CELLS = SERVICES * OPEN_PER_SERVICE  # p4lb.p4: backend_open has a cell per (service, 8-bit backend id)
+DROP_REASONS = 8  # p4lb.p4: lb_drops index service * 8 + reason
 OPEN_CELL = struct.Struct("!I")  # p4lb.p4 open_count_t
 MASK48 = (1 << 48) - 1
+MASK56 = (1 << 56) - 1
 MASK32 = (1 << 32) - 1
 SYNTHETIC_BACKENDS = 128  # the model is run with every backend id valid; the `backend` table decides (as in P4)
 
@@ -94,7 +97,7 @@ class Rpc(enum.Enum):
 DEFAULT_ACTIONS: Mapping[Table, tuple[str, tuple[tuple[str, int], ...]]] = MappingProxyType(
     {Table.RR_GROUP: ("set_group", (("size", 0),)), Table.RR_MEMBER: ("set_member", (("backend", 0),)), Table.FORWARD: ("drop", ())}
 )
-COUNTERS = ("lb_drops", "backend_flows")
+COUNTERS = ("lb_drops", "backend_flows", "bad_checksum")
 
 # A P4Info table, action, counter, register or controller header: p4info_pb2 messages, which have no type stubs
 P4InfoObject = Any
@@ -206,7 +209,8 @@ class ModelDevice:
             self.pipeline: Pipeline | None = None
             self._entries: dict[Table, dict[EntryKey, p4runtime_pb2.TableEntry]] = {t: {} for t in Table}
             self._defaults: dict[Table, p4runtime_pb2.TableEntry] = {}
-            self._state = P4lbState()
+            self._shared = P4lbState()  # what every service shares: flows, backend_open (by cell), now
+            self._slices: dict[int, P4lbState] = {}  # service -> its version, groups, rr_next, lb_drops, backend_flows
             self._idle_timeout = 0
 
     def set_pipeline(self, config: p4runtime_pb2.ForwardingPipelineConfig, action: int) -> None:
@@ -354,25 +358,57 @@ class ModelDevice:
         return Row(MappingProxyType(match), _short(act.preamble.name), MappingProxyType({pnames[p.param_id]: _int(p.value) for p in te.action.action.params}))
 
     def _sync(self) -> None:
-        """Mirror the vip, rr_group and rr_member entries (and defaults) into the model state."""
+        """Mirror the vip, rr_group and rr_member entries (and defaults) into each service's model slice."""
         if self.pipeline is None:
             return
-        vips = [r for r in self.rows(Table.VIP) if r.action == "lb_select"]
-        st = p4lb_write(self._state, Write(Target.VIP, (), vips[0].params["version"])) if vips else self._state
+        versions: dict[int, int] = {}
+        for r in self.rows(Table.VIP):
+            if r.action == "lb_select":
+                versions.setdefault(r.params["service"], r.params["version"])
         default_size = self._row(self._defaults[Table.RR_GROUP]).params.get("size", 0)
-        sizes = {r.exact("meta.lb.version"): r.params["size"] for r in self.rows(Table.RR_GROUP)}
+        sizes = {(r.exact("meta.lb.service"), r.exact("meta.lb.version")): r.params["size"] for r in self.rows(Table.RR_GROUP)}
         default_member = self._row(self._defaults[Table.RR_MEMBER]).params.get("backend", 0)
-        members = {(r.exact("meta.lb.version"), r.exact("meta.lb.position")): r.params["backend"] for r in self.rows(Table.RR_MEMBER)}
-        rr_group = (sizes.get(0, default_size), sizes.get(1, default_size))
-        if default_member:
-            members = {(v, i): members.get((v, i), default_member) for v in (0, 1) for i in range(rr_group[v])} | members
-        self._state = replace(st, rr_group=rr_group, rr_member=members)
+        members: dict[int, dict[tuple[int, int], int]] = {}
+        for r in self.rows(Table.RR_MEMBER):
+            members.setdefault(r.exact("meta.lb.service"), {})[r.exact("meta.lb.version"), r.exact("meta.lb.position")] = r.params["backend"]
+        for svc in set(self._slices) | set(versions) | {s for s, _ in sizes} | set(members):
+            st = self._slices.get(svc, P4lbState())
+            if svc in versions:
+                st = p4lb_write(st, Write(Target.VIP, (), versions[svc]))
+            rr_group = (sizes.get((svc, 0), default_size), sizes.get((svc, 1), default_size))
+            mine = members.get(svc, {})
+            if default_member:
+                mine = {(v, i): mine.get((v, i), default_member) for v in (0, 1) for i in range(rr_group[v])} | mine
+            self._slices[svc] = replace(st, rr_group=rr_group, rr_member=mine)
+
+    def _slice(self, service: int) -> P4lbState:
+        """A service's slice (its version, groups, rr_next, lb_drops, backend_flows); zero if it has none yet."""
+        return self._slices.get(service, P4lbState())
+
+    def state_of(self, service: int) -> P4lbState:
+        """The model state of one service: its slice with the shared flow table, backend_open (every service's
+        cells, service*256 + backend) and clock."""
+        with self._lock:
+            sh = self._shared
+            return replace(self._slice(service), flows=sh.flows, backend_open=sh.backend_open, now=sh.now)
+
+    def _store(self, service: int, st: P4lbState) -> None:
+        """Split a service's model state back into its slice and the shared part."""
+        self._slices[service] = replace(st, flows={}, backend_open={}, now=0)
+        self._shared = replace(self._shared, flows=st.flows, backend_open=st.backend_open, now=st.now)
+
+    def services(self) -> tuple[int, ...]:
+        """The services that have a vip entry (lb_select), in id order."""
+        with self._lock:
+            if self.pipeline is None:
+                return ()
+            return tuple(sorted({r.params["service"] for r in self.rows(Table.VIP) if r.action == "lb_select"}))
 
     @property
     def state(self) -> P4lbState:
-        """The model state: committed version, groups, rr_next, flow slots, counters, clock."""
+        """The model state of the first service (lowest id with a vip entry; 0 if none): see state_of."""
         with self._lock:
-            return self._state
+            return self.state_of(next(iter(self.services()), 0))
 
     @property
     def idle_timeout_us(self) -> int:
@@ -389,7 +425,7 @@ class ModelDevice:
     def now_us(self) -> int:
         """ingress_global_timestamp: microseconds since power-on (never behind the last packet's time)."""
         with self._lock:
-            return max(self._clock() + self._offset_us, self._state.now)
+            return max(self._clock() + self._offset_us, self._shared.now)
 
     def advance(self, us: int) -> None:
         """Move the switch clock forward (to age flows past the idle timeout)."""
@@ -433,9 +469,19 @@ class ModelDevice:
         return out
 
     def _counter_cells(self, name: str, size: int) -> list[int]:
-        if name == "lb_drops":
-            return [self._state.lb_drops[i] if i < len(self._state.lb_drops) else 0 for i in range(size)]
-        return [self._state.backend_flows.get(i, 0) for i in range(size)]
+        """Every cell of a counter: lb_drops service*8 + reason, backend_flows service*256 + backend (bad_checksum:
+        no packet the fake takes has a bad checksum)."""
+        cells = [0] * size
+        for svc, st in self._slices.items():
+            if name == "lb_drops":
+                for reason, c in enumerate(st.lb_drops[:DROP_REASONS]):
+                    if svc * DROP_REASONS + reason < size:
+                        cells[svc * DROP_REASONS + reason] = c
+            elif name == "backend_flows":
+                for b, c in st.backend_flows.items():
+                    if 0 <= b < OPEN_PER_SERVICE and svc * OPEN_PER_SERVICE + b < size:
+                        cells[svc * OPEN_PER_SERVICE + b] = c
+        return cells
 
     # ---- the CPU port --------------------------------------------------------------------------------------
     def packet_out(self, packet: p4runtime_pb2.PacketOut) -> p4runtime_pb2.PacketIn | None:
@@ -454,7 +500,8 @@ class ModelDevice:
 
     def _cpu(self, fields: Mapping[str, int], payload: bytes) -> tuple[dict[str, int], bytes] | None:
         op, index, value = fields.get("op", 0), fields.get("index", 0) & MASK32, fields.get("value", 0) & MASK48
-        head = {"op": op, "index": index, "value": value}
+        svc = fields.get("service", 0) & 0xFF
+        head = {"op": op, "service": svc, "index": index, "value": value}
         slots = self._need_pipeline().flow_slots
         if op == CpuOp.SCAN:
             need = SCAN_WIDTH * SCAN_SLOT.size
@@ -462,55 +509,58 @@ class ModelDevice:
                 return None  # p4lb.p4: a scan request too short to fill is dropped
             base = ((index * SCAN_WIDTH) & MASK32) & (slots - 1)
             body = b"".join(self._scan_slot((base + i) & (slots - 1)) for i in range(SCAN_WIDTH))  # a table smaller than a scan wraps round (p4lb.p4)
-            return head | self._globals(), body + payload[need:]
+            return head | self._globals(svc), body + payload[need:]
         if op == CpuOp.OPEN:
             need = OPEN_WIDTH * OPEN_CELL.size
             if len(payload) < need:
                 return None  # p4lb.p4: a count request too short to fill is dropped
             first = (index * OPEN_WIDTH) & (OPEN_CELLS - 1)
-            body = b"".join(OPEN_CELL.pack(self._state.backend_open.get(first + i, 0) & MASK32) for i in range(OPEN_WIDTH))
-            return head | self._globals(), body + payload[need:]
+            body = b"".join(OPEN_CELL.pack(self._shared.backend_open.get(first + i, 0) & MASK32) for i in range(OPEN_WIDTH))
+            return head | self._globals(svc), body + payload[need:]
         if op == CpuOp.WRITE_RR_NEXT:
-            self._state = p4lb_write(self._state, Write(Target.RR_NEXT, (index & 1,), value & 0xFF))
+            self._slices[svc] = p4lb_write(self._slice(svc), Write(Target.RR_NEXT, (index & 1,), value & 0xFF))
         elif op == CpuOp.WRITE_TIMEOUT:
             self._idle_timeout = value
-        e = self._state.flows.get(index & (slots - 1), FREE)
-        slot = {"flow_state": int(e.state), "flow_key": e.key & MASK48, "flow_backend": e.backend & 0xFF, "flow_last_seen": e.last_seen & MASK48}
-        return head | slot | self._globals(), payload
+        e = self._shared.flows.get(index & (slots - 1), FREE)
+        slot = {"flow_state": int(e.state), "flow_key": e.key & MASK56, "flow_backend": e.backend & 0xFF, "flow_last_seen": e.last_seen & MASK48}
+        return head | slot | self._globals(svc), payload
 
     def _scan_slot(self, slot: int) -> bytes:
-        e = self._state.flows.get(slot, FREE)
-        return SCAN_SLOT.pack(int(e.state), e.backend & 0xFF, (e.key & MASK48).to_bytes(6, "big"), (e.last_seen & MASK48).to_bytes(6, "big"))
+        e = self._shared.flows.get(slot, FREE)
+        return SCAN_SLOT.pack(int(e.state), e.backend & 0xFF, (e.key & MASK56).to_bytes(7, "big"), (e.last_seen & MASK48).to_bytes(6, "big"))
 
-    def _globals(self) -> dict[str, int]:
-        st = self._state
+    def _globals(self, service: int) -> dict[str, int]:
+        """What every CPU-port answer carries: the request's service's rr_next cells, idle_timeout, the clock."""
+        st = self._slice(service)
         return {"rr_next0": st.rr_next[0], "rr_next1": st.rr_next[1], "idle_timeout": self._idle_timeout, "now": self.now_us() & MASK48}
 
     # ---- the data plane ------------------------------------------------------------------------------------
     def inject(self, pkt: Packet) -> Outcome:
-        """A client's TCP packet to the (first) VIP through the model; as p4lb.p4, a chosen backend without a
-        `backend` entry is dropped and counted as NO_BACKEND_ENTRY. A packet without time is stamped now."""
+        """A client's TCP packet to the VIP:port of its service (pkt.service: the vip entry whose lb_select names it)
+        through the model; as p4lb.p4, a chosen backend without a `backend` entry of the service is dropped and
+        counted as NO_BACKEND_ENTRY. A packet without time is stamped now."""
         with self._lock:
-            vips = [r for r in self.rows(Table.VIP) if r.action == "lb_select"]
+            vips = [r for r in self.rows(Table.VIP) if r.action == "lb_select" and r.params["service"] == pkt.service]
             if not vips:
-                raise P4Error(grpc.StatusCode.FAILED_PRECONDITION, "no vip entry: the balancer is not deployed")
-            cfg = self._lb_config(vips[0].exact("hdr.ipv4.dstAddr"), vips[0].exact("hdr.tcp.dstPort"))
+                raise P4Error(grpc.StatusCode.FAILED_PRECONDITION, f"no vip entry of service {pkt.service}: that service is not deployed")
+            cfg = self._lb_config(vips[0].exact("hdr.ipv4.dstAddr"), vips[0].exact("hdr.tcp.dstPort"), pkt.service)
             stamped = pkt if pkt.time_us else replace(pkt, time_us=self.now_us())
-            self._state, out = p4lb_packet(cfg, P4LB, self._state, stamped)
+            st, out = p4lb_packet(cfg, P4LB, self.state_of(pkt.service), stamped)
+            if out.fate is Fate.BACKEND and out.backend not in {r.exact("meta.lb.backend") for r in self.rows(Table.BACKEND) if r.action == "set_backend" and r.exact("meta.lb.service") == pkt.service}:
+                drops = list(st.lb_drops)
+                drops[DropReason.NO_BACKEND_ENTRY] += 1
+                st = replace(st, lb_drops=tuple(drops))
+                out = dropped(DropReason.NO_BACKEND_ENTRY)
+            self._store(pkt.service, st)
             if out.fate is not Fate.BACKEND:
                 return out  # dropped (the model counts a backend id outside 1..N as NO_BACKEND_ENTRY itself)
-            if out.backend not in {r.exact("meta.lb.backend") for r in self.rows(Table.BACKEND) if r.action == "set_backend"}:
-                drops = list(self._state.lb_drops)
-                drops[DropReason.NO_BACKEND_ENTRY] += 1
-                self._state = replace(self._state, lb_drops=tuple(drops))
-                return dropped(DropReason.NO_BACKEND_ENTRY)
             return to_backend(out.backend, out.admitted)
 
-    def _lb_config(self, vip: int, vip_port: int) -> LbConfig:
-        """The model's parameters as the switch holds them: VIP, flow slots, idle_timeout register."""
+    def _lb_config(self, vip: int, vip_port: int, service: int = 0) -> LbConfig:
+        """The model's parameters as the switch holds them: VIP, service, flow slots, idle_timeout register."""
         backends = tuple(Backend(i, 0xC6120000 + i, i, i + 1) for i in range(1, SYNTHETIC_BACKENDS + 1))  # 198.18.0.0/15, never a VIP
         bits = self._need_pipeline().flow_slots.bit_length() - 1
-        return LbConfig(vip=vip, vip_port=vip_port, backends=backends, idle_timeout_us=max(1, self._idle_timeout), flow_table_bits=bits, client_port=SYNTHETIC_BACKENDS + 2)
+        return LbConfig(vip=vip, vip_port=vip_port, backends=backends, idle_timeout_us=max(1, self._idle_timeout), flow_table_bits=bits, client_port=SYNTHETIC_BACKENDS + 2, service=service)
 
 
 def _copy(te: p4runtime_pb2.TableEntry) -> p4runtime_pb2.TableEntry:

@@ -271,9 +271,9 @@ def summary(program: str, kind: str, windows: list[Window], idle: Window) -> Cou
 
 def traffic(cfg: LbConfig, count: int) -> dict[str, tuple[list[bytes], list[bytes]]]:
     """Per kind: (frames to set up and warm up, the count frames measured)."""
-    flows = [Packet(ip("10.2.0.1"), 2000 + i, SYN) for i in range(FLOWS)]
+    flows = [Packet(ip("10.2.0.1"), 2000 + i, SYN, service=cfg.service) for i in range(FLOWS)]
     syns = [tcp_frame(cfg, p) for p in _syn_packets(WARMUP + count, cfg, flows)]
-    est = [tcp_frame(cfg, Packet(p.src_ip, p.src_port, PSH | ACK), pktlen=128) for p in flows]
+    est = [tcp_frame(cfg, Packet(p.src_ip, p.src_port, PSH | ACK, service=p.service), pktlen=128) for p in flows]
     return {
         "new-flow SYN": (syns[:WARMUP], syns[WARMUP:]),
         "established": ([tcp_frame(cfg, p) for p in flows] + est, [est[i % FLOWS] for i in range(count)]),

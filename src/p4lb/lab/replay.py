@@ -39,7 +39,7 @@ from p4lb.lab.lab import Lab, Seen
 from p4lb.lab.toolchain import missing_switch
 from p4lb.model.config import CPU_PORT, LbConfig, default_config
 from p4lb.model.p4lb import P4LB, P4lbState, SlotState, flow_places, p4lb_packet
-from p4lb.model.packet import ACK, FIN, SYN, Packet
+from p4lb.model.packet import ACK, FIN, SYN, Packet, key_service
 from p4lb.model.seed import SEED_INDEX_BITS
 from p4lb.verify.bmv2.cex import CexError, CexFile, Effect, Scenario, TableWrite, read_cex, signed_changes
 from p4lb.verify.bmv2.reach import START, SeedStep, other_cell, seed_plan
@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 DEAD_TIMEOUT_US = 100_000  # idle_timeout while replaying an idle slot: waited past, not 60 s
 OPEN_IDS = 255  # backend_open is read for every 8-bit backend id: a counterexample may name any
 GUARD_US = 50_000  # a live slot stays this far inside its timeout, an idle one this far past it
+REPLAY_SERVICE = 0  # the service a p4lb counterexample is replayed as: its lb_drops, backend_flows and backend_open cells are the reason's and the backend's own
+SERVICE_KEY = "meta.lb.service"
 CONTROLLED = ("vip", "rr_group", "rr_member")  # p4lb tables the counterexample sets (the rest are static)
 REPLANS = 3  # seed: plan, run, read back, plan again from there (at most this many rounds)
 
@@ -94,9 +96,16 @@ def replay_on_bmv2(cex: CexFile, bmv2_json: Path, p4info: Path, lab: Lab | None 
 
 
 def write_tables(rt: P4rt, tables: list[TableWrite]) -> None:
-    """Upsert entries as the file lists them."""
+    """Upsert entries as the file lists them; a p4lb entry the file lists without a service (a counterexample of one
+    service) is service REPLAY_SERVICE's: its table's service key and lb_select's service parameter are filled in."""
     for t in tables:
-        rt.upsert(t.table, dict(t.match), t.action, dict(t.params))
+        match, params = dict(t.match), dict(t.params)
+        table = rt.p4_object("table", t.table)
+        if table is not None and any(mf.name == SERVICE_KEY for mf in table.match_fields):
+            match.setdefault(SERVICE_KEY, REPLAY_SERVICE)
+        if t.action.rsplit(".", 1)[-1] == "lb_select":
+            params.setdefault("service", REPLAY_SERVICE)
+        rt.upsert(t.table, match, t.action, params)
 
 
 def frame_effect(seen: list[Seen], scn: Scenario) -> tuple[bool, int, int, int]:
@@ -154,7 +163,10 @@ class P4lbReplay:
         if self.slot is None or state == SlotState.FREE:
             self.notes.append("flow slot: FREE in a freshly pushed pipeline")
             return False
-        src, port = key >> 16, key & 0xFFFF
+        if key_service(key) != REPLAY_SERVICE:
+            self.notes.append(f"flow slot {self.slot}: its key is service {key_service(key)}'s, and a counterexample is replayed as service {REPLAY_SERVICE}: left FREE")
+            return False
+        src, port = (key >> 16) & 0xFFFFFFFF, key & 0xFFFF
         places = flow_places(self.cfg, Packet(src, port, SYN))
         if self.slot not in places:
             self.notes.append(f"flow slot {self.slot}: not one of its key's candidate places, so no packet can put it there: left FREE")
@@ -164,9 +176,9 @@ class P4lbReplay:
             self.notes.append(f"flow slot {self.slot}: its key's candidate {places.index(self.slot)}, but its SYN takes candidate {places.index(landed)} (place {landed}) in an empty table: left FREE")
             return False
         rt = self.sw.rt
-        rt.upsert("vip", {"hdr.ipv4.dstAddr": self.cfg.vip, "hdr.tcp.dstPort": self.cfg.vip_port}, "lb_select", {"version": 0})
-        rt.upsert("rr_group", {"meta.lb.version": 0}, "set_group", {"size": 1})
-        rt.upsert("rr_member", {"meta.lb.version": 0, "meta.lb.position": 0}, "set_member", {"backend": backend})
+        rt.upsert("vip", {"hdr.ipv4.dstAddr": self.cfg.vip, "hdr.tcp.dstPort": self.cfg.vip_port}, "lb_select", {"service": REPLAY_SERVICE, "version": 0})
+        rt.upsert("rr_group", {SERVICE_KEY: REPLAY_SERVICE, "meta.lb.version": 0}, "set_group", {"size": 1})
+        rt.upsert("rr_member", {SERVICE_KEY: REPLAY_SERVICE, "meta.lb.version": 0, "meta.lb.position": 0}, "set_member", {"backend": backend})
         self.lab.send(tcp_frame(self.cfg, Packet(src, port, SYN)))
         how = "a SYN of its key dispatched to a one-member group"
         if state == SlotState.CLOSING:
@@ -191,8 +203,8 @@ class P4lbReplay:
         mine = [t for t in self.scn.tables if t.table in CONTROLLED]
         write_tables(rt, mine)
         listed = {tuple(t.match) for t in mine if t.table == "rr_member"}
-        if (("meta.lb.version", 0), ("meta.lb.position", 0)) not in listed:
-            rt.delete("rr_member", {"meta.lb.version": 0, "meta.lb.position": 0})  # the reaching SYN's, if any
+        if (("meta.lb.version", 0), ("meta.lb.position", 0)) not in listed and ((SERVICE_KEY, REPLAY_SERVICE), ("meta.lb.version", 0), ("meta.lb.position", 0)) not in listed:
+            rt.delete("rr_member", {SERVICE_KEY: REPLAY_SERVICE, "meta.lb.version": 0, "meta.lb.position": 0})  # the reaching SYN's, if any
         for v in (0, 1):
             self.sw.cpu(CPU_WRITE_RR_NEXT, v, self.scn.register("rr_next", v))
         timeout = DEAD_TIMEOUT_US if dead else self.cfg.idle_timeout_us
@@ -218,12 +230,12 @@ class P4lbReplay:
 
     def send_packet(self, dead: bool) -> Replayed:
         """Counters and slot before, the packet, counters and slot after; the reached scenario at its time."""
-        rt, scn = self.sw.rt, self.scn
-        before_c = {c: rt.counter_read(c) for c in ("lb_drops", "backend_flows")}
+        scn = self.scn
+        before_c = self.counters()
         before_open = self.sw.read_open(OPEN_IDS)[1]
         pre = self.settle(dead)
         seen = self.lab.send(scn.frame.data)
-        after_c = {c: rt.counter_read(c) for c in ("lb_drops", "backend_flows")}
+        after_c = self.counters()
         incs = {c: {i: n - before_c[c].get(i, 0) for i, n in after_c[c].items() if n != before_c[c].get(i, 0)} for c in after_c}
         incs["backend_open"] = signed_changes(before_open, self.sw.read_open(OPEN_IDS)[1], 32)
         if not seen and not incs["lb_drops"]:
@@ -234,6 +246,13 @@ class P4lbReplay:
         reached = replace(scn, registers=regs_pre, time_us=t, now_us=min(pre["now"], t))
         effect = Effect(*frame_effect(seen, scn), incs, regs_post)
         return Replayed(reached, effect, tuple(self.notes), tuple(seen))
+
+    def counters(self) -> dict[str, dict[int, int]]:
+        """The service's lb_drops (per reason) and backend_flows (per backend id) cells, as the file numbers them."""
+        rt, svc = self.sw.rt, REPLAY_SERVICE
+        drops = rt.counter_cells("lb_drops", range(svc * 8, svc * 8 + 8))
+        flows = rt.counter_cells("backend_flows", range(svc * 256, svc * 256 + OPEN_IDS + 1))
+        return {"lb_drops": {i - svc * 8: c for i, c in drops.items()}, "backend_flows": {i - svc * 256: c for i, c in flows.items()}}
 
     def registers(self, regs: dict[str, int]) -> dict[str, dict[int, int]]:
         """The scenario's register cells as read through the CPU port."""

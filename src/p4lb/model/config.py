@@ -10,6 +10,7 @@ from p4lb.model.flowtable import Policy, TableShape
 
 MAX_BACKENDS = 128  # the P4 program's compile-time bound on N (positions and ids are bit<8>)
 SEED_BACKENDS = 4
+SERVICES = 256  # service ids are bit<8>: the vip entry's lb_select(service, ...) and every per-service key and index
 CPU_PORT = 510  # the P4 programs' controller port (PacketOut/PacketIn): simple_switch_grpc --cpu-port 510
 # The flow table p4/p4lb.p4 is compiled with (FLOW_BITS, WAYS, BUCKET): 4 ways x 8-place buckets on 2^20 places.
 # LbConfig's defaults; a test build (-DFLOW_BITS=5) keeps the ways and buckets on a table of one bucket per way.
@@ -49,6 +50,7 @@ class LbConfig:
     client_net: int = ip("10.0.0.0")  # the return path: replies to client_net/client_prefix leave on client_port
     client_prefix: int = 24
     client_mac: int = 0x0101
+    service: int = 0  # the service id: its vip entry's lb_select(service, ...), the first key of its rr_group/rr_member/backend entries, the index of its registers and counters
 
     def __post_init__(self) -> None:
         validate(self)
@@ -73,6 +75,8 @@ class LbConfig:
 
 def validate(cfg: LbConfig) -> None:
     """Raise ConfigError naming the first bad field."""
+    if isinstance(cfg.service, bool) or not isinstance(cfg.service, int) or not 0 <= cfg.service < SERVICES:
+        raise ConfigError("vip.service", cfg.service, f"use a whole-number service id in 0..{SERVICES - 1}")
     if not 1 <= cfg.vip_port <= 65535:
         raise ConfigError("vip_port", cfg.vip_port, "use a TCP port in 1..65535")
     if not 1 <= len(cfg.backends) <= MAX_BACKENDS:

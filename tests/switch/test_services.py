@@ -1,0 +1,130 @@
+"""Two services on one BMv2 switch, each deployed by its own controller config (vip.service 0 on VIP:80 over lab
+backends 1-2, vip.service 1 on VIP:8080 over lab backends 3-4), one P4Runtime session at a time: each service's
+packets reach only its own backends; one client address and port toward both VIPs makes two independent pinned
+flows; each service's lb_drops, backend_flows and backend_open cells move only for its own packets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from p4lb.controller import cli
+from p4lb.controller.controller import Controller
+from p4lb.controller.settings import HealthCheck, Settings, SwitchTarget
+from p4lb.controller.switch import P4RuntimeSwitch, SwitchView
+from p4lb.lab.driver import tcp_frame
+from p4lb.lab.lab import lab_build
+from p4lb.lab.toolchain import artifacts, require_switch
+from p4lb.model.config import P4LB_SMALL_TABLE_BITS, Backend, LbConfig, default_config
+from p4lb.model.crc import ip
+from p4lb.model.packet import ACK, FIN, PSH, SYN, Packet
+
+CLIENT = ip("10.0.0.10")
+PORTS = (40000, 40001, 40002, 40003)  # the same client ports toward both VIPs
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[object]:
+    """BMv2 running p4lb_small (32 flow places: a flow listing is one CPU_SCAN) between a client and 4 backends; no P4Runtime session of its own (the controllers hold theirs)."""
+    require_switch()
+    from p4lb.lab.lab import Lab  # noqa: PLC0415
+
+    with Lab("p4lb", default_config(4, flow_table_bits=P4LB_SMALL_TABLE_BITS), push=False) as lab:
+        yield lab
+
+
+def service_config(lab_cfg: LbConfig, service: int, vip_port: int, lab_ids: tuple[int, ...]) -> LbConfig:
+    """A service over some of the lab's backends (renumbered 1..N, as a config numbers them)."""
+    own = tuple(Backend(i, b.ip, b.mac, b.port) for i, b in enumerate((lab_cfg.backend(j) for j in lab_ids), start=1))
+    return LbConfig(vip=lab_cfg.vip, vip_port=vip_port, backends=own, service=service, client_port=lab_cfg.client_port, client_net=lab_cfg.client_net, client_prefix=lab_cfg.client_prefix, client_mac=lab_cfg.client_mac, flow_table_bits=lab_cfg.flow_table_bits)
+
+
+class Service:
+    """One service's controller: its config, its P4Runtime switch (a session only while in use), its controller."""
+
+    def __init__(self, lab: object, cfg: LbConfig) -> None:
+        p4info, bmv2_json = artifacts(lab_build("p4lb", cfg))
+        grpc = lab.bmv2.grpc  # type: ignore[attr-defined]
+        self.cfg = cfg
+        self.switch = P4RuntimeSwitch(grpc, 0, (0, 1), str(p4info), str(bmv2_json), cfg)
+        settings = Settings(cfg, HealthCheck(), SwitchTarget(grpc=grpc, p4info=str(p4info), bmv2_json=str(bmv2_json)), cfg.n, ())
+        self.ctl = Controller(settings, self.switch, grace_s=0)
+        self.ports = {b.port for b in cfg.backends}
+
+    def deploy(self) -> None:
+        """Deploy, then leave the switch to the other controller."""
+        try:
+            assert self.ctl.deploy()
+        finally:
+            self.switch.close()
+
+    def view(self) -> SwitchView:
+        """Everything read back: tables, the service's rr_next, lb_drops, backend_flows and backend_open cells."""
+        try:
+            return self.switch.read()
+        finally:
+            self.switch.close()
+
+    def flows(self) -> list[str]:
+        """`p4lb flows`: the clients of the service's open flows."""
+        try:
+            return sorted(str(r["client"]) for r in cli.flow_rows(self.ctl))
+        finally:
+            self.switch.close()
+
+
+def counts(view: SwitchView) -> tuple[dict[str, int], dict[int, int], dict[int, int]]:
+    return dict(view.lb_drops), dict(view.backend_flows), dict(view.backend_open)
+
+
+def send(lab: object, svc: Service, port: int, flags: int) -> list[int]:
+    """One client packet to the service's VIP:port; the switch ports it left on."""
+    return [s.port for s in lab.send(tcp_frame(svc.cfg, Packet(CLIENT, port, flags, service=svc.cfg.service)))]  # type: ignore[attr-defined]
+
+
+def test_two_services_on_one_switch_are_independent(lab):
+    lab.reset()  # an empty pipeline: the first deploy finds its pipeline running and no vip entry of its own
+    s0 = Service(lab, service_config(lab.cfg, 0, 80, (1, 2)))
+    s1 = Service(lab, service_config(lab.cfg, 1, 8080, (3, 4)))
+    s0.deploy()
+    s1.deploy()  # the pipeline runs: no push, service 0's entries stay
+    v0, v1 = s0.view(), s1.view()
+    assert v0.version is not None and v1.version is not None
+    assert set(v0.groups[v0.version]) == {1, 2} and set(v1.groups[v1.version]) == {1, 2}
+    assert counts(v0) == counts(v1) == ({k: 0 for k in v0.lb_drops}, {}, {})
+
+    # new flows: each service's SYNs reach only its backends; the same client ports toward both VIPs
+    first: dict[tuple[int, int], int] = {}
+    for port in PORTS:
+        for svc in (s0, s1):
+            out = send(lab, svc, port, SYN)
+            assert len(out) == 1 and out[0] in svc.ports, (svc.cfg.service, port, out)
+            first[svc.cfg.service, port] = out[0]
+    a0, a1 = s0.view(), s1.view()
+    assert sum(a0.backend_flows.values()) == sum(a1.backend_flows.values()) == len(PORTS)
+    assert sum(a0.backend_open.values()) == sum(a1.backend_open.values()) == len(PORTS)
+    assert set(a0.backend_flows) <= {1, 2} and set(a1.backend_flows) <= {1, 2}
+    assert s0.flows() == s1.flows() == sorted(f"10.0.0.10:{p}" for p in PORTS)  # one flow per service per client port
+
+    # pinned independently: the same client address and port keeps going to its own backend of each service
+    for _ in range(2):
+        for port in PORTS[:2]:
+            for svc in (s0, s1):
+                assert send(lab, svc, port, PSH | ACK) == [first[svc.cfg.service, port]]
+
+    # a stray ACK to service 1 only: service 1's lb_drops[unknown_flow] moves, service 0's cells do not
+    b0, b1 = counts(s0.view()), counts(s1.view())
+    assert send(lab, s1, 41000, ACK) == []
+    c0, c1 = counts(s0.view()), counts(s1.view())
+    assert c0 == b0
+    assert c1[0]["unknown_flow"] == b1[0]["unknown_flow"] + 1 and c1[1:] == b1[1:]
+
+    # a FIN of service 0's flow: its backend_open cell goes down, service 1's (same client port) does not
+    assert send(lab, s0, PORTS[0], FIN | ACK) == [first[0, PORTS[0]]]
+    d0, d1 = counts(s0.view()), counts(s1.view())
+    assert d1 == c1
+    b = first[0, PORTS[0]] - min(s0.ports) + 1  # service 0's backend id of that port
+    assert d0[2] == c0[2] | {b: c0[2][b] - 1} or (c0[2][b] == 1 and d0[2] == {k: v for k, v in c0[2].items() if k != b})
+    assert d0[:2] == c0[:2]
+    assert s0.flows() == sorted(f"10.0.0.10:{p}" for p in PORTS[1:]) and len(s1.flows()) == len(PORTS)
