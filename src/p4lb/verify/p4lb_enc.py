@@ -101,6 +101,7 @@ def open_cell(key: z3.ExprRef, b: z3.ExprRef) -> z3.BitVecRef:
     return z3.Concat(service_of(key), b)
 
 
+RELY = 4  # the kind of step of another service's packet
 SHARED = ("flow_state", "flow_key", "flow_backend", "flow_last_seen", "backend_open", "now")  # what every service's packets share
 
 
@@ -404,13 +405,14 @@ class P4lbEncoding:
         guard = z3.And(ver == z3.Not(sw["version"]) if not self.var.in_place_updates else z3.BoolVal(True), z3.ULE(what, 2))
         return Branch("stage write", guard, post, spec2)
 
-    def other_service(self, s: Sym, tag: str) -> tuple[Branch, z3.ExprRef]:
+    def other_service(self, s: Sym, tag: str, variant: Variant | None = None) -> tuple[Branch, z3.ExprRef, z3.ArithRef]:
         """Rely: a packet of another service, and the place it may write. It is this very packet step (`packet`, equal
         to the model and to the compiled program for any service id) run on that service's slice, fresh and
         unconstrained (its groups, rr_next, counters, spec: anything), with its own hash, sharing the flow table,
         backend_open and the clock. This service's slice and spec stay as they are (the compiled program's frame:
-        verify.bmv2.equivalence), but for the clock."""
-        other = P4lbEncoding(self.cfg, self.var)
+        verify.bmv2.equivalence), but for the clock. `variant`: the other service's program (default this one's).
+        Returns the branch, the place, and the packet's time."""
+        other = P4lbEncoding(self.cfg, variant or self.var)
         other.places = Places(self.cfg, False, "_other")
         mine = other.fresh(f"o{tag}")
         sw = mine.sw | {k: s.sw[k] for k in SHARED}
@@ -418,11 +420,11 @@ class P4lbEncoding:
         post, _, _ = other.packet(Sym(sw, mine.spec), pkt)
         guard = z3.And(pkt.service != SERVICE, pkt.t >= s.spec["now"], pkt.t >= s.sw["now"])
         place = other.places.of(pkt.key, other.candidate(other.lookup(Sym(sw, mine.spec), pkt.key, pkt.t)))
-        return Branch("other service", guard, s.sw | {k: post[k] for k in SHARED}, dict(s.spec, now=pkt.t)), place
+        return Branch("other service", guard, s.sw | {k: post[k] for k in SHARED}, dict(s.spec, now=pkt.t)), place, pkt.t
 
-    def step(self, s: Sym, s2: Sym, tag: str, atomic: bool = True, others: bool = True) -> StepEnc:
+    def step(self, s: Sym, s2: Sym, tag: str, atomic: bool = True, others: bool = True, other_variant: Variant | None = None) -> StepEnc:
         """Any packet, or an operation (atomic commit) / a single controller write (atomic=False), or (`others`) a
-        packet of another service (kind 4)."""
+        packet of another service (kind RELY, its program `other_variant`, default this one's)."""
         kind = z3.BitVec(f"kind_{tag}", 3)
         pkt = PacketIn.fresh(tag)
         reset = z3.Bool(f"reset_{tag}")
@@ -438,10 +440,11 @@ class P4lbEncoding:
         ]
         branches.append(self.stage_write(s, tag) if not atomic else Branch("stage write", z3.BoolVal(False), dict(s.sw), dict(s.spec)))
         place = self.places.of(pkt.key, self.candidate(self.lookup(s, pkt.key, pkt.t)))
+        inputs = {"kind": kind, "reset": reset}
         if others:
-            rely, other_place = self.other_service(s, tag)
+            rely, other_place, inputs["other_t"] = self.other_service(s, tag, other_variant)
             branches.append(rely)
-            place = z3.If(kind == len(branches) - 1, other_place, place)
+            place = z3.If(kind == RELY, other_place, place)
         trans = choose(kind, s2, branches)
         fields = tuple(f"flow_{f.name}" for f in dataclasses.fields(FlowEntry))  # all four registers of a flow slot
 
@@ -450,4 +453,4 @@ class P4lbEncoding:
             return z3.Or(*[s.sw[f][h] != s2.sw[f][h] for f in fields])
 
         counted = sw_pkt["lb_drops"][out.reason] == s.sw["lb_drops"][out.reason] + 1
-        return StepEnc(trans, is_packet, pkt, out, held, counted, changed, {"kind": kind, "reset": reset}, branches, place)
+        return StepEnc(trans, is_packet, pkt, out, held, counted, changed, inputs, branches, place)

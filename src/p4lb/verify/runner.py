@@ -23,6 +23,8 @@ from p4lb.verify.counts import STEP as COUNTS_STEP
 from p4lb.verify.counts import prove_open_counts
 from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, prove, prove_together, replay
 from p4lb.verify.errors import ReplayError
+from p4lb.verify.isolation import STEP as ISOLATION_STEP
+from p4lb.verify.isolation import prove_isolation
 from p4lb.verify.mutants import MUTANTS
 from p4lb.verify.results import Result, Verdict
 from p4lb.verify.vacuity import VacuityReport, check_vacuity, resolve
@@ -62,9 +64,9 @@ class Report:
 
     def summary(self) -> str:
         """One line saying only what this run checked."""
-        steps = [b for b in self.bindings if b.step != COUNTS_STEP]
+        steps = [b for b in self.bindings if b.step not in (COUNTS_STEP, ISOLATION_STEP)]
         parts = [f"model = encoding for {len(steps)} kinds of step"] if steps else []
-        parts += ["backend_open = OPEN places"] if len(steps) < len(self.bindings) else []
+        parts += [f"{b.step}: {b.verdict.value}" if b.step == ISOLATION_STEP else "backend_open = OPEN places" for b in self.bindings if b.step in (COUNTS_STEP, ISOLATION_STEP)]
         parts += [f"{c.program}.json {c.verdict.value}" for c in self.compiled]
         props = ", ".join(p.name for p in self.props)
         for d in self.designs:
@@ -132,6 +134,7 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
         compiled = [pool.submit(check_equivalence, "p4lb", n=n), pool.submit(check_equivalence, "seed", n=4)]
         bindings = pool.submit(bind_all, make_design("p4lb", n).cfg, make_design("seed").cfg)
         counts = pool.submit(prove_open_counts, make_design("p4lb", n).cfg)  # backend_open = OPEN places: never wraps
+        isolation = pool.submit(prove_isolation, make_design("p4lb", n).cfg)  # P9: other services' packets
         vacuity = [pool.submit(check_vacuity, Task("p4lb", n, p)) for p in (Prop.P1, Prop.P7)] if "p4lb" in designs else []
         tasks = {Task("p4lb", n, p).atomic: Task("p4lb", n, p) for p in props} if "p4lb" in designs else {}  # one invariant check per mode the properties use
         runs = {MODES[atomic]: pool.submit(check_invariant, t) for atomic, t in tasks.items()}
@@ -140,7 +143,7 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
         modes = {atomic: [Task("p4lb", n, p, max_depth=max_depth) for p in props if Task("p4lb", n, p).atomic is atomic] for atomic in tasks}
         checks = [pool.submit(_check_mode, group, report.invariants) for group in modes.values()]
         checks += [pool.submit(_check_mode, [Task(design, n, prop, max_depth=max_depth)], report.invariants) for design in designs if design != "p4lb" for prop in props]
-        report.bindings, report.compiled = [*bindings.result(), counts.result()], [c.result() for c in compiled]
+        report.bindings, report.compiled = [*bindings.result(), counts.result(), isolation.result()], [c.result() for c in compiled]
         report.compiled_cex = _save_cex(report.compiled, n, out_dir)
         if report.failures():  # the encoding is not the model (or not the program): proofs about it would prove nothing
             log.error("stopping before the proofs: %s", "; ".join(report.failures()))
