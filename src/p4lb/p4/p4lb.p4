@@ -1,13 +1,20 @@
 /* p4lb: L4 load balancer, P4_16 for BMv2 v1model. Implements model/p4lb.py exactly; names are the model's.
  *
- * Controller-written tables: vip (lb_select(version): the single atomic commit point), rr_group
- * (set_group(size) per version), rr_member (set_member(backend) per version and position), backend
- * (set_backend(mac, addr, port)), forward and send_frame (plain L3 for the return path).
- * Data-plane registers: rr_next (per version), flow_state, flow_key, flow_backend, flow_last_seen (per flow place),
- * idle_timeout (written once at deploy), backend_open (per backend id: the flow places OPEN holding it, kept as
- * model.p4lb._put keeps it: +1 for a new flow, -1 for the OPEN entry a close turns CLOSING or a new flow reclaims;
- * verify.counts proves it equals the OPEN places, so its bit<32> cells never wrap). Counters: lb_drops (index =
- * model.packet.DropReason), backend_flows.
+ * Services: up to SERVICES = 256, each a VIP:port. The vip entry gives a packet its service id and the service's
+ * committed version; every per-service table is keyed by (service, ...) and every per-service register or counter
+ * cell is indexed by the service first, so a packet reads and writes only its service's state (P9, proven on this
+ * program's JSON by verify.bmv2.equivalence for any id). The flow table, backend_open and idle_timeout are shared:
+ * a flow key is service ++ client address ++ client port.
+ * Controller-written tables: vip (lb_select(service, version): each service's single atomic commit point), rr_group
+ * (set_group(size) per service and version), rr_member (set_member(backend) per service, version and position),
+ * backend (set_backend(mac, addr, port) per service and backend), forward and send_frame (plain L3 for the return path).
+ * Data-plane registers: rr_next (per service and version: service * 2 + version), flow_state, flow_key, flow_backend,
+ * flow_last_seen (per flow place), idle_timeout (written once at deploy), backend_open (per service and backend id,
+ * service * 256 + backend: the flow places OPEN holding an entry of that service and backend, kept as
+ * model.p4lb._put keeps it: +1 for a new flow, -1 for the OPEN entry a close turns CLOSING or a new flow reclaims,
+ * whichever service's entry it was; verify.counts proves it equals the OPEN places, so its bit<32> cells never
+ * wrap). Counters: lb_drops (service * 8 + model.packet.DropReason), backend_flows (service * 256 + backend),
+ * bad_checksum (IPv4 packets of no service with a bad header checksum).
  * No loop over backends: one group size, one member and a flow's 32 candidate places per packet.
  *
  * The flow table (model.flowtable, docs/flow-table.md): FLOW_PLACES = 2^FLOW_BITS places in WAYS = 4 equal parts of
@@ -580,7 +587,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
                 mark_to_drop(std);  /* a count request too short to fill */
             } else if (hdr.cpu_out.op == CPU_OPEN) {
                 cpu_access();
-                cpu_places(OPEN_CELLS - 1);  /* 64 cells from a multiple of 64 below 256 */
+                cpu_places(OPEN_CELLS - 1);  /* 64 cells from a multiple of 64: service s's backends are blocks 4s .. 4s + 3 */
                 OPEN_CELL(0) OPEN_CELL(1) OPEN_CELL(2) OPEN_CELL(3) OPEN_CELL(4) OPEN_CELL(5) OPEN_CELL(6) OPEN_CELL(7)
                 OPEN_CELL(8) OPEN_CELL(9) OPEN_CELL(10) OPEN_CELL(11) OPEN_CELL(12) OPEN_CELL(13) OPEN_CELL(14) OPEN_CELL(15)
                 OPEN_CELL(16) OPEN_CELL(17) OPEN_CELL(18) OPEN_CELL(19) OPEN_CELL(20) OPEN_CELL(21) OPEN_CELL(22) OPEN_CELL(23)

@@ -118,7 +118,8 @@ def print_report(report: Report, console: Console) -> None:
         console.print(vacuity_table(report.vacuity))
     for name, inv in report.invariants.items():
         state = "inductive" if inv.ok else f"NOT inductive: {inv.failed}"
-        console.print(f"p4lb invariant ({name}): {inv.clauses} clause families, {state} [{inv.seconds:.2f}s]")
+        shared = f" ({', '.join(inv.shared)} steps: the atomic mode's, the same transitions)" if inv.shared else ""
+        console.print(f"p4lb invariant ({name}): {inv.clauses} clause families, {state}{shared} [{inv.seconds:.2f}s]")
     n = f"N = {report.n} backends for p4lb" if "p4lb" in report.designs else "the seed's 4 backends"
     console.print(verdict_table(f"Verdicts ({n})", report.results))
     if report.mutants:

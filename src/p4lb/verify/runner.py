@@ -21,7 +21,7 @@ from p4lb.verify.bmv2.equivalence import EquivalenceResult, check_equivalence
 from p4lb.verify.bmv2.equivalence import Verdict as Equivalence
 from p4lb.verify.counts import STEP as COUNTS_STEP
 from p4lb.verify.counts import prove_open_counts
-from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, prove, prove_together, replay
+from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, combined, prove, prove_together, replay
 from p4lb.verify.errors import ReplayError
 from p4lb.verify.isolation import STEP as ISOLATION_STEP
 from p4lb.verify.isolation import prove_isolation
@@ -83,7 +83,7 @@ class Report:
         return {
             "backends": self.n,
             "seconds": round(self.seconds, 2),
-            "invariants": {k: {"inductive": v.ok, "clauses": v.clauses, "seconds": round(v.seconds, 3), "failed": v.failed} for k, v in self.invariants.items()},
+            "invariants": {k: {"inductive": v.ok, "clauses": v.clauses, "seconds": round(v.seconds, 3), "failed": v.failed, "as_atomic": list(v.shared)} for k, v in self.invariants.items()},
             "results": [r.to_json() for r in self.results],
             "mutants": [r.to_json() for r in self.mutants],
             "compiled": [{"program": c.program, "verdict": c.verdict.value, "seconds": round(c.seconds, 3), "assumptions": list(c.assumptions), "notes": list(c.notes), "counterexample": c.counterexample} for c in self.compiled],
@@ -137,9 +137,9 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
         isolation = pool.submit(prove_isolation, make_design("p4lb", n).cfg)  # P9: other services' packets
         vacuity = [pool.submit(check_vacuity, Task("p4lb", n, p)) for p in (Prop.P1, Prop.P7)] if "p4lb" in designs else []
         tasks = {Task("p4lb", n, p).atomic: Task("p4lb", n, p) for p in props} if "p4lb" in designs else {}  # one invariant check per mode the properties use
-        runs = {MODES[atomic]: pool.submit(check_invariant, t) for atomic, t in tasks.items()}
+        runs = {atomic: pool.submit(check_invariant, t, not atomic and True in tasks) for atomic, t in tasks.items()}  # packet steps once
         mutant_runs = [pool.submit(_check_mutant, prop, max_depth) for prop in props] if mutants else []
-        report.invariants = {m: f.result() for m, f in runs.items()}
+        report.invariants = {MODES[atomic]: r for atomic, r in combined({atomic: f.result() for atomic, f in runs.items()}).items()}
         modes = {atomic: [Task("p4lb", n, p, max_depth=max_depth) for p in props if Task("p4lb", n, p).atomic is atomic] for atomic in tasks}
         checks = [pool.submit(_check_mode, group, report.invariants) for group in modes.values()]
         checks += [pool.submit(_check_mode, [Task(design, n, prop, max_depth=max_depth)], report.invariants) for design in designs if design != "p4lb" for prop in props]
