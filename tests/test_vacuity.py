@@ -17,15 +17,15 @@ from p4lb.verify.vacuity import check_vacuity, kinds, resolve
 class EmptyTransition(P4lbEncoding):
     """A broken encoding: no step is possible at all."""
 
-    def step(self, s, s2, tag, atomic=True):
-        return dataclasses.replace(super().step(s, s2, tag, atomic), trans=z3.BoolVal(False))
+    def step(self, s, s2, tag, atomic=True, others=True, other_variant=None):
+        return dataclasses.replace(super().step(s, s2, tag, atomic, others, other_variant), trans=z3.BoolVal(False))
 
 
 class NoSyn(P4lbEncoding):
     """A broken encoding: SYNs never arrive (so nothing is ever dispatched)."""
 
-    def step(self, s, s2, tag, atomic=True):
-        e = super().step(s, s2, tag, atomic)
+    def step(self, s, s2, tag, atomic=True, others=True, other_variant=None):
+        e = super().step(s, s2, tag, atomic, others, other_variant)
         return dataclasses.replace(e, trans=z3.And(e.trans, z3.Not(e.pkt.bit(0x02))))
 
 
@@ -74,8 +74,8 @@ def test_a_transition_without_syns_fails_non_vacuity(broken):
 class NoSynInSingleWrites(P4lbEncoding):
     """A broken encoding: SYNs never arrive, only in the single-writes mode (P7's)."""
 
-    def step(self, s, s2, tag, atomic=True):
-        e = super().step(s, s2, tag, atomic)
+    def step(self, s, s2, tag, atomic=True, others=True, other_variant=None):
+        e = super().step(s, s2, tag, atomic, others, other_variant)
         return e if atomic else dataclasses.replace(e, trans=z3.And(e.trans, z3.Not(e.pkt.bit(0x02))))
 
 
