@@ -249,7 +249,7 @@ def _put(var: Variant, st: P4lbState, slot: int, e: FlowEntry, admitted: bool = 
 def open_cell(e: FlowEntry) -> int:
     """backend_open's cell of an entry: its key's service * 256 + its backend (an expired entry a new flow reclaims
     may be another service's: its own service's count goes down)."""
-    return key_service(e.key) * OPEN_PER_SERVICE + e.backend
+    return key_service(e.key) << 8 | e.backend  # = service * OPEN_PER_SERVICE + backend (backend < 256)
 
 
 def p4lb_write(st: P4lbState, w: Write) -> P4lbState:
