@@ -170,6 +170,35 @@ def test_a_vip_entry_of_another_service_is_a_config_error(fake):
         sw3.close()
 
 
+@pytest.mark.parametrize(("changes", "field", "says"), [
+    ({"vip": {"address": "10.0.0.1", "port": 81, "service": 0}}, "vip.service", "already selects service 0"),
+    ({"vip": {"address": "10.0.0.1", "port": 81, "service": 4}, "flows": {"table_bits": P4LB_SMALL_TABLE_BITS, "idle_timeout_s": 5}}, "flows.idle_timeout_s", "set flows.idle_timeout_s = 60"),
+    ({"vip": {"address": "10.0.0.2", "port": 81, "service": 4}}, "vip.client_port", "source rewrite is per port"),
+], ids=["same id, another VIP", "another idle timeout", "another VIP address on the client port"])
+def test_a_second_service_that_would_change_the_first_is_refused(fake, changes: dict, field: str, says: str):
+    """Service 0 deployed; a second configuration that would share its groups (same id), change the idle timeout
+    every service shares, or rewrite the client port's replies to its own address is refused, writing nothing."""
+    s0 = settings_for(fake, 0, 80)
+    sw0 = make_switch(s0, (0, 1))
+    try:
+        Controller(s0, sw0, grace_s=0).deploy()
+    finally:
+        sw0.close()
+    before = {t: sorted(map(repr, fake.device.rows(t))) for t in (Table.VIP, Table.RR_GROUP, Table.RR_MEMBER, Table.BACKEND)}
+    timeout = fake.device.idle_timeout_us
+    t = s0.switch
+    raw = {"vip": {"address": "10.0.0.1", "port": 80}, "flows": {"table_bits": P4LB_SMALL_TABLE_BITS}, "backend": [dict(b) for b in BACKENDS], "switch": {"grpc": fake.address, "p4info": str(t.p4info), "bmv2_json": str(t.bmv2_json)}} | changes
+    s1 = parse(raw)
+    sw1 = make_switch(s1, (0, 1))
+    try:
+        with pytest.raises(ConfigFileError) as err:
+            Controller(s1, sw1, grace_s=0).deploy()
+        assert err.value.field == field and says in str(err.value), str(err.value)
+    finally:
+        sw1.close()
+    assert {t: sorted(map(repr, fake.device.rows(t))) for t in before} == before and fake.device.idle_timeout_us == timeout
+
+
 def test_an_older_program_without_services_is_refused_before_any_write(fake, tmp_path: Path):
     s = settings_for(fake, 0, 80)
     info = p4info_pb2.P4Info()

@@ -82,7 +82,12 @@ def entries_of(rows: dict[str, list[TableRow]], cfg: LbConfig) -> dict[tuple[str
     VIP:port's vip entry, and the rr_group/rr_member entries keyed by its service (other services' are skipped)."""
     entries: dict[tuple[str, tuple[int, ...]], int] = {}
     for row in rows.get("vip", []):
-        if (_exact(row, "hdr.ipv4.dstAddr"), _exact(row, "hdr.tcp.dstPort")) != (cfg.vip, cfg.vip_port) or row.action.rsplit(".", 1)[-1] != "lb_select":
+        if row.action.rsplit(".", 1)[-1] != "lb_select":
+            continue
+        if (_exact(row, "hdr.ipv4.dstAddr"), _exact(row, "hdr.tcp.dstPort")) != (cfg.vip, cfg.vip_port):
+            if row.params.get("service") == cfg.service:  # two VIPs on one service's groups, backends and flows
+                where = f"{ip_str(_exact(row, 'hdr.ipv4.dstAddr'))}:{_exact(row, 'hdr.tcp.dstPort')}"
+                raise ConfigFileError("vip.service", cfg.service, f"the switch's vip entry of {where} already selects service {cfg.service}: give this VIP another vip.service")
             continue
         if row.params.get("service") != cfg.service:
             held = row.params.get("service")
@@ -259,6 +264,7 @@ class P4RuntimeSwitch:
     def install_backends(self, cfg: LbConfig) -> None:
         """Static state: `backend` entries, the return path (`forward`, `send_frame` SNAT), `idle_timeout`."""
         rt = self._ready()
+        self._check_shared(cfg)  # before any write
         for b in cfg.backends:
             rt.upsert("backend", {"meta.lb.service": cfg.service, "meta.lb.backend": b.id}, "set_backend", {"mac": b.mac, "addr": b.ip, "port": b.port})
             rt.upsert("forward", {"hdr.ipv4.dstAddr": (b.ip, 32)}, "set_nhop", {"mac": b.mac, "port": b.port})
@@ -266,6 +272,21 @@ class P4RuntimeSwitch:
         rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.client_net, cfg.client_prefix)}, "set_nhop", {"mac": cfg.client_mac, "port": cfg.client_port})
         rt.upsert("send_frame", {"std.egress_port": cfg.client_port}, "rewrite_sip", {"sip": cfg.vip})
         self.cpu(CPU_WRITE_TIMEOUT, 0, cfg.idle_timeout_us)
+
+    def _check_shared(self, cfg: LbConfig) -> None:
+        """With another service on the switch, refuse (before writing them) the settings every service shares when
+        they differ from the switch's: the idle timeout (each service's proofs take it as their own) and the client
+        port's source rewrite (keyed by port only)."""
+        rt = self._ready()
+        others = [r for r in rt.read_table("vip") if r.action.rsplit(".", 1)[-1] == "lb_select" and r.params.get("service") != cfg.service]
+        if not others:
+            return
+        timeout = self.cpu(CPU_READ, 0).get("idle_timeout", 0)
+        if timeout not in (0, cfg.idle_timeout_us):
+            raise ConfigFileError("flows.idle_timeout_s", cfg.idle_timeout_us / 1e6, f"the switch's other services use {timeout / 1e6:g} s, and every service shares the one idle timeout: set flows.idle_timeout_s = {timeout / 1e6:g}")
+        for row in rt.read_table("send_frame"):
+            if _exact(row, "std.egress_port") == cfg.client_port and row.params.get("sip", cfg.vip) != cfg.vip:
+                raise ConfigFileError("vip.client_port", cfg.client_port, f"another service's replies leave port {cfg.client_port} from {ip_str(row.params['sip'])}, and the source rewrite is per port: give this service another client port, or the same vip.address")
 
     def cpu(self, op: int, index: int = 0, value: int = 0) -> dict[str, int]:
         """One register access through the CPU port for the configured service (the answer's rr_next0/1 are its

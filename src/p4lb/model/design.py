@@ -9,7 +9,7 @@ from p4lb.model.config import SEED_BACKENDS, LbConfig, default_config
 from p4lb.model.errors import ConfigError
 from p4lb.model.ops import Write
 from p4lb.model.p4lb import P4LB, P4lbState, SlotState, Variant, check_plan, entries_at, find, flow_places, p4lb_packet, p4lb_plan, p4lb_write
-from p4lb.model.packet import DropReason, Outcome, Packet
+from p4lb.model.packet import DropReason, Outcome, Packet, key_packet
 from p4lb.model.pool import Pool
 from p4lb.model.seed import SeedState, seed_index, seed_packet, seed_plan, seed_write
 
@@ -67,7 +67,7 @@ class Design:
 
     def record(self, st: Any, key: int) -> Any:
         """The per-flow state that decides where a flow's packets go (p4lb: the place holding the key, if any)."""
-        pkt = Packet(key >> 16, key & 0xFFFF, 0)
+        pkt = key_packet(key)
         if self.is_seed:
             return st.record(seed_index(self.cfg, pkt))
         places = flow_places(self.cfg, pkt)

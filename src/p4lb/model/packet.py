@@ -61,6 +61,11 @@ def key_service(key: int) -> int:
     return key >> SERVICE_SHIFT
 
 
+def key_packet(key: int, flags: int = 0, time_us: int = 0) -> Packet:
+    """A packet of the flow with this key (its service, client address and port)."""
+    return Packet((key >> 16) & 0xFFFFFFFF, key & 0xFFFF, flags, time_us, key_service(key))
+
+
 @dataclass(frozen=True)
 class Packet:
     """A TCP packet from a client to a service's VIP: only the fields the ingress reads."""

@@ -55,7 +55,8 @@ class SpecState:
 
 def key_str(key: int) -> str:
     """A flow key as the client's address:port."""
-    return f"{ip_str(key >> 16)}:{key & 0xFFFF}"
+    svc = key >> 48
+    return f"{ip_str((key >> 16) & 0xFFFFFFFF)}:{key & 0xFFFF}" + (f" (service {svc})" if svc else "")
 
 
 def is_open(spec: SpecState, key: int, t: int, timeout: int) -> bool:

@@ -12,7 +12,7 @@ from p4lb.model.crc import ip, ip_str
 from p4lb.model.design import Design, make_design
 from p4lb.model.ops import Op, Target, Write, op_from_json, op_to_json
 from p4lb.model.p4lb import Variant
-from p4lb.model.packet import Outcome, Packet, flags_str, parse_flags
+from p4lb.model.packet import Outcome, Packet, flags_str, key_packet, parse_flags
 from p4lb.model.pool import Pool
 from p4lb.model.spec import SAFE_UPDATE_PROPS, Prop, SpecState, StepView, is_open, spec_packet, spec_pool, violations
 
@@ -117,7 +117,7 @@ def _count_writes(spec: SpecState, n: int) -> SpecState:
 
 
 def _key_packet(key: int) -> Packet:
-    return Packet(key >> 16, key & 0xFFFF, 0)
+    return key_packet(key)
 
 
 def _record(d: Design, st: Any, key: int) -> Any:
@@ -192,7 +192,8 @@ class Trace:
 def step_to_json(s: Step) -> dict[str, Any]:
     """JSON form of one step."""
     if isinstance(s, Packet):
-        return {"packet": {"src": ip_str(s.src_ip), "sport": s.src_port, "flags": flags_str(s.flags), "time_us": s.time_us}}
+        svc = {"service": s.service} if s.service else {}
+        return {"packet": {"src": ip_str(s.src_ip), "sport": s.src_port, "flags": flags_str(s.flags), "time_us": s.time_us, **svc}}
     if isinstance(s, OpStep):
         return {"op": op_to_json(s.op), "atomic": s.atomic}
     w = {"target": s.write.target, "index": list(s.write.index), "value": s.write.value}
@@ -205,7 +206,7 @@ def step_from_json(data: dict[str, Any], n: int) -> Step:
     """Inverse of step_to_json."""
     if "packet" in data:
         p = data["packet"]
-        return Packet(ip(p["src"]), int(p["sport"]), parse_flags(str(p["flags"])), int(p.get("time_us", 0)))
+        return Packet(ip(p["src"]), int(p["sport"]), parse_flags(str(p["flags"])), int(p.get("time_us", 0)), int(p.get("service", 0)))
     if "op" in data:
         return OpStep(op_from_json(data["op"]), bool(data.get("atomic", True)))
     w = data["write"]

@@ -17,7 +17,7 @@ from p4lb.model.packet import Packet
 from p4lb.model.pool import MAX_WEIGHT, Pool
 from p4lb.model.spec import Prop
 from p4lb.model.trace import OpStep, Step, Trace, WriteStep
-from p4lb.verify.encoding import StepEnc, Sym, equal
+from p4lb.verify.encoding import SERVICE, StepEnc, Sym, equal
 from p4lb.verify.errors import ReplayError
 from p4lb.verify.invariants import Watched, clause_names, clauses_at, conj, terms, watched_clauses
 from p4lb.verify.p4lb_enc import P4lbEncoding
@@ -131,7 +131,7 @@ class _Unroll:
         self.steps: list[StepEnc] = []
         self.plain: list[list[z3.BoolRef]] = [[], [], []]  # strict, addresses only, none
         self.solver = _solver()
-        self.solver.add(self.enc.init(self.states[0]))
+        self.solver.add(self.enc.init(self.states[0]), SERVICE == 0)  # traces of service 0, as a default config replays them (the proofs: any id)
         self.task = task
 
     def extend(self) -> z3.BoolRef:
@@ -210,7 +210,7 @@ def extract(task: Task, enc: Encoding, m: z3.ModelRef, states: list[Sym], steps:
         post = states[i + 1]
         if kind == 0:
             p = e.pkt
-            out.append(Packet(_val(m, p.src_ip), _val(m, p.src_port), _val(m, p.flags), _val(m, p.t)))
+            out.append(Packet(_val(m, p.src_ip), _val(m, p.src_port), _val(m, p.flags), _val(m, p.t), _val(m, p.service)))
         elif isinstance(enc, SeedEncoding):
             out.append(OpStep(_seed_op(m, e)))
         else:
@@ -332,7 +332,7 @@ def combined(reports: dict[bool, InductionReport]) -> dict[bool, InductionReport
 
 # OWN_STEPS: P1-P8's queries leave other services' packets out of the step. Every violation they look for is a step
 # of this service (properties.bad is `e.is_packet /\ ...`; P7's, a packet after a write), which another service's
-# packet is not: with or without that branch the query is the same (tests/test_proofs.py checks it). The invariant
+# packet is not: with or without that branch the query is the same (tests/test_isolation.py checks it). The invariant
 # is checked with that branch (check_invariant), so it holds whatever other services do; P9 (verify.isolation)
 # is the query about that branch.
 

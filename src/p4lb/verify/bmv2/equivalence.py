@@ -787,8 +787,11 @@ def p4lb_others(prog: Program, cfg: LbConfig) -> list[Other]:
     none = z3.K(DROP_CELLS, z3.BitVecVal(0, 32))
     drops, bad = res.counter("lb_drops"), res.counter("bad_checksum")
     zero1 = z3.K(bad.domain(), z3.BitVecVal(0, 32))
-    bad_ok = z3.Or(bad == zero1, z3.And(bad == z3.Store(zero1, z3.BitVecVal(0, bad.domain().size()), z3.BitVecVal(1, 32)), res.valid["ipv4"], res.checksum_error))
-    only_malformed = z3.And(bad_ok, z3.Or(drops == none, z3.And(drops == z3.Store(none, drop_cell(SERVICE, int(DropReason.MALFORMED)), z3.BitVecVal(1, 32)), res.valid["ipv4"], res.checksum_error)))
+    one_bad = z3.Store(zero1, z3.BitVecVal(0, bad.domain().size()), z3.BitVecVal(1, 32))
+    one_malformed = z3.Store(none, drop_cell(SERVICE, int(DropReason.MALFORMED)), z3.BitVecVal(1, 32))
+    to_vip = z3.And(res.valid["tcp"], inp.field("ipv4", "dstAddr") == cfg.vip, inp.field("tcp", "dstPort") == cfg.vip_port)
+    counted_bad = z3.If(to_vip, z3.And(drops == one_malformed, bad == zero1), z3.And(drops == none, bad == one_bad))  # its service's MALFORMED, or bad_checksum
+    only_malformed = z3.Or(z3.And(drops == none, bad == zero1), z3.And(res.valid["ipv4"], res.checksum_error, counted_bad))
     backend_t = table_named(prog, "backend")
     claim = z3.And(*same, res.register("rr_next") == pre[prog.register("rr_next").name], res.register("idle_timeout") == pre[prog.register("idle_timeout").name], res.counter("backend_flows") == zero8, only_malformed, z3.Not(res.visited(backend_t)), z3.Not(res.fault()))
     not_a = z3.And(inp.ingress_port != CPU_PORT, z3.Not(vip_tcp(cfg, inp, res)))
