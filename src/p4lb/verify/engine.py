@@ -337,12 +337,13 @@ def combined(reports: dict[bool, InductionReport]) -> dict[bool, InductionReport
 # is the query about that branch.
 
 
-def induction_premises(enc: P4lbEncoding, s0: Sym, s1: Sym, e: StepEnc, w: Witness, watched: Watched, occupants: bool) -> list[z3.BoolRef]:
+def induction_premises(enc: P4lbEncoding, s0: Sym, s1: Sym, e: StepEnc, w: Witness, watched: Watched, occupants: bool, rely: bool = False) -> list[z3.BoolRef]:
     """Inv /\\ T /\\ Inv': the invariant's instances before the step (with `occupants`: who held each candidate place,
-    which P8 reads), the step, and the instances after it."""
+    which P8 reads), the step, and the instances after it; with `rely`, K0's too (the queries whose step includes other
+    services' packets: P9's; the others may leave them out, any subset of the invariant's instances being sound)."""
     pre_terms = terms(enc, s0, e, w, watched, occupants)
     post_terms = terms(enc, s1, e, w, watched, occupants=False)
-    return [conj(clauses_at(enc, s0, *pre_terms)), e.trans, conj(clauses_at(enc, s1, *post_terms))]
+    return [conj(clauses_at(enc, s0, *pre_terms, rely=rely)), e.trans, conj(clauses_at(enc, s1, *post_terms, rely=rely))]
 
 
 def prove_together(tasks: list[Task]) -> list[Result] | None:

@@ -17,6 +17,7 @@ from p4lb.verify.p4lb_enc import FREE, OPEN, Ghosts, P4lbEncoding, service_of
 from p4lb.verify.properties import Witness
 
 Clause = tuple[str, z3.BoolRef]
+RELY_ONLY = "K0"  # the clause only other services' packets need: queries without them may leave its instances out
 
 
 def _ind(i: z3.ExprRef, start: z3.ExprRef, p: z3.ExprRef) -> z3.ExprRef:
@@ -123,15 +124,15 @@ def terms(enc: P4lbEncoding, s: Sym, e: StepEnc, w: Witness, watched: Watched, o
     return positions, backends, keys, slots
 
 
-def clauses_at(enc: P4lbEncoding, s: Sym, positions: list[z3.ExprRef], backends: list[z3.ExprRef], keys: list[z3.ExprRef], slots: list[z3.ExprRef]) -> list[Clause]:
-    """Every clause family at every given term."""
+def clauses_at(enc: P4lbEncoding, s: Sym, positions: list[z3.ExprRef], backends: list[z3.ExprRef], keys: list[z3.ExprRef], slots: list[z3.ExprRef], rely: bool = True) -> list[Clause]:
+    """Every clause family at every given term (without `rely`: not K0, which only steps of other services need)."""
     out = list(global_clauses(enc, s))
     for j in positions:
         out += position_clauses(enc, s, j)
     for b in backends:
         out += backend_clauses(enc, s, b)
     for k in keys:
-        out += key_clauses(enc, s, k)
+        out += [c for c in key_clauses(enc, s, k) if rely or not c[0].startswith(RELY_ONLY)]
     for sl in slots:
         out += slot_clauses(enc, s, sl)
     return out

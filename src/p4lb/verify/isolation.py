@@ -42,7 +42,7 @@ def isolation_bad(enc: P4lbEncoding, other: Variant = P4LB) -> tuple[list[z3.Boo
     s0, s1 = enc.fresh(f"{TAG}a"), enc.fresh(f"{TAG}b")
     e = enc.step(s0, s1, TAG, atomic=True, others=True, other_variant=other)
     w, watched = Witness.fresh(TAG), Watched.fresh(enc)
-    premises = induction_premises(enc, s0, s1, e, w, watched, occupants=False)[:2]  # Inv /\ T: Inv' would assume what a bad other service could break
+    premises = induction_premises(enc, s0, s1, e, w, watched, occupants=False, rely=True)[:2]  # Inv /\ T: Inv' would assume what a bad other service could break
     flow = z3.And(open_at(s0.spec, w.key, e.inputs["other_t"], enc.timeout), e.record_changed(w.key))
     mine = z3.Or(*[s1.sw[k] != s0.sw[k] for k in s0.sw if k not in SHARED], *[s1.spec[k] != s0.spec[k] for k in s0.spec if k != "now"])
     return premises, z3.And(e.inputs["kind"] == RELY, z3.Or(flow, mine))

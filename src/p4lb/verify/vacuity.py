@@ -65,6 +65,9 @@ def _takes_ours(s: Sym, e: StepEnc, timeout: int) -> z3.BoolRef:
 OTHER_KINDS: dict[str, KindPredicate] = {"other service takes our closing or expired place": _takes_ours}
 
 
+RELY_KINDS = ("other service", *OTHER_KINDS)  # the kinds of other services' packets
+
+
 def kinds(atomic: bool) -> list[str]:
     """The kinds of step a mode's transition must admit."""
     return [*PACKET_KINDS, *(k for k in OP_KINDS if k != "staged write" or not atomic), *OTHER_KINDS]
@@ -121,8 +124,9 @@ def premises(task: Task) -> dict[str, str]:
     s0, s1 = enc.fresh("a"), enc.fresh("b")
     e = enc.step(s0, s1, TAG, task.atomic)
     w, watched = Witness.fresh(TAG), Watched.fresh(enc)
-    # the most instances any proof assumes (P8's): a step these admit is admitted by every proof's premises
-    base = induction_premises(enc, s0, s1, e, w, watched, occupants=True)
+    # the most instances any proof assumes (P8's, and K0, which P9's query assumes): a step these admit is admitted
+    # by every proof's premises
+    base = induction_premises(enc, s0, s1, e, w, watched, occupants=True, rely=True)
     out: dict[str, str] = {} if task.atomic else _packet_kinds_as_atomic(enc, s0, s1, e)
     for name in kinds(task.atomic):
         if name in out:
@@ -158,12 +162,17 @@ def _admitted(base: list[z3.BoolRef], kind: z3.BoolRef, extra: list[z3.BoolRef])
 
 
 def _packet_kinds_as_atomic(enc: P4lbEncoding, s0: Sym, s1: Sym, e: StepEnc) -> dict[str, str]:
-    """For single writes: a packet step is the same transition as with atomic operations (proven here), so the
-    atomic mode's premise checks of the packet kinds (same invariant, same instances) stand for this mode's."""
-    solver = _solver()
-    solver.add(e.is_packet, e.trans != enc.step(s0, s1, TAG, atomic=True).trans)
-    same = solver.check() == z3.unsat
-    return dict.fromkeys(PACKET_KINDS, SAME_AS_ATOMIC) if same else {}
+    """For single writes: a packet step, and another service's packet, is the same transition as with atomic
+    operations (proven here), so the atomic mode's premise checks of those kinds (same invariant, same instances)
+    stand for this mode's."""
+    atomic = enc.step(s0, s1, TAG, atomic=True).trans
+    out: dict[str, str] = {}
+    for step, names in ((e.is_packet, list(PACKET_KINDS)), (e.inputs["kind"] == OP_KINDS["other service"], list(RELY_KINDS))):
+        solver = _solver()
+        solver.add(step, e.trans != atomic)
+        if solver.check() == z3.unsat:
+            out |= dict.fromkeys(names, SAME_AS_ATOMIC)
+    return out
 
 
 def check_vacuity(task: Task) -> VacuityReport:
