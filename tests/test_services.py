@@ -152,13 +152,19 @@ def test_a_service_7_controller_writes_and_reads_only_service_7(fake):
         sw7.close()
 
 
-def test_a_vip_entry_of_another_service_is_a_config_error(fake):
+def deploy_service_0(fake: FakeP4Runtime) -> Settings:
+    """Service 0 on port 80 of the VIP, deployed (its session closed)."""
     s0 = settings_for(fake, 0, 80)
     sw0 = make_switch(s0, (0, 1))
     try:
         Controller(s0, sw0, grace_s=0).deploy()
     finally:
         sw0.close()
+    return s0
+
+
+def test_a_vip_entry_of_another_service_is_a_config_error(fake):
+    deploy_service_0(fake)
     s3 = settings_for(fake, 3, 80)  # the same VIP:port, another service id
     sw3 = make_switch(s3, (0, 1))
     try:
@@ -178,12 +184,7 @@ def test_a_vip_entry_of_another_service_is_a_config_error(fake):
 def test_a_second_service_that_would_change_the_first_is_refused(fake, changes: dict, field: str, says: str):
     """Service 0 deployed; a second configuration that would share its groups (same id), change the idle timeout
     every service shares, or rewrite the client port's replies to its own address is refused, writing nothing."""
-    s0 = settings_for(fake, 0, 80)
-    sw0 = make_switch(s0, (0, 1))
-    try:
-        Controller(s0, sw0, grace_s=0).deploy()
-    finally:
-        sw0.close()
+    s0 = deploy_service_0(fake)
     before = {t: sorted(map(repr, fake.device.rows(t))) for t in (Table.VIP, Table.RR_GROUP, Table.RR_MEMBER, Table.BACKEND)}
     timeout = fake.device.idle_timeout_us
     t = s0.switch
