@@ -18,13 +18,12 @@ import pytest
 
 from p4lb.lab.toolchain import require_switch
 from p4lb.model.config import default_config
-from p4lb.model.packet import DropReason
 from p4lb.p4 import artifacts
 from p4lb.verify.bmv2.cex import CexFile, read_cex, save_counterexample
 from p4lb.verify.bmv2.equivalence import Verdict, check_equivalence
 from p4lb.verify.bmv2.program import load_json
 from p4lb.verify.bmv2.replay import ReplayReport
-from test_bmv2_equivalence import nodes
+from test_bmv2_equivalence import nodes, wrong_drop_index
 
 
 def hexval(node: dict) -> int | None:
@@ -38,14 +37,6 @@ def fin_writes_free(d: dict) -> None:
         for n in nodes(a["primitives"]):
             if n.get("op") == "?" and any(m.get("value") == ["tcp", "flags"] for m in nodes(n.get("cond"))) and hexval(n["left"]) == 1:
                 n["left"] = {"type": "hexstr", "value": "0x03"}
-
-
-def wrong_drop_index(d: dict) -> None:
-    """UNKNOWN_FLOW is counted at lb_drops[FLOW_TABLE_FULL]."""
-    for a in d["actions"]:
-        for p in a["primitives"]:
-            if p["op"] == "count" and p["parameters"][0]["value"].endswith("lb_drops") and hexval(p["parameters"][1]) == int(DropReason.UNKNOWN_FLOW):
-                p["parameters"][1] = {"type": "hexstr", "value": f"0x{int(DropReason.FLOW_TABLE_FULL):08x}"}
 
 
 def seed_flowlet_3(d: dict) -> None:

@@ -872,6 +872,7 @@ def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligat
     # took minutes); without a counterexample for that key, the key is left free. The replayable solve keeps the
     # key as the counterexample has it (another key is not searched: minutes again, for time-edge differences).
     keys = {c.get_id(): c for a, _ in subs if not z3.is_const(a) for c in uninterpreted([a])}
+    keys.pop(SERVICE.get_id(), None)  # in the key, but not a hash input: left free for the replayable solve's id
     pins = [c == m.eval(c, model_completion=True) for c in keys.values()]
     s = _solver(timeout_ms)
     s.add(*premises, goal, *bound, *binds)  # binds: cut variables = what they stand for, so the state is a real one
