@@ -9,12 +9,12 @@ as a kind of step (P4lbEncoding.other_service: the same packet step on that serv
   Inv /\\ T /\\ another service's packet /\\ (an open flow of this service has its record changed
                                               \\/ this service's dispatch state, counters or spec changed)
 
-is unsat, with the invariant checked over every kind of step including that one (engine.check_invariant); its
+is unsat, with the invariant checked over every kind of step including that one (engine.check_invariant). Its
 second half holds by construction (the rely step copies this service's slice), which the compiled program's frame
-makes true of the switch. So no
-other service can evict, overwrite, refresh or redirect an open flow of this one, nor touch its groups, rr_next,
-counters or operator state; it may take a place this service's flow left (closing or expired), as this service's
-own new flows may. Every service is "this service" for some id (SERVICE is any id), so P9 holds between every pair.
+makes true of the switch. So no other service can evict, overwrite, refresh or redirect an open flow of this one,
+nor touch its groups, rr_next, counters or operator state; it may take a place this service's flow left (closing or
+expired), as this service's own new flows may. Every service is "this service" for some id (SERVICE is any id), so
+P9 holds between every pair.
 """
 
 from __future__ import annotations
