@@ -81,13 +81,15 @@ def test_a_failed_binding_reports_no_proofs(monkeypatch):
     from p4lb.verify.binding import BindingResult  # noqa: PLC0415
     from p4lb.verify.bmv2.equivalence import EquivalenceResult  # noqa: PLC0415
     from p4lb.verify.bmv2.equivalence import Verdict as Equivalence  # noqa: PLC0415
+    from p4lb.verify.engine import InductionReport  # noqa: PLC0415
 
     bad = BindingResult("p4lb", "packet", Verdict.REFUTED, 1, 0.0, "differs on fate")
     monkeypatch.setattr(runner, "bind_all", lambda *a: [bad])
     monkeypatch.setattr(runner, "prove_open_counts", lambda *a: BindingResult("p4lb", "counts", Verdict.PROVEN, 0, 0.0))
     monkeypatch.setattr(runner, "check_equivalence", lambda program, n: EquivalenceResult(program, Equivalence.EQUIVALENT, 0.0, ()))
     monkeypatch.setattr(runner, "check_vacuity", lambda task: runner.VacuityReport("atomic operations"))
-    monkeypatch.setattr(runner, "check_invariant", lambda task: None)
+    monkeypatch.setattr(runner, "prove_isolation", lambda *a: BindingResult("p4lb", "isolation", Verdict.PROVEN, 0, 0.0))
+    monkeypatch.setattr(runner, "check_invariant", lambda task, shared=False: InductionReport(True, 0.0, 0))
     monkeypatch.setattr(runner, "_check", lambda task, inv: pytest.fail("a proof's result was used"))
     monkeypatch.setattr(runner, "_check_mutant", lambda prop, depth: pytest.fail("a mutant's result was used"))
     report = runner.run(["p4lb"], [Prop.P1], 4, mutants=False, out_dir=None, jobs=1)
