@@ -19,7 +19,7 @@ from p4lb.model.crc import ip_str
 from p4lb.model.design import Design
 from p4lb.model.ops import Write
 from p4lb.model.p4lb import FREE, FlowEntry, P4lbState, SlotState, entries_at, find, flow_places, p4lb_plan
-from p4lb.model.packet import SYN, DropReason, Fate, FlagClass, Outcome, Packet, flow_key, key_service
+from p4lb.model.packet import SYN, DropReason, Fate, FlagClass, Outcome, Packet, flow_key, key_packet
 from p4lb.model.pool import Pool
 from p4lb.model.seed import SeedState, seed_plan
 from p4lb.model.trace import OpStep, Run, Step, Trace
@@ -308,11 +308,6 @@ class Clocked:
     guarded_us: int
     place: int = 0
     candidates: tuple[FlowEntry, ...] = ()
-
-
-def key_packet(key: int, flags: int = 0) -> Packet:
-    """A packet of the flow `key` (service ++ client address ++ client port)."""
-    return Packet((key >> 16) & 0xFFFFFFFF, key & 0xFFFF, flags, service=key_service(key))
 
 
 def place_of(cfg: LbConfig, st: P4lbState, key: int) -> int | None:

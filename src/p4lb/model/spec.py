@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 from p4lb.model.crc import ip_str
-from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet
+from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet, key_service
 from p4lb.model.pool import Pool
 
 
@@ -55,7 +55,7 @@ class SpecState:
 
 def key_str(key: int) -> str:
     """A flow key as the client's address:port."""
-    svc = key >> 48
+    svc = key_service(key)
     return f"{ip_str((key >> 16) & 0xFFFFFFFF)}:{key & 0xFFFF}" + (f" (service {svc})" if svc else "")
 
 

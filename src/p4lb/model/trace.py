@@ -12,7 +12,7 @@ from p4lb.model.crc import ip, ip_str
 from p4lb.model.design import Design, make_design
 from p4lb.model.ops import Op, Target, Write, op_from_json, op_to_json
 from p4lb.model.p4lb import Variant
-from p4lb.model.packet import Outcome, Packet, flags_str, key_packet, parse_flags
+from p4lb.model.packet import Outcome, Packet, flags_str, parse_flags
 from p4lb.model.pool import Pool
 from p4lb.model.spec import SAFE_UPDATE_PROPS, Prop, SpecState, StepView, is_open, spec_packet, spec_pool, violations
 
@@ -114,10 +114,6 @@ class Run:
 
 def _count_writes(spec: SpecState, n: int) -> SpecState:
     return replace(spec, writes_seen=spec.writes_seen + n)
-
-
-def _key_packet(key: int) -> Packet:
-    return key_packet(key)
 
 
 def _record(d: Design, st: Any, key: int) -> Any:

@@ -17,7 +17,7 @@ import z3
 from p4lb.model.design import Design
 from p4lb.model.ops import Fail, Heal, Op, Scale
 from p4lb.model.p4lb import P4lbState, SlotState, planned_counts
-from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet, flow_key, key_service
+from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet, flow_key, key_packet
 from p4lb.model.pool import Pool
 from p4lb.model.seed import SeedState
 from p4lb.model.trace import OpStep, Run, Step, WriteStep
@@ -351,7 +351,7 @@ def _time(run: Run, design: Design, pkt: Packet, s: Send) -> int:
 def _send(c: Concrete, design: Design, keys: tuple[int, ...], s: Send) -> None:
     """Time a packet, step the model, and note what it reached."""
     k = keys[s.key % len(keys)]
-    raw = Packet((k >> 16) & 0xFFFFFFFF, k & 0xFFFF, s.flags, 0, key_service(k))
+    raw = key_packet(k, s.flags)
     t = _time(c.run, design, raw, s)
     pkt = replace(raw, time_us=t)
     timeout = design.cfg.idle_timeout_us

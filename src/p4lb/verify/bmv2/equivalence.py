@@ -34,7 +34,7 @@ import z3
 from p4lb.model.config import CPU_PORT, MAX_BACKENDS, P4LB_TABLE_BITS, Backend, LbConfig, default_config
 from p4lb.model.crc import ip_str
 from p4lb.model.p4lb import P4LB, FlowEntry, P4lbState, SlotState, p4lb_packet
-from p4lb.model.packet import DropReason, Fate, Outcome, Packet, flags_str
+from p4lb.model.packet import DropReason, Fate, Outcome, Packet, flags_str, key_service
 from p4lb.model.seed import SEED_INDEX_BITS, SeedState, seed_packet
 from p4lb.p4 import p4lb_build
 from p4lb.verify import gf2
@@ -579,7 +579,7 @@ def p4lb_counterexample(s: P4lbSetup, m: z3.ModelRef, failed: Sequence[str], sub
     svc = ev(SERVICE)
     packet = {"src_ip": ev(inp.field("ipv4", "srcAddr")), "src_port": ev(inp.field("tcp", "srcPort")), "flags": ev(inp.field("tcp", "flags")), "time_us": t, "service": svc}
     state = {"version": version, "rr_group": groups, "rr_member": members, "rr_next": [ev(sw["rr_next0"]), ev(sw["rr_next1"])], "flows": {str(slot): entry}, "now": ev(s.now)}
-    cells = sorted({svc, entry["key"] >> 48})  # the services whose backend_open cells the packet may move
+    cells = sorted({svc, key_service(entry["key"])})  # the services whose backend_open cells the packet may move
     post_p4 = _slot_view(ev, res.registers, slot, cfg.flow_table_bits, prog=s.side.prog)
     bv = s.to_bv
     model_side = {
