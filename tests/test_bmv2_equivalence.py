@@ -342,6 +342,26 @@ def test_executor_cpu_port_writes_the_idle_timeout_and_reads_a_slot() -> None:
     assert z3_int(res.egress_port) == CPU_PORT
 
 
+def test_executor_set_valid_zeroes_an_invalid_header_as_bmv2_does() -> None:
+    """add_header (setValid) on an invalid header zeroes its fields (BMv2's add_header resets them); on a valid one it keeps them."""
+    import z3  # noqa: PLC0415
+
+    from p4lb.verify.bmv2.program import Primitive, PrimitiveOp  # noqa: PLC0415
+    from p4lb.verify.bmv2.symbolic import Executor  # noqa: PLC0415
+
+    prog = load("p4lb")
+    ex = Executor(prog, concrete_p4lb_env(prog, CFG, cpu_state()), cpu_request(prog, CPU_READ, 0, 0), "set")
+    st = ex.initial()
+    add = next(p for a in prog.actions.values() for p in a.primitives if p.op is PrimitiveOp.ADD_HEADER and "cpu_at" in str(p.args))
+    assert isinstance(add, Primitive)
+    after = ex.primitive(st, add, (), z3.BoolVal(True))
+    assert z3_int(after.valid["cpu_at"]) == 1
+    assert {z3_int(after.fields[("cpu_at", f"at{i}")]) for i in range(64)} == {0}
+    written = replace(after, fields={**after.fields, ("cpu_at", "at5"): z3.BitVecVal(7, 32)})
+    kept = ex.primitive(written, add, (), z3.BoolVal(True))  # valid already: a second setValid changes nothing
+    assert z3_int(kept.fields[("cpu_at", "at5")]) == 7
+
+
 def z3_bv(value: int, width: int):
     """A bit-vector constant."""
     import z3  # noqa: PLC0415

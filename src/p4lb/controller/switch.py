@@ -29,10 +29,10 @@ log = logging.getLogger(__name__)
 
 CPU_READ, CPU_WRITE_RR_NEXT, CPU_WRITE_TIMEOUT, CPU_SCAN, CPU_OPEN = 1, 2, 3, 4, 5  # cpu_out.op in p4/p4lb.p4
 SCAN_WIDTH = 64  # slots per CPU_SCAN answer (p4/p4lb.p4)
-SCAN_SLOT = struct.Struct("!BB7s6s")  # flow_scan_t: flow_state, flow_backend, flow_key (bit<56>), flow_last_seen (15 bytes)
+SCAN_SLOT = struct.Struct("!BB7s6s")  # one entry of flow_scan_t: flow_state, flow_backend, flow_key (bit<56>), flow_last_seen (15 bytes)
 SCAN_WINDOW = 64  # CPU_SCAN requests in flight
 OPEN_WIDTH = 64  # backend_open cells per CPU_OPEN answer (p4/p4lb.p4)
-OPEN_CELL = struct.Struct("!I")  # open_count_t: bit<32> count
+OPEN_CELL = struct.Struct("!I")  # one entry of open_count_t: bit<32> count
 OPEN_BLOCKS = OPEN_PER_SERVICE // OPEN_WIDTH  # CPU_OPEN blocks per service: service s's backends are blocks s*4 .. s*4+3
 DROP_REASONS = 8  # lb_drops: index service * 8 + reason (p4/p4lb.p4)
 BATCHED = frozenset({"rr_member", "rr_group"})  # table writes that may share one P4Runtime Write (staged version only)

@@ -45,11 +45,11 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "1.3.0"
 SCAN_WIDTH = 64  # p4lb.p4: slots per CPU_SCAN answer
-SCAN_SLOT = struct.Struct("!BB7s6s")  # p4lb.p4 flow_scan_t: flow_state, flow_backend, flow_key (bit<56>), flow_last_seen
+SCAN_SLOT = struct.Struct("!BB7s6s")  # one entry of p4lb.p4 flow_scan_t: flow_state, flow_backend, flow_key (bit<56>), flow_last_seen
 OPEN_WIDTH = 64  # p4lb.p4: backend_open cells per CPU_OPEN answer
 OPEN_CELLS = SERVICES * OPEN_PER_SERVICE  # p4lb.p4: backend_open has a cell per (service, 8-bit backend id)
 DROP_REASONS = 8  # p4lb.p4: lb_drops index service * 8 + reason
-OPEN_CELL = struct.Struct("!I")  # p4lb.p4 open_count_t
+OPEN_CELL = struct.Struct("!I")  # one entry of p4lb.p4 open_count_t
 MASK48 = (1 << 48) - 1
 MASK56 = (1 << 56) - 1
 MASK32 = (1 << 32) - 1

@@ -96,17 +96,31 @@ header cpu_in_t {
     bit<48> now;
 }
 
-/* one flow slot as CPU_SCAN returns it (in the PacketIn payload, in slot order) */
+/* CPU_SCAN's answer: SCAN_WIDTH flow places, each flow_state, flow_backend, flow_key, flow_last_seen (15 bytes), in place
+ * order. One header, not a stack of SCAN_WIDTH: BMv2 invalidates every header instance of every packet, so a stack
+ * cost each client packet SCAN_WIDTH invalidations; the bytes are the same. */
+#define SCAN_ENTRY(i) bit<8> flow_state ## i; bit<8> flow_backend ## i; bit<56> flow_key ## i; bit<48> flow_last_seen ## i;
+#define ENTRIES64(E) \
+    E(0) E(1) E(2) E(3) E(4) E(5) E(6) E(7) E(8) E(9) E(10) E(11) E(12) E(13) E(14) E(15) \
+    E(16) E(17) E(18) E(19) E(20) E(21) E(22) E(23) E(24) E(25) E(26) E(27) E(28) E(29) E(30) E(31) \
+    E(32) E(33) E(34) E(35) E(36) E(37) E(38) E(39) E(40) E(41) E(42) E(43) E(44) E(45) E(46) E(47) \
+    E(48) E(49) E(50) E(51) E(52) E(53) E(54) E(55) E(56) E(57) E(58) E(59) E(60) E(61) E(62) E(63)
 header flow_scan_t {
-    bit<8>  flow_state;
-    bit<8>  flow_backend;
-    bit<56> flow_key;
-    bit<48> flow_last_seen;
+    ENTRIES64(SCAN_ENTRY)
 }
 
-/* one backend_open cell as CPU_OPEN returns it (in the PacketIn payload, in backend id order) */
+/* CPU_OPEN's answer: OPEN_WIDTH backend_open cells (bit<32> each), in cell order; one header, as above */
+#define OPEN_ENTRY(i) bit<32> count ## i;
 header open_count_t {
-    bit<32> count;
+    ENTRIES64(OPEN_ENTRY)
+}
+
+/* The cells a CPU_SCAN / CPU_OPEN request reads: a header the deparser never emits, made valid (and so zeroed) by
+ * cpu_places on CPU packets only. As metadata its 64 fields were set to 0 for every packet (BMv2 resets every
+ * metadata field of every packet, hundreds of instructions each); a header costs other packets one validity bit. */
+#define AT_FIELD(i) bit<32> at ## i;
+header cpu_at_t {
+    ENTRIES64(AT_FIELD)   /* atI: the cell a CPU_SCAN / CPU_OPEN request reads into its answer's entry I (cpu_places) */
 }
 
 header ethernet_t {
@@ -146,8 +160,9 @@ header tcp_t {
 struct headers {
     cpu_out_t  cpu_out;
     cpu_in_t   cpu_in;
-    flow_scan_t[SCAN_WIDTH] scan;
-    open_count_t[OPEN_WIDTH] open;
+    flow_scan_t scan;
+    open_count_t open;
+    cpu_at_t   cpu_at;   /* never emitted */
     ethernet_t ethernet;
     ipv4_t     ipv4;
     tcp_t      tcp;
@@ -216,76 +231,8 @@ struct lb_meta_t {
     bit<32> rr_cell;  /* rr_next's cell of the packet's service and version: service * 2 + version */
 }
 
-struct cpu_meta_t {
-    bit<32> at0;      /* atI: the cell a CPU_SCAN / CPU_OPEN request reads into its answer's entry I (cpu_places) */
-    bit<32> at1;
-    bit<32> at2;
-    bit<32> at3;
-    bit<32> at4;
-    bit<32> at5;
-    bit<32> at6;
-    bit<32> at7;
-    bit<32> at8;
-    bit<32> at9;
-    bit<32> at10;
-    bit<32> at11;
-    bit<32> at12;
-    bit<32> at13;
-    bit<32> at14;
-    bit<32> at15;
-    bit<32> at16;
-    bit<32> at17;
-    bit<32> at18;
-    bit<32> at19;
-    bit<32> at20;
-    bit<32> at21;
-    bit<32> at22;
-    bit<32> at23;
-    bit<32> at24;
-    bit<32> at25;
-    bit<32> at26;
-    bit<32> at27;
-    bit<32> at28;
-    bit<32> at29;
-    bit<32> at30;
-    bit<32> at31;
-    bit<32> at32;
-    bit<32> at33;
-    bit<32> at34;
-    bit<32> at35;
-    bit<32> at36;
-    bit<32> at37;
-    bit<32> at38;
-    bit<32> at39;
-    bit<32> at40;
-    bit<32> at41;
-    bit<32> at42;
-    bit<32> at43;
-    bit<32> at44;
-    bit<32> at45;
-    bit<32> at46;
-    bit<32> at47;
-    bit<32> at48;
-    bit<32> at49;
-    bit<32> at50;
-    bit<32> at51;
-    bit<32> at52;
-    bit<32> at53;
-    bit<32> at54;
-    bit<32> at55;
-    bit<32> at56;
-    bit<32> at57;
-    bit<32> at58;
-    bit<32> at59;
-    bit<32> at60;
-    bit<32> at61;
-    bit<32> at62;
-    bit<32> at63;
-}
-
 struct metadata {
     lb_meta_t lb;
-    cpu_meta_t cpu;
 }
 
 parser MyParser(packet_in pkt, out headers hdr, inout metadata meta, inout standard_metadata_t std) {
@@ -305,42 +252,12 @@ parser MyParser(packet_in pkt, out headers hdr, inout metadata meta, inout stand
     }
     /* CPU_SCAN's payload is SCAN_WIDTH empty slots, filled in place (BMv2 cannot grow a packet by that much) */
     state parse_scan {
-        pkt.extract(hdr.scan[0]); pkt.extract(hdr.scan[1]); pkt.extract(hdr.scan[2]); pkt.extract(hdr.scan[3]);
-        pkt.extract(hdr.scan[4]); pkt.extract(hdr.scan[5]); pkt.extract(hdr.scan[6]); pkt.extract(hdr.scan[7]);
-        pkt.extract(hdr.scan[8]); pkt.extract(hdr.scan[9]); pkt.extract(hdr.scan[10]); pkt.extract(hdr.scan[11]);
-        pkt.extract(hdr.scan[12]); pkt.extract(hdr.scan[13]); pkt.extract(hdr.scan[14]); pkt.extract(hdr.scan[15]);
-        pkt.extract(hdr.scan[16]); pkt.extract(hdr.scan[17]); pkt.extract(hdr.scan[18]); pkt.extract(hdr.scan[19]);
-        pkt.extract(hdr.scan[20]); pkt.extract(hdr.scan[21]); pkt.extract(hdr.scan[22]); pkt.extract(hdr.scan[23]);
-        pkt.extract(hdr.scan[24]); pkt.extract(hdr.scan[25]); pkt.extract(hdr.scan[26]); pkt.extract(hdr.scan[27]);
-        pkt.extract(hdr.scan[28]); pkt.extract(hdr.scan[29]); pkt.extract(hdr.scan[30]); pkt.extract(hdr.scan[31]);
-        pkt.extract(hdr.scan[32]); pkt.extract(hdr.scan[33]); pkt.extract(hdr.scan[34]); pkt.extract(hdr.scan[35]);
-        pkt.extract(hdr.scan[36]); pkt.extract(hdr.scan[37]); pkt.extract(hdr.scan[38]); pkt.extract(hdr.scan[39]);
-        pkt.extract(hdr.scan[40]); pkt.extract(hdr.scan[41]); pkt.extract(hdr.scan[42]); pkt.extract(hdr.scan[43]);
-        pkt.extract(hdr.scan[44]); pkt.extract(hdr.scan[45]); pkt.extract(hdr.scan[46]); pkt.extract(hdr.scan[47]);
-        pkt.extract(hdr.scan[48]); pkt.extract(hdr.scan[49]); pkt.extract(hdr.scan[50]); pkt.extract(hdr.scan[51]);
-        pkt.extract(hdr.scan[52]); pkt.extract(hdr.scan[53]); pkt.extract(hdr.scan[54]); pkt.extract(hdr.scan[55]);
-        pkt.extract(hdr.scan[56]); pkt.extract(hdr.scan[57]); pkt.extract(hdr.scan[58]); pkt.extract(hdr.scan[59]);
-        pkt.extract(hdr.scan[60]); pkt.extract(hdr.scan[61]); pkt.extract(hdr.scan[62]); pkt.extract(hdr.scan[63]);
+        pkt.extract(hdr.scan);
         transition accept;
     }
     /* CPU_OPEN's payload: OPEN_WIDTH empty cells, filled in place */
     state parse_open {
-        pkt.extract(hdr.open[0]); pkt.extract(hdr.open[1]); pkt.extract(hdr.open[2]); pkt.extract(hdr.open[3]);
-        pkt.extract(hdr.open[4]); pkt.extract(hdr.open[5]); pkt.extract(hdr.open[6]); pkt.extract(hdr.open[7]);
-        pkt.extract(hdr.open[8]); pkt.extract(hdr.open[9]); pkt.extract(hdr.open[10]); pkt.extract(hdr.open[11]);
-        pkt.extract(hdr.open[12]); pkt.extract(hdr.open[13]); pkt.extract(hdr.open[14]); pkt.extract(hdr.open[15]);
-        pkt.extract(hdr.open[16]); pkt.extract(hdr.open[17]); pkt.extract(hdr.open[18]); pkt.extract(hdr.open[19]);
-        pkt.extract(hdr.open[20]); pkt.extract(hdr.open[21]); pkt.extract(hdr.open[22]); pkt.extract(hdr.open[23]);
-        pkt.extract(hdr.open[24]); pkt.extract(hdr.open[25]); pkt.extract(hdr.open[26]); pkt.extract(hdr.open[27]);
-        pkt.extract(hdr.open[28]); pkt.extract(hdr.open[29]); pkt.extract(hdr.open[30]); pkt.extract(hdr.open[31]);
-        pkt.extract(hdr.open[32]); pkt.extract(hdr.open[33]); pkt.extract(hdr.open[34]); pkt.extract(hdr.open[35]);
-        pkt.extract(hdr.open[36]); pkt.extract(hdr.open[37]); pkt.extract(hdr.open[38]); pkt.extract(hdr.open[39]);
-        pkt.extract(hdr.open[40]); pkt.extract(hdr.open[41]); pkt.extract(hdr.open[42]); pkt.extract(hdr.open[43]);
-        pkt.extract(hdr.open[44]); pkt.extract(hdr.open[45]); pkt.extract(hdr.open[46]); pkt.extract(hdr.open[47]);
-        pkt.extract(hdr.open[48]); pkt.extract(hdr.open[49]); pkt.extract(hdr.open[50]); pkt.extract(hdr.open[51]);
-        pkt.extract(hdr.open[52]); pkt.extract(hdr.open[53]); pkt.extract(hdr.open[54]); pkt.extract(hdr.open[55]);
-        pkt.extract(hdr.open[56]); pkt.extract(hdr.open[57]); pkt.extract(hdr.open[58]); pkt.extract(hdr.open[59]);
-        pkt.extract(hdr.open[60]); pkt.extract(hdr.open[61]); pkt.extract(hdr.open[62]); pkt.extract(hdr.open[63]);
+        pkt.extract(hdr.open);
         transition accept;
     }
     state parse_ethernet {
@@ -555,8 +472,9 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
      * so that the reads below index by a field: an expression index costs BMv2 a temporary field per read, and every
      * field of the metadata is reset for every packet. `mask` is the register's size - 1: a table smaller than one
      * scan (FLOW_BITS < 6, the test build) wraps round, never a read past the registers' end. */
-#define AT(i) meta.cpu.at ## i = (hdr.cpu_in.index * 64 + i) & mask;
+#define AT(i) hdr.cpu_at.at ## i = (hdr.cpu_in.index * 64 + i) & mask;
     action cpu_places(bit<32> mask) {
+        hdr.cpu_at.setValid();
         AT(0) AT(1) AT(2) AT(3) AT(4) AT(5) AT(6) AT(7)
         AT(8) AT(9) AT(10) AT(11) AT(12) AT(13) AT(14) AT(15)
         AT(16) AT(17) AT(18) AT(19) AT(20) AT(21) AT(22) AT(23)
@@ -567,23 +485,23 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         AT(56) AT(57) AT(58) AT(59) AT(60) AT(61) AT(62) AT(63)
     }
 
-    /* slot at_i into scan[i]; unrolled, as P4 has no loops */
+    /* slot at_i into the answer's entry i; unrolled, as P4 has no loops */
 #define SCAN_SLOT(i) \
-        flow_state.read(scan_state, meta.cpu.at ## i); \
-        hdr.scan[i].flow_state = (bit<8>)scan_state; \
-        flow_backend.read(hdr.scan[i].flow_backend, meta.cpu.at ## i); \
-        flow_key.read(hdr.scan[i].flow_key, meta.cpu.at ## i); \
-        flow_last_seen.read(hdr.scan[i].flow_last_seen, meta.cpu.at ## i);
+        flow_state.read(scan_state, hdr.cpu_at.at ## i); \
+        hdr.scan.flow_state ## i = (bit<8>)scan_state; \
+        flow_backend.read(hdr.scan.flow_backend ## i, hdr.cpu_at.at ## i); \
+        flow_key.read(hdr.scan.flow_key ## i, hdr.cpu_at.at ## i); \
+        flow_last_seen.read(hdr.scan.flow_last_seen ## i, hdr.cpu_at.at ## i);
 
-    /* backend_open cell at_i into open[i] */
-#define OPEN_CELL(i) backend_open.read(hdr.open[i].count, meta.cpu.at ## i);
+    /* backend_open cell at_i into the answer's entry i */
+#define OPEN_CELL(i) backend_open.read(hdr.open.count ## i, hdr.cpu_at.at ## i);
 
     /* if/else rather than early returns: p4c turns each `return` into a flag tested before every later block */
     apply {
         if (hdr.cpu_out.isValid()) {
-            if (hdr.cpu_out.op == CPU_SCAN && !hdr.scan[SCAN_WIDTH - 1].isValid()) {
+            if (hdr.cpu_out.op == CPU_SCAN && !hdr.scan.isValid()) {
                 mark_to_drop(std);  /* a scan request too short to fill */
-            } else if (hdr.cpu_out.op == CPU_OPEN && !hdr.open[OPEN_WIDTH - 1].isValid()) {
+            } else if (hdr.cpu_out.op == CPU_OPEN && !hdr.open.isValid()) {
                 mark_to_drop(std);  /* a count request too short to fill */
             } else if (hdr.cpu_out.op == CPU_OPEN) {
                 cpu_access();

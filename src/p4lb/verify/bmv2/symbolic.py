@@ -12,8 +12,9 @@ Semantics followed (BMv2 `simple_switch`):
   instance is extracted at most once per path and instances extracted on one path do not overlap; the
   length is a symbolic byte count. An extract past the end sets parser_error = PacketTooShort, leaves the
   header invalid and ends parsing; the packet still goes through ingress (v1model does not drop it).
-* Fields of headers that were not extracted hold unspecified values (BMv2 does not clear them); metadata
-  starts at 0; standard_metadata holds ingress_port, packet_length and ingress_global_timestamp.
+* Fields of headers that were not extracted hold unspecified values (BMv2 does not clear them), except that
+  setValid (add_header) zeroes an invalid header's fields, as BMv2 does; metadata starts at 0;
+  standard_metadata holds ingress_port, packet_length and ingress_global_timestamp.
 * verify checksums over header fields are computed (csum16 / crc16); one that reads the payload makes
   checksum_error a free input. Update checksums and the deparser do not influence any decision and are
   not executed.
@@ -685,7 +686,7 @@ class Executor:
         if op in (PrimitiveOp.ASSIGN, PrimitiveOp.MODIFY_FIELD):
             return self.set_field(st, _field(args[0]), self.eval(args[1], st, params))
         if op is PrimitiveOp.ADD_HEADER:
-            return self.set_valid(st, _header(args[0]), z3.BoolVal(True))
+            return self._add_header(st, _header(args[0]))
         if op is PrimitiveOp.REMOVE_HEADER:
             return self.set_valid(st, _header(args[0]), z3.BoolVal(False))
         if op is PrimitiveOp.ASSIGN_HEADER:
@@ -710,6 +711,14 @@ class Executor:
             self.faults.append((_and(pc, z3.Not(cond)), f"{op.value} failed"))
             return st
         raise Unsupported(f"primitive {op.value}")
+
+    def _add_header(self, st: State, header: str) -> State:
+        """setValid: BMv2's add_header zeroes the fields of a header that was invalid, then marks it valid."""
+        was = st.valid[header]
+        for f in self.p.header_type(header).fields:
+            old = st.fields[(header, f.name)]
+            st = self.set_field(st, FieldRef(header, f.name), from_field(z3.If(was, old, z3.BitVecVal(0, old.size()))))
+        return self.set_valid(st, header, z3.BoolVal(True))
 
     def _assign_header(self, st: State, dst: str, src: str) -> State:
         for f in self.p.header_type(dst).fields:
