@@ -177,17 +177,13 @@ struct lb_meta_t {
     bit<8>  backend;
     bit<32> match_mask;  /* bit c: candidate c holds the packet's key (state != FREE) */
     bit<32> held_mask;   /* bit c: candidate c holds an open flow idle for at most the timeout */
-    bit<32> base0;    /* way j's bucket: places base_j .. base_j + 7 */
-    bit<32> base1;
-    bit<32> base2;
-    bit<32> base3;
     bit<8>  load0;    /* way j's bucket: its places held by an open flow (flow_load) */
     bit<8>  load1;
     bit<8>  load2;
     bit<8>  load3;
     bit<8>  way;      /* the least-loaded way: fewest held places, leftmost on ties (flow_way) */
     bit<8>  free;     /* bit k: place k of that way's bucket is not held by an open flow (flow_free) */
-    bit<32> p0_0;     /* pj_k: candidate place k of way j's bucket, base_j + k (flow_buckets) */
+    bit<32> p0_0;     /* pj_k: candidate place k of way j's bucket, pj_0 + k; pj_0 is the bucket's first place (flow_buckets) */
     bit<32> p0_1;
     bit<32> p0_2;
     bit<32> p0_3;
@@ -388,17 +384,17 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         flow_last_seen.read(cl, meta.lb.p ## j ## _ ## k); \
         meta.lb.match_mask = cs != FREE && ck == meta.lb.key ? meta.lb.match_mask | (32w1 << (j * BUCKET + k)) : meta.lb.match_mask; \
         meta.lb.held_mask = cs == OPEN && meta.lb.now - cl <= meta.lb.timeout ? meta.lb.held_mask | (32w1 << (j * BUCKET + k)) : meta.lb.held_mask;
-    /* Way j's 8 candidates, from its base place (flow_buckets) */
+    /* Way j's 8 candidates, pj_0 .. pj_7 (flow_buckets) */
 #define PROBE_WAY(j) \
         PROBE(j, 0) PROBE(j, 1) PROBE(j, 2) PROBE(j, 3) PROBE(j, 4) PROBE(j, 5) PROBE(j, 6) PROBE(j, 7)
-    /* Way j: its bucket (crc32 over FIELDS, the way's field order) and its base place */
+    /* Way j: its bucket (crc32 over FIELDS, the way's field order, as one concatenation: p4c copies each field of a
+     * list into a temporary metadata field first) and its 8 places */
 #define BUCKET_OF(j, FIELDS) \
         hash(bucket, HashAlgorithm.crc32, 32w0, FIELDS, BUCKETS); \
-        meta.lb.base ## j = (32w ## j * BUCKETS + bucket) * BUCKET; \
-        meta.lb.p ## j ## _0 = meta.lb.base ## j; meta.lb.p ## j ## _1 = meta.lb.base ## j + 1; \
-        meta.lb.p ## j ## _2 = meta.lb.base ## j + 2; meta.lb.p ## j ## _3 = meta.lb.base ## j + 3; \
-        meta.lb.p ## j ## _4 = meta.lb.base ## j + 4; meta.lb.p ## j ## _5 = meta.lb.base ## j + 5; \
-        meta.lb.p ## j ## _6 = meta.lb.base ## j + 6; meta.lb.p ## j ## _7 = meta.lb.base ## j + 7;
+        meta.lb.p ## j ## _0 = (32w ## j * BUCKETS + bucket) * BUCKET; meta.lb.p ## j ## _1 = meta.lb.p ## j ## _0 + 1; \
+        meta.lb.p ## j ## _2 = meta.lb.p ## j ## _0 + 2; meta.lb.p ## j ## _3 = meta.lb.p ## j ## _0 + 3; \
+        meta.lb.p ## j ## _4 = meta.lb.p ## j ## _0 + 4; meta.lb.p ## j ## _5 = meta.lb.p ## j ## _0 + 5; \
+        meta.lb.p ## j ## _6 = meta.lb.p ## j ## _0 + 6; meta.lb.p ## j ## _7 = meta.lb.p ## j ## _0 + 7;
 #define SRC hdr.ipv4.srcAddr
 #define DST hdr.ipv4.dstAddr
 #define PROTO hdr.ipv4.protocol
@@ -409,10 +405,10 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
      * expression at every use, and BMv2 evaluates every copy (flow_choose computing everything had 8,547 operators). */
     action flow_buckets() {
         bit<32> bucket;
-        BUCKET_OF(0, ({ SRC, DST, PROTO, SPORT, DPORT }))
-        BUCKET_OF(1, ({ DST, SRC, PROTO, SPORT, DPORT }))
-        BUCKET_OF(2, ({ DST, PROTO, SRC, SPORT, DPORT }))
-        BUCKET_OF(3, ({ DST, PROTO, SPORT, SRC, DPORT }))
+        BUCKET_OF(0, ({ SRC ++ DST ++ PROTO ++ SPORT ++ DPORT }))
+        BUCKET_OF(1, ({ DST ++ SRC ++ PROTO ++ SPORT ++ DPORT }))
+        BUCKET_OF(2, ({ DST ++ PROTO ++ SRC ++ SPORT ++ DPORT }))
+        BUCKET_OF(3, ({ DST ++ PROTO ++ SPORT ++ SRC ++ DPORT }))
     }
 
     action flow_probe() {
@@ -462,10 +458,10 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         meta.lb.room = meta.lb.free != 0 ? 1w1 : 1w0;
         meta.lb.cand = meta.lb.found == 1 ? c : (meta.lb.room == 1 ? meta.lb.way * BUCKET + i : 8w0);
     }
-    /* the flow's place: candidate cand's, base[cand / 8] + cand % 8 */
+    /* the flow's place: candidate cand's, p[cand / 8]_0 + cand % 8 */
     action flow_place() {
         bit<8> w = meta.lb.cand >> 3;
-        meta.lb.slot = (w == 0 ? meta.lb.base0 : (w == 1 ? meta.lb.base1 : (w == 2 ? meta.lb.base2 : meta.lb.base3))) + (bit<32>)(meta.lb.cand & 7);
+        meta.lb.slot = (w == 0 ? meta.lb.p0_0 : (w == 1 ? meta.lb.p1_0 : (w == 2 ? meta.lb.p2_0 : meta.lb.p3_0))) + (bit<32>)(meta.lb.cand & 7);
     }
 
     /* the cells a CPU_SCAN or CPU_OPEN request reads: at_i = (index * 64 + i) & mask, i < 64, in an action of its own
