@@ -187,7 +187,7 @@ def _z3() -> list[Mutant]:
         Mutant("z16", Z3, Z_SHARED, Text("return z3.And(z3.UGE(b, 1), z3.ULE(b, n), spec[\"active\"][b], spec[\"healthy\"][b], z3.Not(spec[\"draining\"][b]))", "return z3.And(z3.UGE(b, 1), z3.ULE(b, n), spec[\"active\"][b], spec[\"healthy\"][b])"), "spec: draining backends are eligible"),
         Mutant("z17", Z3, Z_SEED, Text("syn = pkt.bit(0x02)", "syn = pkt.syn"), "seed encoding: SYN+ACK is not a SYN"),
         Mutant("z21", Z3, Z_ENC, Text("for f in dataclasses.fields(FlowEntry))", "for f in dataclasses.fields(FlowEntry)[:3])"), "P6 blind to last_seen (red team n08)"),
-        Mutant("z22", Z3, Z_VAC, Text("occupants=True))), e.trans, conj(", "occupants=True))), conj("), "non-vacuity premises without the transition (red team n13)"),
+        Mutant("z22", Z3, Z_VAC, Text("    base = induction_premises(enc, s0, s1, e, w, watched, occupants=True, rely=True)\n", "    base = induction_premises(enc, s0, s1, e, w, watched, occupants=True, rely=True)[::2]\n"), "non-vacuity premises without the transition (red team n13)"),
         Mutant("z23", Z3, Z_PROPS, Text("none_ok = z3.And(out.fate == FATE_DROP, out.reason == reason(DropReason.NO_ELIGIBLE), counted)", "none_ok = z3.And(out.fate == FATE_DROP, counted)"), "P3: a no-eligible drop under any counted reason (red team n14)"),
         Mutant("z18", Z3, Z_PROPS, Text("> times(times(z3.IntVal(1), w1), w2)", "> times(times(z3.IntVal(2), w1), w2)"), "P5 bound doubled (count/weight within 2)"),
         Mutant("z19", Z3, Z_ENC, Text("return bv8(1) if self.var.ignores_weights else spec[\"weight\"][b]", "return bv8(1)"), "encoding: the group lists every backend once, whatever its weight"),
@@ -232,8 +232,8 @@ def _p4_source() -> list[Mutant]:
         Mutant("s04", P4, P_SRC, Text("meta.lb.held_mask = cs == OPEN && meta.lb.now - cl <= meta.lb.timeout ?", "meta.lb.held_mask = cs != FREE && meta.lb.now - cl <= meta.lb.timeout ?"), "p4: a live CLOSING place is held (refuses SYNs)"),
         Mutant("s05", P4, P_SRC, Text("drop_counted(UNKNOWN_FLOW);", "mark_to_drop(std);"), "p4: unknown flow dropped uncounted"),
         Mutant("s07", P4, P_SRC, Text("                drop_counted(MALFORMED);  /* its service's counter */", "                mark_to_drop(std);  /* its service's counter */"), "p4: bad IPv4 checksum to a VIP dropped uncounted (red team n15)"),
-        Mutant("s08", P4, P_SRC, Text("                        if (fs == OPEN) {\n                            bit<32> held_cell", "                        if (fs == CLOSING) {\n                            bit<32> held_cell"), "p4: backend_open decremented for a reclaimed CLOSING place, not an OPEN one"),
-        Mutant("s09", P4, P_SRC, Text("                    if (close) {\n                        backend_open.read(count, meta.lb.svc_base + (bit<32>)fb);", "                    if (!close) {\n                        backend_open.read(count, meta.lb.svc_base + (bit<32>)fb);"), "p4: backend_open decremented for every packet of an open flow but the close"),
+        Mutant("s08", P4, P_SRC, Text("                        if (fs == OPEN) {\n                            backend_open.read(count, held_cell);", "                        if (fs == CLOSING) {\n                            backend_open.read(count, held_cell);"), "p4: backend_open decremented for a reclaimed CLOSING place, not an OPEN one"),
+        Mutant("s09", P4, P_SRC, Text("                    if (close) {\n                        backend_open.read(count, held_cell);", "                    if (!close) {\n                        backend_open.read(count, held_cell);"), "p4: backend_open decremented for every packet of an open flow but the close"),
         Mutant("s06", P4, P_SRC, Text("bool new_syn = syn && (flags & F_ACK) == 0;", "bool new_syn = flags == F_SYN;"), "p4: SYN only if flags == SYN (no ECN)"),
     ]
 
