@@ -170,7 +170,7 @@ class Controller:
         """The operator's sets: re-read from the state file, which other `p4lb` commands may have changed."""
         if self.state_file:
             self.pool = load_pool(self.state_file, self.settings)
-            last_commit, self.writer = load_marks(self.state_file)
+            last_commit, self.writer = load_marks(self.state_file, self.settings)
             self.last_commit = max(self.last_commit, last_commit)
         return self.pool
 
@@ -412,10 +412,10 @@ def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_com
     if settings is None or not settings.where:
         data: dict[str, object] = sets | marks
     else:
-        old = _read_state(path).get("services") if path.exists() else None
-        services = dict(old) if isinstance(old, dict) else {}
-        services[settings.name] = sets
-        data = {"services": services} | marks
+        old = _read_state(path) if path.exists() else {}
+        services = dict(old["services"]) if isinstance(old.get("services"), dict) else {}
+        services[settings.name] = sets | {"last_commit": last_commit}  # the grace keeps apart one service's commits
+        data = {"services": services} | marks | {"last_commit": max(last_commit, _time(old.get("last_commit")))}
     try:
         atomic_write(path, (json.dumps(data) + "\n").encode(), durable)
     except OSError as exc:
@@ -427,15 +427,22 @@ def load_last_commit(path: Path) -> float:
     return load_marks(path)[0]
 
 
-def load_marks(path: Path) -> tuple[float, str]:
+def load_marks(path: Path, settings: Settings | None = None) -> tuple[float, str]:
     """(Unix time of the last commit, the process that last started writing the switch) as the state file records
-    them; (0, "") if there is none."""
+    them; (0, "") if there is none. With `settings` of a [[service]] config: the last commit of that service (a
+    packet of one service reads only its own version, so the grace period keeps apart only its own commits)."""
     if not path.exists():
         return 0.0, ""
     data = _read_state(path)
-    value, writer = data.get("last_commit", 0.0), data.get("writer", "")
-    commit = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    writer = data.get("writer", "")
+    mine = data.get("services", {}).get(settings.name) if settings is not None and settings.where and isinstance(data.get("services"), dict) else None
+    commit = _time((mine if isinstance(mine, dict) else data).get("last_commit", 0.0))
     return commit, writer if isinstance(writer, str) else ""
+
+
+def _time(value: object) -> float:
+    """A time read from the state file (anything else: 0)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def load_pool(path: Path, settings: Settings) -> Pool:
