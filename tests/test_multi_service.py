@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 from google.protobuf import text_format
 from p4.config.v1 import p4info_pb2
@@ -19,7 +20,7 @@ from p4lb.controller.controller import Controller, load_pool, save_pool
 from p4lb.controller.errors import ConfigFileError
 from p4lb.controller.settings import DEFAULT_SERVICE, CheckKind, Config, load_config, parse, parse_config
 from p4lb.controller.switch import P4RuntimeSwitch
-from p4lb.lab.fake_p4rt import FakeP4Runtime, Table
+from p4lb.lab.fake_p4rt import FakeP4Runtime, Rpc, Table
 from p4lb.model.config import P4LB_SMALL_TABLE_BITS
 from p4lb.model.crc import ip
 from p4lb.model.ops import Fail
@@ -407,3 +408,11 @@ def test_a_fresh_pipeline_clears_every_service(fake, tmp_path, capsys):
     code, out = run(capsys, cfg, "deploy")
     assert code == 0, out
     assert sorted(fake.device.services()) == [0, 7]
+
+
+def test_a_switch_error_names_the_service(fake, tmp_path, capsys):
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    fake.fail(Rpc.WRITE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    code, out = run(capsys, cfg, "drain", "2", "--service", "api")
+    assert code == cli.ExitCode.SWITCH and "switch error: service api: drain 2: write 1 of" in out, out

@@ -243,7 +243,9 @@ class Controller:
             yield
 
     def _execute(self, state: P4lbState, after: Pool, why: str) -> list[Write]:
-        """Plan, check and write; wait out the grace period since the last commit (of any process) first."""
+        """Plan, check and write; wait out the grace period since the last commit (of any process) first. Messages
+        name the service when the config has several."""
+        why = f"service {self.settings.name}: {why}" if self.settings.where else why
         plan = p4lb_plan(P4LB, state, after)
         try:
             check_plan(state, plan, after)
