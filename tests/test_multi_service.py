@@ -270,13 +270,26 @@ def test_operations_name_their_service(fake, tmp_path, capsys):
     assert code == 0 and "service" in out and "web: refused SYNs" in out and "api: lb_drops" in out, out
 
 
-def test_flows_of_every_service_from_one_scan(fake, tmp_path, capsys):
+def test_flows_of_every_service_from_one_scan(fake, tmp_path, capsys, monkeypatch):
+    scans: list[int] = []
+    scan = P4RuntimeSwitch._scan
+
+    def counted(self: P4RuntimeSwitch):
+        scans.append(self.cfg.service)
+        return scan(self)
+
+    monkeypatch.setattr(P4RuntimeSwitch, "_scan", counted)
     cfg = two(fake, tmp_path)
     assert run(capsys, cfg, "deploy")[0] == 0
     for port, svc in ((4000, 0), (4001, 5), (4002, 5)):
         assert fake.device.inject(Packet(CLIENT, port, SYN, 0, svc)).fate is Fate.BACKEND
+    scans.clear()
+    code, out = run(capsys, cfg, "status", "--scan", "--json")
+    assert code == 0 and len(scans) == 1, (scans, out)
+    assert {s: sum(r["open_flows"] for r in json.loads(out)["backends"] if r["service"] == s) for s in ("web", "api")} == {"web": 1, "api": 2}
+    scans.clear()
     code, out = run(capsys, cfg, "flows", "--json")
-    assert code == 0, out
+    assert code == 0 and len(scans) == 1, (scans, out)
     lines = [json.loads(x) for x in out.splitlines()]
     assert sorted((r["service"], r["client"]) for r in lines[:-1]) == [("api", "10.0.0.9:4001"), ("api", "10.0.0.9:4002"), ("web", "10.0.0.9:4000")]
     assert lines[-1] == {"open_flows": 3}

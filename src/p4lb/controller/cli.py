@@ -31,6 +31,7 @@ import os
 import sys
 import tempfile
 import traceback
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -248,10 +249,15 @@ def check_args(args: argparse.Namespace, settings: Settings) -> None:
         raise UsageError(f"--active {args.active} is out of range: use 0..{n} (the config has {n} backends)")
 
 
-def show_status(ctls: Controller | Sequence[Controller], as_json: bool, console: Console, scan: bool = False) -> None:
-    """Print the status table (or JSON) of one service or several (with a service column)."""
+def show_status(ctls: Controller | Sequence[Controller], as_json: bool, console: Console, scan: bool = False, shared: bool = True) -> None:
+    """Print the status table (or JSON) of one service or several (with a service column; with `scan` and
+    `shared`, as in flow_rows_of, one scan of the flow table for all)."""
     ctls = as_list(ctls)
-    reports = [(c.settings, *c.report(scan=scan)) for c in ctls]
+    scanned: dict[int, Counter[int]] = {c.settings.lb.service: Counter() for c in ctls} if scan and shared and len(ctls) > 1 else {}
+    if scanned:
+        for _, e in ctls[0].switch.iter_open_flows(frozenset(scanned)):
+            scanned[key_service(e.key)][e.backend] += 1
+    reports = [(c.settings, *c.report(scan=scan, scanned=scanned.get(c.settings.lb.service))) for c in ctls]
     if as_json:
         out: dict[str, object] = {"backends": [r.to_json() | {"service": s.name} for s, rows, _ in reports for r in rows]}
         if len(reports) == 1:
@@ -467,7 +473,7 @@ def dispatch(args: argparse.Namespace, ctls: list[Controller], console: Console)
     if args.cmd == "deploy":
         deploy_all(ctls, console)
     elif args.cmd == "status":
-        show_status(ctls, args.json, console, args.scan)
+        show_status(ctls, args.json, console, args.scan, shared=not args.dry_run)
     elif args.cmd == "scale":
         console.print(f"{ctl.apply(Scale(args.active)).op}")
     elif args.cmd in OPS:

@@ -294,11 +294,14 @@ class Controller:
         read_quick."""
         return self.report(scan, quick)[0]
 
-    def report(self, scan: bool = False, quick: bool = False) -> tuple[list[BackendStatus], dict[str, int]]:
-        """status() and drops() from one read of the switch."""
+    def report(self, scan: bool = False, quick: bool = False, scanned: Counter[int] | None = None) -> tuple[list[BackendStatus], dict[str, int]]:
+        """status() and drops() from one read of the switch (`scanned`: with `scan`, the service's open flows by
+        backend from a scan the caller made for several services at once)."""
         view = self._read(quick)
         group = view.groups[view.version] if view.version is not None else ()
-        open_flows = Counter(e.backend for _, e in self.switch.iter_open_flows()) if scan else Counter(view.backend_open)
+        if scan and scanned is None:
+            scanned = Counter(e.backend for _, e in self.switch.iter_open_flows())
+        open_flows = scanned if scan and scanned is not None else Counter(view.backend_open)
         pool = self.pool
         rows = [
             BackendStatus(
