@@ -381,6 +381,7 @@ def flow_rows_of(ctls: list[Controller], shared: bool = True) -> Iterator[dict[s
 
 
 def _rows(ctl: Controller, flows: Iterator[tuple[int, FlowEntry]]) -> Iterator[dict[str, object]]:
+    """The listing's rows of one service's flows."""
     backends = {b.id: b for b in ctl.settings.lb.backends}
     for slot, e in flows:
         b = backends.get(e.backend)
