@@ -276,7 +276,7 @@ def test_status_json_fields_are_stable(cfg, capsys):
     rows = status(capsys, cfg)
     assert rows[0]["address"] == "10.0.2.2" and rows[0]["switch_port"] == 2 and rows[0]["state"] == "serving"
     assert rows[2]["state"] == "draining" and rows[2]["draining"] is True and not rows[2]["in_group"]
-    assert set(rows[0]) == {"backend", "address", "switch_port", "state", "active", "healthy", "draining", "in_group", "weight", "open_flows", "flows_dispatched"}
+    assert set(rows[0]) == {"backend", "address", "switch_port", "state", "active", "healthy", "draining", "in_group", "weight", "open_flows", "flows_dispatched", "service"}
 
 
 def test_flow_on_a_free_slot_says_it_is_free(cfg, capsys):

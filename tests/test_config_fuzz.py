@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from p4lb.controller import cli
 from p4lb.controller.controller import load_pool, save_pool
 from p4lb.controller.errors import ConfigFileError, StateFileError
-from p4lb.controller.settings import SECTION_KEYS, TOP_KEYS, load, parse
+from p4lb.controller.settings import SECTION_KEYS, SERVICE_KEYS, TOP_KEYS, load, parse, parse_config
 from p4lb.controller.switch import MODEL_LOG, ModelSwitch
 from p4lb.model.errors import ConfigError
 from p4lb.model.ops import Fail, Write
@@ -86,12 +86,76 @@ def documents(draw) -> dict:
 @settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(documents())
 def test_no_document_gives_a_traceback_and_no_unknown_key_is_accepted(doc):
+    refused_or_known(parse, unknown_keys, doc)
+
+
+def refused_or_known(parse_doc, unknown, doc: dict) -> None:
+    """The document is refused with a ConfigFileError naming a field, or parsed and has no unknown key."""
     try:
-        parse(doc)
+        parse_doc(doc)
     except ConfigFileError as exc:
         assert exc.field and "invalid" in str(exc)
         return
-    assert not unknown_keys(doc), doc
+    assert not unknown(doc), doc
+
+
+VALID_MULTI = {k: VALID[k] for k in ("switch", "health", "flows")} | {"service": [
+    {"name": "web", "address": "10.0.0.1", "port": 80, "id": 0, "active": 1, "backend": VALID["backend"], "health": {"path": "/x"}},
+    {"name": "api", "address": "10.0.0.1", "port": 8080, "id": 1, "client_port": 1, "backend": [{"address": "10.0.4.4", "mac": "00:00:00:00:04:04", "port": 4, "weight": 2}]},
+]}
+MULTI_KEYS = sorted(set(ALL_KEYS) | set(SERVICE_KEYS))
+
+
+def unknown_service_keys(doc: dict) -> bool:
+    """A [[service]] document has a key the schema does not know (where the schema can see it)."""
+    if any(k not in TOP_KEYS for k in doc) or any(isinstance(doc.get(s), dict) and any(k not in SECTION_KEYS[s] for k in doc[s]) for s in ("switch", "health", "flows")):
+        return True
+    services = doc.get("service")
+    for svc in services if isinstance(services, list) else []:
+        if not isinstance(svc, dict):
+            continue
+        own, backends = svc.get("health"), svc.get("backend")
+        if any(k not in SERVICE_KEYS for k in svc) or (isinstance(own, dict) and any(k not in SECTION_KEYS["health"] for k in own)):
+            return True
+        if isinstance(backends, list) and any(isinstance(b, dict) and any(k not in SECTION_KEYS["backend"] for k in b) for b in backends):
+            return True
+    return False
+
+
+def service_tables(doc: dict) -> list[dict]:
+    """Every table of a [[service]] document a mutation may change."""
+    tables = [doc] + [doc[s] for s in ("switch", "health", "flows") if isinstance(doc.get(s), dict)]
+    for svc in doc["service"] if isinstance(doc.get("service"), list) else []:
+        if isinstance(svc, dict):
+            tables += [svc] + [t for t in [svc.get("health"), *(svc.get("backend") if isinstance(svc.get("backend"), list) else [])] if isinstance(t, dict)]
+    return tables
+
+
+@st.composite
+def service_documents(draw) -> dict:
+    """The valid [[service]] document with a few mutations: a value replaced, a key added or removed, anywhere."""
+    doc = json.loads(json.dumps(VALID_MULTI))
+    for _ in range(draw(st.integers(1, 4))):
+        tables = service_tables(doc)
+        table = tables[draw(st.integers(0, len(tables) - 1))]
+        kind = draw(st.sampled_from(["replace", "add", "remove"]))
+        if kind == "remove" and table:
+            table.pop(draw(st.sampled_from(sorted(table))))
+        elif kind == "replace" and table:
+            table[draw(st.sampled_from(sorted(table)))] = draw(values)
+        else:
+            table[draw(st.one_of(st.sampled_from(MULTI_KEYS), keys))] = draw(values)
+    return doc
+
+
+def test_the_valid_service_document_parses():
+    assert parse_config(VALID_MULTI).names == ("web", "api")
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(service_documents())
+def test_no_service_document_gives_a_traceback_and_no_unknown_key_is_accepted(doc):
+    refused_or_known(parse_config, unknown_service_keys, doc)
 
 
 @settings(max_examples=300, deadline=None)

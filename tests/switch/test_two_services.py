@@ -5,19 +5,23 @@ flows; each service's lb_drops, backend_flows and backend_open cells move only f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from p4lb.controller import cli
 from p4lb.controller.controller import Controller
+from p4lb.controller.p4rt import P4rt
 from p4lb.controller.settings import HealthCheck, Settings, SwitchTarget
 from p4lb.controller.switch import P4RuntimeSwitch, SwitchView
 from p4lb.lab.driver import tcp_frame
 from p4lb.lab.lab import lab_build
 from p4lb.lab.toolchain import artifacts, require_switch
 from p4lb.model.config import P4LB_SMALL_TABLE_BITS, Backend, LbConfig, default_config
-from p4lb.model.crc import ip
+from p4lb.model.crc import ip, ip_str
 from p4lb.model.packet import ACK, FIN, PSH, SYN, Packet
 
 CLIENT = ip("10.0.0.10")
@@ -128,3 +132,58 @@ def test_two_services_on_one_switch_are_independent(lab):
     assert d0[2] == c0[2] | {b: c0[2][b] - 1} or (c0[2][b] == 1 and d0[2] == {k: v for k, v in c0[2].items() if k != b})
     assert d0[:2] == c0[:2]
     assert s0.flows() == sorted(f"10.0.0.10:{p}" for p in PORTS[1:]) and len(s1.flows()) == len(PORTS)
+
+
+def service_table(name: str, cfg: LbConfig) -> str:
+    """One [[service]] table of a TOML config for a service over some of the lab's backends."""
+    lines = [f'[[service]]\nname = "{name}"\naddress = "{ip_str(cfg.vip)}"\nport = {cfg.vip_port}\nid = {cfg.service}\nclient_port = {cfg.client_port}',
+             f'client_net = "{ip_str(cfg.client_net)}/{cfg.client_prefix}"\nclient_mac = "{mac_str(cfg.client_mac)}"']
+    lines += [f'[[service.backend]]\naddress = "{ip_str(b.ip)}"\nmac = "{mac_str(b.mac)}"\nport = {b.port}' for b in cfg.backends]
+    return "\n".join(lines) + "\n"
+
+
+def mac_str(mac: int) -> str:
+    return ":".join(f"{mac >> (8 * i) & 0xFF:02x}" for i in range(5, -1, -1))
+
+
+def multi_config(lab: object, path: Path, services: dict[str, LbConfig]) -> Path:
+    """A [[service]] configuration of these services on the lab's switch (its own state file beside it)."""
+    p4info, bmv2_json = artifacts(lab_build("p4lb", lab.cfg))  # type: ignore[attr-defined]
+    head = f'[switch]\ngrpc = "{lab.bmv2.grpc}"\np4info = "{p4info}"\nbmv2_json = "{bmv2_json}"\n[flows]\ntable_bits = {P4LB_SMALL_TABLE_BITS}\n'  # type: ignore[attr-defined]
+    path.write_text(head + "".join(service_table(n, c) for n, c in services.items()))
+    return path
+
+
+def test_one_config_of_two_services_and_a_stale_id(lab, tmp_path, monkeypatch, capsys):
+    """One [[service]] config deploys both services with one command; each service's SYNs reach only its backends
+    and `flows` lists both; once service 1's vip entry is gone (its flows stay), a new service on id 1 is refused
+    before any write, and deploys once the pipeline is pushed again."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    lab.reset()
+    web, api = service_config(lab.cfg, 0, 80, (1, 2)), service_config(lab.cfg, 1, 8080, (3, 4))
+    cfg = multi_config(lab, tmp_path / "p4lb.toml", {"web": web, "api": api})
+    assert cli.main(["-c", str(cfg), "deploy"]) == 0
+    for port in PORTS[:2]:
+        for svc in (web, api):
+            out = [s.port for s in lab.send(tcp_frame(svc, Packet(CLIENT, port, SYN, service=svc.service)))]
+            assert len(out) == 1 and out[0] in {b.port for b in svc.backends}, (svc.service, port, out)
+    capsys.readouterr()
+    assert cli.main(["-c", str(cfg), "flows", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()][:-1]
+    assert sorted((r["service"], r["client"]) for r in rows) == sorted((n, f"10.0.0.10:{p}") for n in ("web", "api") for p in PORTS[:2])
+
+    with P4rt(lab.bmv2.grpc, election_id=(0, 200)) as rt:
+        rt.load_p4info()
+        rt.delete("vip", {"hdr.ipv4.dstAddr": api.vip, "hdr.tcp.dstPort": api.vip_port})
+        before = {t: sorted(map(repr, rt.read_table(t))) for t in ("vip", "rr_group", "rr_member", "backend")}
+    new = replace(api, vip_port=9090)
+    (tmp_path / "new").mkdir()
+    stale = multi_config(lab, tmp_path / "new" / "p4lb.toml", {"web": web, "new": new})
+    assert cli.main(["-c", str(stale), "deploy"]) == cli.ExitCode.INPUT
+    out = capsys.readouterr().out
+    assert "config error: service[1].id = 1 is invalid" in out and "still holds 2 flow place(s)" in out, out
+    with P4rt(lab.bmv2.grpc, election_id=(0, 200)) as rt:
+        rt.load_p4info()
+        assert {t: sorted(map(repr, rt.read_table(t))) for t in before} == before
+    lab.reset()  # a pipeline pushed again: every service's flows gone
+    assert cli.main(["-c", str(stale), "deploy"]) == 0

@@ -31,7 +31,8 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -40,13 +41,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from p4lb.controller.controller import BackendStatus, Controller
+from p4lb.controller.controller import BackendStatus, Census, Controller
 from p4lb.controller.errors import ConfigFileError, ControllerError, LockError, StateFileError, SwitchError, UsageError
 from p4lb.controller.health import Prober, StateProber
 from p4lb.controller.lock import SwitchLock
-from p4lb.controller.loop import HealthLoop
-from p4lb.controller.settings import Settings, load
-from p4lb.controller.switch import ModelSwitch, Switch
+from p4lb.controller.loop import HealthLoop, run_all
+from p4lb.controller.settings import Config, Settings, load_config, named
+from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch, Switch
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError
 from p4lb.model.flowtable import choose
@@ -75,6 +76,7 @@ class ExitCode(enum.IntEnum):
 EXIT_OK, EXIT_PROVER, EXIT_INPUT, EXIT_SWITCH, EXIT_INTERNAL = ExitCode.OK, ExitCode.PROVER, ExitCode.INPUT, ExitCode.SWITCH, ExitCode.INTERNAL
 EPILOG = __doc__.split("\n\n", 1)[1]
 OPS: dict[str, type[Fail | Heal | Drain | Undrain]] = {"fail": Fail, "heal": Heal, "drain": Drain, "undrain": Undrain}
+ONE_SERVICE = frozenset({"scale", "fail", "heal", "drain", "undrain", "weight", "flow"})  # commands that act on one service
 OP_HELP = {
     "fail": "mark a backend failed: it gets no new flows; its open flows stay pinned to it",
     "heal": "mark a failed backend healthy again: it rejoins the group if active and not draining",
@@ -158,7 +160,11 @@ def parser() -> ArgParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=ArgParser, help="what to do (p4lb COMMAND --help describes its arguments)")
 
     def command(name: str, text: str, add_help: bool = True, usage: str | None = None) -> ArgParser:
-        return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", add_help=add_help, usage=usage)
+        cmd = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", add_help=add_help, usage=usage)
+        if name != "prove":
+            every = "required when the config has several" if name in ONE_SERVICE else "default: every service of the config"
+            cmd.add_argument("--service", metavar="NAME", default=None, help=f"the service ([[service]] name) to act on ({every}; a config of one service needs none)")
+        return cmd
 
     command("deploy", "push the pipeline, backends and group (reconciles if already deployed)")
     st = command("status", "table of backends: state, group membership, open and dispatched flows")
@@ -243,24 +249,38 @@ def check_args(args: argparse.Namespace, settings: Settings) -> None:
         raise UsageError(f"--active {args.active} is out of range: use 0..{n} (the config has {n} backends)")
 
 
-def show_status(ctl: Controller, as_json: bool, console: Console, scan: bool = False) -> None:
-    """Print the status table (or JSON)."""
-    rows, drops = ctl.report(scan=scan)
+def show_status(ctls: Controller | Sequence[Controller], as_json: bool, console: Console, scan: bool = False, shared: bool = True) -> None:
+    """Print the status table (or JSON) of one service or several (with a service column; with `scan` and
+    `shared`, as in flow_rows_of, one scan of the flow table for all)."""
+    ctls = as_list(ctls)
+    scanned: dict[int, Counter[int]] = {c.settings.lb.service: Counter() for c in ctls} if scan and shared and len(ctls) > 1 else {}
+    if scanned:
+        for _, e in ctls[0].switch.iter_open_flows(frozenset(scanned)):
+            scanned[key_service(e.key)][e.backend] += 1
+    reports = [(c.settings, *c.report(scan=scan, scanned=scanned.get(c.settings.lb.service))) for c in ctls]
     if as_json:
-        print(json.dumps({"backends": [r.to_json() for r in rows], "lb_drops": drops, "open_flows_from": "scan" if scan else "backend_open"}, indent=2))
+        out: dict[str, object] = {"backends": [r.to_json() | {"service": s.name} for s, rows, _ in reports for r in rows]}
+        if len(reports) == 1:
+            out["lb_drops"] = reports[0][2]
+        out["services"] = [{"name": s.name, "id": s.lb.service, "vip": f"{ip_str(s.lb.vip)}:{s.lb.vip_port}", "lb_drops": drops} for s, _, drops in reports]
+        print(json.dumps(out | {"open_flows_from": "scan" if scan else "backend_open"}, indent=2))
         return
-    console.print(status_table(rows, scan))
-    console.print(f"refused SYNs: {drops['flow_table_full']}   black holes: {drops['no_backend_entry']} (P3 proves none)")
-    console.print("lb_drops: " + ", ".join(f"{k}={v}" for k, v in drops.items()))
+    console.print(status_table([(s.name, r) for s, rows, _ in reports for r in rows], scan, service_column=len(reports) > 1))
+    for s, _, drops in reports:
+        who = f"{s.name}: " if len(reports) > 1 else ""
+        console.print(f"{who}refused SYNs: {drops['flow_table_full']}   black holes: {drops['no_backend_entry']} (P3 proves none)", soft_wrap=len(reports) > 1)
+        console.print(f"{who}lb_drops: " + ", ".join(f"{k}={v}" for k, v in drops.items()), soft_wrap=len(reports) > 1)
 
 
 OPEN_CAPTION = "open: the switch's count of flows on the backend, idle ones included until a new SYN reclaims their place (--scan: flows open now)"
 SCAN_CAPTION = "open: flows open at the switch clock, from a read of every flow place (--scan)"
 
 
-def status_table(rows: list[BackendStatus], scan: bool = False) -> Table:
-    """One line per backend; narrow enough for 80 columns."""
+def status_table(rows: Sequence[BackendStatus | tuple[str, BackendStatus]], scan: bool = False, service_column: bool = False) -> Table:
+    """One line per backend (rows: with their service's name); narrow enough for 80 columns for one service."""
     t = Table(title="p4lb backends", caption=SCAN_CAPTION if scan else OPEN_CAPTION)
+    if service_column:
+        t.add_column("service", no_wrap=True)
     t.add_column("backend", justify="right", no_wrap=True)
     t.add_column("address", no_wrap=True)
     t.add_column("port", justify="right", no_wrap=True)
@@ -269,8 +289,9 @@ def status_table(rows: list[BackendStatus], scan: bool = False) -> Table:
     t.add_column("weight", justify="right")
     t.add_column("open", justify="right")
     t.add_column("dispatched", justify="right")
-    for r in rows:
-        t.add_row(str(r.backend), r.address, str(r.switch_port), backend_state(r), "yes" if r.in_group else "no", str(r.weight), str(r.open_flows), str(r.flows_dispatched))
+    for row in rows:
+        name, r = row if isinstance(row, tuple) else ("", row)
+        t.add_row(*([name] if service_column else []), str(r.backend), r.address, str(r.switch_port), backend_state(r), "yes" if r.in_group else "no", str(r.weight), str(r.open_flows), str(r.flows_dispatched))
     return t
 
 
@@ -337,30 +358,52 @@ def key_client(key: int, service: int) -> str:
 
 
 FLOW_LINE = "{slot:>8}  {client:<21}  {backend:>7}  {address:<15}  {port:>4}"
+SERVICE_LINE = "{service:<12}  " + FLOW_LINE
 
 
 def flow_rows(ctl: Controller) -> Iterator[dict[str, object]]:
     """Every open flow of the configured service as the scan's answers arrive (the switch skips other services'):
-    slot, client address and port (the key's low 48 bits), backend, its address and port."""
+    slot, client address and port (the key's low 48 bits), backend, its address and port, the service's name."""
+    return flow_rows_of([ctl], shared=False)
+
+
+def flow_rows_of(ctls: list[Controller], shared: bool = True) -> Iterator[dict[str, object]]:
+    """Every open flow of these services: with `shared` (their switches are one, as P4Runtime sessions of one
+    switch are) from one scan of the flow table, each flow given to the service its key's id names; else each
+    service's switch scanned for its own (a dry run's models)."""
+    if not shared or len(ctls) == 1:
+        for ctl in ctls:
+            yield from _rows(ctl, ctl.switch.iter_open_flows())
+        return
+    by_id = {c.settings.lb.service: c for c in ctls}
+    for slot, e in ctls[0].switch.iter_open_flows(frozenset(by_id)):
+        yield from _rows(by_id[key_service(e.key)], iter([(slot, e)]))
+
+
+def _rows(ctl: Controller, flows: Iterator[tuple[int, FlowEntry]]) -> Iterator[dict[str, object]]:
+    """The listing's rows of one service's flows."""
     backends = {b.id: b for b in ctl.settings.lb.backends}
-    for slot, e in ctl.switch.iter_open_flows():
+    for slot, e in flows:
         b = backends.get(e.backend)
-        yield {"slot": slot, "client": key_client(e.key, ctl.settings.lb.service), "backend": e.backend, "address": ip_str(b.ip) if b else None, "switch_port": b.port if b else None}
+        yield {"slot": slot, "client": key_client(e.key, ctl.settings.lb.service), "backend": e.backend, "address": ip_str(b.ip) if b else None, "switch_port": b.port if b else None, "service": ctl.settings.name}
 
 
-def show_flows(ctl: Controller, as_json: bool, console: Console) -> None:
+def show_flows(ctls: Controller | Sequence[Controller], as_json: bool, console: Console, shared: bool = True) -> None:
     """Print every open flow as the switch's answers come in (a block of flow places at a time, each answer within
     the switch's deadline), then the count: nothing is collected, so a table of 2^20 places takes constant memory.
-    --json: one JSON object per line, the last one {"open_flows": COUNT}."""
+    Several services: a service column, one scan for all (`shared`). --json: one JSON object per line, the last one
+    {"open_flows": COUNT}."""
+    ctls = as_list(ctls)
+    line = SERVICE_LINE if len(ctls) > 1 else FLOW_LINE
     n = 0
     if not as_json:
-        console.print(FLOW_LINE.format(slot="slot", client="client", backend="backend", address="address", port="port"), soft_wrap=True)
-    for row in flow_rows(ctl):
+        console.print(line.format(service="service", slot="slot", client="client", backend="backend", address="address", port="port"), soft_wrap=True)
+    for row in flow_rows_of(ctls, shared):
         n += 1
         if as_json:
             print(json.dumps(row), flush=True)
         else:
-            console.print(FLOW_LINE.format(slot=row["slot"], client=row["client"], backend=row["backend"], address=row["address"] or "?", port=row["switch_port"] or "?"), soft_wrap=True)
+            console.print(line.format(service=row["service"], slot=row["slot"], client=row["client"], backend=row["backend"], address=row["address"] or "?", port=row["switch_port"] or "?"), soft_wrap=True)
     if as_json:
         print(json.dumps({"open_flows": n}), flush=True)
     else:
@@ -372,13 +415,20 @@ def health_loop(ctl: Controller, rounds: int, prober: Prober | None = None, metr
     return HealthLoop(ctl, prober, metrics).run(rounds)
 
 
-def run_loop(ctl: Controller, args: argparse.Namespace, console: Console) -> None:
-    """`p4lb run`: one health loop per switch (its own lock, held throughout), metrics served if asked."""
+def run_loop(ctls: Controller | Sequence[Controller], args: argparse.Namespace, console: Console) -> None:
+    """`p4lb run`: one health loop per service, in one process holding the switch's run lock throughout; metrics
+    (one service) served if asked."""
     from p4lb.controller.metrics import Metrics  # noqa: PLC0415
 
-    prober = StateProber(lambda: ctl.current_pool().healthy) if args.dry_run else None
+    ctls = as_list(ctls)
+    ctl = ctls[0]
     lock = ctl.lock or make_lock(ctl.settings, state_file(args), args.dry_run)
     with lock.hold("run", timeout_s=0):
+        if len(ctls) > 1:
+            loops = [HealthLoop(c, dry_prober(c) if args.dry_run else None) for c in ctls]
+            run_all(loops, args.rounds)
+            return
+        prober = dry_prober(ctl) if args.dry_run else None
         metrics = Metrics() if args.metrics else None
         if metrics is not None:
             metrics.update_from(ctl)  # the first scrape already sees the switch
@@ -393,13 +443,38 @@ def run_loop(ctl: Controller, args: argparse.Namespace, console: Console) -> Non
                 server.stop()
 
 
-def dispatch(args: argparse.Namespace, ctl: Controller, console: Console) -> int:
-    """Run one subcommand."""
+def dry_prober(ctl: Controller) -> StateProber:
+    """A dry run's prober: every verdict is what the state file says."""
+    return StateProber(lambda: ctl.current_pool().healthy)
+
+
+def as_list(ctls: Controller | Sequence[Controller]) -> list[Controller]:
+    """One controller or several, as a list."""
+    return [ctls] if isinstance(ctls, Controller) else list(ctls)
+
+
+def deploy_all(ctls: list[Controller], console: Console) -> None:
+    """`p4lb deploy`: every chosen service, under one hold of the switch's lock; with several, every service's
+    checks (vip entries, shared settings, stale flows: one census of the flow table) pass before the first write."""
+    if len(ctls) == 1:
+        console.print(f"deployed: {len(ctls[0].deploy())} writes")
+        return
+    census = Census()
+    lock = ctls[0].lock
+    with lock.hold() if lock is not None else contextlib.nullcontext():
+        for ctl in ctls:
+            ctl.check_deploy(census)
+        for ctl in ctls:
+            console.print(f"deployed {ctl.settings.name}: {len(ctl.deploy(census))} writes", soft_wrap=True)
+
+
+def dispatch(args: argparse.Namespace, ctls: list[Controller], console: Console) -> int:
+    """Run one subcommand on the chosen services (one for a command that acts on one service)."""
+    ctl = ctls[0]
     if args.cmd == "deploy":
-        writes = ctl.deploy()
-        console.print(f"deployed: {len(writes)} writes")
+        deploy_all(ctls, console)
     elif args.cmd == "status":
-        show_status(ctl, args.json, console, args.scan)
+        show_status(ctls, args.json, console, args.scan, shared=not args.dry_run)
     elif args.cmd == "scale":
         console.print(f"{ctl.apply(Scale(args.active)).op}")
     elif args.cmd in OPS:
@@ -409,9 +484,9 @@ def dispatch(args: argparse.Namespace, ctl: Controller, console: Console) -> int
         applied = ctl.apply(Weight(args.backend, args.weight))
         console.print(f"{applied.op}: {len(applied.writes)} writes; group now lists {args.backend} {args.weight} time(s) while eligible")
     elif args.cmd == "run":
-        run_loop(ctl, args, console)
+        run_loop(ctls, args, console)
     elif args.cmd == "flows":
-        show_flows(ctl, args.json, console)
+        show_flows(ctls, args.json, console, shared=not args.dry_run)
     elif args.cmd == "flow":
         show_flow(ctl, args.client, args.json, console)
     return ExitCode.OK
@@ -427,21 +502,66 @@ def prove(rest: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else ExitCode.INPUT
 
 
+def chosen_services(args: argparse.Namespace, config: Config) -> tuple[Settings, ...]:
+    """The services this command acts on: --service NAME, else every one (a command that acts on one service
+    needs --service when the config has several)."""
+    names = ", ".join(config.names)
+    if args.service is not None:
+        one = config.service(args.service)
+        if one is None:
+            raise UsageError(f"--service {args.service}: the config has no such service (its services: {names})")
+        return (one,)
+    if len(config.services) > 1 and args.cmd in ONE_SERVICE:
+        raise UsageError(f"the config has {len(config.services)} services: give `{args.cmd}` --service NAME (one of: {names})")
+    if len(config.services) > 1 and args.cmd == "run" and args.metrics:
+        raise UsageError(f"--metrics serves one service's metrics: give `run` --service NAME (one of: {names})")
+    return config.services
+
+
+def make_switches(config: Config, services: tuple[Settings, ...], dry_run: bool, one_shot: bool) -> list[Switch]:
+    """One switch per service: in a dry run each its own model; else one P4Runtime session the services share,
+    every service's config checked against the P4Info (and the whole config's services against its capacity)
+    before anything is written."""
+    if dry_run:
+        return [ModelSwitch(s.lb) for s in services]
+    with named(services[0]):
+        first = make_switch(services[0], dry_run, one_shot)
+    switches = [first]
+    try:
+        for s in services[1:]:
+            with named(s):
+                sibling = first.sibling(s.lb) if isinstance(first, P4RuntimeSwitch) else make_switch(s, dry_run, one_shot)
+                if isinstance(sibling, P4RuntimeSwitch):
+                    sibling.preflight()
+            switches.append(sibling)
+        if config.multi and isinstance(first, P4RuntimeSwitch) and first.files[0].is_file():
+            first.check_capacity([s.lb for s in config.services])
+    except BaseException:
+        first.close()
+        raise
+    return switches
+
+
 def run_command(args: argparse.Namespace, rest: list[str], console: Console) -> int:
     """Load and check the input, then run the command against the switch (or the model in a dry run)."""
     if args.cmd == "prove":
         return prove(rest)
-    settings = load(args.config)
-    check_args(args, settings)
-    switch = make_switch(settings, args.dry_run, args.cmd != "run")
+    config = load_config(args.config)
+    services = chosen_services(args, config)
+    for s in services:
+        check_args(args, s)
+    switches = make_switches(config, services, args.dry_run, args.cmd != "run")
     try:
         state = state_file(args)
-        ctl = Controller(settings, switch, grace_s=0 if args.dry_run else None, state_file=state, lock=make_lock(settings, state, args.dry_run))
+        lock = make_lock(services[0], state, args.dry_run)  # one switch: one lock for every service
+        ctls = [Controller(s, sw, grace_s=0 if args.dry_run else None, state_file=state, lock=lock) for s, sw in zip(services, switches, strict=True)]
         if args.dry_run and args.cmd != "deploy":
-            simulate_deployed(ctl)
-        return dispatch(args, ctl, console)
+            for ctl in ctls:
+                simulate_deployed(ctl)
+        return dispatch(args, ctls, console)
     finally:
-        switch.close()
+        for sw in switches:
+            sw.close()
 
 
 def say(console: Console, text: str) -> None:

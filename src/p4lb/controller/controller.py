@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from p4lb.controller.errors import ControllerError, GrpcCode, StateFileError, SwitchError
+from p4lb.controller.errors import ConfigFileError, ControllerError, GrpcCode, StateFileError, SwitchError
 from p4lb.controller.lock import SwitchLock
-from p4lb.controller.settings import Settings
+from p4lb.controller.settings import DEFAULT_SERVICE, Settings, named
 from p4lb.controller.switch import BATCHED, Switch, SwitchView
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError, PlanError
@@ -99,23 +99,36 @@ class Controller:
         self.last_commit = 0.0  # Unix time of the last commit (also kept in the state file, for other processes)
         self.writer = ""  # who last started writing the switch, as the state file said at our last look (see _announce)
 
-    def deploy(self) -> list[Write]:
+    def deploy(self, census: Census | None = None) -> list[Write]:
         """Push the pipeline and backends, then commit the configured group (or reconcile if already running).
 
         Re-running it after adding backends at the end of the config (or removing the last ones) installs the new
         `backend` entries and commits the new group; a removed backend's entry stays, so its open flows finish.
+        A service new on a switch that runs the pipeline is refused while the flow table holds entries of its id
+        (`census`: the flow table's places by service, read at most once while the caller holds the lock).
         """
         self._preflight()
-        with self._locked():
+        with named(self.settings), self._locked():
             pool = self.current_pool()
             view = self._view(full=True)
             if view is not None and view.version is not None:
                 self.switch.install_backends(self.settings.lb)  # upserts: identical entries change nothing
                 writes = self._execute(_mirror(view), pool, "reconcile")
             else:
-                writes = self._fresh(pool, "deploy", push=view is None)
+                writes = self._fresh(pool, "deploy", push=view is None, census=census)
             self._save(pool)
         return writes
+
+    def check_deploy(self, census: Census) -> None:
+        """What deploy() refuses before its first write, checked without writing: another service's vip entry on
+        this VIP:port or this id, the settings every service shares, stale flows of a new service."""
+        with named(self.settings), self._locked():
+            view = self._view(full=False)
+            if view is None:
+                return  # no pipeline: the push empties the table
+            self.switch.check_shared(self.settings.lb)
+            if view.version is None:
+                self._check_stale(census)
 
     def reconcile(self, view: SwitchView | None = None) -> list[Write]:
         """Make the committed group match the operator's sets, without touching open flows; idempotent."""
@@ -137,7 +150,7 @@ class Controller:
         or committed since our last look (the state file's writer or last commit moved): the plan only writes the
         staged entries that differ, so what this session knows of them must be what the switch holds.
         """
-        with self._locked():
+        with named(self.settings), self._locked():
             seen = self._marks()
             before = self.current_pool()
             after = update(before)
@@ -157,7 +170,7 @@ class Controller:
         """The operator's sets: re-read from the state file, which other `p4lb` commands may have changed."""
         if self.state_file:
             self.pool = load_pool(self.state_file, self.settings)
-            last_commit, self.writer = load_marks(self.state_file)
+            last_commit, self.writer = load_marks(self.state_file, self.settings)
             self.last_commit = max(self.last_commit, last_commit)
         return self.pool
 
@@ -175,13 +188,27 @@ class Controller:
                 return None
             raise
 
-    def _fresh(self, pool: Pool, why: str, push: bool = True) -> list[Write]:
+    def _fresh(self, pool: Pool, why: str, push: bool = True, census: Census | None = None) -> list[Write]:
         """A switch without our service's state: push the pipeline if it runs none (`push`: a pipeline that runs
-        keeps every other service's entries and flows), install the backends, commit the group from scratch."""
+        keeps every other service's entries and flows), install the backends, commit the group from scratch. On a
+        pipeline that runs, a flow table holding entries of our id is refused first (see _check_stale)."""
+        census = census or Census()
         if push:
             self.switch.install_pipeline()
+            census.cleared()
+        else:
+            self._check_stale(census)
         self.switch.install_backends(self.settings.lb)
         return self._execute(P4lbState(), pool, why)
+
+    def _check_stale(self, census: Census) -> None:
+        """The proofs start from a flow table without entries of the service: a service with no vip entry on a
+        switch that runs the pipeline (new there) is refused while places hold flows keyed by its id (left by an
+        earlier service of that id), before any write."""
+        svc = self.settings.lb.service
+        held = census.of(self.switch).get(svc, 0)
+        if held:
+            raise ConfigFileError("vip.service", svc, f"the switch's flow table still holds {held} flow place(s) keyed by service id {svc} (left by an earlier service of this id), and a new service must start without any: give this service an id no flow entry uses, or deploy the pipeline again (it clears every service)")
 
     def _save(self, pool: Pool) -> None:
         if self.state_file:
@@ -216,7 +243,9 @@ class Controller:
             yield
 
     def _execute(self, state: P4lbState, after: Pool, why: str) -> list[Write]:
-        """Plan, check and write; wait out the grace period since the last commit (of any process) first."""
+        """Plan, check and write; wait out the grace period since the last commit (of any process) first. Messages
+        name the service when the config has several."""
+        why = f"service {self.settings.name}: {why}" if self.settings.where else why
         plan = p4lb_plan(P4LB, state, after)
         try:
             check_plan(state, plan, after)
@@ -265,11 +294,14 @@ class Controller:
         read_quick."""
         return self.report(scan, quick)[0]
 
-    def report(self, scan: bool = False, quick: bool = False) -> tuple[list[BackendStatus], dict[str, int]]:
-        """status() and drops() from one read of the switch."""
+    def report(self, scan: bool = False, quick: bool = False, scanned: Counter[int] | None = None) -> tuple[list[BackendStatus], dict[str, int]]:
+        """status() and drops() from one read of the switch (`scanned`: with `scan`, the service's open flows by
+        backend from a scan the caller made for several services at once)."""
         view = self._read(quick)
         group = view.groups[view.version] if view.version is not None else ()
-        open_flows = Counter(e.backend for _, e in self.switch.iter_open_flows()) if scan else Counter(view.backend_open)
+        if scan and scanned is None:
+            scanned = Counter(e.backend for _, e in self.switch.iter_open_flows())
+        open_flows = scanned if scan and scanned is not None else Counter(view.backend_open)
         pool = self.pool
         rows = [
             BackendStatus(
@@ -287,6 +319,27 @@ class Controller:
             for b in self.settings.lb.backends
         ]
         return rows, view.lb_drops
+
+
+@dataclass
+class Census:
+    """The switch's held flow places by service id (Switch.flow_census), read at most once: while one holds the
+    switch's lock no other controller deploys, so a service without a vip entry gains no flows (only its vip entry
+    leads packets to its id), and its count stays an upper bound for a whole command."""
+
+    counts: dict[int, int] | None = None
+
+    def of(self, switch: Switch) -> dict[int, int]:
+        """The census, read the first time."""
+        if self.counts is None:
+            started = time.monotonic()
+            self.counts = switch.flow_census()
+            log.info("flow census: %s in %.1f s", self.counts or "every place free", time.monotonic() - started)
+        return self.counts
+
+    def cleared(self) -> None:
+        """The pipeline was pushed: every place is free."""
+        self.counts = {}
 
 
 def committed(st: P4lbState, plan: list[Write]) -> tuple[int, ...]:
@@ -355,10 +408,19 @@ def _fsync_folder(folder: Path) -> None:
 
 def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_commit: float = 0.0, writer: str = "", durable: bool = True) -> None:
     """Write the operator's sets, the backends' addresses, the last commit's time and the switch's last writer
-    atomically (see atomic_write)."""
-    data: dict[str, object] = {"n": pool.n, "active": sorted(pool.active), "healthy": sorted(pool.healthy), "draining": sorted(pool.draining), "weights": list(pool.weights), "last_commit": last_commit, "writer": writer}
+    atomically (see atomic_write). A service of a [[service]] config keeps its sets under its name, beside the
+    other services' (read back from the file); the single form writes them at the top level, as it always has."""
+    sets: dict[str, object] = {"n": pool.n, "active": sorted(pool.active), "healthy": sorted(pool.healthy), "draining": sorted(pool.draining), "weights": list(pool.weights)}
     if settings is not None:
-        data["backends"] = [ip_str(b.ip) for b in settings.lb.backends]
+        sets["backends"] = [ip_str(b.ip) for b in settings.lb.backends]
+    marks = {"last_commit": last_commit, "writer": writer}
+    if settings is None or not settings.where:
+        data: dict[str, object] = sets | marks
+    else:
+        old = _read_state(path) if path.exists() else {}
+        services = dict(old["services"]) if isinstance(old.get("services"), dict) else {}
+        services[settings.name] = sets | {"last_commit": last_commit}  # the grace keeps apart one service's commits
+        data = {"services": services} | marks | {"last_commit": max(last_commit, _time(old.get("last_commit")))}
     try:
         atomic_write(path, (json.dumps(data) + "\n").encode(), durable)
     except OSError as exc:
@@ -370,15 +432,22 @@ def load_last_commit(path: Path) -> float:
     return load_marks(path)[0]
 
 
-def load_marks(path: Path) -> tuple[float, str]:
+def load_marks(path: Path, settings: Settings | None = None) -> tuple[float, str]:
     """(Unix time of the last commit, the process that last started writing the switch) as the state file records
-    them; (0, "") if there is none."""
+    them; (0, "") if there is none. With `settings` of a [[service]] config: the last commit of that service (a
+    packet of one service reads only its own version, so the grace period keeps apart only its own commits)."""
     if not path.exists():
         return 0.0, ""
     data = _read_state(path)
-    value, writer = data.get("last_commit", 0.0), data.get("writer", "")
-    commit = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    writer = data.get("writer", "")
+    mine = data.get("services", {}).get(settings.name) if settings is not None and settings.where and isinstance(data.get("services"), dict) else None
+    commit = _time((mine if isinstance(mine, dict) else data).get("last_commit", 0.0))
     return commit, writer if isinstance(writer, str) else ""
+
+
+def _time(value: object) -> float:
+    """A time read from the state file (anything else: 0)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def load_pool(path: Path, settings: Settings) -> Pool:
@@ -388,9 +457,9 @@ def load_pool(path: Path, settings: Settings) -> Pool:
     removed from the end leave every set. A backend id whose address changed is refused: pinned flows name ids.
     """
     n = settings.lb.n
-    if not path.exists():
+    data = _service_sets(path, settings) if path.exists() else None
+    if data is None:
         return initial_pool(settings)
-    data = _read_state(path)
     try:
         old_n = int(data["n"])
         sets = {k: frozenset(int(b) for b in data[k]) for k in ("active", "healthy", "draining")}
@@ -410,6 +479,21 @@ def load_pool(path: Path, settings: Settings) -> Pool:
         return Pool(n, active, (sets["healthy"] | added) & keep, sets["draining"] & keep, weights)
     except ConfigError as exc:
         raise StateFileError(f"state file {path} has a bad weight ({exc}): delete it to start from the config") from None
+
+
+def _service_sets(path: Path, settings: Settings) -> dict[str, Any] | None:
+    """The service's sets in the state file: under its name (a [[service]] config's file), or the whole file (one
+    written for the single form, read for the single form or for a [[service]] named "default"); None if it has none."""
+    data = _read_state(path)
+    services = data.get("services")
+    if services is None:
+        return data if not settings.where or settings.name == DEFAULT_SERVICE else None
+    if not isinstance(services, dict):
+        raise StateFileError(f"state file {path} has a bad services field: delete it to start from the config")
+    sets = services.get(settings.name)
+    if sets is not None and not isinstance(sets, dict):
+        raise StateFileError(f"state file {path} has bad sets for service {settings.name}: delete it to start from the config")
+    return sets
 
 
 def initial_pool(settings: Settings) -> Pool:

@@ -18,6 +18,7 @@ import shlex
 import stat
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from p4lb.controller.errors import LockError
 log = logging.getLogger(__name__)
 
 POLL_S = 0.01
+_HELD = threading.local()  # the lock files this thread holds: holding one again (a command over several services) re-enters
 
 
 def runtime_dir() -> Path:
@@ -66,16 +68,23 @@ class SwitchLock:
 
     @contextlib.contextmanager
     def hold(self, role: str = "op", timeout_s: float | None = None) -> Iterator[Path]:
-        """Hold the lock (waiting up to timeout_s); LockError naming the holder if it stays taken."""
+        """Hold the lock (waiting up to timeout_s); LockError naming the holder if it stays taken. A thread that
+        holds it already holds it on (an operation of one service inside a command that holds it for all)."""
         path = self.path(role)
+        held: set[Path] = _HELD.__dict__.setdefault("paths", set())
+        if path in held:
+            yield path
+            return
         wait = self.timeout_s if timeout_s is None else timeout_s
         fd = _open(path)
         try:
             _acquire(fd, path, wait, self.key, role)
             _write_holder(fd)
+            held.add(path)
             try:
                 yield path
             finally:
+                held.discard(path)
                 os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:

@@ -114,3 +114,29 @@ class HealthLoop:
         finally:
             self.monitor.close()
         return n
+
+
+def run_all(loops: list[HealthLoop], rounds: int = 0, stop: threading.Event | None = None) -> int:
+    """Several services' loops on one thread: each round when its own interval is up (the earliest first), each
+    `rounds` rounds (0: forever) or until `stop`; the rounds run in all."""
+    due = [time.monotonic()] * len(loops)
+    done = [0] * len(loops)
+    try:
+        while not (stop is not None and stop.is_set()):
+            waiting = [i for i in range(len(loops)) if rounds == 0 or done[i] < rounds]
+            if not waiting:
+                break
+            i = min(waiting, key=lambda k: due[k])
+            pause = max(0.0, due[i] - time.monotonic())
+            if stop is not None:
+                stop.wait(pause)
+            else:
+                time.sleep(pause)
+            started = time.monotonic()
+            loops[i].round()
+            done[i] += 1
+            due[i] = started + loops[i].monitor.next_delay()
+    finally:
+        for loop in loops:
+            loop.monitor.close()
+    return sum(done)

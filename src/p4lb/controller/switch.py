@@ -6,17 +6,18 @@ Two implementations of one interface: `ModelSwitch` (the executable model; for t
 
 from __future__ import annotations
 
+import copy
 import logging
 import struct
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from p4lb.controller.errors import ConfigFileError, GrpcCode, SwitchError
-from p4lb.model.config import P4LB_BUCKET, P4LB_WAYS, LbConfig
+from p4lb.model.config import MAX_BACKENDS, P4LB_BUCKET, P4LB_WAYS, LbConfig
 from p4lb.model.crc import ip_str
 from p4lb.model.ops import Target, Write
 from p4lb.model.p4lb import FREE, OPEN_PER_SERVICE, FlowEntry, P4lbState, SlotState, is_open, p4lb_write
@@ -102,6 +103,11 @@ def entries_of(rows: dict[str, list[TableRow]], cfg: LbConfig) -> dict[tuple[str
     return entries
 
 
+def _param_width(action: object, name: str) -> int:
+    """The bit width of an action parameter in the P4Info (8 if it is not there)."""
+    return next((int(p.bitwidth) for p in getattr(action, "params", ()) if p.name == name), 8)
+
+
 def _exact(row: TableRow, field: str) -> int:
     """An exact match field's value (an LPM field's would be a pair)."""
     key = row.match.get(field)
@@ -119,10 +125,12 @@ class Switch(Protocol):
     def write(self, w: Write) -> None: ...
     def write_batch(self, ws: list[Write]) -> None: ...
     def install_backends(self, cfg: LbConfig) -> None: ...
+    def check_shared(self, cfg: LbConfig) -> None: ...
     def read(self, full: bool = True) -> SwitchView: ...
     def read_quick(self, full: bool = False) -> SwitchView: ...
     def open_flows(self) -> dict[int, FlowEntry]: ...
-    def iter_open_flows(self) -> Iterator[tuple[int, FlowEntry]]: ...
+    def iter_open_flows(self, services: frozenset[int] | None = None) -> Iterator[tuple[int, FlowEntry]]: ...
+    def flow_census(self) -> dict[int, int]: ...
     def read_slot(self, slot: int) -> dict[str, int]: ...
     def close(self) -> None: ...
 
@@ -145,6 +153,9 @@ class ModelSwitch:
             self.log.append(Write(Target.BACKEND, (), cfg.n))
             self.installed = cfg
 
+    def check_shared(self, cfg: LbConfig) -> None:
+        """The model serves one service: nothing is shared."""
+
     def write(self, w: Write) -> None:
         self.state = p4lb_write(self.state, w)
         if w.target == "vip":
@@ -160,10 +171,15 @@ class ModelSwitch:
         """The open flow slots (slot -> entry), idle timeout applied at the model's clock."""
         return dict(self.iter_open_flows())
 
-    def iter_open_flows(self) -> Iterator[tuple[int, FlowEntry]]:
-        """The service's open flow slots in slot order."""
+    def iter_open_flows(self, services: frozenset[int] | None = None) -> Iterator[tuple[int, FlowEntry]]:
+        """The service's open flow slots (or those of `services`, by id) in slot order."""
         st = self.state
-        return ((i, e) for i, e in sorted(st.flows.items()) if key_service(e.key) == self.cfg.service and is_open(e, st.now, self.cfg.idle_timeout_us))
+        ids = services or frozenset({self.cfg.service})
+        return ((i, e) for i, e in sorted(st.flows.items()) if key_service(e.key) in ids and is_open(e, st.now, self.cfg.idle_timeout_us))
+
+    def flow_census(self) -> dict[int, int]:
+        """Service id -> the flow places not FREE (any age)."""
+        return dict(Counter(key_service(e.key) for e in self.state.flows.values() if e.state is not SlotState.FREE))
 
     def read_slot(self, slot: int) -> dict[str, int]:
         """The model's flow slot, in the CPU port's field names."""
@@ -200,6 +216,14 @@ class P4RuntimeSwitch:
         self.files = (Path(p4info), Path(bmv2_json))
         self.rt = P4rt(grpc, device_id, election_id, timeout_s, tls)
         self.shadow = Shadow()
+
+    def sibling(self, cfg: LbConfig) -> P4RuntimeSwitch:
+        """The same session (connection, arbitration, pipeline) acting for another service of the switch: its own
+        config and its own knowledge of its entries. Closing either closes both."""
+        other = copy.copy(self)
+        other.cfg = cfg
+        other.shadow = Shadow()
+        return other
 
     def preflight(self) -> None:
         """Check the local P4Info against the config before anything is written; no connection is made."""
@@ -243,6 +267,14 @@ class P4RuntimeSwitch:
                 or any(t is None or "meta.lb.service" not in {mf.name for mf in t.match_fields} for t in keyed)):
             self.rt.context = None
             raise ConfigFileError("switch.p4info", str(self.files[0]), "its program serves one service only (an older p4lb.p4: lb_select has no service parameter): rebuild it (`nox -s build_p4`) and deploy the new pipeline")
+        width = _param_width(lb_select, "service")
+        if svc >= 1 << width:
+            self.rt.context = None
+            raise ConfigFileError("vip.service", svc, f"the P4 program's service ids are {width} bits: use 0..{(1 << width) - 1}")
+        most = self.max_backends()
+        if self.cfg.n > most:
+            self.rt.context = None
+            raise ConfigFileError("backend", self.cfg.n, f"the P4 program ({self.files[0].name}) serves at most {most} backends per service: remove {self.cfg.n - most}, or split them over two services")
         need = {("register", "rr_next"): (svc + 1) * 2, ("register", "backend_open"): (svc + 1) * OPEN_PER_SERVICE,
                 ("counter", "lb_drops"): (svc + 1) * DROP_REASONS, ("counter", "backend_flows"): (svc + 1) * OPEN_PER_SERVICE}
         for (kind, name), cells in need.items():
@@ -251,6 +283,30 @@ class P4RuntimeSwitch:
             if size < cells:
                 self.rt.context = None
                 raise ConfigFileError("vip.service", svc, f"the P4 program's {kind} {name} has {size} cells, too few for service {svc} ({cells} needed): use a smaller vip.service, or deploy a p4lb.p4 with services")
+
+    def max_backends(self) -> int:
+        """The most backends one service can have in the loaded program: backend ids (the backend table's key) are
+        1..2^w-1, and the backend table holds its size over the number of service ids (MAX_BACKENDS in p4lb.p4)."""
+        rt = self.rt
+        table, lb_select = rt.p4_object("table", "backend"), rt.p4_object("action", "lb_select")
+        if table is None or lb_select is None:
+            return MAX_BACKENDS
+        ids = (1 << next((mf.bitwidth for mf in table.match_fields if mf.name == "meta.lb.backend"), 8)) - 1
+        return min(MAX_BACKENDS, ids, int(table.size) >> _param_width(lb_select, "service") or MAX_BACKENDS)
+
+    def check_capacity(self, cfgs: Sequence[LbConfig]) -> None:
+        """The services of one config fit the loaded program together: as many vip entries and service ids, and
+        the backend entries of all of them (before any write; the config names the first that does not fit)."""
+        rt = self._ready()
+        vip, lb_select, backend = rt.p4_object("table", "vip"), rt.p4_object("action", "lb_select"), rt.p4_object("table", "backend")
+        if vip is None or lb_select is None or backend is None:
+            return
+        most = min(int(vip.size) or len(cfgs), 1 << _param_width(lb_select, "service"))
+        if len(cfgs) > most:
+            raise ConfigFileError("service", len(cfgs), f"the P4 program ({self.files[0].name}) serves at most {most} services: use at most {most} [[service]] tables, or split them over two switches")
+        total = sum(c.n for c in cfgs)
+        if int(backend.size) and total > int(backend.size):
+            raise ConfigFileError("service", total, f"the services have {total} backends and the P4 program's backend table holds {backend.size}: remove some")
 
     def install_pipeline(self) -> None:
         """Push the P4 program (P4Info + BMv2 JSON); this empties every table and register."""
@@ -264,7 +320,7 @@ class P4RuntimeSwitch:
     def install_backends(self, cfg: LbConfig) -> None:
         """Static state: `backend` entries, the return path (`forward`, `send_frame` SNAT), `idle_timeout`."""
         rt = self._ready()
-        self._check_shared(cfg)  # before any write
+        self.check_shared(cfg)  # before any write
         for b in cfg.backends:
             rt.upsert("backend", {"meta.lb.service": cfg.service, "meta.lb.backend": b.id}, "set_backend", {"mac": b.mac, "addr": b.ip, "port": b.port})
             rt.upsert("forward", {"hdr.ipv4.dstAddr": (b.ip, 32)}, "set_nhop", {"mac": b.mac, "port": b.port})
@@ -273,7 +329,7 @@ class P4RuntimeSwitch:
         rt.upsert("send_frame", {"std.egress_port": cfg.client_port}, "rewrite_sip", {"sip": cfg.vip})
         self.cpu(CPU_WRITE_TIMEOUT, 0, cfg.idle_timeout_us)
 
-    def _check_shared(self, cfg: LbConfig) -> None:
+    def check_shared(self, cfg: LbConfig) -> None:
         """With another service on the switch, refuse (before writing them) the settings every service shares when
         they differ from the switch's: the idle timeout (each service's proofs take it as their own) and the client
         port's source rewrite (keyed by port only)."""
@@ -426,11 +482,27 @@ class P4RuntimeSwitch:
         """The open flow slots (slot -> entry): iter_open_flows() collected (2^20 places: as many entries)."""
         return dict(self.iter_open_flows())
 
-    def iter_open_flows(self) -> Iterator[tuple[int, FlowEntry]]:
-        """The service's open flow slots (slot, entry; other services' flows are skipped), as the answers arrive: every slot read through the CPU port, SCAN_WIDTH per
-        request, SCAN_WINDOW requests in flight, each answer waited for within the session's deadline (a stray answer of
-        an abandoned scan is skipped); a block is judged open or idle at the switch clock of its own read. Memory: the
-        window and one bit per block, whatever the number of places."""
+    def iter_open_flows(self, services: frozenset[int] | None = None) -> Iterator[tuple[int, FlowEntry]]:
+        """The service's open flow slots (slot, entry; other services' flows are skipped; `services`: those of these
+        ids), as the answers arrive (see _scan); a block is judged open or idle at the switch clock of its own read."""
+        ids = services or frozenset({self.cfg.service})
+        for meta, payload, places in self._scan():
+            yield from sorted((i, e) for i, e in scan_block(meta, payload, places).items() if key_service(e.key) in ids)
+
+    def flow_census(self) -> dict[int, int]:
+        """Every service's held flow places (service id -> places not FREE: open, closing or idle, whatever their age),
+        from a read of every place (see _scan; 2^20 places: 16,384 CPU-port requests). Known without a read after
+        this session pushed the pipeline (every place FREE) until the census is taken again."""
+        counts: Counter[int] = Counter()
+        for _, payload, places in self._scan():
+            counts.update(held_block(payload, places))
+        return dict(counts)
+
+    def _scan(self) -> Iterator[tuple[dict[str, int], bytes, int]]:
+        """Every flow place read through the CPU port, SCAN_WIDTH per request, SCAN_WINDOW requests in flight, each
+        answer waited for within the session's deadline (a stray answer of an abandoned scan is skipped): each block's
+        answer (header, payload) and the table's size, as the answers arrive. Memory: the window and one bit per
+        block, whatever the number of places."""
         rt = self._ready()
         places = rt.register_size("flow_state")
         blocks = max(1, places // SCAN_WIDTH)  # a table smaller than one scan (p4lb_small) is read by one, wrapped round
@@ -446,7 +518,7 @@ class P4RuntimeSwitch:
                 continue
             done[index] = 1
             answered += 1
-            yield from sorted((i, e) for i, e in scan_block(meta, payload, places).items() if key_service(e.key) == self.cfg.service)
+            yield meta, payload, places
 
     def close(self) -> None:
         """End the P4Runtime session."""
@@ -460,11 +532,28 @@ def open_block(index: int, payload: bytes) -> dict[int, int]:
     return {index * OPEN_WIDTH + i: c for i, (c,) in enumerate(OPEN_CELL.iter_unpack(payload[: OPEN_WIDTH * OPEN_CELL.size]))}
 
 
+def _check_scan(payload: bytes) -> None:
+    """A CPU_SCAN answer carries SCAN_WIDTH places."""
+    if len(payload) < SCAN_WIDTH * SCAN_SLOT.size:
+        raise SwitchError(f"CPU_SCAN answer of {len(payload)} bytes, expected {SCAN_WIDTH * SCAN_SLOT.size}: is the switch running p4/p4lb.p4?")
+
+
+def held_block(payload: bytes, places: int | None = None) -> Counter[int]:
+    """Service id -> the places of one CPU_SCAN answer that are not FREE (of a table of `places` places: fewer than
+    SCAN_WIDTH wrap round, the repeats are skipped)."""
+    _check_scan(payload)
+    held: Counter[int] = Counter()
+    for i in range(min(SCAN_WIDTH, places or SCAN_WIDTH)):
+        state, _, key, _ = SCAN_SLOT.unpack_from(payload, i * SCAN_SLOT.size)
+        if state & 3 != SlotState.FREE:
+            held[key_service(int.from_bytes(key, "big"))] += 1
+    return held
+
+
 def scan_block(meta: dict[str, int], payload: bytes, places: int | None = None) -> dict[int, FlowEntry]:
     """The open slots of one CPU_SCAN answer, every service's (of a table of `places` places: fewer than SCAN_WIDTH
     wrap round, the repeats are skipped)."""
-    if len(payload) < SCAN_WIDTH * SCAN_SLOT.size:
-        raise SwitchError(f"CPU_SCAN answer of {len(payload)} bytes, expected {SCAN_WIDTH * SCAN_SLOT.size}: is the switch running p4/p4lb.p4?")
+    _check_scan(payload)
     out = {}
     for i in range(min(SCAN_WIDTH, places or SCAN_WIDTH)):
         state, backend, key, seen = SCAN_SLOT.unpack_from(payload, i * SCAN_SLOT.size)
