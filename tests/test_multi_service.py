@@ -144,7 +144,7 @@ ERRORS = [
     (doc([service("a", 0, 80), service("a", 1, 81)]), "service[1].name", "has this name already"),
     (doc([service("a", 0, 80), service("b", 0, 81)]), "service[1].id", "has this id already"),
     (doc([service("a", 0, 80), service("b", 1, 80)]), "service[1].port", "serves 10.0.0.1:80 already"),
-    (doc([service("a", 0, 80), service("b", 1, 80, address="10.0.0.2", client_port=1)]), "service[1].client_port", "one source address"),
+    (doc([service("a", 0, 80), service("b", 1, 80, address="10.0.0.2", backend=backends(0))]), "service[1].backend[0].address", "leave from one source"),
     (doc([service("a", 0, 80), service("b", 1, 81, client_port=7)]), "service[1].client_net", "one network has one route"),
     (doc([service("a", 0, 80), service("b", 1, 81, backend=[backends(1)[0] | {"weight": 0}])]), "service[1].backend[0].weight", "use 1..8"),
     (doc([service("a", 0, 80, backend=[backends(0)[0], backends(0)[1] | {"weight": 9}])]), "service[0].backend[1].weight", "use 1..8"),
@@ -165,6 +165,16 @@ ERRORS = [
 ]
 
 
+def test_services_of_different_vip_addresses_share_a_client_port(fake, tmp_path, capsys):
+    """send_frame is keyed by (client port, backend address): each service's backends answer from its own VIP."""
+    data = doc([service("a", 0, 80), service("b", 1, 80, address="10.0.0.2")], fake)
+    code, out = run(capsys, write_config(tmp_path, data), "deploy")
+    assert code == 0, out
+    rows = {(r.match["std.egress_port"], r.match["hdr.ipv4.srcAddr"]): r.params["sip"] for r in fake.device.rows(Table.SEND_FRAME)}
+    want = {(1, ip(b["address"])): ip(vip) for sid, vip in ((0, "10.0.0.1"), (1, "10.0.0.2")) for b in backends(sid)}
+    assert rows == want
+
+
 @pytest.mark.parametrize(("data", "field", "says"), ERRORS, ids=[e[1] + ": " + e[2] for e in ERRORS])
 def test_a_bad_config_names_the_field(data: dict, field: str, says: str):
     with pytest.raises(ConfigFileError) as err:
@@ -172,7 +182,7 @@ def test_a_bad_config_names_the_field(data: dict, field: str, says: str):
     assert err.value.field == field and says in str(err.value), str(err.value)
 
 
-@pytest.mark.parametrize(("data", "field", "says"), [ERRORS[0], ERRORS[2], ERRORS[3], ERRORS[5], ERRORS[7]], ids=["name", "vip", "client_port", "weight", "backends"])
+@pytest.mark.parametrize(("data", "field", "says"), [ERRORS[0], ERRORS[2], ERRORS[3], ERRORS[5], ERRORS[7]], ids=["name", "vip", "reply_source", "weight", "backends"])
 def test_a_bad_config_writes_nothing(fake, tmp_path, capsys, data: dict, field: str, says: str):
     data = data | {"switch": data["switch"] | {"grpc": fake.address}}
     cfg = write_config(tmp_path, data)

@@ -179,11 +179,12 @@ def test_a_vip_entry_of_another_service_is_a_config_error(fake):
 @pytest.mark.parametrize(("changes", "field", "says"), [
     ({"vip": {"address": "10.0.0.1", "port": 81, "service": 0}}, "vip.service", "already selects service 0"),
     ({"vip": {"address": "10.0.0.1", "port": 81, "service": 4}, "flows": {"table_bits": P4LB_SMALL_TABLE_BITS, "idle_timeout_s": 5}}, "flows.idle_timeout_s", "set flows.idle_timeout_s = 60"),
-    ({"vip": {"address": "10.0.0.2", "port": 81, "service": 4}}, "vip.client_port", "source rewrite is per port"),
-], ids=["same id, another VIP", "another idle timeout", "another VIP address on the client port"])
+    ({"vip": {"address": "10.0.0.2", "port": 81, "service": 4}}, "backend[0].address", "leave from one source"),
+], ids=["same id, another VIP", "another idle timeout", "another VIP address for the same backend address"])
 def test_a_second_service_that_would_change_the_first_is_refused(fake, changes: dict, field: str, says: str):
     """Service 0 deployed; a second configuration that would share its groups (same id), change the idle timeout
-    every service shares, or rewrite the client port's replies to its own address is refused, writing nothing."""
+    every service shares, or rewrite the replies of a backend address the first one uses toward the client port to
+    its own address is refused, writing nothing."""
     s0 = deploy_service_0(fake)
     before = {t: sorted(map(repr, fake.device.rows(t))) for t in (Table.VIP, Table.RR_GROUP, Table.RR_MEMBER, Table.BACKEND)}
     timeout = fake.device.idle_timeout_us

@@ -468,12 +468,12 @@ def _services(data: Table, base: Path | None, switch: SwitchTarget) -> tuple[Set
 
 
 def check_services(services: tuple[Settings, ...]) -> None:
-    """Services of one switch are distinct (name, id, VIP:port) and agree on what they share: the client port's
-    source rewrite (send_frame is keyed by the port only) and the forward routes of the client networks."""
+    """Services of one switch are distinct (name, id, VIP:port) and agree on what they share: the source rewrite
+    of a backend address's replies toward a client port (send_frame is keyed by both) and the client networks' routes."""
     names: dict[str, int] = {}
     ids: dict[int, int] = {}
     vips: dict[tuple[int, int], int] = {}
-    rewrites: dict[int, tuple[int, int]] = {}  # client port -> (VIP address, first service)
+    rewrites: dict[tuple[int, int], tuple[int, int]] = {}  # (client port, backend address) -> (VIP address, first service)
     routes: dict[tuple[int, int], tuple[int, int, int]] = {}  # client net -> (port, mac, first service)
     for i, s in enumerate(services):
         lb = s.lb
@@ -484,9 +484,10 @@ def check_services(services: tuple[Settings, ...]) -> None:
         vip = (lb.vip, lb.vip_port)
         if vip in vips:
             raise ConfigFileError(s.field("vip.port"), lb.vip_port, f"service[{vips[vip]}] ({services[vips[vip]].name}) serves {ip_str(lb.vip)}:{lb.vip_port} already: give this service another port (or address)")
-        addr, first = rewrites.setdefault(lb.client_port, (lb.vip, i))
-        if addr != lb.vip:
-            raise ConfigFileError(s.field("vip.client_port"), lb.client_port, f"service[{first}] ({services[first].name}) answers its clients on port {lb.client_port} from {ip_str(addr)}, and the switch rewrites a port's replies to one source address: give this service another client_port, or the address {ip_str(addr)}")
+        for j, b in enumerate(lb.backends):
+            addr, first = rewrites.setdefault((lb.client_port, b.ip), (lb.vip, i))
+            if addr != lb.vip:
+                raise ConfigFileError(s.field(f"backend[{j}].address"), ip_str(b.ip), f"service[{first}] ({services[first].name}) has a backend at this address, whose replies toward client port {lb.client_port} leave from {ip_str(addr)}: one address's replies toward a port leave from one source; give this backend another address, or this service the address {ip_str(addr)} (or another client_port)")
         port, mac, first = routes.setdefault((lb.client_net, lb.client_prefix), (lb.client_port, lb.client_mac, i))
         if (port, mac) != (lb.client_port, lb.client_mac):
             raise ConfigFileError(s.field("vip.client_net"), f"{ip_str(lb.client_net)}/{lb.client_prefix}", f"service[{first}] ({services[first].name}) routes this client network to port {port} with another client_port or client_mac: one network has one route; use the same client_port and client_mac, or another client_net")

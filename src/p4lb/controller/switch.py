@@ -326,13 +326,14 @@ class P4RuntimeSwitch:
             rt.upsert("forward", {"hdr.ipv4.dstAddr": (b.ip, 32)}, "set_nhop", {"mac": b.mac, "port": b.port})
         rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.vip, 32)}, "drop")  # the VIP answers nothing but TCP to vip_port
         rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.client_net, cfg.client_prefix)}, "set_nhop", {"mac": cfg.client_mac, "port": cfg.client_port})
-        rt.upsert("send_frame", {"std.egress_port": cfg.client_port}, "rewrite_sip", {"sip": cfg.vip})
+        for b in cfg.backends:
+            rt.upsert("send_frame", {"std.egress_port": cfg.client_port, "hdr.ipv4.srcAddr": b.ip}, "rewrite_sip", {"sip": cfg.vip})
         self.cpu(CPU_WRITE_TIMEOUT, 0, cfg.idle_timeout_us)
 
     def check_shared(self, cfg: LbConfig) -> None:
         """With another service on the switch, refuse (before writing them) the settings every service shares when
-        they differ from the switch's: the idle timeout (each service's proofs take it as their own) and the client
-        port's source rewrite (keyed by port only)."""
+        they differ from the switch's: the idle timeout (each service's proofs take it as their own) and the source
+        rewrite of a backend address's replies toward the client port (send_frame, keyed by port and address)."""
         rt = self._ready()
         others = [r for r in rt.read_table("vip") if r.action.rsplit(".", 1)[-1] == "lb_select" and r.params.get("service") != cfg.service]
         if not others:
@@ -340,9 +341,11 @@ class P4RuntimeSwitch:
         timeout = self.cpu(CPU_READ, 0).get("idle_timeout", 0)
         if timeout not in (0, cfg.idle_timeout_us):
             raise ConfigFileError("flows.idle_timeout_s", cfg.idle_timeout_us / 1e6, f"the switch's other services use {timeout / 1e6:g} s, and every service shares the one idle timeout: set flows.idle_timeout_s = {timeout / 1e6:g}")
+        mine = {b.ip: b.id for b in cfg.backends}
         for row in rt.read_table("send_frame"):
-            if _exact(row, "std.egress_port") == cfg.client_port and row.params.get("sip", cfg.vip) != cfg.vip:
-                raise ConfigFileError("vip.client_port", cfg.client_port, f"another service's replies leave port {cfg.client_port} from {ip_str(row.params['sip'])}, and the source rewrite is per port: give this service another client port, or the same vip.address")
+            src = _exact(row, "hdr.ipv4.srcAddr")
+            if _exact(row, "std.egress_port") == cfg.client_port and src in mine and row.params.get("sip", cfg.vip) != cfg.vip:
+                raise ConfigFileError(f"backend[{mine[src] - 1}].address", ip_str(src), f"another service's backend at this address answers clients on port {cfg.client_port} from {ip_str(row.params['sip'])}, and one backend address's replies toward a port leave from one source: give this backend another address, or the service the same vip.address")
 
     def cpu(self, op: int, index: int = 0, value: int = 0) -> dict[str, int]:
         """One register access through the CPU port for the configured service (the answer's rr_next0/1 are its

@@ -632,11 +632,13 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
 
 control MyEgress(inout headers hdr, inout metadata meta, inout standard_metadata_t std) {
     action rewrite_sip(bit<32> sip) { hdr.ipv4.srcAddr = sip; }
+    /* a backend's replies toward a client port leave from its service's VIP: keyed by (port, the backend's address),
+     * so services with different VIP addresses share a client port */
     table send_frame {
-        key = { std.egress_port: exact; }
+        key = { std.egress_port: exact; hdr.ipv4.srcAddr: exact; }
         actions = { rewrite_sip; NoAction; }
         default_action = NoAction();
-        size = 256;
+        size = SERVICE_CELLS;
     }
     apply {
         if (hdr.ipv4.isValid()) {

@@ -213,7 +213,7 @@ def p4lb_tables(cfg: LbConfig, version: int, groups: Sequence[int], members: Map
     out += [TableWrite("forward", (("hdr.ipv4.dstAddr", (b.ip, 32)),), "set_nhop", (("mac", b.mac), ("port", b.port))) for b in cfg.backends]
     out.append(TableWrite("forward", (("hdr.ipv4.dstAddr", (cfg.vip, 32)),), "drop"))
     out.append(TableWrite("forward", (("hdr.ipv4.dstAddr", (cfg.client_net, cfg.client_prefix)),), "set_nhop", (("mac", cfg.client_mac), ("port", cfg.client_port))))
-    out.append(TableWrite("send_frame", (("std.egress_port", cfg.client_port),), "rewrite_sip", (("sip", cfg.vip),)))
+    out += [TableWrite("send_frame", (("std.egress_port", cfg.client_port), ("hdr.ipv4.srcAddr", b.ip)), "rewrite_sip", (("sip", cfg.vip),)) for b in cfg.backends]
     return tuple(out)
 
 
