@@ -374,7 +374,7 @@ control MyIngress(inout headers hdr, inout metadata meta, inout standard_metadat
         std.egress_spec = CPU_PORT;
     }
 
-    /* model.p4lb's lookup, as the encoding (verify.p4lb_enc.lookup) builds it: flow_buckets computes the 4 bucket bases;
+    /* model.p4lb's lookup, as the encoding (verify.p4lb_enc.lookup) builds it: flow_buckets computes the 32 candidate places;
      * flow_probe reads the 32 candidates into two masks (bit c = candidate c, way c / 8, place c % 8 of its bucket):
      * match_mask (holds the packet's key, state != FREE: model.p4lb.find) and held_mask (an open flow not idle longer
      * than the timeout: model.p4lb.held); flow_load, flow_way, flow_free and flow_choose compute the rest from the masks. */
