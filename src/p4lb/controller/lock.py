@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from p4lb.controller.errors import LockError
@@ -29,7 +29,6 @@ from p4lb.controller.errors import LockError
 log = logging.getLogger(__name__)
 
 POLL_S = 0.01
-_HELD = threading.local()  # the lock files this thread holds: holding one again (a command over several services) re-enters
 
 
 def runtime_dir() -> Path:
@@ -61,6 +60,7 @@ class SwitchLock:
     key: str
     timeout_s: float = 10.0
     folder: Path | None = None  # default: runtime_dir()
+    held: threading.local = field(default_factory=threading.local, compare=False, repr=False)  # per thread, the lock files this lock object holds: holding one again re-enters
 
     def path(self, role: str = "op") -> Path:
         """The lock file of one role: 'op' (one operation at a time) or 'run' (one health loop per switch)."""
@@ -68,10 +68,11 @@ class SwitchLock:
 
     @contextlib.contextmanager
     def hold(self, role: str = "op", timeout_s: float | None = None) -> Iterator[Path]:
-        """Hold the lock (waiting up to timeout_s); LockError naming the holder if it stays taken. A thread that
-        holds it already holds it on (an operation of one service inside a command that holds it for all)."""
+        """Hold the lock (waiting up to timeout_s); LockError naming the holder if it stays taken. A thread holding it
+        through this lock object already holds it on (an operation of one service inside a command that holds it
+        for all); another lock object of the same switch waits, as another controller's would."""
         path = self.path(role)
-        held: set[Path] = _HELD.__dict__.setdefault("paths", set())
+        held: set[Path] = self.held.__dict__.setdefault("paths", set())
         if path in held:
             yield path
             return
