@@ -434,7 +434,7 @@ def _single(data: Table, health: HealthCheck, switch: SwitchTarget) -> Settings:
     return Settings(lb, health, switch, _active(data, len(backends), ""), health_addresses, health_ports, weights)
 
 
-def _service(i: int, raw: object, data: Table, base: Path | None, switch: SwitchTarget) -> Settings:
+def _service(i: int, raw: object, data: Table, base: Path | None, switch: SwitchTarget, default: HealthCheck) -> Settings:
     """One [[service]] table: its name, VIP, id, client side, backends, active and health (over the default)."""
     where = f"service[{i}]"
     if not isinstance(raw, dict):
@@ -449,11 +449,11 @@ def _service(i: int, raw: object, data: Table, base: Path | None, switch: Switch
     if not isinstance(own, dict):
         raise ConfigFileError(f"{where}.health", own, "use a [service.health] table (its keys override the default [health])")
     _known(own, SECTION_KEYS["health"], f"{where}.health")
-    health = _health({**_section(data, "health"), **own}, base, f"{where}.health") if own else _health(_section(data, "health"), base)
+    health = _health({**_section(data, "health"), **own}, base, f"{where}.health") if own else default
     return Settings(lb, health, switch, _active(raw, len(backends), where), health_addresses, health_ports, weights, name=name, where=where)
 
 
-def _services(data: Table, base: Path | None, switch: SwitchTarget) -> tuple[Settings, ...]:
+def _services(data: Table, base: Path | None, switch: SwitchTarget, default: HealthCheck) -> tuple[Settings, ...]:
     raw = data["service"]
     if not isinstance(raw, list) or not raw:
         raise ConfigFileError("service", raw, "add one [[service]] table per VIP (name, address, port, id, [[service.backend]])")
@@ -462,7 +462,7 @@ def _services(data: Table, base: Path | None, switch: SwitchTarget) -> tuple[Set
             raise ConfigFileError(key, data[key], f"the config has [[service]] tables: move the top-level {key} into each [[service]] table (or write one service with [vip] and [[backend]], without [[service]])")
     if len(raw) > SERVICES:
         raise ConfigFileError("service", len(raw), f"use at most {SERVICES} services (service ids are 8 bits)")
-    services = tuple(_service(i, r, data, base, switch) for i, r in enumerate(raw))
+    services = tuple(_service(i, r, data, base, switch, default) for i, r in enumerate(raw))
     check_services(services)
     return services
 
@@ -502,7 +502,7 @@ def parse_config(data: Table, base: Path | None = None) -> Config:
     _known(data, TOP_KEYS, "")
     health = _health(_section(data, "health"), base)  # the default, checked (and its errors named) as written
     if "service" in data:
-        return Config(_services(data, base, _switch(data, base)), multi=True)
+        return Config(_services(data, base, _switch(data, base), health), multi=True)
     return Config((_single(data, health, _switch(data, base)),))
 
 
