@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import z3
 
 from p4lb.model.config import P4LB_MID_TABLE_BITS, P4LB_SMALL_TABLE_BITS, default_config
 from p4lb.model.p4lb import FREE, P4LB, FlowEntry, P4lbState, SlotState, flow_places, flow_slot, p4lb_packet
@@ -27,6 +28,7 @@ from p4lb.verify.bmv2.equivalence import (
 )
 from p4lb.verify.bmv2.program import load, load_json
 from p4lb.verify.bmv2.replay import dry_replay
+from p4lb.verify.bmv2.symbolic import Environment, Executor, Unlisted, fresh_input, value_max
 
 # ---- JSON surgery -------------------------------------------------------------------------------------
 
@@ -340,6 +342,57 @@ def test_executor_cpu_port_writes_the_idle_timeout_and_reads_a_slot() -> None:
     fields = {name: z3_int(res.field("cpu_in", name)) for name in ("flow_state", "flow_key", "flow_backend", "flow_last_seen", "rr_next0", "rr_next1", "index")}
     assert fields == {"flow_state": 1, "flow_key": entry.key, "flow_backend": 3, "flow_last_seen": 1_000, "rr_next0": 5, "rr_next1": 9, "index": slot + (1 << CFG.flow_table_bits)}
     assert z3_int(res.egress_port) == CPU_PORT
+
+
+def random_term(rng: random.Random, leaves: list[z3.BitVecRef], depth: int) -> z3.BitVecRef:
+    """A random bit-vector term of the shapes value_max reads (and some it does not), over 8-bit leaves."""
+    if depth == 0 or rng.random() < 0.2:
+        x = rng.choice(leaves) if rng.random() < 0.7 else z3.BitVecVal(rng.randrange(256), 8)
+        return z3.Extract(7, 0, x) if x.size() != 8 else x
+    a, b = random_term(rng, leaves, depth - 1), random_term(rng, leaves, depth - 1)
+    c = z3.BitVecVal(rng.randrange(1, 9), 8)
+    pick = rng.randrange(12)
+    wide = [
+        lambda: z3.Extract(7, 0, z3.ZeroExt(3, a) + z3.ZeroExt(3, b)),
+        lambda: z3.Extract(7, 0, z3.Concat(z3.Extract(3, 0, a), z3.Extract(7, 4, b))),
+        lambda: z3.Extract(7, 0, z3.SignExt(4, z3.LShR(a, 1))),
+        lambda: a & b, lambda: a | b, lambda: a ^ b, lambda: a + b, lambda: a << c, lambda: z3.LShR(a, c),
+        lambda: z3.URem(a, c), lambda: a * c, lambda: z3.If(z3.ULT(a, b), a, b),
+    ]
+    return wide[pick]()
+
+
+def test_value_max_bounds_every_value() -> None:
+    """value_max (which lets the executor skip its out-of-range check on a register index) is an upper bound of the
+    term's unsigned value for every assignment: Z3 finds no assignment above it, over 300 random terms."""
+    rng = random.Random(7)
+    leaves = [z3.BitVec(f"v{i}", 8) for i in range(3)] + [z3.ZeroExt(4, z3.Extract(3, 0, z3.BitVec("n", 8)))]
+    tight = 0
+    for _ in range(300):
+        t = random_term(rng, leaves, 4)
+        top = value_max(t, {})
+        s = z3.Solver()
+        s.add(z3.UGT(t, z3.BitVecVal(top, 8)))
+        assert s.check() == z3.unsat, (t, top)
+        tight += top < 255
+    assert tight >= 60, f"only {tight} of 300 terms got a bound below the full range: the test reaches too little"
+
+
+def test_index_that_can_leave_its_array_is_a_fault() -> None:
+    """The executor records a fault for an index that can leave its array (bounded by its shape or not), and none
+    for one that cannot (bounded by its shape, or shown by simplification)."""
+    prog = load("p4lb", load_json("p4lb"))
+    x = Executor(prog, Environment({}, {}, Unlisted.ARBITRARY), fresh_input(prog, "ix"), "ix")
+    v = z3.BitVec("ix", 12)
+    inside = [z3.ZeroExt(1, z3.URem(v, 1000)), z3.ZeroExt(1, z3.Extract(9, 0, v)), z3.ZeroExt(1, z3.If(v == 3, v & 0xFF, z3.BitVecVal(1023, 12)))]
+    outside = [z3.ZeroExt(1, v), z3.ZeroExt(1, z3.URem(v, 1025)), z3.ZeroExt(1, z3.ZeroExt(1, z3.Extract(9, 0, v)) + 1)]
+    unknown_shape_inside = z3.ZeroExt(1, z3.Extract(9, 0, v) * z3.BitVecVal(1, 10))  # a product value_max does not read
+    for i, idx in enumerate([*inside, unknown_shape_inside]):
+        x._index(1024, idx, z3.BoolVal(True), f"inside {i}")
+    assert x.faults == []
+    for i, idx in enumerate(outside):
+        x._index(1024, idx, z3.BoolVal(True), f"outside {i}")
+    assert [what for _, what in x.faults] == [f"outside {i}: index out of range" for i in range(len(outside))]
 
 
 def test_executor_set_valid_zeroes_an_invalid_header_as_bmv2_does() -> None:

@@ -87,7 +87,8 @@ def test_a_failed_binding_reports_no_proofs(monkeypatch):
     monkeypatch.setattr(runner, "bind_all", lambda *a: [bad])
     monkeypatch.setattr(runner, "prove_open_counts", lambda *a: BindingResult("p4lb", "counts", Verdict.PROVEN, 0, 0.0))
     monkeypatch.setattr(runner, "check_equivalence", lambda program, n: EquivalenceResult(program, Equivalence.EQUIVALENT, 0.0, ()))
-    monkeypatch.setattr(runner, "check_vacuity", lambda task: runner.VacuityReport("atomic operations"))
+    monkeypatch.setattr(runner, "check_vacuity", lambda task, parts: runner.VacuityReport("atomic operations"))
+    monkeypatch.setattr(runner, "_together", lambda tasks, derived: None)
     monkeypatch.setattr(runner, "prove_isolation", lambda *a: BindingResult("p4lb", "isolation", Verdict.PROVEN, 0, 0.0))
     monkeypatch.setattr(runner, "check_invariant", lambda task, shared=False: InductionReport(True, 0.0, 0))
     monkeypatch.setattr(runner, "_check", lambda task, inv: pytest.fail("a proof's result was used"))
@@ -120,3 +121,36 @@ def test_properties_proven_together_or_one_by_one():
     inv = {"atomic operations": check_invariant(broken[0])}
     results = {r.prop: r for r in runner._check_mode(broken, inv)}
     assert results[Prop.P4].verdict is Verdict.REFUTED and results[Prop.P4].trace is not None
+
+
+def test_p7_joins_the_atomic_query_only_when_its_bad_steps_are_that_modes(monkeypatch):
+    """P7 (operations as single writes) is proven in the atomic mode's query when Z3 shows every single-writes step
+    that breaks it is an atomic-mode step that breaks it, and kept only while both modes' invariants are inductive;
+    a single-writes packet step that differs (here: it never takes a SYN) is not derived (P7 gets its own query)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    import z3  # noqa: PLC0415
+
+    from p4lb.verify import runner  # noqa: PLC0415
+    from p4lb.verify.engine import InductionReport, bad_steps_as_atomic  # noqa: PLC0415
+    from p4lb.verify.p4lb_enc import P4lbEncoding  # noqa: PLC0415
+
+    atomic, single = [Task("p4lb", 4, Prop.P1), Task("p4lb", 4, Prop.P4)], Task("p4lb", 4, Prop.P7)
+    together = runner._together(atomic, (single,))
+    assert together is not None and together.joins == (Prop.P7,) and together.atomic
+    ok, broken = InductionReport(True, 0.0, 12), InductionReport(False, 0.0, 12, "a clause")
+    kept = {r.prop: r for r in runner._kept(together, {"atomic operations": ok, "operations as single writes": ok})}
+    assert set(kept) == {Prop.P1, Prop.P4, Prop.P7} and "its bad steps are the atomic mode's" in kept[Prop.P7].detail
+    assert {r.prop for r in runner._kept(together, {"atomic operations": ok, "operations as single writes": broken})} == {Prop.P1, Prop.P4}
+    assert runner._kept(together, {"atomic operations": broken, "operations as single writes": ok}) == []
+
+    step = P4lbEncoding.step
+
+    def no_syn_when_single(self, s, s2, tag, atomic=True, others=True, other_variant=None):
+        e = step(self, s, s2, tag, atomic, others, other_variant)
+        return e if atomic else replace(e, trans=z3.And(e.trans, z3.Not(z3.And(e.is_packet, e.pkt.syn))))
+
+    monkeypatch.setattr(P4lbEncoding, "step", no_syn_when_single)
+    assert not bad_steps_as_atomic(single)
+    together = runner._together(atomic, (single,))
+    assert together is not None and together.joins == ()

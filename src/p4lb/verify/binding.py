@@ -178,12 +178,13 @@ def hasher(h: Hash, cfg: LbConfig) -> Callable[..., SymBV]:
 def _differs(paths: list[Path], model_terms: Callable[[Any], dict[str, z3.ExprRef]], enc: dict[str, z3.ExprRef]) -> tuple[z3.BoolRef, list[tuple[str, z3.BoolRef]]]:
     """A formula true where the encoding and the model disagree on some named term, and the per-name parts."""
     parts: list[tuple[str, z3.BoolRef]] = []
+    per_path = [Path(p.condition, model_terms(p.result)) for p in paths]  # each path's terms built once, not once per name
     for name, term in enc.items():
 
-        def pick(r: Any, name: str = name) -> z3.ExprRef:
-            return model_terms(r)[name]
+        def pick(r: dict[str, z3.ExprRef], name: str = name) -> z3.ExprRef:
+            return r[name]
 
-        merged = merge(paths, pick)
+        merged = merge(per_path, pick)
         parts.append((name, term != merged))
     return z3.Or(*[p for _, p in parts]), parts
 

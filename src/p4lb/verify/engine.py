@@ -346,11 +346,13 @@ def induction_premises(enc: P4lbEncoding, s0: Sym, s1: Sym, e: StepEnc, w: Witne
     return [conj(clauses_at(enc, s0, *pre_terms, rely=rely)), e.trans, conj(clauses_at(enc, s1, *post_terms, rely=rely))]
 
 
-def prove_together(tasks: list[Task]) -> list[Result] | None:
+def prove_together(tasks: list[Task], also: tuple[Prop, ...] = ()) -> list[Result] | None:
     """One induction query for several properties of one mode: Inv /\\ T /\\ Inv' /\\ (bad_1 \\/ .. \\/ bad_k) unsat
     proves each (with P8's instances of the invariant for all if P8 is among them: every instance is implied by the
     invariant). Z3 shares the premises' work: the 8 atomic-mode properties take about half their separate queries'
-    time. None if the query is not unsat: prove them one by one, for a verdict (and a counterexample) per property."""
+    time. None if the query is not unsat: prove them one by one, for a verdict (and a counterexample) per property.
+    `also`: properties of another mode whose bad steps this mode's transition is checked to take the same way
+    (bad_steps_as_atomic): they join the disjunction, and their results follow the tasks'."""
     if not tasks:
         return []
     start = time.monotonic()
@@ -364,11 +366,29 @@ def prove_together(tasks: list[Task]) -> list[Result] | None:
     w, watched = Witness.fresh("p"), Watched.fresh(enc)
     solver = _solver()
     solver.add(*induction_premises(enc, s0, s1, e, w, watched, occupants=any(t.prop is Prop.P8 for t in tasks)))
-    solver.add(z3.Or(*[bad(t.prop, s0, s1, e, w, enc.n, enc.timeout) for t in tasks]))
+    props = [*(t.prop for t in tasks), *also]
+    solver.add(z3.Or(*[bad(p, s0, s1, e, w, enc.n, enc.timeout) for p in props]))
     if solver.check() != z3.unsat:
         return None
     seconds = time.monotonic() - start
-    return [Result(t.label, t.prop, Verdict.PROVEN, seconds, f"one query, {len(tasks)} properties") for t in tasks]
+    return [Result(first.label, p, Verdict.PROVEN, seconds, f"one query, {len(props)} properties") for p in props]
+
+
+def bad_steps_as_atomic(task: Task) -> bool:
+    """For a single-writes task: every step that breaks its property is a step of the atomic mode's transition that
+    breaks it too (bad_single => bad_atomic /\\ T_single = T_atomic, for every state and input; the bad steps of
+    every property are packet steps, which both modes share). The invariant is one formula for both modes and
+    inductive in each, so an atomic-mode proof of the property (Inv /\\ T_atomic /\\ Inv' => not bad_atomic) is
+    a proof here. False if Z3 does not show it: the property is then proven in its own mode."""
+    enc = task.encoding(real_hash=False)
+    assert isinstance(enc, P4lbEncoding)
+    s0, s1 = enc.fresh("a"), enc.fresh("b")
+    single, atomic = (enc.step(s0, s1, "p", mode, others=False) for mode in (False, True))
+    w = Witness.fresh("p")
+    b_single, b_atomic = (bad(task.prop, s0, s1, e, w, enc.n, enc.timeout) for e in (single, atomic))
+    solver = _solver()
+    solver.add(b_single, z3.Not(z3.And(b_atomic, single.trans == atomic.trans)))
+    return bool(solver.check() == z3.unsat)
 
 
 def prove(task: Task) -> Result:

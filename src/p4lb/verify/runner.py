@@ -21,13 +21,13 @@ from p4lb.verify.bmv2.equivalence import EquivalenceResult, check_equivalence
 from p4lb.verify.bmv2.equivalence import Verdict as Equivalence
 from p4lb.verify.counts import STEP as COUNTS_STEP
 from p4lb.verify.counts import prove_open_counts
-from p4lb.verify.engine import InductionReport, Task, bmc, check_invariant, combined, prove, prove_together, replay
+from p4lb.verify.engine import InductionReport, Task, bad_steps_as_atomic, bmc, check_invariant, combined, prove, prove_together, replay
 from p4lb.verify.errors import ReplayError
 from p4lb.verify.isolation import STEP as ISOLATION_STEP
 from p4lb.verify.isolation import prove_isolation
 from p4lb.verify.mutants import MUTANTS
 from p4lb.verify.results import Result, Verdict
-from p4lb.verify.vacuity import VacuityReport, check_vacuity, resolve
+from p4lb.verify.vacuity import Part, VacuityReport, check_vacuity, joined, resolve
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -130,32 +130,41 @@ def run(designs: list[str], props: list[Prop], n: int, mutants: bool, out_dir: P
     start = time.monotonic()
     report = Report(n, designs=list(designs), props=list(props))
     with _pool(jobs) as pool:
-        # longest first, and no wait between the bindings and the proofs: the pool's workers stay busy
-        compiled = [pool.submit(check_equivalence, "p4lb", n=n), pool.submit(check_equivalence, "seed", n=4)]
+        # longest first, and no check waits for another: the pool's workers stay busy to the end
+        tasks = {Task("p4lb", n, p).atomic: Task("p4lb", n, p) for p in props} if "p4lb" in designs else {}  # one invariant check per mode the properties use
+        modes = {atomic: [Task("p4lb", n, p, max_depth=max_depth) for p in props if Task("p4lb", n, p).atomic is atomic] for atomic in tasks}
+        derived = tuple(modes.get(False, [])) if modes.get(True) else ()  # P7 joins the atomic mode's query if its bad steps are that mode's
+        compiled = [pool.submit(check_equivalence, "p4lb", n=n)]
         bindings = pool.submit(bind_all, make_design("p4lb", n).cfg, make_design("seed").cfg)
+        # non-vacuity per mode; the atomic mode's two parts in two processes (the longest after the two above)
+        vacuity = [[pool.submit(check_vacuity, Task("p4lb", n, p), parts) for parts in halves] for p, halves in ((Prop.P1, [(Part.PREMISES,), (Part.REACH,)]), (Prop.P7, [tuple(Part)]))] if "p4lb" in designs else []
+        # each mode's properties in one query, asked before its invariant is known to be inductive: kept only if it is
+        together = {atomic: pool.submit(_together, group, derived if atomic else ()) for atomic, group in modes.items() if atomic or not derived}
+        runs = {atomic: pool.submit(check_invariant, t, not atomic and True in tasks) for atomic, t in tasks.items()}  # packet steps once
         counts = pool.submit(prove_open_counts, make_design("p4lb", n).cfg)  # backend_open = OPEN places: never wraps
         isolation = pool.submit(prove_isolation, make_design("p4lb", n).cfg)  # P9: other services' packets
-        vacuity = [pool.submit(check_vacuity, Task("p4lb", n, p)) for p in (Prop.P1, Prop.P7)] if "p4lb" in designs else []
-        tasks = {Task("p4lb", n, p).atomic: Task("p4lb", n, p) for p in props} if "p4lb" in designs else {}  # one invariant check per mode the properties use
-        runs = {atomic: pool.submit(check_invariant, t, not atomic and True in tasks) for atomic, t in tasks.items()}  # packet steps once
         mutant_runs = [pool.submit(_check_mutant, prop, max_depth) for prop in props] if mutants else []
+        compiled.append(pool.submit(check_equivalence, "seed", n=4))
+        searches = [pool.submit(_check_mode, [Task(design, n, prop, max_depth=max_depth)], {}) for design in designs if design != "p4lb" for prop in props]
         report.invariants = {MODES[atomic]: r for atomic, r in combined({atomic: f.result() for atomic, f in runs.items()}).items()}
-        modes = {atomic: [Task("p4lb", n, p, max_depth=max_depth) for p in props if Task("p4lb", n, p).atomic is atomic] for atomic in tasks}
-        checks = [pool.submit(_check_mode, group, report.invariants) for group in modes.values()]
-        checks += [pool.submit(_check_mode, [Task(design, n, prop, max_depth=max_depth)], report.invariants) for design in designs if design != "p4lb" for prop in props]
         report.bindings, report.compiled = [*bindings.result(), counts.result(), isolation.result()], [c.result() for c in compiled]
         report.compiled_cex = _save_cex(report.compiled, n, out_dir)
         if report.failures():  # the encoding is not the model (or not the program): proofs about it would prove nothing
             log.error("stopping before the proofs: %s", "; ".join(report.failures()))
-            pending: list[Future[Any]] = [*vacuity, *mutant_runs, *checks]
+            pending: list[Future[Any]] = [*(h for v in vacuity for h in v), *mutant_runs, *together.values(), *searches]
             for f in pending:
                 f.cancel()
             report.seconds = time.monotonic() - start
             return report
-        by_key = {(r.design, r.prop): r for c in checks for r in c.result()}
+        by_key = {(r.design, r.prop): r for c in searches for r in c.result()}
+        by_key |= {(r.design, r.prop): r for f in together.values() for r in _kept(f.result(), report.invariants)}
+        missing = [[t for t in group if (t.design, t.prop) not in by_key] for group in modes.values()]  # not proven together: each on its own
+        tried = {atomic for atomic, f in together.items() if f.result() is None}  # their together query is not unsat: not asked again
+        fallback = [pool.submit(_check_mode, group, report.invariants, group[0].atomic in tried) for group in missing if group]
+        by_key |= {(r.design, r.prop): r for f in fallback for r in f.result()}
         report.results = [_save(by_key[(design, prop)], out_dir) for design in designs for prop in props]
         report.mutants = [_save(m.result(), out_dir) for m in mutant_runs]
-        report.vacuity = resolve([v.result() for v in vacuity])  # single writes' packet kinds take the atomic mode's results
+        report.vacuity = resolve([joined([h.result() for h in v]) for v in vacuity])  # single writes' packet kinds take the atomic mode's results
     for r in report.results:
         log.info("%s %s: %s (%.2fs)", r.design, r.prop.name, r.verdict.value, r.seconds)
     report.seconds = time.monotonic() - start
@@ -191,15 +200,46 @@ def _check(task: Task, invariants: dict[str, InductionReport]) -> Result:
     return check_replay(r)
 
 
-def _check_mode(tasks: list[Task], invariants: dict[str, InductionReport]) -> list[Result]:
-    """p4lb's properties of one mode: one query for all when the invariant is inductive and it proves them; else
-    each on its own (its proof or counterexample). The seed's property: its search."""
+def _check_mode(tasks: list[Task], invariants: dict[str, InductionReport], tried: bool = False) -> list[Result]:
+    """p4lb's properties of one mode: one query for all when the invariant is inductive and it proves them (unless
+    `tried`: that query was asked and is not unsat); else each on its own (its proof or counterexample). The seed's
+    property: its search."""
     inv = invariants.get(MODES[tasks[0].atomic]) if tasks and tasks[0].design == "p4lb" else None
-    if inv is not None and inv.ok:
+    if inv is not None and inv.ok and not tried:
         together = prove_together(tasks)
         if together is not None:
             return [replace(r, detail=f"invariant of {inv.clauses} clause families, induction ({r.detail})") for r in together]
     return [_check(t, invariants) for t in tasks]
+
+
+@dataclass(frozen=True)
+class Together:
+    """A _together() query's answer: the mode it ran in, its results, and the single-writes properties that joined it."""
+
+    atomic: bool
+    results: list[Result]
+    joins: tuple[Prop, ...]
+
+
+def _together(tasks: list[Task], derived: tuple[Task, ...]) -> Together | None:
+    """One mode's properties in one induction query (prove_together), with each `derived` single-writes task whose
+    bad steps are shown to be this mode's (bad_steps_as_atomic); None if the query is not unsat. The results stand
+    only where the invariants are inductive: _kept() decides, once they are known."""
+    joins = tuple(t.prop for t in derived if bad_steps_as_atomic(t))
+    results = prove_together(tasks, joins)
+    return None if results is None else Together(tasks[0].atomic, results, joins)
+
+
+def _kept(together: Together | None, invariants: dict[str, InductionReport]) -> list[Result]:
+    """The results of a _together() query whose premises hold: its mode's invariant inductive, and for a joined
+    single-writes property, that mode's invariant too; none else (those properties are then checked on their own)."""
+    inv = invariants.get(MODES[together.atomic]) if together is not None else None
+    if together is None or inv is None or not inv.ok:
+        return []
+    single = invariants.get(MODES[False])
+    how = f"invariant of {inv.clauses} clause families, induction"
+    note = "; its bad steps are the atomic mode's"
+    return [replace(r, detail=f"{how} ({r.detail}{note if r.prop in together.joins else ''})") for r in together.results if r.prop not in together.joins or (single is not None and single.ok)]
 
 
 def _check_mutant(prop: Prop, max_depth: int) -> Result:

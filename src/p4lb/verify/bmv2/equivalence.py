@@ -1190,7 +1190,7 @@ def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = No
         if counterexample is not None or not main.ok:
             break
     if reachability and proven:
-        checks += [_check(f"reachable: {name}", [*premises, *binds], cond, "sat", timeout_ms)[0] for name, cond in branches]
+        checks += reachable(branches, [*premises, *binds], timeout_ms)
     if extra is not None and proven:
         for name, premise, claim, inp in extra(prog, cfg):
             chk, m = _check(name, [premise], z3.Not(claim), "unsat", timeout_ms)
@@ -1204,6 +1204,21 @@ def check_equivalence(program: str, n: int = 4, data: dict[str, Any] | None = No
         notes.append("seed: the model's DROP is unreachable for class (a): mark_to_drop in a failover block is always overwritten by ecmp_nhop (the selector is then 1..4)")
         notes.append("seed: packets to the VIP address that are not TCP to the VIP port still run read_flowlet_select/set_max (the seed's tables match the address only), so they can reset myselect/mymax; outside the model's scope")
     return EquivalenceResult(program, verdict, time.monotonic() - t0, assumptions, tuple(checks), counterexample, tuple(notes))
+
+
+def reachable(branches: Sequence[tuple[str, z3.BoolRef]], premises: Sequence[z3.BoolRef], timeout_ms: int) -> list[Check]:
+    """'sat' for each branch the premises admit: one query per branch no earlier model already shows (a model of the
+    premises where a later branch's condition holds is its witness too)."""
+    checks: list[Check] = []
+    models: list[z3.ModelRef] = []
+    for name, cond in branches:
+        if any(z3.is_true(m.eval(cond, model_completion=True)) for m in models):
+            checks.append(Check(f"reachable: {name}", "sat", "sat", 0.0))
+            continue
+        chk, m = _check(f"reachable: {name}", premises, cond, "sat", timeout_ms)
+        checks.append(chk)
+        models += [m] if m is not None else []
+    return checks
 
 
 SHOWN = (("ethernet", "etherType"), ("ipv4", "version"), ("ipv4", "ihl"), ("ipv4", "flags"), ("ipv4", "fragOffset"), ("ipv4", "protocol"), ("ipv4", "srcAddr"), ("ipv4", "dstAddr"), ("ipv4", "hdrChecksum"), ("tcp", "srcPort"), ("tcp", "dstPort"), ("tcp", "flags"))

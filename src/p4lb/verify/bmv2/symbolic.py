@@ -213,6 +213,73 @@ def from_field(x: z3.BitVecRef, signed: bool = False) -> z3.BitVecRef:
     return x if signed else z3.ZeroExt(1, x)
 
 
+def value_max(x: z3.BitVecRef, memo: dict[int, tuple[z3.ExprRef, int]]) -> int:
+    """An upper bound of x read as unsigned, from the term's shape: constants, extensions, concatenations, extracts,
+    if-then-else, and/or/xor, additions and constant shifts, multiplications and remainders that cannot wrap;
+    2**size - 1 where the shape does not tell. `memo` (id -> (term, bound)) keeps each term it names alive."""
+    key = x.get_id()
+    if key not in memo:
+        memo[key] = (x, min((1 << x.size()) - 1, _shape_max(x, memo)))
+    return memo[key][1]
+
+
+_BOUNDED = frozenset({z3.Z3_OP_ZERO_EXT, z3.Z3_OP_SIGN_EXT, z3.Z3_OP_CONCAT, z3.Z3_OP_EXTRACT, z3.Z3_OP_BAND, z3.Z3_OP_BOR, z3.Z3_OP_BXOR, z3.Z3_OP_BADD, z3.Z3_OP_BSHL, z3.Z3_OP_BLSHR, z3.Z3_OP_BUREM, z3.Z3_OP_BUREM_I, z3.Z3_OP_BMUL})
+
+
+def _shape_max(x: z3.BitVecRef, memo: dict[int, tuple[z3.ExprRef, int]]) -> int:
+    full: int = (1 << int(x.size())) - 1
+    if z3.is_bv_value(x):
+        return int(x.as_long())
+    k, args = x.decl().kind(), x.children()
+    if k == z3.Z3_OP_ITE:
+        return max(value_max(args[1], memo), value_max(args[2], memo))
+    if k not in _BOUNDED:
+        return full
+    tops = [value_max(a, memo) for a in args]
+    if k == z3.Z3_OP_ZERO_EXT:
+        return tops[0]
+    if k == z3.Z3_OP_SIGN_EXT:  # a zero sign bit extends with zeros
+        return tops[0] if tops[0] >> (args[0].size() - 1) == 0 else full
+    if k == z3.Z3_OP_CONCAT:
+        top = 0
+        for a, t in zip(args, tops, strict=True):
+            top = (top << a.size()) + t if top else t
+        return top
+    if k == z3.Z3_OP_EXTRACT:
+        hi, lo = x.params()
+        return tops[0] >> lo if tops[0] >> (hi + 1) == 0 else full
+    if k == z3.Z3_OP_BAND:
+        return min(tops)
+    if k in (z3.Z3_OP_BOR, z3.Z3_OP_BXOR):
+        return (1 << max(tops).bit_length()) - 1
+    if k == z3.Z3_OP_BADD:
+        return sum(tops)  # above 2**size - 1 (it may wrap): value_max caps it at the full range
+    by = _constant(args[1]) if len(args) == 2 else None
+    if by is None:
+        return full
+    if k == z3.Z3_OP_BSHL:
+        return tops[0] << by if (tops[0] << by) <= full else full
+    if k == z3.Z3_OP_BLSHR:
+        return tops[0] >> by
+    if k in (z3.Z3_OP_BUREM, z3.Z3_OP_BUREM_I) and by > 0:
+        return min(tops[0], by - 1)
+    if k == z3.Z3_OP_BMUL:
+        return tops[0] * by if tops[0] * by <= full else full
+    return full
+
+
+def _constant(x: z3.BitVecRef) -> int | None:
+    """The unsigned value of a constant, or of a zero- or sign-extended one; None for any other term."""
+    if z3.is_bv_value(x):
+        return int(x.as_long())
+    if x.decl().kind() in (z3.Z3_OP_ZERO_EXT, z3.Z3_OP_SIGN_EXT) and z3.is_bv_value(x.arg(0)):
+        inner = x.arg(0)
+        v = inner.as_long()
+        negative = x.decl().kind() == z3.Z3_OP_SIGN_EXT and v >> (inner.size() - 1)
+        return int(v + ((1 << x.size()) - (1 << inner.size())) if negative else v)
+    return None
+
+
 def index_bits(size: int) -> int:
     """Index width of an array of `size` cells."""
     return max(1, (size - 1).bit_length())
@@ -549,6 +616,7 @@ class Executor:
         self.visits: dict[str, z3.BoolRef] = {}
         self.hashes: list[HashUse] = []
         self.applied = 0
+        self.bounds: dict[int, tuple[z3.ExprRef, int]] = {}  # value_max's memo: index terms share most of their parts
 
     # ---- state helpers ----
 
@@ -731,8 +799,8 @@ class Executor:
         bits = index_bits(size)
         wide = sign_width(i, max(i.size(), bits + 2))
         oob = z3.Or(wide < 0, wide >= size)
-        oob_now = z3.simplify(oob)
-        if not z3.is_false(oob_now):
+        in_range = value_max(i, self.bounds) < min(size, 1 << (i.size() - 1))  # non-negative, below size: no simplify of a big term
+        if not in_range and not z3.is_false(z3.simplify(oob)):
             self.faults.append((_and(pc, oob), f"{what}: index out of range"))
         return z3.Extract(bits - 1, 0, wide)
 
