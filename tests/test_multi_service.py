@@ -351,9 +351,60 @@ def test_dry_run_of_several_services_touches_no_network(tmp_path, capsys, monkey
     assert code == 0 and [r["state"] for r in json.loads(out)["backends"]] == ["draining", "serving", "serving", "serving"], out
     assert run(capsys, cfg, "--dry-run", "run", "--rounds", "2")[0] == 0
     assert run(capsys, cfg, "--dry-run", "flows")[0] == 0
-    code, out = run(capsys, cfg, "--dry-run", "run", "--rounds", "1", "--metrics", "127.0.0.1:0")
-    assert code == cli.ExitCode.INPUT and "--service NAME" in out
+    code, out = run(capsys, cfg, "--dry-run", "run", "--rounds", "1", "--metrics", "127.0.0.1:0")  # one endpoint for both
+    assert code == 0 and "metrics on http://127.0.0.1:" in out, out
     assert attempts == [] and not cfg.with_suffix(".state.json").exists()
+
+
+def test_one_metrics_endpoint_serves_every_service_of_one_switch(fake, tmp_path, capsys):
+    """`run`'s pieces on the fake switch (one P4Runtime session for both services): after the rounds, one scrape
+    holds each service's series under its name, with its own values (web 2 backends, api 3; api's backend 2 down)."""
+    import urllib.request  # noqa: PLC0415
+
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    from p4lb.controller.health import Probe  # noqa: PLC0415
+    from p4lb.controller.loop import HealthLoop, run_all  # noqa: PLC0415
+    from p4lb.controller.metrics import Metrics  # noqa: PLC0415
+
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    for port, svc in ((4000, 0), (4001, 5), (4002, 5), (4003, 5)):
+        assert fake.device.inject(Packet(CLIENT, port, SYN, 0, svc)).fate is Fate.BACKEND
+    config = load_config(cfg)
+    switches = cli.make_switches(config, config.services, dry_run=False, one_shot=False)
+    try:
+        ctls = [Controller(s, sw, grace_s=0, state_file=cfg.with_suffix(".state.json")) for s, sw in zip(config.services, switches, strict=True)]
+        metrics = Metrics([c.settings.name for c in ctls])
+        loops = [HealthLoop(c, prober=lambda b, a, down=(2 if c.settings.name == "api" else 0): Probe(b != down, "test"), metrics=metrics) for c in ctls]
+        assert run_all(loops, rounds=2) == 4  # fall 2: api's backend 2 fails in its second round
+        server = metrics.serve("127.0.0.1:0")
+        try:
+            with urllib.request.urlopen(server.url, timeout=5) as rep:
+                text = rep.read().decode()
+        finally:
+            server.stop()
+    finally:
+        for sw in switches:
+            sw.close()
+    got = {(x.name, frozenset(x.labels.items())): x.value for fam in text_string_to_metric_families(text) for x in fam.samples}
+
+    def v(name: str, **labels: str) -> float:
+        return got[(name, frozenset(labels.items()))]
+
+    def backends_of(name: str, svc: str) -> set[str]:
+        return {dict(k)["backend"] for n, k in got if n == name and ("service", svc) in k}
+
+    assert backends_of("p4lb_backend_in_group", "web") == {"1", "2"} and backends_of("p4lb_backend_in_group", "api") == {"1", "2", "3"}
+    assert (v("p4lb_group_size", service="web"), v("p4lb_group_size", service="api")) == (2, 2)
+    assert v("p4lb_backend_state", service="api", backend="2", state="failed") == 1 and v("p4lb_backend_state", service="web", backend="2", state="serving") == 1
+    assert (v("p4lb_open_flows", service="web"), v("p4lb_open_flows", service="api")) == (1, 3)
+    assert sum(v("p4lb_flows_dispatched_total", service="api", backend=b) for b in "123") == 3
+    assert sum(v("p4lb_flows_dispatched_total", service="web", backend=b) for b in "12") == 1
+    assert v("p4lb_plan_commits_total", service="api", op="health") == 1 and ("p4lb_plan_commits_total", frozenset({("service", "web"), ("op", "health")})) not in got
+    assert v("p4lb_probe_latency_seconds_count", service="api", backend="2", result="failed") == 2
+    assert v("p4lb_probe_latency_seconds_count", service="web", backend="2", result="ok") == 2
+    assert v("p4lb_switch_up") == 1
 
 
 # ---- the state file --------------------------------------------------------------------------------------------

@@ -178,7 +178,7 @@ def parser() -> ArgParser:
     wt.add_argument("weight", type=weight_value, help=f"the new weight, 1..{MAX_WEIGHT} (staged and committed like every change)")
     run = command("run", "health-check loop: probe every backend, fail and heal them automatically")
     run.add_argument("--rounds", type=count, default=0, help="stop after this many rounds (default 0: forever)")
-    run.add_argument("--metrics", type=metrics_address, default=None, metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free one, printed)")
+    run.add_argument("--metrics", type=metrics_address, default=None, metavar="HOST:PORT", help="serve Prometheus metrics of every service run at http://HOST:PORT/metrics, labelled service=NAME (port 0: any free one, printed)")
     command("flows", "list the open flows (client, backend) read from every flow slot, as the reads answer").add_argument("--json", action="store_true", help="print one JSON object per line (a flow per line, then the count)")
     fl = command("flow", "show the flow slot of one client connection: state, owner, backend, idle time")
     fl.add_argument("client", type=client_address, help="client address and port, e.g. 10.0.0.10:40000")
@@ -417,27 +417,26 @@ def health_loop(ctl: Controller, rounds: int, prober: Prober | None = None, metr
 
 def run_loop(ctls: Controller | Sequence[Controller], args: argparse.Namespace, console: Console) -> None:
     """`p4lb run`: one health loop per service, in one process holding the switch's run lock throughout; metrics
-    (one service) served if asked."""
+    of every service served if asked (one endpoint, each service's series labelled with its name)."""
     from p4lb.controller.metrics import Metrics  # noqa: PLC0415
 
     ctls = as_list(ctls)
-    ctl = ctls[0]
-    lock = ctl.lock or make_lock(ctl.settings, state_file(args), args.dry_run)
+    lock = ctls[0].lock or make_lock(ctls[0].settings, state_file(args), args.dry_run)
     with lock.hold("run", timeout_s=0):
-        if len(ctls) > 1:
-            loops = [HealthLoop(c, dry_prober(c) if args.dry_run else None) for c in ctls]
-            run_all(loops, args.rounds)
-            return
-        prober = dry_prober(ctl) if args.dry_run else None
-        metrics = Metrics() if args.metrics else None
+        metrics = Metrics([c.settings.name for c in ctls]) if args.metrics else None
         if metrics is not None:
-            metrics.update_from(ctl)  # the first scrape already sees the switch
+            for c in ctls:
+                metrics.update_from(c)  # the first scrape already sees the switch
         server = metrics.serve(args.metrics) if metrics is not None else None
         if server is not None:
             console.print(f"metrics on {server.url}", soft_wrap=True)
             sys.stdout.flush()
         try:
-            health_loop(ctl, args.rounds, prober, metrics)
+            loops = [HealthLoop(c, dry_prober(c) if args.dry_run else None, metrics) for c in ctls]
+            if len(loops) == 1:
+                loops[0].run(args.rounds)
+            else:
+                run_all(loops, args.rounds)
         finally:
             if server is not None:
                 server.stop()
@@ -513,8 +512,6 @@ def chosen_services(args: argparse.Namespace, config: Config) -> tuple[Settings,
         return (one,)
     if len(config.services) > 1 and args.cmd in ONE_SERVICE:
         raise UsageError(f"the config has {len(config.services)} services: give `{args.cmd}` --service NAME (one of: {names})")
-    if len(config.services) > 1 and args.cmd == "run" and args.metrics:
-        raise UsageError(f"--metrics serves one service's metrics: give `run` --service NAME (one of: {names})")
     return config.services
 
 
