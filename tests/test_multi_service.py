@@ -18,13 +18,16 @@ from p4.v1 import p4runtime_pb2
 from p4lb.controller import cli
 from p4lb.controller.controller import Controller, load_pool, save_pool
 from p4lb.controller.errors import ConfigFileError
+from p4lb.controller.health import Probe
+from p4lb.controller.loop import HealthLoop, run_all
 from p4lb.controller.settings import DEFAULT_SERVICE, CheckKind, Config, load_config, parse, parse_config
-from p4lb.controller.switch import P4RuntimeSwitch
+from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch, Switch
 from p4lb.lab.fake_p4rt import FakeP4Runtime, Rpc, Table
 from p4lb.model.config import P4LB_SMALL_TABLE_BITS
 from p4lb.model.crc import ip
 from p4lb.model.ops import Fail
-from p4lb.model.packet import SYN, Fate, Packet
+from p4lb.model.p4lb import SlotState
+from p4lb.model.packet import SYN, Fate, Packet, key_service
 from p4lb.model.pool import Pool
 
 WATCHDOG_S = 120
@@ -363,8 +366,6 @@ def test_one_metrics_endpoint_serves_every_service_of_one_switch(fake, tmp_path,
 
     from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
 
-    from p4lb.controller.health import Probe  # noqa: PLC0415
-    from p4lb.controller.loop import HealthLoop, run_all  # noqa: PLC0415
     from p4lb.controller.metrics import Metrics  # noqa: PLC0415
 
     cfg = two(fake, tmp_path)
@@ -490,3 +491,82 @@ def test_a_switch_error_names_the_service(fake, tmp_path, capsys):
     fake.fail(Rpc.WRITE, grpc.StatusCode.RESOURCE_EXHAUSTED)
     code, out = run(capsys, cfg, "drain", "2", "--service", "api")
     assert code == cli.ExitCode.SWITCH and "switch error: service api: drain 2: write 1 of" in out, out
+
+
+# ---- a known service's vip entry vanishes: the loop restores it -----------------------------------------------
+def flows_of(fake: FakeP4Runtime, svc: int) -> dict[int, tuple[int, int]]:
+    """The flow places held by a service's flows: slot -> (key, backend)."""
+    return {i: (e.key, e.backend) for i, e in fake.device.state.flows.items() if e.state is not SlotState.FREE and key_service(e.key) == svc}
+
+
+def loops_of(cfg: Path, state: Path | None) -> tuple[list[Controller], list[HealthLoop], list[Switch]]:
+    """What `p4lb run` builds: one P4Runtime session for the config's services, a controller and a health loop
+    each (every probe ok)."""
+    config = load_config(cfg)
+    switches = cli.make_switches(config, config.services, dry_run=False, one_shot=False)
+    ctls = [Controller(s, sw, grace_s=0, state_file=state) for s, sw in zip(config.services, switches, strict=True)]
+    return ctls, [HealthLoop(c, prober=lambda b, a: Probe(True, "test")) for c in ctls], switches
+
+
+@pytest.mark.parametrize("state", [True, False], ids=["state file", "running loop only"])
+def test_the_loop_restores_a_known_services_vanished_vip_entry_and_keeps_its_flows(fake, tmp_path, capsys, state):
+    """api's vip entry deleted behind the controller's back while its flows remain: not a new service (the state
+    file records api with id 5, or this loop saw its vip entry), so the next round restores the entry, its flows
+    kept and still pinned, and the loop goes on (a round that raised would end `run`)."""
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    for port in (4001, 4002, 4003):
+        assert fake.device.inject(Packet(CLIENT, port, SYN, 0, 5)).fate is Fate.BACKEND
+    pinned = {port: fake.device.inject(Packet(CLIENT, port, 0x10, 0, 5)).backend for port in (4001, 4002, 4003)}  # ACKs
+    flows = flows_of(fake, 5)
+    assert len(flows) == 3
+    ctls, loops, switches = loops_of(cfg, cfg.with_suffix(".state.json") if state else None)
+    try:
+        assert [loop.round().applied.writes for loop in loops] == [(), ()]  # the loop runs: it reads both vip entries
+        delete_vip_of(fake, 5)
+        assert fake.device.services() == (0,) and flows_of(fake, 5) == flows
+        web, api = (loop.round().applied for loop in loops)  # a round of each: api's redeploy restores its vip entry
+        assert web.writes == () and api.writes and api.writes[-1].target == "vip"
+        assert fake.device.services() == (0, 5) and flows_of(fake, 5) == flows
+        st = fake.device.state_of(5)
+        assert st.members(st.version) == (1, 2, 3)
+        assert {port: fake.device.inject(Packet(CLIENT, port, 0x10, 0, 5)).backend for port in pinned} == pinned  # still pinned
+        assert [loop.round().applied.writes for loop in loops] == [(), ()] and [c.converge(lambda p: p, "check").writes for c in ctls] == [(), ()]  # converged
+    finally:
+        for loop in loops:
+            loop.monitor.close()
+        for sw in switches:
+            sw.close()
+
+
+def test_a_new_services_loop_on_an_id_with_leftover_flows_is_still_refused(fake, tmp_path, capsys):
+    """The same leftover flows, but the service running on their id is new (another config, its own state file,
+    never saw a vip entry of its own): its round refuses to deploy it, naming the id, and writes nothing."""
+    (tmp_path / "old").mkdir()
+    stale_service_7(fake, tmp_path, capsys)
+    before = snapshot(fake)
+    cfg = write_config(tmp_path, doc([service("web", 0, 80), service("new", 7, 9001)], fake))
+    ctls, loops, switches = loops_of(cfg, cfg.with_suffix(".state.json"))
+    try:
+        assert not ctls[1].manages()
+        with pytest.raises(ConfigFileError) as err:
+            run_all(loops[1:], rounds=1)
+        assert err.value.field == "service[1].id" and "still holds 3 flow place(s)" in str(err.value)
+    finally:
+        for sw in switches:
+            sw.close()
+    assert snapshot(fake) == before
+
+
+def test_a_state_file_of_the_name_under_another_id_is_a_new_service(tmp_path):
+    """manages(): the state file must record the service under its name with its id."""
+    path = tmp_path / "p4lb.state.json"
+    web0, _ = parse_config(doc([service("web", 0, 80), service("b", 1, 81)])).services
+    web3, _ = parse_config(doc([service("web", 3, 80, backend=backends(0)), service("b", 1, 81)])).services
+    save_pool(path, Pool.initial(2), web0)
+    assert Controller(web0, ModelSwitch(web0.lb), state_file=path).manages()
+    assert not Controller(web3, ModelSwitch(web3.lb), state_file=path).manages()
+    data = json.loads(path.read_text())
+    del data["services"]["web"]["id"]  # a file written before ids were recorded: no evidence
+    path.write_text(json.dumps(data))
+    assert not Controller(web0, ModelSwitch(web0.lb), state_file=path).manages()
