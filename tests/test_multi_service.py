@@ -255,6 +255,31 @@ def test_one_deploy_deploys_every_service(fake, tmp_path, capsys):
     assert code == 0 and "deployed web: 0 writes" in out and "deployed api: 0 writes" in out, out
 
 
+def test_a_deploy_checks_each_services_shared_settings_once(fake, tmp_path, capsys, monkeypatch):
+    """check_deploy checks every service's shared settings before the first write; deploy does not check them again.
+    A single-service deploy checks them too (in install_backends), and a fresh switch's deploy once per service."""
+    checks: list[int] = []
+    check = P4RuntimeSwitch.check_shared
+
+    def counted(self: P4RuntimeSwitch, cfg) -> None:
+        checks.append(cfg.service)
+        check(self, cfg)
+
+    monkeypatch.setattr(P4RuntimeSwitch, "check_shared", counted)
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0  # no pipeline: checked in install_backends, after the push
+    assert sorted(checks) == [0, 5]
+    for _ in range(2):  # reconcile, then a service whose vip entry is gone (deployed afresh on the running pipeline)
+        checks.clear()
+        assert run(capsys, cfg, "deploy")[0] == 0
+        assert sorted(checks) == [0, 5]
+        delete_vip_of(fake, 5)
+    checks.clear()
+    assert run(capsys, cfg, "deploy", "--service", "api")[0] == 0 and checks == [5]  # the single path still checks
+    checks.clear()
+    assert run(capsys, cfg, "deploy", "--service", "web")[0] == 0 and checks == [0]
+
+
 @pytest.mark.parametrize("cmd", [["drain", "2"], ["fail", "1"], ["heal", "1"], ["undrain", "1"], ["weight", "1", "2"], ["scale", "--active", "1"], ["flow", "10.0.0.9:4000"]])
 def test_a_command_on_one_service_needs_service_when_there_are_several(tmp_path, capsys, cmd):
     cfg = write_config(tmp_path, doc([service("web", 0, 80), service("api", 5, 8080)]))

@@ -454,17 +454,17 @@ def as_list(ctls: Controller | Sequence[Controller]) -> list[Controller]:
 
 def deploy_all(ctls: list[Controller], console: Console) -> None:
     """`p4lb deploy`: every chosen service, under one hold of the switch's lock; with several, every service's
-    checks (vip entries, shared settings, stale flows: one census of the flow table) pass before the first write."""
+    checks (vip entries, shared settings, stale flows: one census of the flow table) pass before the first write,
+    and the shared settings checked there are not checked again by each service's deploy."""
     if len(ctls) == 1:
         console.print(f"deployed: {len(ctls[0].deploy())} writes")
         return
     census = Census()
     lock = ctls[0].lock
     with lock.hold() if lock is not None else contextlib.nullcontext():
-        for ctl in ctls:
-            ctl.check_deploy(census)
-        for ctl in ctls:
-            console.print(f"deployed {ctl.settings.name}: {len(ctl.deploy(census))} writes", soft_wrap=True)
+        checked = [ctl.check_deploy(census) for ctl in ctls]
+        for ctl, shared_checked in zip(ctls, checked, strict=True):
+            console.print(f"deployed {ctl.settings.name}: {len(ctl.deploy(census, shared_checked))} writes", soft_wrap=True)
 
 
 def dispatch(args: argparse.Namespace, ctls: list[Controller], console: Console) -> int:

@@ -100,13 +100,15 @@ class Controller:
         self.writer = ""  # who last started writing the switch, as the state file said at our last look (see _announce)
         self.seen_deployed = False  # this controller read its vip entry (VIP:port selecting its id) or committed its group
 
-    def deploy(self, census: Census | None = None) -> list[Write]:
+    def deploy(self, census: Census | None = None, shared_checked: bool = False) -> list[Write]:
         """Push the pipeline and backends, then commit the configured group (or reconcile if already running).
 
         Re-running it after adding backends at the end of the config (or removing the last ones) installs the new
         `backend` entries and commits the new group; a removed backend's entry stays, so its open flows finish.
         A service new on a switch that runs the pipeline is refused while the flow table holds entries of its id
         (`census`: the flow table's places by service, read at most once while the caller holds the lock).
+        `shared_checked`: check_deploy checked the settings every service shares, under the lock the caller still
+        holds, so the backends' install does not check them again.
         """
         self._preflight()
         with named(self.settings), self._locked():
@@ -114,23 +116,26 @@ class Controller:
             view = self._view(full=True)
             if view is not None and view.version is not None:
                 self.seen_deployed = True
-                self.switch.install_backends(self.settings.lb)  # upserts: identical entries change nothing
+                self.switch.install_backends(self.settings.lb, check=not shared_checked)  # upserts: identical entries change nothing
                 writes = self._execute(_mirror(view), pool, "reconcile")
             else:
-                writes = self._fresh(pool, "deploy", push=view is None, census=census)
+                writes = self._fresh(pool, "deploy", push=view is None, census=census, shared_checked=shared_checked)
             self._save(pool)
         return writes
 
-    def check_deploy(self, census: Census) -> None:
+    def check_deploy(self, census: Census) -> bool:
         """What deploy() refuses before its first write, checked without writing: another service's vip entry on
-        this VIP:port or this id, the settings every service shares, stale flows of a new service."""
+        this VIP:port or this id, the settings every service shares, stale flows of a new service. True if it
+        checked the shared settings (deploy(shared_checked=True) then skips them, under the same hold of the lock);
+        False on a switch without a pipeline, where the push empties every table and deploy checks them itself."""
         with named(self.settings), self._locked():
             view = self._view(full=False)
             if view is None:
-                return  # no pipeline: the push empties the table
+                return False  # no pipeline: the push empties the table
             self.switch.check_shared(self.settings.lb)
             if view.version is None:
                 self._check_stale(census)
+            return True
 
     def reconcile(self, view: SwitchView | None = None) -> list[Write]:
         """Make the committed group match the operator's sets, without touching open flows; idempotent."""
@@ -191,17 +196,18 @@ class Controller:
                 return None
             raise
 
-    def _fresh(self, pool: Pool, why: str, push: bool = True, census: Census | None = None) -> list[Write]:
+    def _fresh(self, pool: Pool, why: str, push: bool = True, census: Census | None = None, shared_checked: bool = False) -> list[Write]:
         """A switch without our service's state: push the pipeline if it runs none (`push`: a pipeline that runs
-        keeps every other service's entries and flows), install the backends, commit the group from scratch. On a
-        pipeline that runs, a flow table holding entries of our id is refused first (see _check_stale)."""
+        keeps every other service's entries and flows), install the backends (their shared settings checked first
+        unless `shared_checked`), commit the group from scratch. On a pipeline that runs, a flow table holding
+        entries of our id is refused first (see _check_stale)."""
         census = census or Census()
         if push:
             self.switch.install_pipeline()
             census.cleared()
         else:
             self._check_stale(census)
-        self.switch.install_backends(self.settings.lb)
+        self.switch.install_backends(self.settings.lb, check=not shared_checked)
         writes = self._execute(P4lbState(), pool, why)
         self.seen_deployed = True
         return writes
