@@ -326,6 +326,9 @@ def test_flows_of_every_service_from_one_scan(fake, tmp_path, capsys, monkeypatc
     assert code == 0 and len(scans) == 1, (scans, out)
     assert {s: sum(r["open_flows"] for r in json.loads(out)["backends"] if r["service"] == s) for s in ("web", "api")} == {"web": 1, "api": 2}
     scans.clear()
+    code, out = run(capsys, cfg, "status", "--scan", "--json", "--service", "api")  # one service: its own scan
+    assert code == 0 and scans == [5] and sum(r["open_flows"] for r in json.loads(out)["backends"]) == 2, (scans, out)
+    scans.clear()
     code, out = run(capsys, cfg, "flows", "--json")
     assert code == 0 and len(scans) == 1, (scans, out)
     lines = [json.loads(x) for x in out.splitlines()]

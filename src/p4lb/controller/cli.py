@@ -250,13 +250,13 @@ def check_args(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def show_status(ctls: Controller | Sequence[Controller], as_json: bool, console: Console, scan: bool = False, shared: bool = True) -> None:
-    """Print the status table (or JSON) of one service or several (with a service column; with `scan` and
-    `shared`, as in flow_rows_of, one scan of the flow table for all)."""
+    """Print the status table (or JSON) of one service or several (with a service column; with `scan`, the open
+    flows counted from open_flows_of: with `shared`, one scan of the flow table for all)."""
     ctls = as_list(ctls)
-    scanned: dict[int, Counter[int]] = {c.settings.lb.service: Counter() for c in ctls} if scan and shared and len(ctls) > 1 else {}
-    if scanned:
-        for _, e in ctls[0].switch.iter_open_flows(frozenset(scanned)):
-            scanned[key_service(e.key)][e.backend] += 1
+    scanned: dict[int, Counter[int]] = {c.settings.lb.service: Counter() for c in ctls} if scan else {}
+    if scan:
+        for c, _, e in open_flows_of(ctls, shared):
+            scanned[c.settings.lb.service][e.backend] += 1
     reports = [(c.settings, *c.report(scan=scan, scanned=scanned.get(c.settings.lb.service))) for c in ctls]
     if as_json:
         out: dict[str, object] = {"backends": [r.to_json() | {"service": s.name} for s, rows, _ in reports for r in rows]}
@@ -367,24 +367,27 @@ def flow_rows(ctl: Controller) -> Iterator[dict[str, object]]:
     return flow_rows_of([ctl], shared=False)
 
 
-def flow_rows_of(ctls: list[Controller], shared: bool = True) -> Iterator[dict[str, object]]:
-    """Every open flow of these services: with `shared` (their switches are one, as P4Runtime sessions of one
-    switch are) from one scan of the flow table, each flow given to the service its key's id names; else each
-    service's switch scanned for its own (a dry run's models)."""
+def open_flows_of(ctls: Sequence[Controller], shared: bool = True) -> Iterator[tuple[Controller, int, FlowEntry]]:
+    """Every open flow of these services as (its service's controller, slot, entry), as the scan's answers arrive:
+    with `shared` (their switches are one, as P4Runtime sessions of one switch are) from one scan of the flow
+    table, each flow given to the service its key's id names; else each service's switch scanned for its own (a
+    dry run's models). One service: its own scan (the switch skips other services' flows)."""
     if not shared or len(ctls) == 1:
         for ctl in ctls:
-            yield from _rows(ctl, ctl.switch.iter_open_flows())
+            for slot, e in ctl.switch.iter_open_flows():
+                yield ctl, slot, e
         return
     by_id = {c.settings.lb.service: c for c in ctls}
     for slot, e in ctls[0].switch.iter_open_flows(frozenset(by_id)):
-        yield from _rows(by_id[key_service(e.key)], iter([(slot, e)]))
+        yield by_id[key_service(e.key)], slot, e
 
 
-def _rows(ctl: Controller, flows: Iterator[tuple[int, FlowEntry]]) -> Iterator[dict[str, object]]:
-    """The listing's rows of one service's flows."""
-    backends = {b.id: b for b in ctl.settings.lb.backends}
-    for slot, e in flows:
-        b = backends.get(e.backend)
+def flow_rows_of(ctls: list[Controller], shared: bool = True) -> Iterator[dict[str, object]]:
+    """Every open flow of these services (open_flows_of) as the listing's rows: slot, client address and port,
+    backend, its address and port, the service's name."""
+    backends = {c: {b.id: b for b in c.settings.lb.backends} for c in ctls}
+    for ctl, slot, e in open_flows_of(ctls, shared):
+        b = backends[ctl].get(e.backend)
         yield {"slot": slot, "client": key_client(e.key, ctl.settings.lb.service), "backend": e.backend, "address": ip_str(b.ip) if b else None, "switch_port": b.port if b else None, "service": ctl.settings.name}
 
 
