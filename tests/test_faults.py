@@ -210,6 +210,36 @@ def test_the_loop_redeploys_a_restarted_switch(fake, tmp_path):
         sw.close()
 
 
+def test_the_loop_restores_a_hand_deleted_vip_entry_and_keeps_the_flows(fake, tmp_path):
+    """The single form: the vip entry deleted by hand while flows of the service remain. A new process's loop (it
+    never saw the entry; the state file records the service named default with its id) restores it on its first
+    round, flows kept, and goes on: those flows are its own, not stale."""
+    from p4lb.model.packet import ACK, SYN, Packet  # noqa: PLC0415
+
+    s = settings_for(fake)
+    state = tmp_path / "st.json"
+    sw = p4rt_switch(s)
+    try:
+        Controller(s, sw, grace_s=0, state_file=state).deploy()
+        client = 0x0A000009
+        pinned = {}
+        for port in (4000, 4001):
+            fake.device.inject(Packet(client, port, SYN, 0))
+            pinned[port] = fake.device.inject(Packet(client, port, ACK, 0)).backend
+        flows = dict(fake.device.state.flows)
+        sw.rt.delete("vip", {"hdr.ipv4.dstAddr": s.lb.vip, "hdr.tcp.dstPort": s.lb.vip_port})  # by hand
+        assert fake.device.services() == ()
+        loop = HealthLoop(Controller(s, sw, grace_s=0, state_file=state), prober=Verdicts())  # "the next process"
+        res = loop.round()
+        assert res.applied is not None and res.applied.writes[-1].target == "vip"
+        assert fake.device.services() == (0,) and group(fake) == (1, 2, 3, 4) and dict(fake.device.state.flows) == flows
+        assert {port: fake.device.inject(Packet(client, port, ACK, 0)).backend for port in pinned} == pinned
+        assert loop.round().applied.writes == ()
+        loop.monitor.close()
+    finally:
+        sw.close()
+
+
 def test_the_periodic_full_read_back_repairs_a_hand_deleted_member(fake, tmp_path, monkeypatch):
     monkeypatch.setattr(loop_module, "FULL_READ_ROUNDS", 5)
     s = settings_for(fake)

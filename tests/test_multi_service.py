@@ -18,13 +18,16 @@ from p4.v1 import p4runtime_pb2
 from p4lb.controller import cli
 from p4lb.controller.controller import Controller, load_pool, save_pool
 from p4lb.controller.errors import ConfigFileError
+from p4lb.controller.health import Probe
+from p4lb.controller.loop import HealthLoop, run_all
 from p4lb.controller.settings import DEFAULT_SERVICE, CheckKind, Config, load_config, parse, parse_config
-from p4lb.controller.switch import P4RuntimeSwitch
+from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch, Switch
 from p4lb.lab.fake_p4rt import FakeP4Runtime, Rpc, Table
 from p4lb.model.config import P4LB_SMALL_TABLE_BITS
 from p4lb.model.crc import ip
 from p4lb.model.ops import Fail
-from p4lb.model.packet import SYN, Fate, Packet
+from p4lb.model.p4lb import SlotState
+from p4lb.model.packet import SYN, Fate, Packet, key_service
 from p4lb.model.pool import Pool
 
 WATCHDOG_S = 120
@@ -252,6 +255,31 @@ def test_one_deploy_deploys_every_service(fake, tmp_path, capsys):
     assert code == 0 and "deployed web: 0 writes" in out and "deployed api: 0 writes" in out, out
 
 
+def test_a_deploy_checks_each_services_shared_settings_once(fake, tmp_path, capsys, monkeypatch):
+    """check_deploy checks every service's shared settings before the first write; deploy does not check them again.
+    A single-service deploy checks them too (in install_backends), and a fresh switch's deploy once per service."""
+    checks: list[int] = []
+    check = P4RuntimeSwitch.check_shared
+
+    def counted(self: P4RuntimeSwitch, cfg) -> None:
+        checks.append(cfg.service)
+        check(self, cfg)
+
+    monkeypatch.setattr(P4RuntimeSwitch, "check_shared", counted)
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0  # no pipeline: checked in install_backends, after the push
+    assert sorted(checks) == [0, 5]
+    for _ in range(2):  # reconcile, then a service whose vip entry is gone (deployed afresh on the running pipeline)
+        checks.clear()
+        assert run(capsys, cfg, "deploy")[0] == 0
+        assert sorted(checks) == [0, 5]
+        delete_vip_of(fake, 5)
+    checks.clear()
+    assert run(capsys, cfg, "deploy", "--service", "api")[0] == 0 and checks == [5]  # the single path still checks
+    checks.clear()
+    assert run(capsys, cfg, "deploy", "--service", "web")[0] == 0 and checks == [0]
+
+
 @pytest.mark.parametrize("cmd", [["drain", "2"], ["fail", "1"], ["heal", "1"], ["undrain", "1"], ["weight", "1", "2"], ["scale", "--active", "1"], ["flow", "10.0.0.9:4000"]])
 def test_a_command_on_one_service_needs_service_when_there_are_several(tmp_path, capsys, cmd):
     cfg = write_config(tmp_path, doc([service("web", 0, 80), service("api", 5, 8080)]))
@@ -297,6 +325,9 @@ def test_flows_of_every_service_from_one_scan(fake, tmp_path, capsys, monkeypatc
     code, out = run(capsys, cfg, "status", "--scan", "--json")
     assert code == 0 and len(scans) == 1, (scans, out)
     assert {s: sum(r["open_flows"] for r in json.loads(out)["backends"] if r["service"] == s) for s in ("web", "api")} == {"web": 1, "api": 2}
+    scans.clear()
+    code, out = run(capsys, cfg, "status", "--scan", "--json", "--service", "api")  # one service: its own scan
+    assert code == 0 and scans == [5] and sum(r["open_flows"] for r in json.loads(out)["backends"]) == 2, (scans, out)
     scans.clear()
     code, out = run(capsys, cfg, "flows", "--json")
     assert code == 0 and len(scans) == 1, (scans, out)
@@ -351,9 +382,58 @@ def test_dry_run_of_several_services_touches_no_network(tmp_path, capsys, monkey
     assert code == 0 and [r["state"] for r in json.loads(out)["backends"]] == ["draining", "serving", "serving", "serving"], out
     assert run(capsys, cfg, "--dry-run", "run", "--rounds", "2")[0] == 0
     assert run(capsys, cfg, "--dry-run", "flows")[0] == 0
-    code, out = run(capsys, cfg, "--dry-run", "run", "--rounds", "1", "--metrics", "127.0.0.1:0")
-    assert code == cli.ExitCode.INPUT and "--service NAME" in out
+    code, out = run(capsys, cfg, "--dry-run", "run", "--rounds", "1", "--metrics", "127.0.0.1:0")  # one endpoint for both
+    assert code == 0 and "metrics on http://127.0.0.1:" in out, out
     assert attempts == [] and not cfg.with_suffix(".state.json").exists()
+
+
+def test_one_metrics_endpoint_serves_every_service_of_one_switch(fake, tmp_path, capsys):
+    """`run`'s pieces on the fake switch (one P4Runtime session for both services): after the rounds, one scrape
+    holds each service's series under its name, with its own values (web 2 backends, api 3; api's backend 2 down)."""
+    import urllib.request  # noqa: PLC0415
+
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    from p4lb.controller.metrics import Metrics  # noqa: PLC0415
+
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    for port, svc in ((4000, 0), (4001, 5), (4002, 5), (4003, 5)):
+        assert fake.device.inject(Packet(CLIENT, port, SYN, 0, svc)).fate is Fate.BACKEND
+    config = load_config(cfg)
+    switches = cli.make_switches(config, config.services, dry_run=False, one_shot=False)
+    try:
+        ctls = [Controller(s, sw, grace_s=0, state_file=cfg.with_suffix(".state.json")) for s, sw in zip(config.services, switches, strict=True)]
+        metrics = Metrics([c.settings.name for c in ctls])
+        loops = [HealthLoop(c, prober=lambda b, a, down=(2 if c.settings.name == "api" else 0): Probe(b != down, "test"), metrics=metrics) for c in ctls]
+        assert run_all(loops, rounds=2) == 4  # fall 2: api's backend 2 fails in its second round
+        server = metrics.serve("127.0.0.1:0")
+        try:
+            with urllib.request.urlopen(server.url, timeout=5) as rep:
+                text = rep.read().decode()
+        finally:
+            server.stop()
+    finally:
+        for sw in switches:
+            sw.close()
+    got = {(x.name, frozenset(x.labels.items())): x.value for fam in text_string_to_metric_families(text) for x in fam.samples}
+
+    def v(name: str, **labels: str) -> float:
+        return got[(name, frozenset(labels.items()))]
+
+    def backends_of(name: str, svc: str) -> set[str]:
+        return {dict(k)["backend"] for n, k in got if n == name and ("service", svc) in k}
+
+    assert backends_of("p4lb_backend_in_group", "web") == {"1", "2"} and backends_of("p4lb_backend_in_group", "api") == {"1", "2", "3"}
+    assert (v("p4lb_group_size", service="web"), v("p4lb_group_size", service="api")) == (2, 2)
+    assert v("p4lb_backend_state", service="api", backend="2", state="failed") == 1 and v("p4lb_backend_state", service="web", backend="2", state="serving") == 1
+    assert (v("p4lb_open_flows", service="web"), v("p4lb_open_flows", service="api")) == (1, 3)
+    assert sum(v("p4lb_flows_dispatched_total", service="api", backend=b) for b in "123") == 3
+    assert sum(v("p4lb_flows_dispatched_total", service="web", backend=b) for b in "12") == 1
+    assert v("p4lb_plan_commits_total", service="api", op="health") == 1 and ("p4lb_plan_commits_total", frozenset({("service", "web"), ("op", "health")})) not in got
+    assert v("p4lb_probe_latency_seconds_count", service="api", backend="2", result="failed") == 2
+    assert v("p4lb_probe_latency_seconds_count", service="web", backend="2", result="ok") == 2
+    assert v("p4lb_switch_up") == 1
 
 
 # ---- the state file --------------------------------------------------------------------------------------------
@@ -439,3 +519,82 @@ def test_a_switch_error_names_the_service(fake, tmp_path, capsys):
     fake.fail(Rpc.WRITE, grpc.StatusCode.RESOURCE_EXHAUSTED)
     code, out = run(capsys, cfg, "drain", "2", "--service", "api")
     assert code == cli.ExitCode.SWITCH and "switch error: service api: drain 2: write 1 of" in out, out
+
+
+# ---- a known service's vip entry vanishes: the loop restores it -----------------------------------------------
+def flows_of(fake: FakeP4Runtime, svc: int) -> dict[int, tuple[int, int]]:
+    """The flow places held by a service's flows: slot -> (key, backend)."""
+    return {i: (e.key, e.backend) for i, e in fake.device.state.flows.items() if e.state is not SlotState.FREE and key_service(e.key) == svc}
+
+
+def loops_of(cfg: Path, state: Path | None) -> tuple[list[Controller], list[HealthLoop], list[Switch]]:
+    """What `p4lb run` builds: one P4Runtime session for the config's services, a controller and a health loop
+    each (every probe ok)."""
+    config = load_config(cfg)
+    switches = cli.make_switches(config, config.services, dry_run=False, one_shot=False)
+    ctls = [Controller(s, sw, grace_s=0, state_file=state) for s, sw in zip(config.services, switches, strict=True)]
+    return ctls, [HealthLoop(c, prober=lambda b, a: Probe(True, "test")) for c in ctls], switches
+
+
+@pytest.mark.parametrize("state", [True, False], ids=["state file", "running loop only"])
+def test_the_loop_restores_a_known_services_vanished_vip_entry_and_keeps_its_flows(fake, tmp_path, capsys, state):
+    """api's vip entry deleted behind the controller's back while its flows remain: not a new service (the state
+    file records api with id 5, or this loop saw its vip entry), so the next round restores the entry, its flows
+    kept and still pinned, and the loop goes on (a round that raised would end `run`)."""
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    for port in (4001, 4002, 4003):
+        assert fake.device.inject(Packet(CLIENT, port, SYN, 0, 5)).fate is Fate.BACKEND
+    pinned = {port: fake.device.inject(Packet(CLIENT, port, 0x10, 0, 5)).backend for port in (4001, 4002, 4003)}  # ACKs
+    flows = flows_of(fake, 5)
+    assert len(flows) == 3
+    ctls, loops, switches = loops_of(cfg, cfg.with_suffix(".state.json") if state else None)
+    try:
+        assert [loop.round().applied.writes for loop in loops] == [(), ()]  # the loop runs: it reads both vip entries
+        delete_vip_of(fake, 5)
+        assert fake.device.services() == (0,) and flows_of(fake, 5) == flows
+        web, api = (loop.round().applied for loop in loops)  # a round of each: api's redeploy restores its vip entry
+        assert web.writes == () and api.writes and api.writes[-1].target == "vip"
+        assert fake.device.services() == (0, 5) and flows_of(fake, 5) == flows
+        st = fake.device.state_of(5)
+        assert st.members(st.version) == (1, 2, 3)
+        assert {port: fake.device.inject(Packet(CLIENT, port, 0x10, 0, 5)).backend for port in pinned} == pinned  # still pinned
+        assert [loop.round().applied.writes for loop in loops] == [(), ()] and [c.converge(lambda p: p, "check").writes for c in ctls] == [(), ()]  # converged
+    finally:
+        for loop in loops:
+            loop.monitor.close()
+        for sw in switches:
+            sw.close()
+
+
+def test_a_new_services_loop_on_an_id_with_leftover_flows_is_still_refused(fake, tmp_path, capsys):
+    """The same leftover flows, but the service running on their id is new (another config, its own state file,
+    never saw a vip entry of its own): its round refuses to deploy it, naming the id, and writes nothing."""
+    (tmp_path / "old").mkdir()
+    stale_service_7(fake, tmp_path, capsys)
+    before = snapshot(fake)
+    cfg = write_config(tmp_path, doc([service("web", 0, 80), service("new", 7, 9001)], fake))
+    ctls, loops, switches = loops_of(cfg, cfg.with_suffix(".state.json"))
+    try:
+        assert not ctls[1].manages()
+        with pytest.raises(ConfigFileError) as err:
+            run_all(loops[1:], rounds=1)
+        assert err.value.field == "service[1].id" and "still holds 3 flow place(s)" in str(err.value)
+    finally:
+        for sw in switches:
+            sw.close()
+    assert snapshot(fake) == before
+
+
+def test_a_state_file_of_the_name_under_another_id_is_a_new_service(tmp_path):
+    """manages(): the state file must record the service under its name with its id."""
+    path = tmp_path / "p4lb.state.json"
+    web0, _ = parse_config(doc([service("web", 0, 80), service("b", 1, 81)])).services
+    web3, _ = parse_config(doc([service("web", 3, 80, backend=backends(0)), service("b", 1, 81)])).services
+    save_pool(path, Pool.initial(2), web0)
+    assert Controller(web0, ModelSwitch(web0.lb), state_file=path).manages()
+    assert not Controller(web3, ModelSwitch(web3.lb), state_file=path).manages()
+    data = json.loads(path.read_text())
+    del data["services"]["web"]["id"]  # a file written before ids were recorded: no evidence
+    path.write_text(json.dumps(data))
+    assert not Controller(web0, ModelSwitch(web0.lb), state_file=path).manages()

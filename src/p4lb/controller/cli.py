@@ -178,7 +178,7 @@ def parser() -> ArgParser:
     wt.add_argument("weight", type=weight_value, help=f"the new weight, 1..{MAX_WEIGHT} (staged and committed like every change)")
     run = command("run", "health-check loop: probe every backend, fail and heal them automatically")
     run.add_argument("--rounds", type=count, default=0, help="stop after this many rounds (default 0: forever)")
-    run.add_argument("--metrics", type=metrics_address, default=None, metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free one, printed)")
+    run.add_argument("--metrics", type=metrics_address, default=None, metavar="HOST:PORT", help="serve Prometheus metrics of every service run at http://HOST:PORT/metrics, labelled service=NAME (port 0: any free one, printed)")
     command("flows", "list the open flows (client, backend) read from every flow slot, as the reads answer").add_argument("--json", action="store_true", help="print one JSON object per line (a flow per line, then the count)")
     fl = command("flow", "show the flow slot of one client connection: state, owner, backend, idle time")
     fl.add_argument("client", type=client_address, help="client address and port, e.g. 10.0.0.10:40000")
@@ -250,13 +250,13 @@ def check_args(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def show_status(ctls: Controller | Sequence[Controller], as_json: bool, console: Console, scan: bool = False, shared: bool = True) -> None:
-    """Print the status table (or JSON) of one service or several (with a service column; with `scan` and
-    `shared`, as in flow_rows_of, one scan of the flow table for all)."""
+    """Print the status table (or JSON) of one service or several (with a service column; with `scan`, the open
+    flows counted from open_flows_of: with `shared`, one scan of the flow table for all)."""
     ctls = as_list(ctls)
-    scanned: dict[int, Counter[int]] = {c.settings.lb.service: Counter() for c in ctls} if scan and shared and len(ctls) > 1 else {}
-    if scanned:
-        for _, e in ctls[0].switch.iter_open_flows(frozenset(scanned)):
-            scanned[key_service(e.key)][e.backend] += 1
+    scanned: dict[int, Counter[int]] = {c.settings.lb.service: Counter() for c in ctls} if scan else {}
+    if scan:
+        for c, _, e in open_flows_of(ctls, shared):
+            scanned[c.settings.lb.service][e.backend] += 1
     reports = [(c.settings, *c.report(scan=scan, scanned=scanned.get(c.settings.lb.service))) for c in ctls]
     if as_json:
         out: dict[str, object] = {"backends": [r.to_json() | {"service": s.name} for s, rows, _ in reports for r in rows]}
@@ -367,24 +367,27 @@ def flow_rows(ctl: Controller) -> Iterator[dict[str, object]]:
     return flow_rows_of([ctl], shared=False)
 
 
-def flow_rows_of(ctls: list[Controller], shared: bool = True) -> Iterator[dict[str, object]]:
-    """Every open flow of these services: with `shared` (their switches are one, as P4Runtime sessions of one
-    switch are) from one scan of the flow table, each flow given to the service its key's id names; else each
-    service's switch scanned for its own (a dry run's models)."""
+def open_flows_of(ctls: Sequence[Controller], shared: bool = True) -> Iterator[tuple[Controller, int, FlowEntry]]:
+    """Every open flow of these services as (its service's controller, slot, entry), as the scan's answers arrive:
+    with `shared` (their switches are one, as P4Runtime sessions of one switch are) from one scan of the flow
+    table, each flow given to the service its key's id names; else each service's switch scanned for its own (a
+    dry run's models). One service: its own scan (the switch skips other services' flows)."""
     if not shared or len(ctls) == 1:
         for ctl in ctls:
-            yield from _rows(ctl, ctl.switch.iter_open_flows())
+            for slot, e in ctl.switch.iter_open_flows():
+                yield ctl, slot, e
         return
     by_id = {c.settings.lb.service: c for c in ctls}
     for slot, e in ctls[0].switch.iter_open_flows(frozenset(by_id)):
-        yield from _rows(by_id[key_service(e.key)], iter([(slot, e)]))
+        yield by_id[key_service(e.key)], slot, e
 
 
-def _rows(ctl: Controller, flows: Iterator[tuple[int, FlowEntry]]) -> Iterator[dict[str, object]]:
-    """The listing's rows of one service's flows."""
-    backends = {b.id: b for b in ctl.settings.lb.backends}
-    for slot, e in flows:
-        b = backends.get(e.backend)
+def flow_rows_of(ctls: list[Controller], shared: bool = True) -> Iterator[dict[str, object]]:
+    """Every open flow of these services (open_flows_of) as the listing's rows: slot, client address and port,
+    backend, its address and port, the service's name."""
+    backends = {c: {b.id: b for b in c.settings.lb.backends} for c in ctls}
+    for ctl, slot, e in open_flows_of(ctls, shared):
+        b = backends[ctl].get(e.backend)
         yield {"slot": slot, "client": key_client(e.key, ctl.settings.lb.service), "backend": e.backend, "address": ip_str(b.ip) if b else None, "switch_port": b.port if b else None, "service": ctl.settings.name}
 
 
@@ -417,27 +420,26 @@ def health_loop(ctl: Controller, rounds: int, prober: Prober | None = None, metr
 
 def run_loop(ctls: Controller | Sequence[Controller], args: argparse.Namespace, console: Console) -> None:
     """`p4lb run`: one health loop per service, in one process holding the switch's run lock throughout; metrics
-    (one service) served if asked."""
+    of every service served if asked (one endpoint, each service's series labelled with its name)."""
     from p4lb.controller.metrics import Metrics  # noqa: PLC0415
 
     ctls = as_list(ctls)
-    ctl = ctls[0]
-    lock = ctl.lock or make_lock(ctl.settings, state_file(args), args.dry_run)
+    lock = ctls[0].lock or make_lock(ctls[0].settings, state_file(args), args.dry_run)
     with lock.hold("run", timeout_s=0):
-        if len(ctls) > 1:
-            loops = [HealthLoop(c, dry_prober(c) if args.dry_run else None) for c in ctls]
-            run_all(loops, args.rounds)
-            return
-        prober = dry_prober(ctl) if args.dry_run else None
-        metrics = Metrics() if args.metrics else None
+        metrics = Metrics([c.settings.name for c in ctls]) if args.metrics else None
         if metrics is not None:
-            metrics.update_from(ctl)  # the first scrape already sees the switch
+            for c in ctls:
+                metrics.update_from(c)  # the first scrape already sees the switch
         server = metrics.serve(args.metrics) if metrics is not None else None
         if server is not None:
             console.print(f"metrics on {server.url}", soft_wrap=True)
             sys.stdout.flush()
         try:
-            health_loop(ctl, args.rounds, prober, metrics)
+            loops = [HealthLoop(c, dry_prober(c) if args.dry_run else None, metrics) for c in ctls]
+            if len(loops) == 1:
+                loops[0].run(args.rounds)
+            else:
+                run_all(loops, args.rounds)
         finally:
             if server is not None:
                 server.stop()
@@ -455,17 +457,17 @@ def as_list(ctls: Controller | Sequence[Controller]) -> list[Controller]:
 
 def deploy_all(ctls: list[Controller], console: Console) -> None:
     """`p4lb deploy`: every chosen service, under one hold of the switch's lock; with several, every service's
-    checks (vip entries, shared settings, stale flows: one census of the flow table) pass before the first write."""
+    checks (vip entries, shared settings, stale flows: one census of the flow table) pass before the first write,
+    and the shared settings checked there are not checked again by each service's deploy."""
     if len(ctls) == 1:
         console.print(f"deployed: {len(ctls[0].deploy())} writes")
         return
     census = Census()
     lock = ctls[0].lock
     with lock.hold() if lock is not None else contextlib.nullcontext():
-        for ctl in ctls:
-            ctl.check_deploy(census)
-        for ctl in ctls:
-            console.print(f"deployed {ctl.settings.name}: {len(ctl.deploy(census))} writes", soft_wrap=True)
+        checked = [ctl.check_deploy(census) for ctl in ctls]
+        for ctl, shared_checked in zip(ctls, checked, strict=True):
+            console.print(f"deployed {ctl.settings.name}: {len(ctl.deploy(census, shared_checked))} writes", soft_wrap=True)
 
 
 def dispatch(args: argparse.Namespace, ctls: list[Controller], console: Console) -> int:
@@ -513,8 +515,6 @@ def chosen_services(args: argparse.Namespace, config: Config) -> tuple[Settings,
         return (one,)
     if len(config.services) > 1 and args.cmd in ONE_SERVICE:
         raise UsageError(f"the config has {len(config.services)} services: give `{args.cmd}` --service NAME (one of: {names})")
-    if len(config.services) > 1 and args.cmd == "run" and args.metrics:
-        raise UsageError(f"--metrics serves one service's metrics: give `run` --service NAME (one of: {names})")
     return config.services
 
 

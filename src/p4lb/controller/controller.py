@@ -98,37 +98,44 @@ class Controller:
         self.lock = lock or (SwitchLock(settings.switch.key, settings.switch.lock_timeout_ms / 1000) if state_file else None)
         self.last_commit = 0.0  # Unix time of the last commit (also kept in the state file, for other processes)
         self.writer = ""  # who last started writing the switch, as the state file said at our last look (see _announce)
+        self.seen_deployed = False  # this controller read its vip entry (VIP:port selecting its id) or committed its group
 
-    def deploy(self, census: Census | None = None) -> list[Write]:
+    def deploy(self, census: Census | None = None, shared_checked: bool = False) -> list[Write]:
         """Push the pipeline and backends, then commit the configured group (or reconcile if already running).
 
         Re-running it after adding backends at the end of the config (or removing the last ones) installs the new
         `backend` entries and commits the new group; a removed backend's entry stays, so its open flows finish.
         A service new on a switch that runs the pipeline is refused while the flow table holds entries of its id
         (`census`: the flow table's places by service, read at most once while the caller holds the lock).
+        `shared_checked`: check_deploy checked the settings every service shares, under the lock the caller still
+        holds, so the backends' install does not check them again.
         """
         self._preflight()
         with named(self.settings), self._locked():
             pool = self.current_pool()
             view = self._view(full=True)
             if view is not None and view.version is not None:
-                self.switch.install_backends(self.settings.lb)  # upserts: identical entries change nothing
+                self.seen_deployed = True
+                self.switch.install_backends(self.settings.lb, check=not shared_checked)  # upserts: identical entries change nothing
                 writes = self._execute(_mirror(view), pool, "reconcile")
             else:
-                writes = self._fresh(pool, "deploy", push=view is None, census=census)
+                writes = self._fresh(pool, "deploy", push=view is None, census=census, shared_checked=shared_checked)
             self._save(pool)
         return writes
 
-    def check_deploy(self, census: Census) -> None:
+    def check_deploy(self, census: Census) -> bool:
         """What deploy() refuses before its first write, checked without writing: another service's vip entry on
-        this VIP:port or this id, the settings every service shares, stale flows of a new service."""
+        this VIP:port or this id, the settings every service shares, stale flows of a new service. True if it
+        checked the shared settings (deploy(shared_checked=True) then skips them, under the same hold of the lock);
+        False on a switch without a pipeline, where the push empties every table and deploy checks them itself."""
         with named(self.settings), self._locked():
             view = self._view(full=False)
             if view is None:
-                return  # no pipeline: the push empties the table
+                return False  # no pipeline: the push empties the table
             self.switch.check_shared(self.settings.lb)
             if view.version is None:
                 self._check_stale(census)
+            return True
 
     def reconcile(self, view: SwitchView | None = None) -> list[Write]:
         """Make the committed group match the operator's sets, without touching open flows; idempotent."""
@@ -157,9 +164,10 @@ class Controller:
             view = self._view(full=False, quick=not thorough and self._marks() == seen)
             start = _mirror(view) if view is not None and view.version is not None else P4lbState()
             if view is None or view.version is None:
-                log.warning("%s: the switch has no p4lb pipeline or no committed group (restarted?): deploying again", why)
+                log.warning("%s: the switch has no p4lb pipeline or no committed group (restarted, or its vip entry deleted?): deploying again", why)
                 writes = self._fresh(after, f"redeploy ({why})", push=view is None)
             else:
+                self.seen_deployed = True
                 writes = self._execute(start, after, why)
             self.pool = after
             if writes or after != before:
@@ -188,27 +196,43 @@ class Controller:
                 return None
             raise
 
-    def _fresh(self, pool: Pool, why: str, push: bool = True, census: Census | None = None) -> list[Write]:
+    def _fresh(self, pool: Pool, why: str, push: bool = True, census: Census | None = None, shared_checked: bool = False) -> list[Write]:
         """A switch without our service's state: push the pipeline if it runs none (`push`: a pipeline that runs
-        keeps every other service's entries and flows), install the backends, commit the group from scratch. On a
-        pipeline that runs, a flow table holding entries of our id is refused first (see _check_stale)."""
+        keeps every other service's entries and flows), install the backends (their shared settings checked first
+        unless `shared_checked`), commit the group from scratch. On a pipeline that runs, a flow table holding
+        entries of our id is refused first (see _check_stale)."""
         census = census or Census()
         if push:
             self.switch.install_pipeline()
             census.cleared()
         else:
             self._check_stale(census)
-        self.switch.install_backends(self.settings.lb)
-        return self._execute(P4lbState(), pool, why)
+        self.switch.install_backends(self.settings.lb, check=not shared_checked)
+        writes = self._execute(P4lbState(), pool, why)
+        self.seen_deployed = True
+        return writes
 
     def _check_stale(self, census: Census) -> None:
         """The proofs start from a flow table without entries of the service: a service with no vip entry on a
         switch that runs the pipeline (new there) is refused while places hold flows keyed by its id (left by an
-        earlier service of that id), before any write."""
+        earlier service of that id), before any write. A service this controller already manages (`manages`) is
+        not new: its vip entry vanished (deleted by hand, say), and the flows keyed by its id are its own open
+        connections, which restoring its vip entry serves again; no census is taken for it."""
         svc = self.settings.lb.service
+        if self.manages():
+            log.warning("service %s (id %d): no vip entry on the switch, but this controller manages the service: restoring it, its flows kept", self.settings.name, svc)
+            return
         held = census.of(self.switch).get(svc, 0)
         if held:
             raise ConfigFileError("vip.service", svc, f"the switch's flow table still holds {held} flow place(s) keyed by service id {svc} (left by an earlier service of this id), and a new service must start without any: give this service an id no flow entry uses, or deploy the pipeline again (it clears every service)")
+
+    def manages(self) -> bool:
+        """This controller already manages its service on the switch, under its name and id: it saw the service's
+        vip entry or committed its group in this process (the running loop), or the state file records the service
+        under its name with this id (a process of this config deployed or changed it)."""
+        if self.seen_deployed:
+            return True
+        return self.state_file is not None and load_service_id(self.state_file, self.settings) == self.settings.lb.service
 
     def _save(self, pool: Pool) -> None:
         if self.state_file:
@@ -413,6 +437,7 @@ def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_com
     sets: dict[str, object] = {"n": pool.n, "active": sorted(pool.active), "healthy": sorted(pool.healthy), "draining": sorted(pool.draining), "weights": list(pool.weights)}
     if settings is not None:
         sets["backends"] = [ip_str(b.ip) for b in settings.lb.backends]
+        sets["id"] = settings.lb.service  # the service id the sets are of (see Controller.manages)
     marks = {"last_commit": last_commit, "writer": writer}
     if settings is None or not settings.where:
         data: dict[str, object] = sets | marks
@@ -448,6 +473,14 @@ def load_marks(path: Path, settings: Settings | None = None) -> tuple[float, str
 def _time(value: object) -> float:
     """A time read from the state file (anything else: 0)."""
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def load_service_id(path: Path, settings: Settings) -> int | None:
+    """The service id the state file records for the service's sets (under its name; the whole file in the single
+    form); None if it has none (no file, no sets of this service, or a file written before ids were recorded)."""
+    data = _service_sets(path, settings) if path.exists() else None
+    sid = data.get("id") if data is not None else None
+    return sid if isinstance(sid, int) and not isinstance(sid, bool) else None
 
 
 def load_pool(path: Path, settings: Settings) -> Pool:

@@ -195,7 +195,7 @@ class Transition:
     reason: str
 
 
-Observer = Callable[[int, float, bool], None]  # (backend, seconds, ok): e.g. Metrics.observe_probe
+Observer = Callable[[int, float, bool], None]  # (backend, seconds, ok): e.g. Metrics.observer(service)
 
 
 class HealthMonitor:

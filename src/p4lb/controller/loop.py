@@ -57,7 +57,7 @@ class HealthLoop:
         self.metrics = metrics
         pool = ctl.current_pool()
         initial = {b: b in pool.healthy for b in range(1, s.lb.n + 1)}
-        observe = metrics.observe_probe if metrics is not None else None
+        observe = metrics.observer(s.name) if metrics is not None else None
         self.monitor = HealthMonitor(s.health_addresses, s.health, initial=initial, prober=prober, ports=s.health_ports, observe=observe)
         self.due = 0  # rounds until the next periodic full read-back (0: this round, unless the verdicts changed)
         self.reread = True  # read everything back this round: the first one, and after an error

@@ -124,7 +124,7 @@ class Switch(Protocol):
     def install_pipeline(self) -> None: ...
     def write(self, w: Write) -> None: ...
     def write_batch(self, ws: list[Write]) -> None: ...
-    def install_backends(self, cfg: LbConfig) -> None: ...
+    def install_backends(self, cfg: LbConfig, check: bool = True) -> None: ...
     def check_shared(self, cfg: LbConfig) -> None: ...
     def read(self, full: bool = True) -> SwitchView: ...
     def read_quick(self, full: bool = False) -> SwitchView: ...
@@ -148,7 +148,7 @@ class ModelSwitch:
     def install_pipeline(self) -> None:
         self.deployed = True
 
-    def install_backends(self, cfg: LbConfig) -> None:
+    def install_backends(self, cfg: LbConfig, check: bool = True) -> None:
         if self.installed != cfg:  # upserts of identical entries change nothing, so they are not logged
             self.log.append(Write(Target.BACKEND, (), cfg.n))
             self.installed = cfg
@@ -317,10 +317,13 @@ class P4RuntimeSwitch:
         self.rt.push(*self.files)
         self.shadow = Shadow(self.rt.epoch)  # every table is empty now
 
-    def install_backends(self, cfg: LbConfig) -> None:
-        """Static state: `backend` entries, the return path (`forward`, `send_frame` SNAT), `idle_timeout`."""
+    def install_backends(self, cfg: LbConfig, check: bool = True) -> None:
+        """Static state: `backend` entries, the return path (`forward`, `send_frame` SNAT), `idle_timeout`; the
+        shared settings checked first (check_shared) unless `check` is False: the caller checked them under the
+        switch's lock it still holds (a multi-service deploy checks every service before the first write)."""
         rt = self._ready()
-        self.check_shared(cfg)  # before any write
+        if check:
+            self.check_shared(cfg)  # before any write
         for b in cfg.backends:
             rt.upsert("backend", {"meta.lb.service": cfg.service, "meta.lb.backend": b.id}, "set_backend", {"mac": b.mac, "addr": b.ip, "port": b.port})
             rt.upsert("forward", {"hdr.ipv4.dstAddr": (b.ip, 32)}, "set_nhop", {"mac": b.mac, "port": b.port})
