@@ -5,7 +5,9 @@ The working tree is never written: its tracked and untracked non-ignored files a
 a temporary directory, each mutant gets its own copy of the snapshot, and every check runs there with PYTHONPATH
 at the copy's src (the installed editable package is not used; each copy checks that). A mutant is KILLED when
 `python -m p4lb.verify prove --no-mutants` exits non-zero or, if it survives that, when its layer's pytest
-selection fails; a mutant still running after --timeout seconds is killed too, and reported as a timeout.
+selection fails. A mutant still running after --timeout seconds is stopped and reported as undecided (timeout):
+not a kill, since a slow check is not a failing one; the run then exits non-zero, naming the mutants to run again
+alone with a larger --timeout.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="list the mutants (checking each still applies) and exit")
     p.add_argument("--jobs", type=int, default=1, help="mutants run in parallel (default 1)")
     p.add_argument("--layer", choices=LAYERS, action="append", help="only mutants of this layer (repeatable)")
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds per mutant before it counts as killed by timeout (default 180)")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds per mutant before it is stopped and reported undecided (default 180)")
     p.add_argument("--no-baseline", action="store_true", help="skip checking that the unmutated snapshot passes every selected check")
     p.add_argument("--keep", action="store_true", help="keep the temporary copies")
     return p.parse_args(argv)
@@ -298,20 +300,23 @@ def print_table(outcomes: list[Outcome]) -> None:
     for col in ("id", "layer", "description", "killed by", "s"):
         t.add_column(col, justify="right" if col == "s" else "left", ratio={"description": 4, "killed by": 5}.get(col))
     for o in outcomes:
-        by = {"survived": "[red]SURVIVED[/]", "error": f"[red]ERROR {escape(o.by)}[/]", "skipped": escape(o.by)}.get(o.status, escape(o.by))
+        by = {"survived": "[red]SURVIVED[/]", "error": f"[red]ERROR {escape(o.by)}[/]", "timeout": f"[yellow]UNDECIDED {escape(o.by)}[/]", "skipped": escape(o.by)}.get(o.status, escape(o.by))
         t.add_row(o.mutant.id, o.mutant.layer, escape(o.mutant.desc), shorten(by, 90), f"{o.seconds:.0f}")
     Console(width=80, highlight=False).print(t)
 
 
 def summary(outcomes: list[Outcome], seconds: float) -> tuple[str, bool]:
-    """(the summary lines, whether every mutant that ran was killed)."""
+    """(the summary lines, whether every mutant that ran was killed: a timeout is undecided, not a kill)."""
     ran = [o for o in outcomes if o.status != "skipped"]
-    killed = [o for o in ran if o.status in ("killed", "timeout")]
-    lines = [f"killed {len(killed)}/{len(ran)} ({sum(o.status == 'timeout' for o in ran)} by timeout) in {seconds:.0f}s"]
+    killed = [o for o in ran if o.status == "killed"]
+    lines = [f"killed {len(killed)}/{len(ran)} in {seconds:.0f}s"]
     for status in ("survived", "error"):
         ids = [o.mutant.id for o in ran if o.status == status]
         if ids:
             lines.append(f"{status}: {', '.join(ids)}")
+    slow = [o.mutant.id for o in ran if o.status == "timeout"]
+    if slow:
+        lines.append(f"undecided (timeout, not counted as killed): {', '.join(slow)}; run them alone: tools/mutate.py --only {','.join(slow)} --timeout 600")
     skipped = [o for o in outcomes if o.status == "skipped"]
     if skipped:
         lines.append(f"skipped {len(skipped)} ({skipped[0].by.removeprefix('skipped: ')}): {', '.join(o.mutant.id for o in skipped)}")
