@@ -598,3 +598,27 @@ def test_a_state_file_of_the_name_under_another_id_is_a_new_service(tmp_path):
     del data["services"]["web"]["id"]  # a file written before ids were recorded: no evidence
     path.write_text(json.dumps(data))
     assert not Controller(web0, ModelSwitch(web0.lb), state_file=path).manages()
+
+
+def test_loops_built_before_one_that_fails_are_closed(tmp_path):
+    """`p4lb run` builds one health loop per service: if a later one cannot be built, the ones built before it
+    close their monitors (event loop, probe sockets) before the error reaches the CLI."""
+    from p4lb.controller.loop import health_loops  # noqa: PLC0415
+
+    settings = parse_config(doc([service("web", 0, 80), service("api", 1, 81), service("db", 2, 82)])).services
+    ctls = [Controller(s, ModelSwitch(s.lb)) for s in settings]
+    built: list[HealthLoop] = []
+
+    def make(ctl: Controller) -> HealthLoop:
+        if ctl.settings.name == "db":
+            raise ConfigFileError("service[2].health", "x", "cannot probe")
+        built.append(HealthLoop(ctl))
+        return built[-1]
+
+    with pytest.raises(ConfigFileError):
+        health_loops(ctls, make)
+    assert len(built) == 2 and all(loop.monitor.loop.is_closed() for loop in built)
+    fine = health_loops(ctls[:2], HealthLoop)
+    assert not any(loop.monitor.loop.is_closed() for loop in fine)
+    for loop in fine:
+        loop.monitor.close()

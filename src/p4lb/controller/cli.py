@@ -45,7 +45,7 @@ from p4lb.controller.controller import BackendStatus, Census, Controller
 from p4lb.controller.errors import ConfigFileError, ControllerError, LockError, StateFileError, SwitchError, UsageError
 from p4lb.controller.health import Prober, StateProber
 from p4lb.controller.lock import SwitchLock
-from p4lb.controller.loop import HealthLoop, run_all
+from p4lb.controller.loop import HealthLoop, health_loops, run_all
 from p4lb.controller.settings import Config, Settings, load_config, named
 from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch, Switch
 from p4lb.model.crc import ip_str
@@ -435,7 +435,7 @@ def run_loop(ctls: Controller | Sequence[Controller], args: argparse.Namespace, 
             console.print(f"metrics on {server.url}", soft_wrap=True)
             sys.stdout.flush()
         try:
-            loops = [HealthLoop(c, dry_prober(c) if args.dry_run else None, metrics) for c in ctls]
+            loops = health_loops(ctls, lambda c: HealthLoop(c, dry_prober(c) if args.dry_run else None, metrics))
             if len(loops) == 1:
                 loops[0].run(args.rounds)
             else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -114,6 +114,20 @@ class HealthLoop:
         finally:
             self.monitor.close()
         return n
+
+
+def health_loops(ctls: Sequence[Controller], make: Callable[[Controller], HealthLoop]) -> list[HealthLoop]:
+    """One loop per service; if building one fails, the loops built before it are closed (their event loops and
+    probe sockets) before the error goes on."""
+    loops: list[HealthLoop] = []
+    try:
+        for ctl in ctls:
+            loops.append(make(ctl))
+    except BaseException:
+        for loop in loops:
+            loop.monitor.close()
+        raise
+    return loops
 
 
 def run_all(loops: list[HealthLoop], rounds: int = 0, stop: threading.Event | None = None) -> int:
