@@ -305,7 +305,22 @@ def test_operations_name_their_service(fake, tmp_path, capsys):
     code, out = run(capsys, cfg, "status", "--json", "--service", "api")
     assert code == 0 and {r["service"] for r in json.loads(out)["backends"]} == {"api"} and "lb_drops" in json.loads(out)
     code, out = run(capsys, cfg, "status")
-    assert code == 0 and "service" in out and "web: refused SYNs" in out and "api: lb_drops" in out, out
+    assert code == 0 and "p4lb backends: web" in out and "p4lb backends: api" in out and "web: refused SYNs" in out and "api: lb_drops" in out, out
+
+
+def test_status_tables_fit_80_columns_without_cutting_a_number():
+    """The widest row a service can have (a 15-character address, every state, 10-digit counters) is printed
+    whole at 80 columns: the state wraps, numbers and addresses never do."""
+    from rich.console import Console  # noqa: PLC0415
+
+    from p4lb.controller.controller import BackendStatus  # noqa: PLC0415
+
+    rows = [BackendStatus(128, "192.168.100.200", 511, False, False, True, True, 8, 1_048_576, 4_294_967_295)]
+    console = Console(width=80, record=True)
+    console.print(cli.status_table(rows, scan=True, service="a-long-service-name"))
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert all(s in text for s in ("192.168.100.200", "1048576", "4294967295", "511", "128"))
 
 
 def test_flows_of_every_service_from_one_scan(fake, tmp_path, capsys, monkeypatch):

@@ -37,6 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -265,7 +266,8 @@ def show_status(ctls: Controller | Sequence[Controller], as_json: bool, console:
         out["services"] = [{"name": s.name, "id": s.lb.service, "vip": f"{ip_str(s.lb.vip)}:{s.lb.vip_port}", "lb_drops": drops} for s, _, drops in reports]
         print(json.dumps(out | {"open_flows_from": "scan" if scan else "backend_open"}, indent=2))
         return
-    console.print(status_table([(s.name, r) for s, rows, _ in reports for r in rows], scan, service_column=len(reports) > 1))
+    for s, rows, _ in reports:  # several services: a table each, titled by its name (a service column left 80 columns too narrow)
+        console.print(status_table(rows, scan, s.name if len(reports) > 1 else ""))
     for s, _, drops in reports:
         who = f"{s.name}: " if len(reports) > 1 else ""
         console.print(f"{who}refused SYNs: {drops['flow_table_full']}   black holes: {drops['no_backend_entry']} (P3 proves none)", soft_wrap=len(reports) > 1)
@@ -276,22 +278,19 @@ OPEN_CAPTION = "open: the switch's count of flows on the backend, idle ones incl
 SCAN_CAPTION = "open: flows open at the switch clock, from a read of every flow place (--scan)"
 
 
-def status_table(rows: Sequence[BackendStatus | tuple[str, BackendStatus]], scan: bool = False, service_column: bool = False) -> Table:
-    """One line per backend (rows: with their service's name); narrow enough for 80 columns for one service."""
-    t = Table(title="p4lb backends", caption=SCAN_CAPTION if scan else OPEN_CAPTION)
-    if service_column:
-        t.add_column("service", no_wrap=True)
+def status_table(rows: Sequence[BackendStatus], scan: bool = False, service: str = "") -> Table:
+    """One line per backend of one service (its name in the title, if given); fits 80 columns, numbers never cut."""
+    t = Table(title=f"p4lb backends: {service}" if service else "p4lb backends", caption=SCAN_CAPTION if scan else OPEN_CAPTION, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
     t.add_column("backend", justify="right", no_wrap=True)
     t.add_column("address", no_wrap=True)
     t.add_column("port", justify="right", no_wrap=True)
-    t.add_column("state")
+    t.add_column("state", min_width=len("draining,"))
     t.add_column("group", no_wrap=True)
-    t.add_column("weight", justify="right")
-    t.add_column("open", justify="right")
-    t.add_column("dispatched", justify="right")
-    for row in rows:
-        name, r = row if isinstance(row, tuple) else ("", row)
-        t.add_row(*([name] if service_column else []), str(r.backend), r.address, str(r.switch_port), backend_state(r), "yes" if r.in_group else "no", str(r.weight), str(r.open_flows), str(r.flows_dispatched))
+    t.add_column("weight", justify="right", no_wrap=True)
+    t.add_column("open", justify="right", no_wrap=True)
+    t.add_column("dispatched", justify="right", no_wrap=True)
+    for r in rows:
+        t.add_row(str(r.backend), r.address, str(r.switch_port), backend_state(r), "yes" if r.in_group else "no", str(r.weight), str(r.open_flows), str(r.flows_dispatched))
     return t
 
 
