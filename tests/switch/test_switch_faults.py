@@ -184,8 +184,9 @@ class Rig:
                 return pkt
 
     def send(self, pkt: Packet) -> int:
-        """Send one packet from the client: the backend it reached (0: dropped or lost)."""
-        seen = self.lab.send(tcp_frame(self.lab.cfg, pkt))
+        """Send one packet from the client: the backend it reached (0: dropped or lost; a frame not out when the
+        probe came back is waited for, Lab.late: BMv2 queues each egress port apart, and a loaded machine lags)."""
+        seen = self.lab.send(tcp_frame(self.lab.cfg, pkt)) or self.lab.late()
         assert len(seen) <= 1, seen
         return self.lab.backend_at(seen[0].port) if seen else 0
 
