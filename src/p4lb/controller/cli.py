@@ -251,8 +251,8 @@ def check_args(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def show_status(ctls: Controller | Sequence[Controller], as_json: bool, console: Console, scan: bool = False, shared: bool = True) -> None:
-    """Print the status table (or JSON) of one service or several (with a service column; with `scan`, the open
-    flows counted from open_flows_of: with `shared`, one scan of the flow table for all)."""
+    """Print the status table (or JSON) of one service or several (a table each; with `scan`, the open flows
+    counted from open_flows_of: with `shared`, one scan of the flow table for all)."""
     ctls = as_list(ctls)
     scanned: dict[int, Counter[int]] = {c.settings.lb.service: Counter() for c in ctls} if scan else {}
     if scan:

@@ -206,9 +206,9 @@ def _check_mode(tasks: list[Task], invariants: dict[str, InductionReport], tried
     property: its search."""
     inv = invariants.get(MODES[tasks[0].atomic]) if tasks and tasks[0].design == "p4lb" else None
     if inv is not None and inv.ok and not tried:
-        together = prove_together(tasks)
-        if together is not None:
-            return [replace(r, detail=f"invariant of {inv.clauses} clause families, induction ({r.detail})") for r in together]
+        kept = _kept(_together(tasks, ()), invariants)
+        if kept:
+            return kept
     return [_check(t, invariants) for t in tasks]
 
 
