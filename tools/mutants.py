@@ -127,6 +127,7 @@ Z_VAC = "src/p4lb/verify/vacuity.py"
 J_P4LB = "src/p4lb/p4/build/p4lb.json"
 J_SEED = "src/p4lb/p4/build/seed.json"
 P_SRC = "src/p4lb/p4/p4lb.p4"
+P_ENTRIES = "src/p4lb/p4/entries.py"
 
 
 def _model() -> list[Mutant]:
@@ -235,6 +236,8 @@ def _p4_source() -> list[Mutant]:
         Mutant("s08", P4, P_SRC, Text("                        if (fs == OPEN) {\n                            backend_open.read(count, held_cell);", "                        if (fs == CLOSING) {\n                            backend_open.read(count, held_cell);"), "p4: backend_open decremented for a reclaimed CLOSING place, not an OPEN one"),
         Mutant("s09", P4, P_SRC, Text("                    if (close) {\n                        backend_open.read(count, held_cell);", "                    if (!close) {\n                        backend_open.read(count, held_cell);"), "p4: backend_open decremented for every packet of an open flow but the close"),
         Mutant("s06", P4, P_SRC, Text("bool new_syn = syn && (flags & F_ACK) == 0;", "bool new_syn = flags == F_SYN;"), "p4: SYN only if flags == SYN (no ECN)"),
+        Mutant("e01", P4, P_ENTRIES, Text('"lb_select", (("service", svc), ("version", version))', '"lb_select", (("service", svc), ("version", 1 - version))'), "controller entries: the vip entry selects the other version"),
+        Mutant("e02", P4, P_ENTRIES, Text("(POSITION_KEY, position)), \"set_member\"", "(POSITION_KEY, position + 1)), \"set_member\""), "controller entries: rr_member keyed one position on"),
     ]
 
 

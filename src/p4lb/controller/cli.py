@@ -56,6 +56,7 @@ from p4lb.model.ops import Drain, Fail, Heal, Scale, Undrain, Weight
 from p4lb.model.p4lb import FlowEntry, SlotState, find, flow_places, is_open
 from p4lb.model.packet import Packet, key_service
 from p4lb.model.pool import MAX_WEIGHT
+from p4lb.model.spec import key_str
 
 if TYPE_CHECKING:
     from p4lb.controller.metrics import Metrics
@@ -326,7 +327,7 @@ def flow_report(ctl: Controller, pkt: Packet) -> dict[str, object]:
     return report | {
         "slot": places[c],
         "state": e.state.name.lower(),
-        "held_by": ("this connection" if e.key == pkt.key else key_client(e.key, lb.service)) if held else None,
+        "held_by": ("this connection" if e.key == pkt.key else key_str(e.key, lb.service)) if held else None,
         "backend": e.backend if held else None,
         "idle_s": idle_s if held else None,
         "expired": held and now - e.last_seen > timeout,
@@ -348,12 +349,6 @@ def show_flow(ctl: Controller, pkt: Packet, as_json: bool, console: Console) -> 
         return
     expired = " (idle past the timeout: a new flow may take it)" if r["expired"] else ""
     console.print(f"{where} {str(r['state']).upper()}, held by {r['held_by']}, backend {r['backend']}, idle {r['idle_s']:.1f} s (timeout {r['idle_timeout_s']:g} s){expired}")
-
-
-def key_client(key: int, service: int) -> str:
-    """A flow key's client address:port (its low 48 bits), with its service when it is not `service`."""
-    client = f"{ip_str((key >> 16) & 0xFFFFFFFF)}:{key & 0xFFFF}"
-    return client if key_service(key) == service else f"{client} (service {key_service(key)})"
 
 
 FLOW_LINE = "{slot:>8}  {client:<21}  {backend:>7}  {address:<15}  {port:>4}"
@@ -387,7 +382,7 @@ def flow_rows_of(ctls: list[Controller], shared: bool = True) -> Iterator[dict[s
     backends = {c: {b.id: b for b in c.settings.lb.backends} for c in ctls}
     for ctl, slot, e in open_flows_of(ctls, shared):
         b = backends[ctl].get(e.backend)
-        yield {"slot": slot, "client": key_client(e.key, ctl.settings.lb.service), "backend": e.backend, "address": ip_str(b.ip) if b else None, "switch_port": b.port if b else None, "service": ctl.settings.name}
+        yield {"slot": slot, "client": key_str(e.key, ctl.settings.lb.service), "backend": e.backend, "address": ip_str(b.ip) if b else None, "switch_port": b.port if b else None, "service": ctl.settings.name}
 
 
 def show_flows(ctls: Controller | Sequence[Controller], as_json: bool, console: Console, shared: bool = True) -> None:

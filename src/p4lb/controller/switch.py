@@ -22,6 +22,7 @@ from p4lb.model.crc import ip_str
 from p4lb.model.ops import Target, Write
 from p4lb.model.p4lb import FREE, OPEN_PER_SERVICE, FlowEntry, P4lbState, SlotState, is_open, p4lb_write
 from p4lb.model.packet import DropReason, key_service
+from p4lb.p4 import entries
 
 if TYPE_CHECKING:
     from p4lb.controller.p4rt import Entry, P4rt, TableRow, Tls
@@ -324,13 +325,8 @@ class P4RuntimeSwitch:
         rt = self._ready()
         if check:
             self.check_shared(cfg)  # before any write
-        for b in cfg.backends:
-            rt.upsert("backend", {"meta.lb.service": cfg.service, "meta.lb.backend": b.id}, "set_backend", {"mac": b.mac, "addr": b.ip, "port": b.port})
-            rt.upsert("forward", {"hdr.ipv4.dstAddr": (b.ip, 32)}, "set_nhop", {"mac": b.mac, "port": b.port})
-        rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.vip, 32)}, "drop")  # the VIP answers nothing but TCP to vip_port
-        rt.upsert("forward", {"hdr.ipv4.dstAddr": (cfg.client_net, cfg.client_prefix)}, "set_nhop", {"mac": cfg.client_mac, "port": cfg.client_port})
-        for b in cfg.backends:
-            rt.upsert("send_frame", {"std.egress_port": cfg.client_port, "hdr.ipv4.srcAddr": b.ip}, "rewrite_sip", {"sip": cfg.vip})
+        for e in entries.static(cfg):
+            rt.upsert(e.table, dict(e.match), e.action, dict(e.params))
         self.cpu(CPU_WRITE_TIMEOUT, 0, cfg.idle_timeout_us)
 
     def check_shared(self, cfg: LbConfig) -> None:
@@ -397,12 +393,8 @@ class P4RuntimeSwitch:
 
     def _entry(self, w: Write) -> Entry:
         """The table entry of a table write."""
-        svc = self.cfg.service
-        if w.target == "vip":
-            return "vip", {"hdr.ipv4.dstAddr": self.cfg.vip, "hdr.tcp.dstPort": self.cfg.vip_port}, "lb_select", {"service": svc, "version": w.value}
-        if w.target == "rr_group":
-            return "rr_group", {"meta.lb.service": svc, "meta.lb.version": w.index[0]}, "set_group", {"size": w.value}
-        return "rr_member", {"meta.lb.service": svc, "meta.lb.version": w.index[0], "meta.lb.position": w.index[1]}, "set_member", {"backend": w.value}
+        e = entries.of_write(self.cfg, w)
+        return e.table, dict(e.match), e.action, dict(e.params)
 
     def write(self, w: Write) -> None:
         """One atomic write, as the model names it."""

@@ -39,8 +39,9 @@ from p4lb.lab.lab import Lab, Seen
 from p4lb.lab.toolchain import missing_switch
 from p4lb.model.config import CPU_PORT, LbConfig, default_config
 from p4lb.model.p4lb import P4LB, P4lbState, SlotState, flow_places, p4lb_packet
-from p4lb.model.packet import ACK, FIN, SYN, Packet, key_service
+from p4lb.model.packet import ACK, FIN, SYN, Packet, key_packet, key_service
 from p4lb.model.seed import SEED_INDEX_BITS
+from p4lb.p4 import entries
 from p4lb.verify.bmv2.cex import CexError, CexFile, Effect, Scenario, TableWrite, read_cex, signed_changes
 from p4lb.verify.bmv2.reach import START, SeedStep, other_cell, seed_plan
 from p4lb.verify.bmv2.replay import ReplayReport, compare, dry_replay, json_notes, print_report
@@ -52,7 +53,6 @@ DEAD_TIMEOUT_US = 100_000  # idle_timeout while replaying an idle slot: waited p
 OPEN_IDS = 255  # backend_open is read for every 8-bit backend id: a counterexample may name any
 GUARD_US = 50_000  # a live slot stays this far inside its timeout, an idle one this far past it
 REPLAY_SERVICE = 0  # the service a p4lb counterexample is replayed as: its lb_drops, backend_flows and backend_open cells are the reason's and the backend's own
-SERVICE_KEY = "meta.lb.service"
 CONTROLLED = ("vip", "rr_group", "rr_member")  # p4lb tables the counterexample sets (the rest are static)
 REPLANS = 3  # seed: plan, run, read back, plan again from there (at most this many rounds)
 
@@ -101,8 +101,8 @@ def write_tables(rt: P4rt, tables: list[TableWrite]) -> None:
     for t in tables:
         match, params = dict(t.match), dict(t.params)
         table = rt.p4_object("table", t.table)
-        if table is not None and any(mf.name == SERVICE_KEY for mf in table.match_fields):
-            match.setdefault(SERVICE_KEY, REPLAY_SERVICE)
+        if table is not None and any(mf.name == entries.SERVICE_KEY for mf in table.match_fields):
+            match.setdefault(entries.SERVICE_KEY, REPLAY_SERVICE)
         if t.action.rsplit(".", 1)[-1] == "lb_select":
             params.setdefault("service", REPLAY_SERVICE)
         rt.upsert(t.table, match, t.action, params)
@@ -166,7 +166,8 @@ class P4lbReplay:
         if key_service(key) != REPLAY_SERVICE:
             self.notes.append(f"flow slot {self.slot}: its key is service {key_service(key)}'s, and a counterexample is replayed as service {REPLAY_SERVICE}: left FREE")
             return False
-        src, port = (key >> 16) & 0xFFFFFFFF, key & 0xFFFF
+        reach = key_packet(key, SYN)
+        src, port = reach.src_ip, reach.src_port
         places = flow_places(self.cfg, Packet(src, port, SYN))
         if self.slot not in places:
             self.notes.append(f"flow slot {self.slot}: not one of its key's candidate places, so no packet can put it there: left FREE")
@@ -175,10 +176,8 @@ class P4lbReplay:
         if landed != self.slot:
             self.notes.append(f"flow slot {self.slot}: its key's candidate {places.index(self.slot)}, but its SYN takes candidate {places.index(landed)} (place {landed}) in an empty table: left FREE")
             return False
-        rt = self.sw.rt
-        rt.upsert("vip", {"hdr.ipv4.dstAddr": self.cfg.vip, "hdr.tcp.dstPort": self.cfg.vip_port}, "lb_select", {"service": REPLAY_SERVICE, "version": 0})
-        rt.upsert("rr_group", {SERVICE_KEY: REPLAY_SERVICE, "meta.lb.version": 0}, "set_group", {"size": 1})
-        rt.upsert("rr_member", {SERVICE_KEY: REPLAY_SERVICE, "meta.lb.version": 0, "meta.lb.position": 0}, "set_member", {"backend": backend})
+        c = replace(self.cfg, service=REPLAY_SERVICE)
+        write_tables(self.sw.rt, [entries.vip(c, 0), entries.rr_group(c, 0, 1), entries.rr_member(c, 0, 0, backend)])
         self.lab.send(tcp_frame(self.cfg, Packet(src, port, SYN)))
         how = "a SYN of its key dispatched to a one-member group"
         if state == SlotState.CLOSING:
@@ -203,8 +202,8 @@ class P4lbReplay:
         mine = [t for t in self.scn.tables if t.table in CONTROLLED]
         write_tables(rt, mine)
         listed = {tuple(t.match) for t in mine if t.table == "rr_member"}
-        if (("meta.lb.version", 0), ("meta.lb.position", 0)) not in listed and ((SERVICE_KEY, REPLAY_SERVICE), ("meta.lb.version", 0), ("meta.lb.position", 0)) not in listed:
-            rt.delete("rr_member", {SERVICE_KEY: REPLAY_SERVICE, "meta.lb.version": 0, "meta.lb.position": 0})  # the reaching SYN's, if any
+        if (("meta.lb.version", 0), ("meta.lb.position", 0)) not in listed and ((entries.SERVICE_KEY, REPLAY_SERVICE), ("meta.lb.version", 0), ("meta.lb.position", 0)) not in listed:
+            rt.delete("rr_member", {entries.SERVICE_KEY: REPLAY_SERVICE, "meta.lb.version": 0, "meta.lb.position": 0})  # the reaching SYN's, if any
         for v in (0, 1):
             self.sw.cpu(CPU_WRITE_RR_NEXT, v, self.scn.register("rr_next", v))
         timeout = DEAD_TIMEOUT_US if dead else self.cfg.idle_timeout_us

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 from p4lb.model.crc import ip_str
-from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet, key_service
+from p4lb.model.packet import DropReason, Fate, FlagClass, Outcome, Packet, key_packet, key_service
 from p4lb.model.pool import Pool
 
 
@@ -53,10 +53,10 @@ class SpecState:
     writes_seen: int = 0  # controller writes so far (P7 speaks of states reached through them)
 
 
-def key_str(key: int) -> str:
-    """A flow key as the client's address:port."""
-    svc = key_service(key)
-    return f"{ip_str((key >> 16) & 0xFFFFFFFF)}:{key & 0xFFFF}" + (f" (service {svc})" if svc else "")
+def key_str(key: int, service: int = 0) -> str:
+    """A flow key as the client's address:port, with its service when it is not `service`."""
+    pkt, svc = key_packet(key), key_service(key)
+    return f"{ip_str(pkt.src_ip)}:{pkt.src_port}" + (f" (service {svc})" if svc != service else "")
 
 
 def is_open(spec: SpecState, key: int, t: int, timeout: int) -> bool:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from p4lb.model.crc import ip_str
 from p4lb.model.p4lb import P4LB, FlowEntry, P4lbState, SlotState, p4lb_packet
 from p4lb.model.packet import DropReason, Fate, Outcome, Packet
 from p4lb.model.seed import SEED_INDEX_BITS, SeedState, seed_packet
-from p4lb.p4 import artifacts
+from p4lb.p4 import artifacts, entries
+from p4lb.p4.entries import TableEntry
 from p4lb.verify.bmv2.equivalence import MAX_FRAME, EquivalenceResult, action_named, concrete_input, table_named
 from p4lb.verify.bmv2.program import Program, load
 from p4lb.verify.bmv2.symbolic import Entries, Entry, Environment, Match, PacketInput, TableContents, Unlisted, crc16_arc, execute, index_bits
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = "p4lb-bmv2-counterexample/1"
 REPLAY_COMMAND = "python -m p4lb.lab.replay"
-Key = int | tuple[int, int]  # exact value, or (value, prefix length) for LPM: as p4lb.controller.p4rt writes them
 COUNTERS = {"p4lb": ("lb_drops", "backend_flows", "bad_checksum"), "seed": ()}
 REPLAY_SERVICE = 0  # the service id a replay installs (p4lb's lb_drops, backend_flows and backend_open cells are then the model's indices)
 CHANGES = {"p4lb": ("backend_open",), "seed": ()}  # registers compared by their change (signed, mod 2^width): BMv2 cannot set them
@@ -48,14 +48,7 @@ class CexError(VerifyError):
 # ---- the file ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TableWrite:
-    """One table entry as P4Runtime writes it: match fields by P4Info name, in the table's key order."""
-
-    table: str
-    match: tuple[tuple[str, Key], ...]
-    action: str
-    params: tuple[tuple[str, int], ...] = ()
+TableWrite = TableEntry  # one table entry as P4Runtime writes it: match fields by P4Info name, in the table's key order
 
 
 @dataclass(frozen=True)
@@ -203,18 +196,12 @@ def frame_bytes(prog: Program, fields: Mapping[str, int], headers: Sequence[str]
 
 
 def p4lb_tables(cfg: LbConfig, version: int, groups: Sequence[int], members: Mapping[tuple[int, int], int]) -> tuple[TableWrite, ...]:
-    """The controller's p4lb entries for a state of service REPLAY_SERVICE: vip, rr_group, rr_member, and the static
-    backend, forward and send_frame entries exactly as P4RuntimeSwitch.install_backends writes them."""
-    svc = ("meta.lb.service", REPLAY_SERVICE)
-    out = [TableWrite("vip", (("hdr.ipv4.dstAddr", cfg.vip), ("hdr.tcp.dstPort", cfg.vip_port)), "lb_select", (("service", REPLAY_SERVICE), ("version", version)))]
-    out += [TableWrite("rr_group", (svc, ("meta.lb.version", v)), "set_group", (("size", groups[v]),)) for v in (0, 1)]
-    out += [TableWrite("rr_member", (svc, ("meta.lb.version", v), ("meta.lb.position", p)), "set_member", (("backend", b),)) for (v, p), b in sorted(members.items())]
-    out += [TableWrite("backend", (svc, ("meta.lb.backend", b.id)), "set_backend", (("mac", b.mac), ("addr", b.ip), ("port", b.port))) for b in cfg.backends]
-    out += [TableWrite("forward", (("hdr.ipv4.dstAddr", (b.ip, 32)),), "set_nhop", (("mac", b.mac), ("port", b.port))) for b in cfg.backends]
-    out.append(TableWrite("forward", (("hdr.ipv4.dstAddr", (cfg.vip, 32)),), "drop"))
-    out.append(TableWrite("forward", (("hdr.ipv4.dstAddr", (cfg.client_net, cfg.client_prefix)),), "set_nhop", (("mac", cfg.client_mac), ("port", cfg.client_port))))
-    out += [TableWrite("send_frame", (("std.egress_port", cfg.client_port), ("hdr.ipv4.srcAddr", b.ip)), "rewrite_sip", (("sip", cfg.vip),)) for b in cfg.backends]
-    return tuple(out)
+    """The controller's p4lb entries (p4lb.p4.entries) for a state of service REPLAY_SERVICE: vip, rr_group,
+    rr_member, then the static backend, forward and send_frame entries."""
+    c = replace(cfg, service=REPLAY_SERVICE)
+    out = [entries.vip(c, version), *(entries.rr_group(c, v, groups[v]) for v in (0, 1))]
+    out += [entries.rr_member(c, v, p, b) for (v, p), b in sorted(members.items())]
+    return (*out, *entries.static(c))
 
 
 def seed_tables(cfg: LbConfig, set_max: int, status: Sequence[int]) -> tuple[TableWrite, ...]:
@@ -420,7 +407,7 @@ def exact(t: TableWrite, name: str) -> int:
     v = dict(t.match)[name]
     if isinstance(v, tuple):
         raise CexError(f"table {t.table}: {name} is matched as a prefix, expected an exact value")
-    return v
+    return int(v)
 
 
 def p4lb_state(scn: Scenario) -> P4lbState:
@@ -439,7 +426,7 @@ def p4lb_state(scn: Scenario) -> P4lbState:
 def seed_state(scn: Scenario) -> SeedState:
     """The model's seed state of a scenario."""
     set_max = dict(scn.entries("set_max")[0].params)["max"]
-    status = tuple(dict(scn.entries(f"set_status{k}")[0].params)["fail"] for k in range(1, 5))
+    status = tuple(int(dict(scn.entries(f"set_status{k}")[0].params)["fail"]) for k in range(1, 5))
     return SeedState(dict(scn.registers.get("flowlet_select", {})), scn.register("myselect"), scn.register("mymax"), set_max, status)  # type: ignore[arg-type]
 
 

@@ -36,7 +36,8 @@ from p4lb.model.crc import ip_str
 from p4lb.model.p4lb import P4LB, FlowEntry, P4lbState, SlotState, p4lb_packet
 from p4lb.model.packet import DropReason, Fate, Outcome, Packet, flags_str, key_service
 from p4lb.model.seed import SEED_INDEX_BITS, SeedState, seed_packet
-from p4lb.p4 import p4lb_build
+from p4lb.p4 import entries, p4lb_build
+from p4lb.p4.entries import TableEntry
 from p4lb.verify import gf2
 from p4lb.verify.bmv2.program import FieldRef, HashAlgo, Program, load, load_json
 from p4lb.verify.bmv2.symbolic import (
@@ -237,6 +238,36 @@ def action_named(prog: Program, table: str, short: str) -> str:
     raise VerifyError(f"table {table} has no action {short}")
 
 
+def bound_entry(prog: Program, e: TableEntry) -> tuple[str, Entry]:
+    """An entry the controller writes (p4lb.p4.entries) as the program's table and entry: its match fields must be
+    the table's keys and its parameters the action's, by name and in order (VerifyError naming the difference)."""
+    t = table_named(prog, e.table)
+    table = prog.table(t)
+    keys, written = tuple(k.name for k in table.keys), tuple(n for n, _ in e.match)
+    if written != keys:
+        raise VerifyError(f"the controller keys {e.table} entries by ({', '.join(written)}); the program's key is ({', '.join(keys)})")
+    a = action_named(prog, t, e.action)
+    params, given = tuple(p.name for p in prog.actions[table.action_id(a)].params), tuple(n for n, _ in e.params)
+    if given != params:
+        raise VerifyError(f"the controller writes {e.action}({', '.join(given)}); the program's action takes ({', '.join(params)})")
+    match = tuple(Match(v[0], prefix=v[1]) if isinstance(v, tuple) else Match(v) for _, v in e.match)
+    return t, Entry(match, a, tuple(v for _, v in e.params))
+
+
+def _grouped(bound: Sequence[tuple[str, Entry]]) -> dict[str, TableContents]:
+    """Bound entries as each table's contents."""
+    out: dict[str, list[Entry]] = {}
+    for t, e in bound:
+        out.setdefault(t, []).append(e)
+    return {t: Entries(es) for t, es in out.items()}
+
+
+def chosen_when(keys: tuple[z3.BitVecRef, ...], entry: Entry, present: z3.BoolRef) -> Choice:
+    """A symbolic table's choice of one exact-match entry: it runs when it is present and every key equals its value."""
+    same = [k == (z3.BitVecVal(m.value, k.size()) if isinstance(m.value, int) else m.value) for k, m in zip(keys, entry.match, strict=True)]
+    return Choice(z3.And(present, *same), entry.action, entry.params)
+
+
 def backend_entries(prog: Program, cfg: LbConfig, table: str, action: str, n: int | None = None, service: int | z3.BitVecRef | None = None) -> Entries:
     """Backend i (1..N) -> action(mac_i, ip_i, port_i), as the controllers install them (keyed (service, i) for p4lb)."""
     t = table_named(prog, table)
@@ -367,23 +398,24 @@ def stage_cut(name: str, cut: Cut, terms: Sequence[z3.ExprRef], before: Sequence
 def p4lb_tables(prog: Program, cfg: LbConfig, sw: Mapping[str, z3.ExprRef], present: Mapping[str, z3.ExprRef], others: TableContents | None, service: z3.BitVecRef = SERVICE) -> dict[str, TableContents]:
     """The controller's tables for one service (any id): vip (VIP:port -> lb_select(service, version)), rr_group /
     rr_member per (service, version), backend (service, 1..N). Entries of other services: see `other_entries`."""
-    vip_t, grp_t, mem_t = table_named(prog, "vip"), table_named(prog, "rr_group"), table_named(prog, "rr_member")
+    grp_t, mem_t = table_named(prog, "rr_group"), table_named(prog, "rr_member")
     version = z3.If(sw["version"], z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)) if z3.is_bool(sw["version"]) else sw["version"]
+    vip_t, vip = bound_entry(prog, entries.vip(cfg, version, service))
     tables: dict[str, TableContents] = {
-        vip_t: Entries([Entry((Match(cfg.vip), Match(cfg.vip_port)), action_named(prog, vip_t, "lb_select"), (service, version))]),
-        table_named(prog, "backend"): backend_entries(prog, cfg, "backend", "set_backend", service=service),
+        vip_t: Entries([vip]),
+        table_named(prog, "backend"): Entries([bound_entry(prog, entries.backend(cfg, b, service))[1] for b in cfg.backends]),
     }
     set_group, set_member = action_named(prog, grp_t, "set_group"), action_named(prog, mem_t, "set_member")
     other_size, other_member = z3.Function("rr_group_other", B8, z3.BitVecSort(1), B8), z3.Function("rr_member_other", B8, z3.BitVecSort(1), B8, B8)
 
     def group(keys: tuple[z3.BitVecRef, ...]) -> tuple[Choice, ...]:
         svc, ver = keys
-        mine = tuple(Choice(z3.And(svc == service, ver == v, present[f"rr_group{v}"]), set_group, (sw[f"rr_group{v}"],)) for v in (0, 1))
+        mine = tuple(chosen_when(keys, bound_entry(prog, entries.rr_group(cfg, v, sw[f"rr_group{v}"], service))[1], present[f"rr_group{v}"]) for v in (0, 1))
         return (*mine, Choice(svc != service, set_group, (other_size(svc, ver),)))  # another service's entry: any size
 
     def member(keys: tuple[z3.BitVecRef, ...]) -> tuple[Choice, ...]:
         svc, ver, pos = keys
-        mine = tuple(Choice(z3.And(svc == service, ver == v, present[f"rr_member{v}"][pos]), set_member, (sw[f"rr_member{v}"][pos],)) for v in (0, 1))
+        mine = tuple(chosen_when(keys, bound_entry(prog, entries.rr_member(cfg, v, pos, sw[f"rr_member{v}"][pos], service))[1], present[f"rr_member{v}"][pos]) for v in (0, 1))
         return (*mine, Choice(svc != service, set_member, (other_member(svc, ver, pos),)))  # another service's entry: any backend
 
     tables[grp_t] = Function(group)
@@ -1304,12 +1336,10 @@ def concrete_p4lb_env(prog: Program, cfg: LbConfig, st: P4lbState, service: int 
         opened = z3.Store(opened, z3.BitVecVal(b, CELL.size()), z3.BitVecVal(c % (1 << OPEN_BITS), OPEN_BITS))
     regs["backend_open"] = opened
     regs = {prog.register(k).name: v for k, v in regs.items()}
-    tables: dict[str, TableContents] = {
-        table_named(prog, "vip"): Entries([Entry((Match(cfg.vip), Match(cfg.vip_port)), action_named(prog, table_named(prog, "vip"), "lb_select"), (service, st.version))]),
-        table_named(prog, "rr_group"): Entries([Entry((Match(service), Match(v)), action_named(prog, table_named(prog, "rr_group"), "set_group"), (st.rr_group[v],)) for v in (0, 1)]),
-        table_named(prog, "rr_member"): Entries([Entry((Match(service), Match(v), Match(p)), action_named(prog, table_named(prog, "rr_member"), "set_member"), (b,)) for (v, p), b in st.rr_member.items()]),
-        table_named(prog, "backend"): backend_entries(prog, cfg, "backend", "set_backend", service=service),
-    }
+    written = [entries.vip(cfg, st.version, service), *(entries.rr_group(cfg, v, st.rr_group[v], service) for v in (0, 1))]
+    written += [entries.rr_member(cfg, v, p, b, service) for (v, p), b in st.rr_member.items()]
+    written += [entries.backend(cfg, b, service) for b in cfg.backends]
+    tables = _grouped([bound_entry(prog, e) for e in written])
     return Environment(tables, regs, Unlisted.EMPTY)
 
 
