@@ -1,11 +1,12 @@
 """Several services in one configuration ([[service]] tables): parsing both forms, every error naming its field with
-nothing written, one `p4lb deploy` for all, --service, status and flows of all, 64 services, the state file, and the
-refusal of a new service whose id still has flow entries. Against the fake P4Runtime switch; no BMv2 needed."""
+nothing written, one `p4lb deploy` for all, --service, status and flows of all, 64 services, the state file, the
+refusal of a new service whose id still has flow entries, and `p4lb retire`. Against the fake P4Runtime switch; no BMv2 needed."""
 
 from __future__ import annotations
 
 import faulthandler
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from p4lb.controller.controller import Controller, load_pool, save_pool
 from p4lb.controller.errors import ConfigFileError
 from p4lb.controller.health import Probe
 from p4lb.controller.loop import HealthLoop, run_all
+from p4lb.controller.p4rt import P4rt
 from p4lb.controller.settings import DEFAULT_SERVICE, CheckKind, Config, load_config, parse, parse_config
 from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch, Switch
 from p4lb.lab.fake_p4rt import FakeP4Runtime, Rpc, Table
@@ -27,7 +29,7 @@ from p4lb.model.config import P4LB_SMALL_TABLE_BITS
 from p4lb.model.crc import ip
 from p4lb.model.ops import Fail
 from p4lb.model.p4lb import SlotState
-from p4lb.model.packet import SYN, Fate, Packet, key_service
+from p4lb.model.packet import ACK, FIN, SYN, DropReason, Fate, Packet, key_service
 from p4lb.model.pool import Pool
 
 WATCHDOG_S = 120
@@ -637,3 +639,129 @@ def test_loops_built_before_one_that_fails_are_closed(tmp_path):
     assert not any(loop.monitor.loop.is_closed() for loop in fine)
     for loop in fine:
         loop.monitor.close()
+
+
+# ---- p4lb retire: a service off the switch gracefully; deploy brings it back --------------------------------------
+API = 5  # two(): web is service 0 (2 backends), api service 5 (3 backends), both on 10.0.0.1
+
+
+def of_service(fake: FakeP4Runtime, svc: int) -> dict[Table, list[str]]:
+    """The entries keyed by (or selecting) one service."""
+    def mine(r: object) -> bool:
+        return getattr(r, "params", {}).get("service") == svc or r.match.get("meta.lb.service") == svc  # type: ignore[attr-defined]
+
+    return {t: sorted(repr(r) for r in fake.device.rows(t) if mine(r)) for t in (Table.VIP, Table.RR_GROUP, Table.RR_MEMBER, Table.BACKEND)}
+
+
+def return_path(fake: FakeP4Runtime) -> set[tuple[str, object]]:
+    """forward destinations and send_frame source addresses."""
+    return {("forward", r.match["hdr.ipv4.dstAddr"]) for r in fake.device.rows(Table.FORWARD)} | {("send_frame", r.match["hdr.ipv4.srcAddr"]) for r in fake.device.rows(Table.SEND_FRAME)}
+
+
+def test_retire_takes_one_service_off_and_leaves_the_other(fake, tmp_path, capsys, monkeypatch):
+    """The vip entry goes first (no packet of the service reaches its groups or backends after it), the groups and
+    backends next, the return path last; web's entries, routes and traffic are untouched."""
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    assert fake.device.inject(Packet(CLIENT, 4001, SYN, 0, API)).fate is Fate.BACKEND
+    web, paths = of_service(fake, 0), return_path(fake)
+    order: list[str] = []
+    real = P4rt.delete
+    monkeypatch.setattr(P4rt, "delete", lambda rt, table, match: (order.append(table), real(rt, table, match))[1])
+    code, out = run(capsys, cfg, "retire", "--service", "api", "--wait", "0")
+    assert code == 0 and "retired api:" in out and "1 open connection(s) cut" in out and "p4lb deploy --service api" in out, out
+    assert order[0] == "vip" and order.count("vip") == 1 and f"{len(order)} table entries deleted" in out
+    assert order.index("rr_member") < order.index("backend") < order.index("forward") and set(order[-3:]) == {"send_frame"}
+    assert fake.device.services() == (0,) and of_service(fake, API) == {t: [] for t in (Table.VIP, Table.RR_GROUP, Table.RR_MEMBER, Table.BACKEND)}
+    assert of_service(fake, 0) == web  # web's entries untouched
+    api_addrs = {ip(b["address"]) for b in backends(API, 3)}
+    gone = paths - return_path(fake)
+    assert gone == {("forward", (a, 32)) for a in api_addrs} | {("send_frame", a) for a in api_addrs}, gone  # the VIP address and client route serve web too
+    assert fake.device.inject(Packet(CLIENT, 4002, SYN, 0, 0)).fate is Fate.BACKEND  # web still balances
+    state = json.loads(cfg.with_suffix(".state.json").read_text())
+    assert state["services"]["api"]["retired"] is True and "retired" not in state["services"]["web"]
+    code, out = run(capsys, cfg, "status", "--json")
+    assert code == 0 and [s["retired"] for s in json.loads(out)["services"]] == [False, True], out
+
+
+def test_retire_waits_for_open_connections_and_refuses_new_ones_meanwhile(fake, tmp_path, capsys):
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    pinned = fake.device.inject(Packet(CLIENT, 4001, SYN, 0, API)).backend
+    config = load_config(cfg)
+    api = config.service("api")
+    assert api is not None
+    sw = cli.make_switches(config, (api,), dry_run=False, one_shot=True)[0]
+    ctl = Controller(api, sw, grace_s=0, state_file=cfg.with_suffix(".state.json"))
+    got: list[object] = []
+    worker = threading.Thread(target=lambda: got.append(ctl.retire(10.0, [s.lb for s in config.services if s.name != "api"], poll_s=0.05)))
+    try:
+        worker.start()
+        deadline = time.monotonic() + 5
+        while fake.device.state_of(API).members(fake.device.state_of(API).version) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the drain's commit: an empty group
+        refused = fake.device.inject(Packet(CLIENT, 4002, SYN, 0, API))
+        assert refused.fate is Fate.DROP and refused.reason is DropReason.NO_ELIGIBLE  # new connections refused
+        assert fake.device.inject(Packet(CLIENT, 4001, ACK, 0, API)).backend == pinned  # the open one still served
+        assert worker.is_alive() and API in fake.device.services()  # waiting for it
+        fake.device.inject(Packet(CLIENT, 4001, FIN | ACK, 0, API))  # it ends
+        worker.join(10)
+    finally:
+        sw.close()
+    (r,) = got
+    assert r.open_left == 0 and r.waited_s < 10 and r.deleted > 0 and fake.device.services() == (0,)  # type: ignore[attr-defined]
+
+
+def test_a_retired_service_refuses_operations_the_loop_leaves_it_off_and_deploy_brings_it_back(fake, tmp_path, capsys):
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    assert run(capsys, cfg, "drain", "3", "--service", "api")[0] == 0  # a set that must survive the retirement
+    assert run(capsys, cfg, "retire", "--service", "api", "--wait", "0")[0] == 0
+    before = snapshot(fake)
+    code, out = run(capsys, cfg, "fail", "1", "--service", "api")
+    assert code == cli.ExitCode.INPUT and "refused: service api is retired" in out and "p4lb deploy --service api" in out, out
+    code, out = run(capsys, cfg, "retire", "--service", "api")
+    assert code == cli.ExitCode.INPUT and "nothing to retire" in out, out
+    assert snapshot(fake) == before
+    _, loops, switches = loops_of(cfg, cfg.with_suffix(".state.json"))
+    try:
+        assert [loop.round().applied.writes for loop in loops] == [(), ()] and fake.device.services() == (0,)  # left off
+    finally:
+        for loop in loops:
+            loop.monitor.close()
+        for sw in switches:
+            sw.close()
+    code, out = run(capsys, cfg, "deploy")
+    assert code == 0, out
+    st = fake.device.state_of(API)
+    assert fake.device.services() == (0, API) and st.members(st.version) == (1, 2)  # its sets as before: 3 draining
+    assert "retired" not in json.loads(cfg.with_suffix(".state.json").read_text())["services"]["api"]
+    assert fake.device.inject(Packet(CLIENT, 4003, SYN, 0, API)).fate is Fate.BACKEND
+
+
+def test_retiring_the_only_service_deletes_its_whole_return_path(fake, tmp_path, capsys):
+    cfg = write_config(tmp_path, doc([service("solo", 3, 80)], fake))
+    assert run(capsys, cfg, "deploy")[0] == 0
+    code, out = run(capsys, cfg, "retire", "--wait", "0")
+    assert code == 0 and "no open connection left" in out, out
+    assert {t: rows for t, rows in snapshot(fake).items() if rows} == {}
+
+
+def test_a_retired_vip_entry_deleted_by_hand_is_nothing_to_retire(fake, tmp_path, capsys):
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    delete_vip_of(fake, API)
+    before = snapshot(fake)
+    code, out = run(capsys, cfg, "retire", "--service", "api")
+    assert code == cli.ExitCode.INPUT and "no vip entry on the switch selects it" in out, out
+    assert snapshot(fake) == before
+
+
+@pytest.mark.parametrize(("argv", "says"), [(["--wait", "-1"], "out of range"), (["--wait", "soon"], "is not a number of seconds"), ([], "give `retire` --service NAME")])
+def test_bad_retire_arguments_write_nothing(fake, tmp_path, capsys, argv, says):
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    before = snapshot(fake)
+    code, out = run(capsys, cfg, "retire", *argv, *(["--service", "api"] if argv else []))
+    assert code == cli.ExitCode.INPUT and says in out, out
+    assert snapshot(fake) == before

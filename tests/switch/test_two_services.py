@@ -187,3 +187,33 @@ def test_one_config_of_two_services_and_a_stale_id(lab, tmp_path, monkeypatch, c
         assert {t: sorted(map(repr, rt.read_table(t))) for t in before} == before
     lab.reset()  # a pipeline pushed again: every service's flows gone
     assert cli.main(["-c", str(stale), "deploy"]) == 0
+
+
+def test_retire_takes_one_service_off_bmv2_and_deploy_brings_it_back(lab, tmp_path, monkeypatch, capsys):
+    """`p4lb retire --service api`: api's SYNs reach no backend (its vip entry gone; the VIP address's drop route
+    stays, web uses it), web's entries and traffic are untouched, and `deploy` brings api back."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    lab.reset()
+    web, api = service_config(lab.cfg, 0, 80, (1, 2)), service_config(lab.cfg, 1, 8080, (3, 4))
+    cfg = multi_config(lab, tmp_path / "p4lb.toml", {"web": web, "api": api})
+    assert cli.main(["-c", str(cfg), "deploy"]) == 0
+
+    def ports(svc: LbConfig, port: int) -> list[int]:
+        return [s.port for s in lab.send(tcp_frame(svc, Packet(CLIENT, port, SYN, service=svc.service)))]
+
+    assert ports(api, PORTS[0])[0] in {b.port for b in api.backends}
+    with P4rt(lab.bmv2.grpc, election_id=(0, 200)) as rt:
+        rt.load_p4info()
+        web_rows = sorted(repr(r) for t in ("vip", "rr_group", "rr_member", "backend") for r in rt.read_table(t) if r.params.get("service") == 0 or r.match.get("meta.lb.service") == 0)
+    capsys.readouterr()
+    assert cli.main(["-c", str(cfg), "retire", "--service", "api", "--wait", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "retired api:" in out and "1 open connection(s) cut" in out, out
+    assert ports(api, PORTS[1]) == [] and ports(web, PORTS[1])[0] in {b.port for b in web.backends}
+    with P4rt(lab.bmv2.grpc, election_id=(0, 200)) as rt:
+        rt.load_p4info()
+        rows = {t: rt.read_table(t) for t in ("vip", "rr_group", "rr_member", "backend")}
+    assert not [r for t, rs in rows.items() for r in rs if r.params.get("service") == 1 or r.match.get("meta.lb.service") == 1]
+    assert sorted(repr(r) for rs in rows.values() for r in rs if r.params.get("service") == 0 or r.match.get("meta.lb.service") == 0) == web_rows
+    assert cli.main(["-c", str(cfg), "deploy"]) == 0
+    assert ports(api, PORTS[2])[0] in {b.port for b in api.backends}

@@ -1,10 +1,11 @@
-"""`p4lb`: deploy, status, scale, fail, heal, drain, undrain, weight, run (health loop), flows, flow, prove.
+"""`p4lb`: deploy, status, scale, fail, heal, drain, undrain, weight, run (health loop), flows, flow, retire, prove.
 
 Exit codes:
   0    done
   1    the prover found a problem (`p4lb prove`)
-  2    bad input (arguments, config file, state file): nothing was written,
-       not even a lock file
+  2    bad input (arguments, config file, state file), or a command refused
+       as the service stands (a retired service's operations): nothing was
+       written, not even a lock file
   3    the switch is unreachable, refused a request or missed a deadline
        (switch.rpc_timeout_ms), another controller holds its lock, or the
        switch extra (gRPC, p4runtime) is not installed
@@ -32,10 +33,10 @@ import sys
 import tempfile
 import traceback
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from rich import box
 from rich.console import Console
@@ -43,12 +44,13 @@ from rich.table import Table
 from rich.text import Text
 
 from p4lb.controller.controller import BackendStatus, Census, Controller
-from p4lb.controller.errors import ConfigFileError, ControllerError, LockError, StateFileError, SwitchError, UsageError
+from p4lb.controller.errors import ConfigFileError, ControllerError, LockError, RefusedError, StateFileError, SwitchError, UsageError
 from p4lb.controller.health import Prober, StateProber
 from p4lb.controller.lock import SwitchLock
 from p4lb.controller.loop import HealthLoop, health_loops, run_all
 from p4lb.controller.settings import Config, Settings, load_config, named
 from p4lb.controller.switch import ModelSwitch, P4RuntimeSwitch, Switch
+from p4lb.model.config import LbConfig
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError
 from p4lb.model.flowtable import choose
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from p4lb.controller.metrics import Metrics
 
 log = logging.getLogger(__name__)
+N = TypeVar("N", int, float)
 
 
 class ExitCode(enum.IntEnum):
@@ -78,7 +81,9 @@ class ExitCode(enum.IntEnum):
 EXIT_OK, EXIT_PROVER, EXIT_INPUT, EXIT_SWITCH, EXIT_INTERNAL = ExitCode.OK, ExitCode.PROVER, ExitCode.INPUT, ExitCode.SWITCH, ExitCode.INTERNAL
 EPILOG = __doc__.split("\n\n", 1)[1]
 OPS: dict[str, type[Fail | Heal | Drain | Undrain]] = {"fail": Fail, "heal": Heal, "drain": Drain, "undrain": Undrain}
-ONE_SERVICE = frozenset({"scale", "fail", "heal", "drain", "undrain", "weight", "flow"})  # commands that act on one service
+ONE_SERVICE = frozenset({"scale", "fail", "heal", "drain", "undrain", "weight", "flow", "retire"})  # commands that act on one service
+RETIRE_WAIT_S = 60.0  # `retire`: how long open connections get to end before the service's entries go
+MAX_WAIT_S = 86_400
 OP_HELP = {
     "fail": "mark a backend failed: it gets no new flows; its open flows stay pinned to it",
     "heal": "mark a failed backend healthy again: it rejoins the group if active and not draining",
@@ -95,37 +100,35 @@ class ArgParser(argparse.ArgumentParser):
         raise UsageError(message, self.format_usage(), self.prog)
 
 
+def _checked(text: str, convert: Callable[[str], N], not_a: str, ok: Callable[[N], bool], why: Callable[[N], str]) -> N:
+    """An argument converted, or ArgumentTypeError: `not_a` if it does not convert, why(value) if not ok(value)."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {not_a}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(why(value))
+    return value
+
+
 def weight_value(text: str) -> int:
     """A weight argument: a whole number in 1..MAX_WEIGHT."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a weight: give a whole number in 1..{MAX_WEIGHT}") from None
-    if not 1 <= value <= MAX_WEIGHT:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: a weight is 1..{MAX_WEIGHT}")
-    return value
+    return _checked(text, int, f"a weight: give a whole number in 1..{MAX_WEIGHT}", lambda v: 1 <= v <= MAX_WEIGHT, lambda v: f"{v} is out of range: a weight is 1..{MAX_WEIGHT}")
 
 
 def backend_id(text: str) -> int:
     """A backend id argument: a whole number from 1 (checked against the config later)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a backend id: give a whole number such as 2") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a backend id: ids start at 1")
-    return value
+    return _checked(text, int, "a backend id: give a whole number such as 2", lambda v: v >= 1, lambda v: f"{v} is not a backend id: ids start at 1")
+
+
+def seconds(text: str) -> float:
+    """A duration argument: seconds, 0 or more."""
+    return _checked(text, float, "a number of seconds: give e.g. 30 or 0.5", lambda v: 0 <= v <= MAX_WAIT_S, lambda v: f"{v:g} is out of range: give 0..{MAX_WAIT_S} seconds")
 
 
 def count(text: str) -> int:
     """A non-negative whole number argument."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
-    return value
+    return _checked(text, int, "a whole number", lambda v: v >= 0, lambda v: f"{v} is negative: give 0 or more")
 
 
 def client_address(text: str) -> Packet:
@@ -185,6 +188,8 @@ def parser() -> ArgParser:
     fl = command("flow", "show the flow slot of one client connection: state, owner, backend, idle time")
     fl.add_argument("client", type=client_address, help="client address and port, e.g. 10.0.0.10:40000")
     fl.add_argument("--json", action="store_true", help="print JSON instead of a sentence")
+    rt = command("retire", "take a service off the switch: refuse its new connections, wait for its open ones, delete its entries (`deploy` brings it back)")
+    rt.add_argument("--wait", type=seconds, default=RETIRE_WAIT_S, metavar="S", help=f"seconds to wait for its open connections to end before deleting its entries (default {RETIRE_WAIT_S:g}; 0: at once, cutting them)")
     command("prove", "run the prover: ARGS go to `python -m p4lb.verify prove` (p4lb prove --help lists them)", add_help=False, usage="p4lb prove [ARGS ...]")
     return p
 
@@ -237,6 +242,8 @@ def make_lock(settings: Settings, state: Path, dry_run: bool) -> SwitchLock:
 
 def simulate_deployed(ctl: Controller) -> None:
     """Dry run: bring the fresh model switch to what a switch deployed with the state file's sets holds."""
+    if ctl.retired():
+        return  # a retired service is off the switch
     seed = Controller(ctl.settings, ctl.switch, grace_s=0)
     seed.pool = ctl.pool
     seed.deploy()
@@ -260,17 +267,20 @@ def show_status(ctls: Controller | Sequence[Controller], as_json: bool, console:
         for c, _, e in open_flows_of(ctls, shared):
             scanned[c.settings.lb.service][e.backend] += 1
     reports = [(c.settings, *c.report(scan=scan, scanned=scanned.get(c.settings.lb.service))) for c in ctls]
+    retired = {c.settings.name for c in ctls if c.retired()}
     if as_json:
         out: dict[str, object] = {"backends": [r.to_json() | {"service": s.name} for s, rows, _ in reports for r in rows]}
         if len(reports) == 1:
             out["lb_drops"] = reports[0][2]
-        out["services"] = [{"name": s.name, "id": s.lb.service, "vip": f"{ip_str(s.lb.vip)}:{s.lb.vip_port}", "lb_drops": drops} for s, _, drops in reports]
+        out["services"] = [{"name": s.name, "id": s.lb.service, "vip": f"{ip_str(s.lb.vip)}:{s.lb.vip_port}", "retired": s.name in retired, "lb_drops": drops} for s, _, drops in reports]
         print(json.dumps(out | {"open_flows_from": "scan" if scan else "backend_open"}, indent=2))
         return
     for s, rows, _ in reports:  # several services: a table each, titled by its name (a service column left 80 columns too narrow)
         console.print(status_table(rows, scan, s.name if len(reports) > 1 else ""))
     for s, _, drops in reports:
         who = f"{s.name}: " if len(reports) > 1 else ""
+        if s.name in retired:
+            console.print(f"{who}retired (p4lb retire): off the switch; `p4lb deploy --service {s.name}` brings it back", soft_wrap=True)
         console.print(f"{who}refused SYNs: {drops['flow_table_full']}   black holes: {drops['no_backend_entry']} (P3 proves none)", soft_wrap=len(reports) > 1)
         console.print(f"{who}lb_drops: " + ", ".join(f"{k}={v}" for k, v in drops.items()), soft_wrap=len(reports) > 1)
 
@@ -464,8 +474,17 @@ def deploy_all(ctls: list[Controller], console: Console) -> None:
             console.print(f"deployed {ctl.settings.name}: {len(ctl.deploy(census, shared_checked))} writes", soft_wrap=True)
 
 
-def dispatch(args: argparse.Namespace, ctls: list[Controller], console: Console) -> int:
-    """Run one subcommand on the chosen services (one for a command that acts on one service)."""
+def retire(ctl: Controller, wait_s: float, others: Sequence[LbConfig], console: Console) -> None:
+    """`p4lb retire`: the service off the switch, and what is left of it."""
+    name, r = ctl.settings.name, ctl.retire(wait_s, others)
+    cut = f"{r.open_left} open connection(s) cut" if r.open_left else "no open connection left"
+    console.print(f"retired {name}: new connections refused ({len(r.drain.writes)} writes), waited {r.waited_s:.1f} s, {cut}; {r.deleted} table entries deleted", soft_wrap=True)
+    console.print(f"flow places keyed by service id {ctl.settings.lb.service} stay until new flows reclaim them; `p4lb deploy --service {name}` brings the service back, and a `p4lb run` loop leaves it off (remove it from the config to stop probing its backends)", soft_wrap=True)
+
+
+def dispatch(args: argparse.Namespace, ctls: list[Controller], console: Console, others: Sequence[LbConfig] = ()) -> int:
+    """Run one subcommand on the chosen services (one for a command that acts on one service); `others`: the
+    config's other services (their return path stays when one retires)."""
     ctl = ctls[0]
     if args.cmd == "deploy":
         deploy_all(ctls, console)
@@ -485,6 +504,8 @@ def dispatch(args: argparse.Namespace, ctls: list[Controller], console: Console)
         show_flows(ctls, args.json, console, shared=not args.dry_run)
     elif args.cmd == "flow":
         show_flow(ctl, args.client, args.json, console)
+    elif args.cmd == "retire":
+        retire(ctl, args.wait, others, console)
     return ExitCode.OK
 
 
@@ -552,7 +573,8 @@ def run_command(args: argparse.Namespace, rest: list[str], console: Console) -> 
         if args.dry_run and args.cmd != "deploy":
             for ctl in ctls:
                 simulate_deployed(ctl)
-        return dispatch(args, ctls, console)
+        chosen = {s.name for s in services}
+        return dispatch(args, ctls, console, [s.lb for s in config.services if s.name not in chosen])
     finally:
         for sw in switches:
             sw.close()
@@ -584,6 +606,9 @@ def report(exc: Exception, console: Console, debug: bool) -> int:
         return ExitCode.INPUT
     if isinstance(exc, ConfigFileError):
         say(console, f"config error: {exc}")
+        return ExitCode.INPUT
+    if isinstance(exc, RefusedError):
+        say(console, f"refused: {exc}")
         return ExitCode.INPUT
     if isinstance(exc, StateFileError):
         say(console, f"state file error: {exc}")

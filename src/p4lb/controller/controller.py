@@ -10,15 +10,16 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from p4lb.controller.errors import ConfigFileError, ControllerError, GrpcCode, StateFileError, SwitchError
+from p4lb.controller.errors import ConfigFileError, ControllerError, GrpcCode, RefusedError, StateFileError, SwitchError
 from p4lb.controller.lock import SwitchLock
 from p4lb.controller.settings import DEFAULT_SERVICE, Settings, named
 from p4lb.controller.switch import BATCHED, Switch, SwitchView
+from p4lb.model.config import LbConfig
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError, PlanError
 from p4lb.model.ops import Op, Write
@@ -37,6 +38,16 @@ class Applied:
     after: Pool
     writes: tuple[Write, ...]
     group: tuple[int, ...] = ()  # the committed group afterwards
+
+
+@dataclass(frozen=True)
+class Retired:
+    """What `retire` did: the drain's commit, the wait for open flows, the entries deleted."""
+
+    drain: Applied
+    waited_s: float
+    open_left: int  # the service's open flows when its entries were deleted (their connections are cut)
+    deleted: int  # table entries deleted
 
 
 class BackendState(enum.Enum):
@@ -145,7 +156,46 @@ class Controller:
     def apply(self, op: Op) -> Applied:
         """Carry out one operation: validate it, plan its writes, check the plan, write them in order."""
         op.apply(self._preflight())
+        if self.retired():
+            raise RefusedError(f"service {self.settings.name} is retired (p4lb retire): `p4lb deploy --service {self.settings.name}` brings it back first")
         return self.converge(op.apply, str(op))
+
+    def retire(self, wait_s: float, others: Sequence[LbConfig] = (), poll_s: float = 1.0) -> Retired:
+        """Take the service off the switch: commit an empty group (every backend draining: new connections are
+        refused and counted no_eligible, open ones stay on their backend), wait up to `wait_s` for its open flows to
+        end, then delete its entries, the vip entry first (Switch.remove_service; `others`: the config's other
+        services, whose return path stays). The state file then marks it retired with its sets as before, so the
+        health loop does not deploy it again and operations are refused; `deploy` brings it back."""
+        pool = self._preflight()
+        with named(self.settings):
+            view = self._view(full=False)
+            if view is None or view.version is None:
+                raise RefusedError(f"service {self.settings.name}: no vip entry on the switch selects it, so there is nothing to retire (`p4lb deploy` deploys it)")
+            drain = self.converge(lambda p: replace(p, draining=frozenset(range(1, p.n + 1))), "retire: drain every backend")
+            start = time.monotonic()
+            left = self._open_now()
+            while left and time.monotonic() - start < wait_s:
+                time.sleep(min(poll_s, max(0.0, wait_s - (time.monotonic() - start))))
+                left = self._open_now()
+            waited = time.monotonic() - start
+            with self._locked():
+                deleted = self.switch.remove_service(self.settings.lb, others)
+                self.seen_deployed = False
+                self.pool = pool
+                self._save(pool, retired=True)
+        log.info("service %s retired: %d entries deleted, %d open flows cut", self.settings.name, deleted, left)
+        return Retired(drain, waited, left, deleted)
+
+    def retired(self) -> bool:
+        """The state file marks the service retired (p4lb retire; deploy clears the mark)."""
+        return self.state_file is not None and load_retired(self.state_file, self.settings)
+
+    def _open_now(self) -> int:
+        """The service's open flows: none if the data plane's backend_open counts are all 0, else a scan of the
+        flow places (an OPEN place idle past the timeout is counted by backend_open until reclaimed, not here)."""
+        if not any(self.switch.read(full=True).backend_open.values()):
+            return 0
+        return sum(1 for _ in self.switch.iter_open_flows())
 
     def converge(self, update: Callable[[Pool], Pool], why: str, thorough: bool = True) -> Applied:
         """Under the lock: the operator's sets (re-read) changed by `update`, and the switch made to match them.
@@ -162,6 +212,9 @@ class Controller:
             before = self.current_pool()
             after = update(before)
             view = self._view(full=False, quick=not thorough and self._marks() == seen)
+            if (view is None or view.version is None) and self.retired():
+                log.info("%s: service %s is retired (p4lb retire): not deployed again", why, self.settings.name)
+                return Applied(why, before, before, ())
             start = _mirror(view) if view is not None and view.version is not None else P4lbState()
             if view is None or view.version is None:
                 log.warning("%s: the switch has no p4lb pipeline or no committed group (restarted, or its vip entry deleted?): deploying again", why)
@@ -220,7 +273,10 @@ class Controller:
         connections, which restoring its vip entry serves again; no census is taken for it."""
         svc = self.settings.lb.service
         if self.manages():
-            log.warning("service %s (id %d): no vip entry on the switch, but this controller manages the service: restoring it, its flows kept", self.settings.name, svc)
+            if self.retired():
+                log.info("service %s (id %d): bringing the retired service back, its flows kept", self.settings.name, svc)
+            else:
+                log.warning("service %s (id %d): no vip entry on the switch, but this controller manages the service: restoring it, its flows kept", self.settings.name, svc)
             return
         held = census.of(self.switch).get(svc, 0)
         if held:
@@ -234,9 +290,9 @@ class Controller:
             return True
         return self.state_file is not None and load_service_id(self.state_file, self.settings) == self.settings.lb.service
 
-    def _save(self, pool: Pool) -> None:
+    def _save(self, pool: Pool, retired: bool = False) -> None:
         if self.state_file:
-            save_pool(self.state_file, pool, self.settings, self.last_commit, self.writer)
+            save_pool(self.state_file, pool, self.settings, self.last_commit, self.writer, retired=retired)
 
     def _announce(self) -> None:
         """Before a plan's first write: name this process as the switch's last writer in the state file (the sets
@@ -430,7 +486,7 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
-def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_commit: float = 0.0, writer: str = "", durable: bool = True) -> None:
+def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_commit: float = 0.0, writer: str = "", durable: bool = True, retired: bool = False) -> None:
     """Write the operator's sets, the backends' addresses, the last commit's time and the switch's last writer
     atomically (see atomic_write). A service of a [[service]] config keeps its sets under its name, beside the
     other services' (read back from the file); the single form writes them at the top level, as it always has."""
@@ -438,6 +494,8 @@ def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_com
     if settings is not None:
         sets["backends"] = [ip_str(b.ip) for b in settings.lb.backends]
         sets["id"] = settings.lb.service  # the service id the sets are of (see Controller.manages)
+    if retired:
+        sets["retired"] = True  # p4lb retire took the service off the switch; the next save (deploy's) clears it
     marks = {"last_commit": last_commit, "writer": writer}
     if settings is None or not settings.where:
         data: dict[str, object] = sets | marks
@@ -481,6 +539,12 @@ def load_service_id(path: Path, settings: Settings) -> int | None:
     data = _service_sets(path, settings) if path.exists() else None
     sid = data.get("id") if data is not None else None
     return sid if isinstance(sid, int) and not isinstance(sid, bool) else None
+
+
+def load_retired(path: Path, settings: Settings) -> bool:
+    """The state file marks the service's sets retired."""
+    data = _service_sets(path, settings) if path.exists() else None
+    return data is not None and data.get("retired") is True
 
 
 def load_pool(path: Path, settings: Settings) -> Pool:

@@ -51,6 +51,11 @@ class StateFileError(ControllerError):
     """The state file (the operator's sets) is unreadable, unwritable or contradicts the config."""
 
 
+class RefusedError(ControllerError):
+    """The command does not apply to the service as it stands (a retired service's operations, say); nothing was
+    written, and the message names the command that does."""
+
+
 class LockError(ControllerError):
     """Another controller holds the switch's lock (the message names it: pid and command)."""
 

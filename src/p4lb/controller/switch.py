@@ -25,7 +25,7 @@ from p4lb.model.packet import DropReason, key_service
 from p4lb.p4 import entries
 
 if TYPE_CHECKING:
-    from p4lb.controller.p4rt import Entry, P4rt, TableRow, Tls
+    from p4lb.controller.p4rt import Entry, Key, P4rt, TableRow, Tls
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ class Switch(Protocol):
     def iter_open_flows(self, services: frozenset[int] | None = None) -> Iterator[tuple[int, FlowEntry]]: ...
     def flow_census(self) -> dict[int, int]: ...
     def read_slot(self, slot: int) -> dict[str, int]: ...
+    def remove_service(self, cfg: LbConfig, others: Sequence[LbConfig] = ()) -> int: ...
     def close(self) -> None: ...
 
 
@@ -190,6 +191,15 @@ class ModelSwitch:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    def remove_service(self, cfg: LbConfig, others: Sequence[LbConfig] = ()) -> int:
+        """The model's service leaves the switch: no vip entry, groups or backends (its flow places stay, as on the
+        switch); the number of entries a switch of this service alone would delete."""
+        st = self.state
+        self.state = P4lbState(rr_next=st.rr_next, flows=st.flows, lb_drops=st.lb_drops, backend_flows=st.backend_flows, backend_open=st.backend_open, now=st.now)
+        self.deployed, self.installed = False, None
+        self.log.append(Write(Target.NOOP, (), 0))
+        return 3 + len(st.rr_member) + cfg.n + len(entries.return_path(cfg))  # vip, two rr_group, the members, backends, return path
 
     def read_quick(self, full: bool = False) -> SwitchView:
         """The model reads back at no cost: read()."""
@@ -345,6 +355,37 @@ class P4RuntimeSwitch:
             src = _exact(row, "hdr.ipv4.srcAddr")
             if _exact(row, "std.egress_port") == cfg.client_port and src in mine and row.params.get("sip", cfg.vip) != cfg.vip:
                 raise ConfigFileError(f"backend[{mine[src] - 1}].address", ip_str(src), f"another service's backend at this address answers clients on port {cfg.client_port} from {ip_str(row.params['sip'])}, and one backend address's replies toward a port leave from one source: give this backend another address, or the service the same vip.address")
+
+    def remove_service(self, cfg: LbConfig, others: Sequence[LbConfig] = ()) -> int:
+        """Delete the service's entries: its vip entry first (from then on none of its packets is balanced), then
+        every rr_member, rr_group and backend entry keyed by its id (as read back), then its return path
+        (entries.return_path) except what another service may need: one of `others` (the config's other services)
+        or what the switch's entries show of the rest (another service's backend or VIP address; the client route
+        while another service has a vip entry). Flow places keyed by its id stay (no write clears them). The
+        number of entries deleted."""
+        rt = self._ready()
+        rows = rt.read_tables(["vip", "rr_group", "rr_member", "backend"])
+        lb = [r for r in rows["vip"] if r.action.rsplit(".", 1)[-1] == "lb_select"]
+        gone: list[tuple[str, dict[str, Key]]] = [("vip", dict(r.match)) for r in lb if r.params.get("service") == cfg.service]
+        for table in ("rr_member", "rr_group", "backend"):
+            gone += [(table, dict(r.match)) for r in rows[table] if _exact(r, entries.SERVICE_KEY) == cfg.service]
+        rest = [r for r in lb if r.params.get("service") != cfg.service]
+        addrs = {r.params.get("addr") for r in rows["backend"] if _exact(r, entries.SERVICE_KEY) != cfg.service} | {_exact(r, "hdr.ipv4.dstAddr") for r in rest}
+        needed = {(e.table, e.match) for o in others if o.service != cfg.service for e in entries.return_path(o)}
+        for e in entries.return_path(cfg):
+            match = dict(e.match)
+            if e.table == "send_frame":
+                shared = match["hdr.ipv4.srcAddr"] in addrs
+            elif (dst := match["hdr.ipv4.dstAddr"]) == (cfg.client_net, cfg.client_prefix):
+                shared = bool(rest)  # the client route: any other service may answer the same clients
+            else:
+                shared = dst[0] in addrs  # a backend's or the VIP's address
+            if (e.table, e.match) not in needed and not shared:
+                gone.append((e.table, match))
+        for table, match in gone:
+            rt.delete(table, match)
+        self.shadow = Shadow()  # what this session knew of the service's entries is gone
+        return len(gone)
 
     def cpu(self, op: int, index: int = 0, value: int = 0) -> dict[str, int]:
         """One register access through the CPU port for the configured service (the answer's rr_next0/1 are its
