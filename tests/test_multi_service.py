@@ -18,7 +18,7 @@ from p4.v1 import p4runtime_pb2
 
 from p4lb.controller import cli
 from p4lb.controller.controller import Controller, load_pool, save_pool
-from p4lb.controller.errors import ConfigFileError
+from p4lb.controller.errors import ConfigFileError, GrpcCode, SwitchError
 from p4lb.controller.health import Probe
 from p4lb.controller.loop import HealthLoop, run_all
 from p4lb.controller.p4rt import P4rt
@@ -679,9 +679,9 @@ def test_retire_takes_one_service_off_and_leaves_the_other(fake, tmp_path, capsy
     assert gone == {("forward", (a, 32)) for a in api_addrs} | {("send_frame", a) for a in api_addrs}, gone  # the VIP address and client route serve web too
     assert fake.device.inject(Packet(CLIENT, 4002, SYN, 0, 0)).fate is Fate.BACKEND  # web still balances
     state = json.loads(cfg.with_suffix(".state.json").read_text())
-    assert state["services"]["api"]["retired"] is True and "retired" not in state["services"]["web"]
+    assert state["services"]["api"]["retirement"] == "retired" and "retirement" not in state["services"]["web"]
     code, out = run(capsys, cfg, "status", "--json")
-    assert code == 0 and [s["retired"] for s in json.loads(out)["services"]] == [False, True], out
+    assert code == 0 and [s["retirement"] for s in json.loads(out)["services"]] == [None, "retired"], out
 
 
 def test_retire_waits_for_open_connections_and_refuses_new_ones_meanwhile(fake, tmp_path, capsys):
@@ -704,6 +704,10 @@ def test_retire_waits_for_open_connections_and_refuses_new_ones_meanwhile(fake, 
         assert refused.fate is Fate.DROP and refused.reason is DropReason.NO_ELIGIBLE  # new connections refused
         assert fake.device.inject(Packet(CLIENT, 4001, ACK, 0, API)).backend == pinned  # the open one still served
         assert worker.is_alive() and API in fake.device.services()  # waiting for it
+        code, out = run(capsys, cfg, "fail", "2", "--service", "web")  # meanwhile another controller writes: retire holds no session
+        assert code == 0 and fake.device.state_of(0).members(fake.device.state_of(0).version) == (1,), out
+        code, out = run(capsys, cfg, "undrain", "1", "--service", "api")
+        assert code == cli.ExitCode.INPUT and "service api is retiring" in out, out
         fake.device.inject(Packet(CLIENT, 4001, FIN | ACK, 0, API))  # it ends
         worker.join(10)
     finally:
@@ -721,7 +725,9 @@ def test_a_retired_service_refuses_operations_the_loop_leaves_it_off_and_deploy_
     code, out = run(capsys, cfg, "fail", "1", "--service", "api")
     assert code == cli.ExitCode.INPUT and "refused: service api is retired" in out and "p4lb deploy --service api" in out, out
     code, out = run(capsys, cfg, "retire", "--service", "api")
-    assert code == cli.ExitCode.INPUT and "nothing to retire" in out, out
+    assert code == cli.ExitCode.INPUT and "already retired" in out, out
+    code, out = run(capsys, cfg, "deploy")  # every service: api stays off
+    assert code == 0 and "skipped api: retired" in out and fake.device.services() == (0,), out
     assert snapshot(fake) == before
     _, loops, switches = loops_of(cfg, cfg.with_suffix(".state.json"))
     try:
@@ -731,12 +737,72 @@ def test_a_retired_service_refuses_operations_the_loop_leaves_it_off_and_deploy_
             loop.monitor.close()
         for sw in switches:
             sw.close()
-    code, out = run(capsys, cfg, "deploy")
+    code, out = run(capsys, cfg, "deploy", "--service", "api")
     assert code == 0, out
     st = fake.device.state_of(API)
     assert fake.device.services() == (0, API) and st.members(st.version) == (1, 2)  # its sets as before: 3 draining
-    assert "retired" not in json.loads(cfg.with_suffix(".state.json").read_text())["services"]["api"]
+    assert "retirement" not in json.loads(cfg.with_suffix(".state.json").read_text())["services"]["api"]
     assert fake.device.inject(Packet(CLIENT, 4003, SYN, 0, API)).fate is Fate.BACKEND
+
+
+def test_an_interrupted_retire_keeps_the_sets_and_resumes(fake, tmp_path, capsys, monkeypatch):
+    """The deletes miss their deadline after the drain's commit: the state file says retiring with the sets as they
+    were, operations are refused, `retire` again finishes (the vip entry already gone or not), `deploy` restores."""
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    assert run(capsys, cfg, "drain", "3", "--service", "api")[0] == 0
+    real = P4rt.delete
+    calls = []
+
+    def flaky(rt: P4rt, table: str, match: dict) -> None:
+        calls.append(table)
+        if len(calls) == 2:
+            raise SwitchError("write missed its deadline", GrpcCode.DEADLINE_EXCEEDED)
+        real(rt, table, match)
+
+    monkeypatch.setattr(P4rt, "delete", flaky)
+    code, out = run(capsys, cfg, "retire", "--service", "api", "--wait", "0")
+    assert code == cli.ExitCode.SWITCH and "missed its deadline" in out, out
+    sets = json.loads(cfg.with_suffix(".state.json").read_text())["services"]["api"]
+    assert sets["retirement"] == "retiring" and sets["draining"] == [3] and API not in fake.device.services()  # the vip entry went first
+    code, out = run(capsys, cfg, "scale", "--active", "1", "--service", "api")
+    assert code == cli.ExitCode.INPUT and "service api is retiring" in out, out
+    code, out = run(capsys, cfg, "status", "--service", "api")
+    assert code == 0 and "retiring (p4lb retire)" in out and "run p4lb retire again" in out, out
+    code, out = run(capsys, cfg, "retire", "--service", "api", "--wait", "0")
+    assert code == 0 and "retired api:" in out, out
+    assert of_service(fake, API) == {t: [] for t in (Table.VIP, Table.RR_GROUP, Table.RR_MEMBER, Table.BACKEND)}
+    assert run(capsys, cfg, "deploy", "--service", "api")[0] == 0
+    st = fake.device.state_of(API)
+    assert st.members(st.version) == (1, 2)
+
+
+def test_a_retire_interrupted_by_a_switch_restart_finishes_with_nothing_to_delete(fake, tmp_path, capsys, monkeypatch):
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    monkeypatch.setattr(P4rt, "delete", lambda rt, table, match: (_ for _ in ()).throw(SwitchError("switch gone", GrpcCode.UNAVAILABLE)))
+    assert run(capsys, cfg, "retire", "--service", "api", "--wait", "0")[0] == cli.ExitCode.SWITCH
+    monkeypatch.undo()
+    fake.device.reset()  # restarted: no pipeline
+    code, out = run(capsys, cfg, "retire", "--service", "api", "--wait", "0")
+    assert code == 0 and "0 table entries deleted" in out, out
+    assert json.loads(cfg.with_suffix(".state.json").read_text())["services"]["api"]["retirement"] == "retired"
+
+
+def test_deploy_brings_back_a_service_whose_group_is_empty(fake, tmp_path, capsys):
+    """Every backend drained, retired, deployed again: its vip entry commits the empty group (new flows counted as
+    no_eligible), so operations reach it again."""
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    for b in (1, 2, 3):
+        assert run(capsys, cfg, "drain", b, "--service", "api")[0] == 0
+    assert run(capsys, cfg, "retire", "--service", "api", "--wait", "0")[0] == 0
+    code, out = run(capsys, cfg, "deploy", "--service", "api")
+    assert code == 0 and "deployed: 1 writes" in out and API in fake.device.services(), out
+    refused = fake.device.inject(Packet(CLIENT, 4001, SYN, 0, API))
+    assert refused.fate is Fate.DROP and refused.reason is DropReason.NO_ELIGIBLE
+    assert run(capsys, cfg, "undrain", "2", "--service", "api")[0] == 0
+    assert fake.device.inject(Packet(CLIENT, 4002, SYN, 0, API)).backend == 2
 
 
 def test_retiring_the_only_service_deletes_its_whole_return_path(fake, tmp_path, capsys):
@@ -744,6 +810,16 @@ def test_retiring_the_only_service_deletes_its_whole_return_path(fake, tmp_path,
     assert run(capsys, cfg, "deploy")[0] == 0
     code, out = run(capsys, cfg, "retire", "--wait", "0")
     assert code == 0 and "no open connection left" in out, out
+    assert {t: rows for t, rows in snapshot(fake).items() if rows} == {}
+
+
+def test_retiring_every_service_in_turn_empties_the_tables(fake, tmp_path, capsys):
+    """The shared routes (the VIP address's drop, the client route) go with the last service on the switch."""
+    cfg = two(fake, tmp_path)
+    assert run(capsys, cfg, "deploy")[0] == 0
+    assert run(capsys, cfg, "retire", "--service", "web", "--wait", "0")[0] == 0
+    assert ("forward", (ip("10.0.0.1"), 32)) in return_path(fake)
+    assert run(capsys, cfg, "retire", "--service", "api", "--wait", "0")[0] == 0
     assert {t: rows for t, rows in snapshot(fake).items() if rows} == {}
 
 

@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from p4lb.controller.controller import BackendStatus, Census, Controller
+from p4lb.controller.controller import BackendStatus, Census, Controller, Mark, load_mark
 from p4lb.controller.errors import ConfigFileError, ControllerError, LockError, RefusedError, StateFileError, SwitchError, UsageError
 from p4lb.controller.health import Prober, StateProber
 from p4lb.controller.lock import SwitchLock
@@ -267,20 +267,21 @@ def show_status(ctls: Controller | Sequence[Controller], as_json: bool, console:
         for c, _, e in open_flows_of(ctls, shared):
             scanned[c.settings.lb.service][e.backend] += 1
     reports = [(c.settings, *c.report(scan=scan, scanned=scanned.get(c.settings.lb.service))) for c in ctls]
-    retired = {c.settings.name for c in ctls if c.retired()}
+    marks = {c.settings.name: c.mark.value for c in ctls if c.retired() and c.mark is not None}
     if as_json:
         out: dict[str, object] = {"backends": [r.to_json() | {"service": s.name} for s, rows, _ in reports for r in rows]}
         if len(reports) == 1:
             out["lb_drops"] = reports[0][2]
-        out["services"] = [{"name": s.name, "id": s.lb.service, "vip": f"{ip_str(s.lb.vip)}:{s.lb.vip_port}", "retired": s.name in retired, "lb_drops": drops} for s, _, drops in reports]
+        out["services"] = [{"name": s.name, "id": s.lb.service, "vip": f"{ip_str(s.lb.vip)}:{s.lb.vip_port}", "retirement": marks.get(s.name), "lb_drops": drops} for s, _, drops in reports]
         print(json.dumps(out | {"open_flows_from": "scan" if scan else "backend_open"}, indent=2))
         return
     for s, rows, _ in reports:  # several services: a table each, titled by its name (a service column left 80 columns too narrow)
         console.print(status_table(rows, scan, s.name if len(reports) > 1 else ""))
     for s, _, drops in reports:
         who = f"{s.name}: " if len(reports) > 1 else ""
-        if s.name in retired:
-            console.print(f"{who}retired (p4lb retire): off the switch; `p4lb deploy --service {s.name}` brings it back", soft_wrap=True)
+        if s.name in marks:
+            where = "off the switch" if marks[s.name] == Mark.RETIRED.value else "drained, its entries not yet deleted (run p4lb retire again to finish)"
+            console.print(f"{who}{marks[s.name]} (p4lb retire): {where}; `p4lb deploy --service {s.name}` brings it back", soft_wrap=True)
         console.print(f"{who}refused SYNs: {drops['flow_table_full']}   black holes: {drops['no_backend_entry']} (P3 proves none)", soft_wrap=len(reports) > 1)
         console.print(f"{who}lb_drops: " + ", ".join(f"{k}={v}" for k, v in drops.items()), soft_wrap=len(reports) > 1)
 
@@ -474,6 +475,17 @@ def deploy_all(ctls: list[Controller], console: Console) -> None:
             console.print(f"deployed {ctl.settings.name}: {len(ctl.deploy(census, shared_checked))} writes", soft_wrap=True)
 
 
+def skip_retired(ctls: list[Controller], named_one: str | None, console: Console) -> list[Controller]:
+    """`deploy` of every service of a config of several: the retired ones stay off (named with --service, or in a
+    config of one service, a retired service comes back)."""
+    if named_one is not None or len(ctls) == 1:
+        return ctls
+    for c in ctls:
+        if c.retired():
+            console.print(f"skipped {c.settings.name}: retired (`p4lb deploy --service {c.settings.name}` brings it back)", soft_wrap=True)
+    return [c for c in ctls if c.mark is None]
+
+
 def retire(ctl: Controller, wait_s: float, others: Sequence[LbConfig], console: Console) -> None:
     """`p4lb retire`: the service off the switch, and what is left of it."""
     name, r = ctl.settings.name, ctl.retire(wait_s, others)
@@ -487,7 +499,7 @@ def dispatch(args: argparse.Namespace, ctls: list[Controller], console: Console,
     config's other services (their return path stays when one retires)."""
     ctl = ctls[0]
     if args.cmd == "deploy":
-        deploy_all(ctls, console)
+        deploy_all(skip_retired(ctls, args.service, console), console)
     elif args.cmd == "status":
         show_status(ctls, args.json, console, args.scan, shared=not args.dry_run)
     elif args.cmd == "scale":
@@ -574,7 +586,8 @@ def run_command(args: argparse.Namespace, rest: list[str], console: Console) -> 
             for ctl in ctls:
                 simulate_deployed(ctl)
         chosen = {s.name for s in services}
-        return dispatch(args, ctls, console, [s.lb for s in config.services if s.name not in chosen])
+        others = [s.lb for s in config.services if s.name not in chosen and not (state is not None and load_mark(state, s) is Mark.RETIRED)]
+        return dispatch(args, ctls, console, others)
     finally:
         for sw in switches:
             sw.close()

@@ -22,7 +22,7 @@ from p4lb.controller.switch import BATCHED, Switch, SwitchView
 from p4lb.model.config import LbConfig
 from p4lb.model.crc import ip_str
 from p4lb.model.errors import ConfigError, PlanError
-from p4lb.model.ops import Op, Write
+from p4lb.model.ops import Op, Target, Write
 from p4lb.model.p4lb import P4LB, P4lbState, check_plan, p4lb_plan, p4lb_write
 from p4lb.model.pool import Pool
 
@@ -48,6 +48,13 @@ class Retired:
     waited_s: float
     open_left: int  # the service's open flows when its entries were deleted (their connections are cut)
     deleted: int  # table entries deleted
+
+
+class Mark(enum.Enum):
+    """Where `p4lb retire` left a service (the state file's "retirement"; deploy clears it)."""
+
+    RETIRING = "retiring"  # drained (an empty group committed), its entries not yet deleted: `retire` resumes
+    RETIRED = "retired"  # off the switch
 
 
 class BackendState(enum.Enum):
@@ -105,6 +112,7 @@ class Controller:
         self.switch = switch
         self.state_file = state_file
         self.pool = load_pool(state_file, settings) if state_file else initial_pool(settings)
+        self.mark: Mark | None = load_mark(state_file, settings) if state_file else None  # the state file's retirement mark, as last read
         self.grace_s = settings.lb.drain_grace_ms / 1000 if grace_s is None else grace_s
         self.lock = lock or (SwitchLock(settings.switch.key, settings.switch.lock_timeout_ms / 1000) if state_file else None)
         self.last_commit = 0.0  # Unix time of the last commit (also kept in the state file, for other processes)
@@ -131,6 +139,7 @@ class Controller:
                 writes = self._execute(_mirror(view), pool, "reconcile")
             else:
                 writes = self._fresh(pool, "deploy", push=view is None, census=census, shared_checked=shared_checked)
+            self.mark = None  # deploy brings a retired service back: this save clears the mark
             self._save(pool)
         return writes
 
@@ -156,46 +165,64 @@ class Controller:
     def apply(self, op: Op) -> Applied:
         """Carry out one operation: validate it, plan its writes, check the plan, write them in order."""
         op.apply(self._preflight())
-        if self.retired():
-            raise RefusedError(f"service {self.settings.name} is retired (p4lb retire): `p4lb deploy --service {self.settings.name}` brings it back first")
+        if self.mark is not None:
+            raise RefusedError(f"service {self.settings.name} is {self.mark.value} (p4lb retire): `p4lb deploy --service {self.settings.name}` brings it back first")
         return self.converge(op.apply, str(op))
 
     def retire(self, wait_s: float, others: Sequence[LbConfig] = (), poll_s: float = 1.0) -> Retired:
-        """Take the service off the switch: commit an empty group (every backend draining: new connections are
-        refused and counted no_eligible, open ones stay on their backend), wait up to `wait_s` for its open flows to
-        end, then delete its entries, the vip entry first (Switch.remove_service; `others`: the config's other
-        services, whose return path stays). The state file then marks it retired with its sets as before, so the
-        health loop does not deploy it again and operations are refused; `deploy` brings it back."""
+        """Take the service off the switch. The state file is marked RETIRING first (the operator's sets kept), then
+        an empty group is committed (every backend draining: new connections are refused and counted no_eligible,
+        open ones stay on their backend); the switch is left to other controllers while up to `wait_s` passes for
+        the service's open flows (backend_open) to end; then its entries go, the vip entry first
+        (Switch.remove_service; `others`: the config's other services, whose return path stays), and the mark
+        becomes RETIRED. An interrupted retire resumes where it stopped. While marked, operations are refused and
+        the health loop writes nothing for the service; `deploy` brings it back with its sets."""
         pool = self._preflight()
+        name = self.settings.name
         with named(self.settings):
-            view = self._view(full=False)
-            if view is None or view.version is None:
-                raise RefusedError(f"service {self.settings.name}: no vip entry on the switch selects it, so there is nothing to retire (`p4lb deploy` deploys it)")
-            drain = self.converge(lambda p: replace(p, draining=frozenset(range(1, p.n + 1))), "retire: drain every backend")
-            start = time.monotonic()
-            left = self._open_now()
-            while left and time.monotonic() - start < wait_s:
-                time.sleep(min(poll_s, max(0.0, wait_s - (time.monotonic() - start))))
-                left = self._open_now()
-            waited = time.monotonic() - start
+            if self.mark is Mark.RETIRED:
+                raise RefusedError(f"service {name} is already retired: `p4lb deploy --service {name}` brings it back")
+            with self._locked():
+                view = self._view(full=False)
+                if view is None and self.mark is Mark.RETIRING:  # the switch restarted meanwhile: nothing of it is left
+                    self.mark = Mark.RETIRED
+                    self._save(pool)
+                    return Retired(Applied("retire: the switch runs no pipeline", pool, pool, ()), 0.0, 0, 0)
+                if view is None:
+                    raise RefusedError(f"service {name}: the switch runs no p4lb pipeline, so there is nothing to retire")
+                if view.version is None and self.mark is None:
+                    raise RefusedError(f"service {name}: no vip entry on the switch selects it, so there is nothing to retire (`p4lb deploy` deploys it)")
+                self.mark = Mark.RETIRING
+                self._save(pool)  # before any write: an interrupted retire resumes, the sets kept
+                start = _mirror(view) if view.version is not None else P4lbState()
+                drained = replace(pool, draining=frozenset(range(1, pool.n + 1)))
+                writes = self._execute(start, drained, "retire: drain every backend") if view.version is not None else []
+            waited, left = self._wait_for_flows(wait_s, poll_s)
             with self._locked():
                 deleted = self.switch.remove_service(self.settings.lb, others)
                 self.seen_deployed = False
-                self.pool = pool
-                self._save(pool, retired=True)
-        log.info("service %s retired: %d entries deleted, %d open flows cut", self.settings.name, deleted, left)
-        return Retired(drain, waited, left, deleted)
+                self.mark = Mark.RETIRED
+                self._save(pool)
+        log.info("service %s retired: %d entries deleted, %d open flows cut", name, deleted, left)
+        return Retired(Applied("retire: drain every backend", pool, drained, tuple(writes), committed(start, writes)), waited, left, deleted)
+
+    def _wait_for_flows(self, wait_s: float, poll_s: float) -> tuple[float, int]:
+        """Up to wait_s for the service's OPEN flow places (the data plane's backend_open counts, idle ones included
+        until reclaimed) to go to 0, the switch's session closed between reads so that other controllers (the health
+        loop) stay primary; (seconds waited, places still OPEN)."""
+        start = time.monotonic()
+        while True:
+            left = sum(self.switch.read(full=True).backend_open.values())
+            self.switch.close()
+            elapsed = time.monotonic() - start
+            if not left or elapsed >= wait_s:
+                return elapsed, left
+            time.sleep(min(poll_s, wait_s - elapsed))
 
     def retired(self) -> bool:
-        """The state file marks the service retired (p4lb retire; deploy clears the mark)."""
-        return self.state_file is not None and load_retired(self.state_file, self.settings)
-
-    def _open_now(self) -> int:
-        """The service's open flows: none if the data plane's backend_open counts are all 0, else a scan of the
-        flow places (an OPEN place idle past the timeout is counted by backend_open until reclaimed, not here)."""
-        if not any(self.switch.read(full=True).backend_open.values()):
-            return 0
-        return sum(1 for _ in self.switch.iter_open_flows())
+        """The state file marks the service retired or retiring (p4lb retire; deploy clears the mark)."""
+        self.current_pool()
+        return self.mark is not None
 
     def converge(self, update: Callable[[Pool], Pool], why: str, thorough: bool = True) -> Applied:
         """Under the lock: the operator's sets (re-read) changed by `update`, and the switch made to match them.
@@ -212,8 +239,8 @@ class Controller:
             before = self.current_pool()
             after = update(before)
             view = self._view(full=False, quick=not thorough and self._marks() == seen)
-            if (view is None or view.version is None) and self.retired():
-                log.info("%s: service %s is retired (p4lb retire): not deployed again", why, self.settings.name)
+            if self.mark is not None:
+                log.info("%s: service %s is %s (p4lb retire): nothing written", why, self.settings.name, self.mark.value)
                 return Applied(why, before, before, ())
             start = _mirror(view) if view is not None and view.version is not None else P4lbState()
             if view is None or view.version is None:
@@ -231,6 +258,7 @@ class Controller:
         """The operator's sets: re-read from the state file, which other `p4lb` commands may have changed."""
         if self.state_file:
             self.pool = load_pool(self.state_file, self.settings)
+            self.mark = load_mark(self.state_file, self.settings)
             last_commit, self.writer = load_marks(self.state_file, self.settings)
             self.last_commit = max(self.last_commit, last_commit)
         return self.pool
@@ -262,6 +290,9 @@ class Controller:
             self._check_stale(census)
         self.switch.install_backends(self.settings.lb, check=not shared_checked)
         writes = self._execute(P4lbState(), pool, why)
+        if not writes:  # an empty group: the model's start already holds it, but the switch has no vip entry yet
+            writes = [Write(Target.VIP, (), P4lbState().version)]
+            self._write(writes)
         self.seen_deployed = True
         return writes
 
@@ -272,11 +303,11 @@ class Controller:
         not new: its vip entry vanished (deleted by hand, say), and the flows keyed by its id are its own open
         connections, which restoring its vip entry serves again; no census is taken for it."""
         svc = self.settings.lb.service
+        if self.mark is not None:
+            log.info("service %s (id %d): bringing the %s service back, its flows kept", self.settings.name, svc, self.mark.value)
+            return
         if self.manages():
-            if self.retired():
-                log.info("service %s (id %d): bringing the retired service back, its flows kept", self.settings.name, svc)
-            else:
-                log.warning("service %s (id %d): no vip entry on the switch, but this controller manages the service: restoring it, its flows kept", self.settings.name, svc)
+            log.warning("service %s (id %d): no vip entry on the switch, but this controller manages the service: restoring it, its flows kept", self.settings.name, svc)
             return
         held = census.of(self.switch).get(svc, 0)
         if held:
@@ -290,9 +321,9 @@ class Controller:
             return True
         return self.state_file is not None and load_service_id(self.state_file, self.settings) == self.settings.lb.service
 
-    def _save(self, pool: Pool, retired: bool = False) -> None:
+    def _save(self, pool: Pool) -> None:
         if self.state_file:
-            save_pool(self.state_file, pool, self.settings, self.last_commit, self.writer, retired=retired)
+            save_pool(self.state_file, pool, self.settings, self.last_commit, self.writer, mark=self.mark)
 
     def _announce(self) -> None:
         """Before a plan's first write: name this process as the switch's last writer in the state file (the sets
@@ -300,7 +331,7 @@ class Controller:
         even if this one is killed before it commits. Not fsynced: it only has to reach other live processes."""
         if self.state_file:
             self.writer = f"pid {os.getpid()} at {time.time_ns()}"
-            save_pool(self.state_file, self.pool, self.settings, self.last_commit, self.writer, durable=False)
+            save_pool(self.state_file, self.pool, self.settings, self.last_commit, self.writer, durable=False, mark=self.mark)
 
     def _preflight(self) -> Pool:
         """The operator's sets, after checking the state file can be read and written: before the lock file exists."""
@@ -486,7 +517,7 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
-def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_commit: float = 0.0, writer: str = "", durable: bool = True, retired: bool = False) -> None:
+def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_commit: float = 0.0, writer: str = "", durable: bool = True, mark: Mark | None = None) -> None:
     """Write the operator's sets, the backends' addresses, the last commit's time and the switch's last writer
     atomically (see atomic_write). A service of a [[service]] config keeps its sets under its name, beside the
     other services' (read back from the file); the single form writes them at the top level, as it always has."""
@@ -494,8 +525,8 @@ def save_pool(path: Path, pool: Pool, settings: Settings | None = None, last_com
     if settings is not None:
         sets["backends"] = [ip_str(b.ip) for b in settings.lb.backends]
         sets["id"] = settings.lb.service  # the service id the sets are of (see Controller.manages)
-    if retired:
-        sets["retired"] = True  # p4lb retire took the service off the switch; the next save (deploy's) clears it
+    if mark is not None:
+        sets["retirement"] = mark.value  # where p4lb retire left the service; deploy's save clears it
     marks = {"last_commit": last_commit, "writer": writer}
     if settings is None or not settings.where:
         data: dict[str, object] = sets | marks
@@ -541,10 +572,16 @@ def load_service_id(path: Path, settings: Settings) -> int | None:
     return sid if isinstance(sid, int) and not isinstance(sid, bool) else None
 
 
-def load_retired(path: Path, settings: Settings) -> bool:
-    """The state file marks the service's sets retired."""
+def load_mark(path: Path, settings: Settings) -> Mark | None:
+    """Where p4lb retire left the service, as the state file records it (None: not retired)."""
     data = _service_sets(path, settings) if path.exists() else None
-    return data is not None and data.get("retired") is True
+    value = data.get("retirement") if data is not None else None
+    if value is None:
+        return None
+    try:
+        return Mark(value)
+    except ValueError:
+        raise StateFileError(f"state file {path} has a bad retirement {value!r} for service {settings.name} (retiring or retired): delete the field to treat the service as deployed") from None
 
 
 def load_pool(path: Path, settings: Settings) -> Pool:

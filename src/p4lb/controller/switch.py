@@ -199,7 +199,8 @@ class ModelSwitch:
         self.state = P4lbState(rr_next=st.rr_next, flows=st.flows, lb_drops=st.lb_drops, backend_flows=st.backend_flows, backend_open=st.backend_open, now=st.now)
         self.deployed, self.installed = False, None
         self.log.append(Write(Target.NOOP, (), 0))
-        return 3 + len(st.rr_member) + cfg.n + len(entries.return_path(cfg))  # vip, two rr_group, the members, backends, return path
+        kept = entries.kept_on_retire(cfg, list(others), set(), False)
+        return 3 + len(st.rr_member) + cfg.n + len(entries.return_path(cfg)) - len(kept)  # vip, two rr_group, the members, backends, return path
 
     def read_quick(self, full: bool = False) -> SwitchView:
         """The model reads back at no cost: read()."""
@@ -371,17 +372,8 @@ class P4RuntimeSwitch:
             gone += [(table, dict(r.match)) for r in rows[table] if _exact(r, entries.SERVICE_KEY) == cfg.service]
         rest = [r for r in lb if r.params.get("service") != cfg.service]
         addrs = {r.params.get("addr") for r in rows["backend"] if _exact(r, entries.SERVICE_KEY) != cfg.service} | {_exact(r, "hdr.ipv4.dstAddr") for r in rest}
-        needed = {(e.table, e.match) for o in others if o.service != cfg.service for e in entries.return_path(o)}
-        for e in entries.return_path(cfg):
-            match = dict(e.match)
-            if e.table == "send_frame":
-                shared = match["hdr.ipv4.srcAddr"] in addrs
-            elif (dst := match["hdr.ipv4.dstAddr"]) == (cfg.client_net, cfg.client_prefix):
-                shared = bool(rest)  # the client route: any other service may answer the same clients
-            else:
-                shared = dst[0] in addrs  # a backend's or the VIP's address
-            if (e.table, e.match) not in needed and not shared:
-                gone.append((e.table, match))
+        kept = entries.kept_on_retire(cfg, list(others), {a for a in addrs if isinstance(a, int)}, bool(rest))
+        gone += [(e.table, dict(e.match)) for e in entries.return_path(cfg) if e not in kept]
         for table, match in gone:
             rt.delete(table, match)
         self.shadow = Shadow()  # what this session knew of the service's entries is gone

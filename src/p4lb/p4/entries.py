@@ -67,9 +67,32 @@ def return_path(cfg: LbConfig) -> tuple[TableEntry, ...]:
     return tuple(out)
 
 
-def static(cfg: LbConfig) -> tuple[TableEntry, ...]:
+STATIC_TABLES = frozenset({"backend", "forward", "send_frame"})  # what `static` may write (the JSON proof relies on it)
+
+
+def static(cfg: LbConfig, service: Value = None) -> tuple[TableEntry, ...]:
     """What a deploy writes besides the versioned state: every `backend` entry, then the return path."""
-    return (*(backend(cfg, b) for b in cfg.backends), *return_path(cfg))
+    return (*(backend(cfg, b, service) for b in cfg.backends), *return_path(cfg))
+
+
+def kept_on_retire(cfg: LbConfig, others: list[LbConfig], other_addrs: set[int], others_on_switch: bool) -> list[TableEntry]:
+    """The service's return-path entries another service may need when it retires: any of `others`' (the config's
+    other services), a route or source rewrite of an address another service uses as a backend or VIP
+    (`other_addrs`, from the config and the switch), and the client route while another service is on the switch."""
+    needed = {(e.table, e.match) for o in others if o.service != cfg.service for e in return_path(o)}
+    addrs = other_addrs | {a for o in others if o.service != cfg.service for a in (o.vip, *(b.ip for b in o.backends))}
+    out = []
+    for e in return_path(cfg):
+        match = dict(e.match)
+        if e.table == "send_frame":
+            shared = match["hdr.ipv4.srcAddr"] in addrs
+        elif (dst := match["hdr.ipv4.dstAddr"]) == (cfg.client_net, cfg.client_prefix):
+            shared = others_on_switch or any(o.service != cfg.service for o in others)
+        else:
+            shared = dst[0] in addrs  # a backend's or the VIP's address
+        if (e.table, e.match) in needed or shared:
+            out.append(e)
+    return out
 
 
 def of_write(cfg: LbConfig, w: Write) -> TableEntry:

@@ -401,9 +401,13 @@ def p4lb_tables(prog: Program, cfg: LbConfig, sw: Mapping[str, z3.ExprRef], pres
     grp_t, mem_t = table_named(prog, "rr_group"), table_named(prog, "rr_member")
     version = z3.If(sw["version"], z3.BitVecVal(1, 1), z3.BitVecVal(0, 1)) if z3.is_bool(sw["version"]) else sw["version"]
     vip_t, vip = bound_entry(prog, entries.vip(cfg, version, service))
+    written = entries.static(cfg, service)  # what install_backends writes: backend entries here, forward and send_frame taken as arbitrary below
+    if {e.table for e in written} - entries.STATIC_TABLES:
+        raise VerifyError(f"the controller's static entries write {sorted({e.table for e in written} - entries.STATIC_TABLES)}: the proof takes only backend, forward and send_frame from them")
+    static = [bound_entry(prog, e) for e in written]
     tables: dict[str, TableContents] = {
         vip_t: Entries([vip]),
-        table_named(prog, "backend"): Entries([bound_entry(prog, entries.backend(cfg, b, service))[1] for b in cfg.backends]),
+        table_named(prog, "backend"): Entries([e for t, e in static if t == table_named(prog, "backend")]),
     }
     set_group, set_member = action_named(prog, grp_t, "set_group"), action_named(prog, mem_t, "set_member")
     other_size, other_member = z3.Function("rr_group_other", B8, z3.BitVecSort(1), B8), z3.Function("rr_member_other", B8, z3.BitVecSort(1), B8, B8)
@@ -1338,7 +1342,7 @@ def concrete_p4lb_env(prog: Program, cfg: LbConfig, st: P4lbState, service: int 
     regs = {prog.register(k).name: v for k, v in regs.items()}
     written = [entries.vip(cfg, st.version, service), *(entries.rr_group(cfg, v, st.rr_group[v], service) for v in (0, 1))]
     written += [entries.rr_member(cfg, v, p, b, service) for (v, p), b in st.rr_member.items()]
-    written += [entries.backend(cfg, b, service) for b in cfg.backends]
+    written += [e for e in entries.static(cfg, service) if e.table == "backend"]
     tables = _grouped([bound_entry(prog, e) for e in written])
     return Environment(tables, regs, Unlisted.EMPTY)
 
