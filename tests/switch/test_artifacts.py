@@ -1,4 +1,4 @@
-"""The committed BMv2 JSON and P4Info of every build (p4lb, p4lb_small, seed, forward) are what p4c makes of the
+"""The committed BMv2 JSON and P4Info of every build (p4lb, p4lb_small, p4lb_mid, seed, forward, probe_floor) are what p4c makes of the
 committed sources with the build's defines."""
 
 import json
@@ -30,3 +30,16 @@ def test_small_build_is_p4lb_on_32_places():
     assert {k: sizes[k] for k in ("flow_state", "flow_key", "flow_backend", "flow_last_seen")} == dict.fromkeys(("flow_state", "flow_key", "flow_backend", "flow_last_seen"), 32)
     assert {r["name"]: r["size"] for r in big["register_arrays"]}["MyIngress.flow_state"] == 1 << 20
     assert [a["name"] for a in small["actions"]] == [a["name"] for a in big["actions"]]
+
+
+def test_probe_floor_is_forward_plus_only_the_32_candidate_probe():
+    """probe_floor.json (the floor `lab.instructions` and `lab.bench` measure): forward's table and actions, 4 crc32
+    hashes, 32 reads of one packed register and nothing that writes state."""
+    floor, forward = (json.loads(artifacts(b)[1].read_text()) for b in ("probe_floor", "forward"))
+    ops = [p["op"] for a in floor["actions"] for p in a["primitives"]]
+    assert ops.count("register_read") == 32 and ops.count("modify_field_with_hash_based_offset") == 4
+    assert not {"register_write", "count"} & set(ops)
+    assert [(r["name"], r["bitwidth"], r["size"]) for r in floor["register_arrays"]] == [("FwdIngress.places", 106, 1 << 20)]
+    assert {c["algo"] for c in floor["calculations"] if c["name"].startswith("calc")} >= {"crc32"}
+    tables = lambda d: {t["name"]: t["actions"] for p in d["pipelines"] for t in p["tables"] if t["key"]}  # noqa: E731
+    assert tables(floor) == tables(forward)
