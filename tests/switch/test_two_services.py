@@ -191,7 +191,8 @@ def test_one_config_of_two_services_and_a_stale_id(lab, tmp_path, monkeypatch, c
 
 def test_retire_takes_one_service_off_bmv2_and_deploy_brings_it_back(lab, tmp_path, monkeypatch, capsys):
     """`p4lb retire --service api`: api's SYNs reach no backend (its vip entry gone; the VIP address's drop route
-    stays, web uses it), web's entries and traffic are untouched, and `deploy` brings api back."""
+    stays, web uses it), web's entries and traffic are untouched, a deploy of every service leaves api off, and
+    `deploy --service api` brings it back."""
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     lab.reset()
     web, api = service_config(lab.cfg, 0, 80, (1, 2)), service_config(lab.cfg, 1, 8080, (3, 4))
@@ -215,5 +216,7 @@ def test_retire_takes_one_service_off_bmv2_and_deploy_brings_it_back(lab, tmp_pa
         rows = {t: rt.read_table(t) for t in ("vip", "rr_group", "rr_member", "backend")}
     assert not [r for t, rs in rows.items() for r in rs if r.params.get("service") == 1 or r.match.get("meta.lb.service") == 1]
     assert sorted(repr(r) for rs in rows.values() for r in rs if r.params.get("service") == 0 or r.match.get("meta.lb.service") == 0) == web_rows
-    assert cli.main(["-c", str(cfg), "deploy"]) == 0
+    assert cli.main(["-c", str(cfg), "deploy"]) == 0  # every service: api stays retired
+    assert ports(api, PORTS[2]) == [] and "skipped api: retired" in capsys.readouterr().out
+    assert cli.main(["-c", str(cfg), "deploy", "--service", "api"]) == 0
     assert ports(api, PORTS[2])[0] in {b.port for b in api.backends}
