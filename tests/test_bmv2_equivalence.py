@@ -14,7 +14,7 @@ import z3
 
 from p4lb.model.config import P4LB_MID_TABLE_BITS, P4LB_SMALL_TABLE_BITS, default_config
 from p4lb.model.p4lb import FREE, P4LB, FlowEntry, P4lbState, SlotState, flow_places, flow_slot, p4lb_packet
-from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, DropReason, Fate, Packet
+from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, DropReason, Fate, Packet, key_service
 from p4lb.model.seed import SeedState, seed_packet
 from p4lb.p4 import artifacts
 from p4lb.verify.bmv2.cex import counterexample_file, read_cex, save_counterexample
@@ -459,6 +459,7 @@ def test_differing_json_writes_a_counterexample_file_that_round_trips(tmp_path: 
     assert {t.table for t in scn.tables} >= {"vip", "rr_group", "backend", "forward", "send_frame"}
     slot = scn.only_cell("flow_state")
     assert slot in flow_places(CFG, Packet(scn.register("flow_key", slot) >> 16, scn.register("flow_key", slot) & 0xFFFF, 0))  # packets can put it there
+    assert scn.register("flow_state", slot) == SlotState.FREE or key_service(scn.register("flow_key", slot)) == 0  # a key of the service a replay installs
     rep = dry_replay(cex)
     assert [row.name for row in rep.differing()] == [f"flow_state[{slot}]"]
     (row,) = rep.differing()

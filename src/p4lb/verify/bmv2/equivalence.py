@@ -34,7 +34,7 @@ import z3
 from p4lb.model.config import CPU_PORT, MAX_BACKENDS, P4LB_TABLE_BITS, Backend, LbConfig, default_config
 from p4lb.model.crc import ip_str
 from p4lb.model.p4lb import P4LB, FlowEntry, P4lbState, SlotState, p4lb_packet
-from p4lb.model.packet import DropReason, Fate, Outcome, Packet, flags_str, key_service
+from p4lb.model.packet import SERVICE_SHIFT, DropReason, Fate, Outcome, Packet, flags_str, key_service
 from p4lb.model.seed import SEED_INDEX_BITS, SeedState, seed_packet
 from p4lb.p4 import entries, p4lb_build
 from p4lb.p4.entries import TableEntry
@@ -941,8 +941,9 @@ def _prove(setup: P4lbSetup | SeedSetup, premises: Sequence[z3.BoolRef], obligat
 
 def p4lb_replayable(s: P4lbSetup) -> list[z3.BoolRef]:
     """A counterexample the lab can replay: sent from the client port as one frame; its slot FREE and never
-    written, or OPEN / CLOSING with a key whose SYN goes there in an otherwise empty table (one-way: the key's
-    crc16 slot; multi-way: its first candidate, way 0's bucket's first place), so one packet can put it there,
+    written, or OPEN / CLOSING with a key of the replayed service (REPLAY_SERVICE, 0) whose SYN goes there in an
+    otherwise empty table (one-way: the key's crc16 slot; multi-way: its first candidate, way 0's bucket's first
+    place), so one packet can put it there,
     and a backend the backend_flows counter holds; its age at least REPLAY_MARGIN_US from the idle-timeout edge
     (BMv2's clock cannot be set, only waited on)."""
     cfg, inp, slot = s.cfg, s.side.inp, s.slot
@@ -957,6 +958,7 @@ def p4lb_replayable(s: P4lbSetup) -> list[z3.BoolRef]:
         z3.ULE(fs, int(SlotState.CLOSING)),
         z3.Implies(fs == int(SlotState.FREE), z3.And(fk == 0, fb == 0, last == 0)),
         z3.Implies(fs != int(SlotState.FREE), z3.And(z3.Extract(cfg.flow_table_bits - 1, 0, crc) == slot if cfg.shape.one_way else slot == s.enc.places.at(fk, 0), z3.ULE(fb, MAX_BACKENDS), far)),
+        z3.Implies(fs != int(SlotState.FREE), z3.Extract(fk.size() - 1, SERVICE_SHIFT, fk) == 0),  # the slot's key is the replayed service's: its SYN can put it there
     ]
 
 
