@@ -486,6 +486,12 @@ def skip_retired(ctls: list[Controller], named_one: str | None, console: Console
     return [c for c in ctls if c.mark is None]
 
 
+def retire_others(config: Config, chosen: Sequence[Settings], state: Path | None) -> list[LbConfig]:
+    """The config's services other than the retiring one and not retired: their return path stays."""
+    names = {s.name for s in chosen}
+    return [s.lb for s in config.services if s.name not in names and not (state is not None and load_mark(state, s) is Mark.RETIRED)]
+
+
 def retire(ctl: Controller, wait_s: float, others: Sequence[LbConfig], console: Console) -> None:
     """`p4lb retire`: the service off the switch, and what is left of it."""
     name, r = ctl.settings.name, ctl.retire(wait_s, others)
@@ -585,9 +591,7 @@ def run_command(args: argparse.Namespace, rest: list[str], console: Console) -> 
         if args.dry_run and args.cmd != "deploy":
             for ctl in ctls:
                 simulate_deployed(ctl)
-        chosen = {s.name for s in services}
-        others = [s.lb for s in config.services if s.name not in chosen and not (state is not None and load_mark(state, s) is Mark.RETIRED)]
-        return dispatch(args, ctls, console, others)
+        return dispatch(args, ctls, console, retire_others(config, services, state) if args.cmd == "retire" else ())
     finally:
         for sw in switches:
             sw.close()
