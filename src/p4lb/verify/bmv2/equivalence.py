@@ -268,12 +268,11 @@ def chosen_when(keys: tuple[z3.BitVecRef, ...], entry: Entry, present: z3.BoolRe
     return Choice(z3.And(present, *same), entry.action, entry.params)
 
 
-def backend_entries(prog: Program, cfg: LbConfig, table: str, action: str, n: int | None = None, service: int | z3.BitVecRef | None = None) -> Entries:
-    """Backend i (1..N) -> action(mac_i, ip_i, port_i), as the controllers install them (keyed (service, i) for p4lb)."""
+def backend_entries(prog: Program, cfg: LbConfig, table: str, action: str, n: int | None = None) -> Entries:
+    """The seed's backends 1..n -> action(mac_i, ip_i, port_i), as install_seed writes them (p4lb's: entries.backend)."""
     t = table_named(prog, table)
     a = action_named(prog, t, action)
-    first = () if service is None else (Match(service),)
-    return Entries([Entry((*first, Match(b.id)), a, (b.mac, b.ip, b.port)) for b in cfg.backends[:n]])
+    return Entries([Entry((Match(b.id),), a, (b.mac, b.ip, b.port)) for b in cfg.backends[:n]])
 
 
 def rr_cell(service: z3.BitVecRef, version: int) -> z3.BitVecRef:
