@@ -1,4 +1,4 @@
-"""The committed BMv2 JSON and P4Info of every build (p4lb, p4lb_small, p4lb_mid, seed, forward, probe_floor) are what p4c makes of the
+"""The committed BMv2 JSON and P4Info of every build (p4lb, p4lb_small, p4lb_mid, seed, forward, probe_floor, probe_swar) are what p4c makes of the
 committed sources with the build's defines."""
 
 import json
@@ -43,3 +43,16 @@ def test_probe_floor_is_forward_plus_only_the_32_candidate_probe():
     assert {c["algo"] for c in floor["calculations"] if c["name"].startswith("calc")} >= {"crc32"}
     tables = lambda d: {t["name"]: t["actions"] for p in d["pipelines"] for t in p["tables"] if t["key"]}  # noqa: E731
     assert tables(floor) == tables(forward)
+
+
+def test_probe_swar_is_forward_plus_only_a_packed_32_candidate_probe():
+    """probe_swar.json: forward's table and actions, the same 4 crc32 hashes, 4 reads of one register of buckets
+    (8 places of 128 bits in a cell: 2^20 places, as probe_floor) and nothing that writes state; what its masks
+    compute is proven in tests/test_probe_swar.py."""
+    swar, forward = (json.loads(artifacts(b)[1].read_text()) for b in ("probe_swar", "forward"))
+    ops = [p["op"] for a in swar["actions"] for p in a["primitives"]]
+    assert ops.count("register_read") == 4 and ops.count("modify_field_with_hash_based_offset") == 4
+    assert not {"register_write", "count"} & set(ops)
+    assert [(r["name"], r["bitwidth"], r["size"]) for r in swar["register_arrays"]] == [("FwdIngress.buckets", 1024, (1 << 20) // 8)]
+    tables = lambda d: {t["name"]: t["actions"] for p in d["pipelines"] for t in p["tables"] if t["key"]}  # noqa: E731
+    assert tables(swar) == tables(forward)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from p4lb.model.config import P4LB_MID_TABLE_BITS, P4LB_SMALL_TABLE_BITS, P4LB_TABLE_BITS
 
-PROGRAMS = ("p4lb", "seed", "forward", "probe_floor")
+PROGRAMS = ("p4lb", "seed", "forward", "probe_floor", "probe_swar")
 # Every committed build: its name (of build/NAME.json and build/NAME.p4info.txtpb) -> (program, p4c -D defines).
 # p4lb_small: p4lb.p4 on a table of one bucket per way (4 ways x 8 = 32 places), where tests can fill every
 # candidate of a flow and see refusals.
@@ -17,7 +17,8 @@ BUILDS: dict[str, tuple[str, tuple[tuple[str, int], ...]]] = {
     "p4lb_mid": ("p4lb", (("FLOW_BITS", P4LB_MID_TABLE_BITS),)),
     "seed": ("seed", ()),
     "forward": ("forward", ()),
-    "probe_floor": ("probe_floor", ()),  # forward.p4 + the probe any 32-candidate flow table makes (lab.instructions)
+    "probe_floor": ("probe_floor", ()),  # forward.p4 + a 32-candidate probe, place by place (lab.instructions)
+    "probe_swar": ("probe_swar", ()),  # forward.p4 + the same probe on packed buckets, 8 places per test (lab.instructions)
 }
 P4LB_BUILDS = {P4LB_TABLE_BITS: "p4lb", P4LB_SMALL_TABLE_BITS: "p4lb_small", P4LB_MID_TABLE_BITS: "p4lb_mid"}  # flow table bits -> build of p4lb.p4
 
