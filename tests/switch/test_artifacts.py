@@ -32,27 +32,36 @@ def test_small_build_is_p4lb_on_32_places():
     assert [a["name"] for a in small["actions"]] == [a["name"] for a in big["actions"]]
 
 
+def _tables(program: dict) -> dict:
+    """Each keyed table of a BMv2 JSON and its actions."""
+    return {t["name"]: t["actions"] for p in program["pipelines"] for t in p["tables"] if t["key"]}
+
+
+def _hashes(program: dict) -> list:
+    """The crc32 calculations of a BMv2 JSON: their inputs, in order."""
+    return [c["input"] for c in program["calculations"] if c["algo"] == "crc32"]
+
+
 def test_probe_floor_is_forward_plus_only_the_32_candidate_probe():
-    """probe_floor.json (the floor `lab.instructions` and `lab.bench` measure): forward's table and actions, 4 crc32
-    hashes, 32 reads of one packed register and nothing that writes state."""
+    """probe_floor.json (a benchmark `lab.instructions` and `lab.bench` measure: the probe place by place): forward's
+    table and actions, 4 crc32 hashes, 32 reads of one packed register and nothing that writes state."""
     floor, forward = (json.loads(artifacts(b)[1].read_text()) for b in ("probe_floor", "forward"))
     ops = [p["op"] for a in floor["actions"] for p in a["primitives"]]
     assert ops.count("register_read") == 32 and ops.count("modify_field_with_hash_based_offset") == 4
     assert not {"register_write", "count"} & set(ops)
     assert [(r["name"], r["bitwidth"], r["size"]) for r in floor["register_arrays"]] == [("FwdIngress.places", 106, 1 << 20)]
-    assert {c["algo"] for c in floor["calculations"] if c["name"].startswith("calc")} >= {"crc32"}
-    tables = lambda d: {t["name"]: t["actions"] for p in d["pipelines"] for t in p["tables"] if t["key"]}  # noqa: E731
-    assert tables(floor) == tables(forward)
+    assert len(_hashes(floor)) == 4
+    assert _tables(floor) == _tables(forward)
 
 
 def test_probe_swar_is_forward_plus_only_a_packed_32_candidate_probe():
-    """probe_swar.json: forward's table and actions, the same 4 crc32 hashes, 4 reads of one register of buckets
-    (8 places of 128 bits in a cell: 2^20 places, as probe_floor) and nothing that writes state; what its masks
-    compute is proven in tests/test_probe_swar.py."""
-    swar, forward = (json.loads(artifacts(b)[1].read_text()) for b in ("probe_swar", "forward"))
+    """probe_swar.json: forward's table and actions, probe_floor's 4 crc32 hashes (the same inputs), 4 reads of one
+    register of buckets (8 places of 128 bits in a cell: 2^20 places, as probe_floor) and nothing that writes state;
+    what its masks compute is proven in tests/test_probe_swar.py."""
+    swar, forward, floor = (json.loads(artifacts(b)[1].read_text()) for b in ("probe_swar", "forward", "probe_floor"))
     ops = [p["op"] for a in swar["actions"] for p in a["primitives"]]
     assert ops.count("register_read") == 4 and ops.count("modify_field_with_hash_based_offset") == 4
     assert not {"register_write", "count"} & set(ops)
     assert [(r["name"], r["bitwidth"], r["size"]) for r in swar["register_arrays"]] == [("FwdIngress.buckets", 1024, (1 << 20) // 8)]
-    tables = lambda d: {t["name"]: t["actions"] for p in d["pipelines"] for t in p["tables"] if t["key"]}  # noqa: E731
-    assert tables(swar) == tables(forward)
+    assert _hashes(swar) == _hashes(floor) and len(_hashes(swar)) == 4
+    assert _tables(swar) == _tables(forward)

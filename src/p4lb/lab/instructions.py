@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"{kind}: p4lb/forward = {r[0]:.2f}x (pipeline {r[1]:.2f}x), p4lb/seed = {r[2]:.2f}x; build {build.path}", markup=False)
     for kind in KINDS:
         per_place, packed = ratio(counts, "probe_floor", "forward", kind), ratio(counts, "probe_swar", "forward", kind)
-        console.print(f"{kind}: a 32-candidate probe alone = {per_place:.2f}x forward place by place (probe_floor.p4, p4lb.p4's way), {packed:.2f}x on packed buckets (probe_swar.p4)", markup=False)
+        console.print(f"{kind}: a 32-candidate probe alone = {per_place:.2f}x forward place by place (probe_floor.p4: one read per candidate, p4lb.p4 makes three), {packed:.2f}x on packed buckets (probe_swar.p4)", markup=False)
     return 0
 
 

@@ -1,9 +1,9 @@
-/* probe_floor.p4: forward.p4 plus only the probe every single-pass flow table of 32 candidate places must make per
- * packet (item 5's floor): 4 crc32 bucket hashes, and for each of the 32 candidates one read of a packed register
- * (state 2 | key 56 | last_seen 48 bits: one read where p4lb.p4 makes three) and the two tests p4lb.p4 makes
- * (holds the key; held: OPEN and not idle). No choice, no write, no service, no group: whatever p4lb.p4 spends
- * beyond this is its own, and this much any design meeting the capacity goal with 32 candidates spends on BMv2.
- * `python -m p4lb.lab.instructions` measures it beside forward.p4 and p4lb.p4. Not a load balancer: no proofs.
+/* probe_floor.p4: forward.p4 plus a 32-candidate probe made place by place, as p4lb.p4 makes it (a benchmark): 4 crc32
+ * bucket hashes, and for each of the 32 candidates one read of a packed register (state 2 | key 56 | last_seen 48
+ * bits: one read where p4lb.p4 makes three) and the two tests p4lb.p4 makes (holds the key; held: OPEN and not idle).
+ * No choice, no write, no service, no group. probe_swar.p4 makes the same tests on packed buckets, 8 places per
+ * test, for 3.1 times less. `python -m p4lb.lab.instructions` measures both beside forward.p4 and p4lb.p4.
+ * Not a load balancer: no proofs.
  */
 #include <core.p4>
 #include <v1model.p4>

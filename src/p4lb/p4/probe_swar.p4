@@ -1,4 +1,4 @@
-/* probe_swar.p4: forward.p4 plus the 32-candidate probe made on packed buckets (item 5's measure of what a probe costs).
+/* probe_swar.p4: forward.p4 plus the 32-candidate probe made on packed buckets (a benchmark: what such a probe costs).
  * The same 4 crc32 bucket hashes as probe_floor.p4, but a bucket's 8 places are one register cell of 8 lanes of 128 bits,
  * read once, and the two tests run on all 8 lanes at once (SWAR: "SIMD within a register"), in a constant number of
  * wide operations per bucket instead of 8 reads and 16 tests:
@@ -9,15 +9,16 @@
  *     idle > timeout: ((((now | 2^48) - last_seen) & LMASK) + (2^48 - 1 - timeout)) carries into guard 48
  *     (2^48 + now - last_seen never borrows from the lane above, so lanes never mix).
  *   match (holds the key, state != FREE) of way j lands on bit 51 + j of each lane, held (OPEN, not idle) on 55 + j;
- *   gather() folds the 8 lanes' bytes into masks: byte k = place k of the 4 buckets, bit j = match in way j, bit 4 + j = held.
+ *   gather_high .. gather_1 fold the 8 lanes into masks: byte k = place k of the 4 buckets, bit j = match in way j,
+ *   bit 4 + j = held. Only the fields' bits are read: guard bits and bits 109..127 may hold anything.
  * No choice, no write, no service, no group. `python -m p4lb.lab.instructions` measures it beside probe_floor.p4;
- * tests/test_probe_swar.py proves on this JSON (every bucket value, key, clock and timeout) that masks are the 64 tests.
- * Not a load balancer. BMv2 shifts by at most 256 bits: the fold's 480-bit shift is two actions' 240. */
+ * tests/test_probe_swar.py proves on this JSON (every register content, client and clock; the timeout is this
+ * program's constant) that masks are the 64 tests. Not a load balancer. p4c's BMv2 backend refuses shifts of more
+ * than 256 bits: the fold's 480-bit shift is two actions' 240. */
 #include <core.p4>
 #include <v1model.p4>
 
 #define KMASK 1024w0xffffffffffffff000000000000000000ffffffffffffff000000000000000000ffffffffffffff000000000000000000ffffffffffffff000000000000000000ffffffffffffff000000000000000000ffffffffffffff000000000000000000ffffffffffffff000000000000000000ffffffffffffff0000000000000
-#define KGUARD 1024w0x100000000000000000000000000000001000000000000000000000000000000010000000000000000000000000000000100000000000000000000000000000001000000000000000000000000000000010000000000000000000000000000000100000000000000000000000000000001000000000000000000000000000
 #define SMASK 1024w0x600000000000000000000000000000006000000000000000000000000000000060000000000000000000000000000000600000000000000000000000000000006000000000000000000000000000000060000000000000000000000000000000600000000000000000000000000000006000000000000
 #define SGUARD 1024w0x800000000000000000000000000000008000000000000000000000000000000080000000000000000000000000000000800000000000000000000000000000008000000000000000000000000000000080000000000000000000000000000000800000000000000000000000000000008000000000000
 #define SOPEN 1024w0x200000000000000000000000000000002000000000000000000000000000000020000000000000000000000000000000200000000000000000000000000000002000000000000000000000000000000020000000000000000000000000000000200000000000000000000000000000002000000000000
@@ -27,6 +28,7 @@
 #define KLANE0 1024w0x1000000000000000000000000000000010000000000000000000000000000000100000000000000000000000000000001000000000000000000000000000000010000000000000000000000000000000100000000000000000000000000000001000000000000000000000000000000010000000000000
 #define LOW512 1024w0xffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff
 #define LOW256 1024w0xffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff
+#define TIMEOUT 48w60000000  /* probe_floor.p4's */
 #define LOW64 1024w0xffffffffffffffff
 
 header ethernet_t { bit<48> dstAddr; bit<48> srcAddr; bit<16> etherType; }
@@ -40,7 +42,7 @@ header tcp_t {
 }
 struct headers { ethernet_t ethernet; ipv4_t ipv4; tcp_t tcp; }
 struct metadata {
-    bit<16> tcp_len; bit<56> key; bit<48> now; bit<48> timeout; 
+    bit<16> tcp_len;
     bit<32> p0; bit<32> p1; bit<32> p2; bit<32> p3;
     bit<1024> krep; bit<1024> nrep; bit<1024> crep; bit<1024> all; bit<1024> high; bit<64> masks;
 }
@@ -74,12 +76,9 @@ control FwdIngress(inout headers hdr, inout metadata meta, inout standard_metada
     }
     /* the key, the clock and 2^48 - 1 - timeout in every lane: a product by a constant with one bit per lane */
     action lanes() {
-        meta.key = 8w0 ++ hdr.ipv4.srcAddr ++ hdr.tcp.srcPort;
-        meta.now = std.ingress_global_timestamp;
-        meta.timeout = 48w60000000;
-        meta.krep = (bit<1024>)meta.key * KLANE0;
-        meta.nrep = (bit<1024>)meta.now * LANE0 | LGUARD;
-        meta.crep = (bit<1024>)(48w0xffffffffffff - meta.timeout) * LANE0;
+        meta.krep = (bit<1024>)(8w0 ++ hdr.ipv4.srcAddr ++ hdr.tcp.srcPort) * KLANE0;
+        meta.nrep = (bit<1024>)std.ingress_global_timestamp * LANE0 | LGUARD;
+        meta.crep = (bit<1024>)(48w0xffffffffffff - TIMEOUT) * LANE0;
         meta.all = 0;
     }
 #define PROBE(j) \
