@@ -10,7 +10,7 @@ tested something else would measure nothing; three bugs in the JSON are shown to
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,28 +18,17 @@ import z3
 
 from p4lb.verify.bmv2.program import load, load_json
 from p4lb.verify.bmv2.symbolic import Environment, Unlisted, execute, fresh_input
+from p4lb.verify.encoding import subterms, uninterpreted
 
 LANE = 128
 WAY_BUCKETS = 32768
 TIMEOUT = 60_000_000  # probe_swar.p4's TIMEOUT (probe_floor.p4's)
 
 
-def _subterms(term: z3.ExprRef) -> Iterator[z3.ExprRef]:
-    """Every subterm of term, once."""
-    seen: set[int] = set()
-    todo = [term]
-    while todo:
-        t = todo.pop()
-        if t.get_id() not in seen:
-            seen.add(t.get_id())
-            yield t
-            todo.extend(t.children())
-
-
 def _no_products(term: z3.ExprRef) -> z3.ExprRef:
     """term with each product by a constant written as the sum of the shifted copies it is (bit-blasts small)."""
     pairs = []
-    for t in _subterms(term):
+    for t in subterms([term]):
         if z3.is_app_of(t, z3.Z3_OP_BMUL) and t.num_args() == 2:
             a, b = z3.simplify(t.arg(0)), z3.simplify(t.arg(1))
             c, x = (a, t.arg(1)) if z3.is_bv_value(a) else (b, t.arg(0))
@@ -64,8 +53,8 @@ def _wrong(broken: Callable[[str, dict[str, Any]], None] | None) -> tuple[list[s
     assert len(crc) == 4  # one per way, in way order
     free = lambda t: z3.substitute(t, *[(h.value, c) for h, c in zip(res.hashes, crc, strict=True)])  # noqa: E731
     masks, ran = _no_products(free(res.field("scalars", "metadata.masks"))), free(z3.And(res.valid["ipv4"], res.valid["tcp"]))
-    reads = [t for t in _subterms(masks) if z3.is_select(t) and t.arg(0).eq(buckets)]
-    cells = {j: [r for r in reads if any(u.eq(crc[j]) for u in _subterms(r.arg(1)))] for j in range(4)}
+    reads = [t for t in subterms([masks]) if z3.is_select(t) and t.arg(0).eq(buckets)]
+    cells = {j: [r for r in reads if any(u.eq(crc[j]) for u in uninterpreted([r.arg(1)]))] for j in range(4)}
     assert all(len(rs) == 1 for rs in cells.values()), "one read per way"
     key = z3.Concat(z3.BitVecVal(0, 8), inp.field("ipv4", "srcAddr"), inp.field("tcp", "srcPort"))
     tests: list[tuple[str, z3.BoolRef]] = []

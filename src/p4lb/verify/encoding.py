@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +25,8 @@ def bv8(x: int) -> z3.BitVecRef:
     return z3.BitVecVal(x, 8)
 
 
-def uninterpreted(exprs: Sequence[z3.ExprRef]) -> list[z3.ExprRef]:
-    """The uninterpreted constants in some terms, each once, in the order first met."""
-    found: dict[int, z3.ExprRef] = {}
+def subterms(exprs: Sequence[z3.ExprRef]) -> Iterator[z3.ExprRef]:
+    """Every subterm of some terms, each once, in the order first met."""
     seen: set[int] = set()
     todo = list(exprs)
     while todo:
@@ -35,10 +34,13 @@ def uninterpreted(exprs: Sequence[z3.ExprRef]) -> list[z3.ExprRef]:
         if x.get_id() in seen:
             continue
         seen.add(x.get_id())
-        if z3.is_const(x) and x.decl().kind() == z3.Z3_OP_UNINTERPRETED:
-            found[x.get_id()] = x
+        yield x
         todo.extend(x.children())
-    return list(found.values())
+
+
+def uninterpreted(exprs: Sequence[z3.ExprRef]) -> list[z3.ExprRef]:
+    """The uninterpreted constants in some terms, each once, in the order first met."""
+    return [x for x in subterms(exprs) if z3.is_const(x) and x.decl().kind() == z3.Z3_OP_UNINTERPRETED]
 
 
 def reason(r: DropReason) -> z3.BitVecRef:
