@@ -94,13 +94,13 @@ def _replace(action: str, old: str, new: str) -> Callable[[str, dict[str, Any]],
 
 
 @pytest.mark.parametrize(
-    ("bug", "expect"),
+    "bug",
     [
-        (_replace("FwdIngress.probe", "0x39", "0x38"), "match"),  # the key's guard shifted onto the wrong bit
-        (_replace("FwdIngress.gather_1", "0x78", "0x70"), "match"),  # lanes 1, 3, 5, 7 folded onto the wrong byte
-        (_replace("FwdIngress.gather_high", "0x33", "0x32"), "match"),  # the fold starts one bit off
+        _replace("FwdIngress.probe", "0x39", "0x38"),  # the key's guard shifted onto the wrong bit
+        _replace("FwdIngress.gather_1", "0x78", "0x70"),  # lanes 1, 3, 5, 7 folded onto the wrong byte
+        _replace("FwdIngress.gather_high", "0x33", "0x32"),  # the fold starts one bit off
     ],
 )
-def test_a_broken_probe_fails_the_check(bug, expect):
+def test_a_broken_probe_fails_the_check(bug):
     wrong, _ = _wrong(bug)
-    assert any(expect in w for w in wrong)
+    assert any("match" in w for w in wrong)
