@@ -20,10 +20,12 @@ def test_invariant_is_inductive(n, atomic_prop):
     assert check_invariant(Task("p4lb", n, atomic_prop)).ok
 
 
-@pytest.mark.parametrize("n", [4, 64])
 @pytest.mark.parametrize("prop", list(Prop))
-def test_p4lb_proven(n, prop):
-    assert check_p4lb(Task("p4lb", n, prop), {}).verdict is Verdict.PROVEN
+def test_p4lb_proven(prop):
+    """Each property on its own query (the prover's path when the one query for all is not unsat), at N = 4. At
+    N = 64 every property is proven by `nox -s prove`, which CI runs before the tests and which fails on anything
+    not proven; asking it again here took 6 minutes of CI."""
+    assert check_p4lb(Task("p4lb", 4, prop), {}).verdict is Verdict.PROVEN
 
 
 @pytest.mark.parametrize("prop", list(Prop))

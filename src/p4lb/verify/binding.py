@@ -26,9 +26,10 @@ from p4lb.verify.hashing import Hash, Places
 from p4lb.verify.p4lb_enc import P4lbEncoding
 from p4lb.verify.results import QUERY_TIMEOUT_MS, Verdict
 from p4lb.verify.seed_enc import SeedEncoding
-from p4lb.verify.symbolic import Explorer, Path, SymArray, SymBool, SymBV, SymInt, SymPerVersion, explore, merge, value_term
+from p4lb.verify.symbolic import Explorer, Path, SymArray, SymBool, SymBV, SymInt, SymPerVersion, explore, index_term, merge, value_term
 
 R3 = z3.BitVecSort(3)
+PREPROCESSED = z3.Then("simplify", "propagate-values", "solve-eqs", "elim-uncnstr", "reduce-args", "smt")  # the equality query's solver
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,11 @@ class SymFlows:
         self.arrays, self.ex = arrays, ex
 
     def get(self, slot: Any, default: Any = None) -> FlowEntry:
-        """The slot's registers (a fresh slot is FREE, key 0: every cell exists)."""
+        """The slot's registers (a fresh slot is FREE, key 0: every cell exists), built once per exploration."""
+        at = index_term(slot, self.arrays["flow_state"].domain())
+        return self.ex.memoized("flows", (at, *(self.arrays[k] for k in self.NAMES)), lambda: self._entry(slot))
+
+    def _entry(self, slot: Any) -> FlowEntry:
         a = {k: SymArray(v, self.ex, _int(self.ex) if k == "flow_last_seen" else _bv(self.ex)) for k, v in self.arrays.items()}
         return FlowEntry(*(a[k].get(slot) for k in self.NAMES))
 
@@ -156,7 +161,8 @@ def placer(places: Places, cfg: LbConfig) -> Callable[..., tuple[SymBV, ...]]:
     def flow_places(src_ip: SymBV, shape: object, dst_ip: int, src_port: SymBV, dst_port: int) -> tuple[SymBV, ...]:
         if (shape, dst_ip, dst_port) != (cfg.shape, cfg.vip, cfg.vip_port):
             raise ValueError(f"the model placed an unexpected tuple ({shape}, {dst_ip}, {dst_port})")
-        return tuple(SymBV(p, src_ip.ex) for p in places.all(z3.Concat(src_ip.term, src_port.term)))
+        key = z3.Concat(src_ip.term, src_port.term)
+        return src_ip.ex.memoized("places", (key,), lambda: tuple(SymBV(p, src_ip.ex) for p in places.all(key)))
 
     return flow_places
 
@@ -191,7 +197,7 @@ def _differs(paths: list[Path], model_terms: Callable[[Any], dict[str, z3.ExprRe
 
 def _check(design: str, step: str, paths: list[Path], ex: Explorer, assume: list[z3.BoolRef], differs: tuple[z3.BoolRef, list[tuple[str, z3.BoolRef]]], start: float) -> BindingResult:
     """unsat(assume /\\ differs) and every 'fits' side condition: equal; else the first differing name."""
-    s = z3.Solver()
+    s = PREPROCESSED.solver()  # one-shot: the paths' merged terms simplify well before the search (22 s -> 15 s for p4lb's packet)
     s.set("timeout", QUERY_TIMEOUT_MS)
     covered = z3.Or(*[p.condition for p in paths])
     s.add(*assume, z3.Or(differs[0], z3.Not(covered), *[c for c, _ in ex.obligations]))

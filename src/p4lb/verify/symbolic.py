@@ -12,6 +12,7 @@ changes the paths.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class Explorer:
     solver: z3.Solver = field(default_factory=z3.Solver)
     hasher: Callable[..., SymBV] | None = None  # the model's flow_index on symbolic fields
     placer: Callable[..., tuple[SymBV, ...]] | None = None  # the model's multi-way candidates on symbolic fields
+    asserted: list[z3.BoolRef] = field(default_factory=list)  # what the solver holds: a marker for the assumptions, then one decision per scope
+    memo: dict[tuple[object, ...], tuple[Any, tuple[z3.AstRef, ...]]] = field(default_factory=dict)  # values built once for every run: memoized()
 
     def start(self, prefix: list[bool]) -> None:
         """Begin a run that replays the decisions in `prefix`."""
@@ -52,13 +55,31 @@ class Explorer:
 
     def feasible(self, cond: z3.BoolRef) -> bool:
         """Is `cond` satisfiable together with the assumptions and the path so far."""
+        self._sync()
         self.solver.push()
-        self.solver.add(*self.assumptions, *self.pc, cond)
+        self.solver.add(cond)
         r = self.solver.check()
         self.solver.pop()
         if r == z3.unknown:
             raise SymbolicError(f"solver could not decide a branch of the model: {self.solver.reason_unknown()}")
         return bool(r == z3.sat)
+
+    def _sync(self) -> None:
+        """The solver's scopes hold the assumptions, then the path so far one decision per scope (kept across runs:
+        a run replays its prefix's decisions)."""
+        if not self.asserted:
+            self.solver.add(*self.assumptions)
+            self.asserted.append(z3.BoolVal(True))
+        same = 0
+        while same < min(len(self.asserted) - 1, len(self.pc)) and self.asserted[same + 1].eq(self.pc[same]):
+            same += 1
+        if len(self.asserted) - 1 > same:
+            self.solver.pop(len(self.asserted) - 1 - same)
+            del self.asserted[same + 1 :]
+        for c in self.pc[same:]:
+            self.solver.push()
+            self.solver.add(c)
+            self.asserted.append(c)
 
     def decide(self, cond: z3.BoolRef) -> bool:
         """The side this run takes at a branch on `cond`."""
@@ -71,7 +92,8 @@ class Explorer:
         if self.pos < len(self.prefix):
             side = self.prefix[self.pos]
         else:
-            can_true, can_false = self.feasible(cond), self.feasible(z3.Not(cond))
+            can_true = self.feasible(cond)
+            can_false = not can_true or self.feasible(z3.Not(cond))  # the path so far is feasible: if cond is not, its negation is
             side = can_true
             if can_true and can_false:
                 self.pending.append(self.prefix[: self.pos] + [False])
@@ -80,6 +102,15 @@ class Explorer:
         self.decided[key] = side
         self.pc.append(cond if side else z3.Not(cond))
         return side
+
+    def memoized(self, tag: str, terms: tuple[z3.AstRef, ...], build: Callable[[], T]) -> T:
+        """`build()` the first time (tag, terms) is asked in this exploration, the same value on every later run.
+        Z3 terms are hash-consed, so equal ids are equal terms; the memo keeps the terms alive (an id is reused
+        only after its term is freed)."""
+        key = (tag, *(t.get_id() for t in terms))
+        if key not in self.memo:
+            self.memo[key] = (build(), terms)
+        return self.memo[key][0]  # type: ignore[no-any-return]
 
     def require(self, cond: z3.BoolRef, why: str) -> None:
         """Record a side condition that must hold on this path (checked by whoever consumes the paths)."""
@@ -177,7 +208,7 @@ class SymBV(_Symbolic):
     def __init__(self, term: z3.BitVecRef, ex: Explorer) -> None:
         self.term, self.ex = term, ex
 
-    @property
+    @functools.cached_property
     def width(self) -> int:
         """Bits of the term."""
         return int(self.term.size())
@@ -385,12 +416,16 @@ class SymOps:
         idx = i.term if isinstance(i, SymBV) else z3.BitVecVal(int(i), 8)
         idx = z3.ZeroExt(8 - idx.size(), idx) if idx.size() < 8 else idx
         if all(isinstance(x, SymBool | bool) for x in items):
-            return SymBool(_select([as_bool(x) for x in items], idx), self.ex)
+            return SymBool(self._select([as_bool(x) for x in items], idx), self.ex)
         if any(isinstance(x, SymInt) for x in items):
             terms = [x.term if isinstance(x, SymInt) else z3.IntVal(int(x)) for x in items]
-            return SymInt(_select(terms, idx), self.ex)
+            return SymInt(self._select(terms, idx), self.ex)
         w = max(_bv_term(x, 1).size() for x in items)
-        return SymBV(_select([_bv_term(x, w) for x in items], idx), self.ex)
+        return SymBV(self._select([_bv_term(x, w) for x in items], idx), self.ex)
+
+    def _select(self, terms: list[z3.ExprRef], idx: z3.BitVecRef) -> z3.ExprRef:
+        """_select, built once per exploration for the same terms and index."""
+        return self.ex.memoized("select", (idx, *terms), lambda: _select(terms, idx))
 
     def negate(self, flag: Any) -> SymBool:
         """not flag, as a term."""
