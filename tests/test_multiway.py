@@ -15,9 +15,10 @@ import pytest
 import z3
 from hypothesis import given, settings
 
+from p4lb.model import p4lb as p4lb_model
 from p4lb.model.design import Design, make_design
 from p4lb.model.flowtable import argmin, at, first
-from p4lb.model.p4lb import P4LB, Variant
+from p4lb.model.p4lb import P4LB, FlowEntry, SlotState, Variant
 from p4lb.model.pool import Pool
 from p4lb.model.spec import Prop
 from p4lb.verify.binding import bind_p4lb_packet
@@ -72,6 +73,25 @@ def test_model_code_equals_encoding(bits: int, ways: int, bucket: int):
     r = bind_p4lb_packet(cfg)
     assert r.verdict is Verdict.PROVEN, r
     assert r.paths < 200  # the selection helpers keep paths linear in the outcomes, not the places
+
+
+def _stale_is_held(e: FlowEntry, now: int, idle_timeout_us: int, var: Variant) -> bool:
+    return e.state != SlotState.FREE  # an expired or closing flow's place refuses SYNs too
+
+
+def _closing_any_key(entries: list[FlowEntry], key: int) -> int:
+    return first([(e.state != SlotState.FREE) & ((e.key == key) | (e.state == SlotState.CLOSING)) for e in entries])
+
+
+@pytest.mark.parametrize(("name", "bug"), [("held", _stale_is_held), ("find", _closing_any_key)], ids=["held: stale places refuse", "find: CLOSING of any key"])
+def test_a_model_bug_is_refuted_by_the_binding(monkeypatch: pytest.MonkeyPatch, name: str, bug: Callable[..., object]):
+    """The binding can fail: the model's code with a realistic bug (its function replaced) differs from the encoding,
+    and the check names what differs (the prover's speed-ups of this check must keep it able to say so)."""
+    cfg = make_design("p4lb", 8, flow_table_bits=SMALL[0], flow_ways=SMALL[1], flow_bucket=SMALL[2]).cfg
+    monkeypatch.setattr(p4lb_model, name, bug)
+    r = bind_p4lb_packet(cfg)
+    assert r.verdict is Verdict.REFUTED, r
+    assert r.detail.startswith("differs on "), r.detail
 
 
 def generated(name: str, examples: int, sizes: tuple[int, int], check: Callable[[Design, Concrete], None]) -> Coverage:
