@@ -456,7 +456,7 @@ def test_differing_json_writes_a_counterexample_file_that_round_trips(tmp_path: 
     """A mutated JSON: DIFFERS, a replayable counterexample file, read back equal, and the difference it names shows
     on the file's own state when the model and the JSON are run on it."""
     mutant = mutant_file(tmp_path, "fin_writes_free")
-    r = check_equivalence("p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False, timeout_ms=MUTANT_TIMEOUT_MS)
+    r = fresh_process(check_equivalence, "p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False, timeout_ms=MUTANT_TIMEOUT_MS)
     assert r.verdict is Verdict.DIFFERS and r.counterexample is not None
     path = save_counterexample(r, tmp_path / "out", mutant)
     assert path.parent == tmp_path / "out" and path.name.startswith("bmv2-cex-p4lb-")
@@ -500,7 +500,7 @@ def test_counterexample_cli_prints_the_replay_command(tmp_path: Path, capsys: py
 def test_time_edge_counterexample_is_marked_not_replayable(tmp_path: Path) -> None:
     """idle_strict differs only at now - last_seen == timeout exactly: BMv2's clock cannot be set, so the file says so."""
     mutant = mutant_file(tmp_path, "idle_strict")
-    r = check_equivalence("p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False, timeout_ms=MUTANT_TIMEOUT_MS)
+    r = fresh_process(check_equivalence, "p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False, timeout_ms=MUTANT_TIMEOUT_MS)
     cex = read_cex(save_counterexample(r, tmp_path, mutant))
     assert not cex.replayable and any("no counterexample in a state BMv2 can be driven into" in n for n in cex.notes)
 
@@ -536,7 +536,7 @@ def test_prove_saves_a_differing_programs_counterexample_and_prints_its_replay(t
     from p4lb.verify.runner import _save_cex  # noqa: PLC0415
 
     mutant = mutant_file(tmp_path, "fin_writes_free")
-    r = check_equivalence("p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False, timeout_ms=MUTANT_TIMEOUT_MS)
+    r = fresh_process(check_equivalence, "p4lb", data=json.loads(mutant.read_text()), reachability=False, others=False, timeout_ms=MUTANT_TIMEOUT_MS)
     saved = _save_cex([r], 4, tmp_path / "out" / "traces")
     assert list(saved) == ["p4lb"] and Path(saved["p4lb"]).parent == tmp_path / "out" and read_cex(Path(saved["p4lb"])).replayable
     console = Console(record=True, width=200)
