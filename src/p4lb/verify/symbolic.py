@@ -46,8 +46,11 @@ class Explorer:
     solver: z3.Solver = field(default_factory=z3.Solver)
     hasher: Callable[..., SymBV] | None = None  # the model's flow_index on symbolic fields
     placer: Callable[..., tuple[SymBV, ...]] | None = None  # the model's multi-way candidates on symbolic fields
-    asserted: list[z3.BoolRef] = field(default_factory=list)  # what the solver holds: a marker for the assumptions, then one decision per scope
+    asserted: list[z3.BoolRef] = field(default_factory=list)  # the decisions the solver holds, one per scope above the assumptions
     memo: dict[tuple[object, ...], tuple[Any, tuple[z3.AstRef, ...]]] = field(default_factory=dict)  # values built once for every run: memoized()
+
+    def __post_init__(self) -> None:
+        self.solver.add(*self.assumptions)  # the base scope, under every path
 
     def start(self, prefix: list[bool]) -> None:
         """Begin a run that replays the decisions in `prefix`."""
@@ -65,17 +68,14 @@ class Explorer:
         return bool(r == z3.sat)
 
     def _sync(self) -> None:
-        """The solver's scopes hold the assumptions, then the path so far one decision per scope (kept across runs:
+        """The solver's scopes hold the path so far, one decision per scope above the assumptions (kept across runs:
         a run replays its prefix's decisions)."""
-        if not self.asserted:
-            self.solver.add(*self.assumptions)
-            self.asserted.append(z3.BoolVal(True))
         same = 0
-        while same < min(len(self.asserted) - 1, len(self.pc)) and self.asserted[same + 1].eq(self.pc[same]):
+        while same < min(len(self.asserted), len(self.pc)) and self.asserted[same].eq(self.pc[same]):
             same += 1
-        if len(self.asserted) - 1 > same:
-            self.solver.pop(len(self.asserted) - 1 - same)
-            del self.asserted[same + 1 :]
+        if len(self.asserted) > same:
+            self.solver.pop(len(self.asserted) - same)
+            del self.asserted[same:]
         for c in self.pc[same:]:
             self.solver.push()
             self.solver.add(c)
