@@ -132,27 +132,28 @@ def premises(task: Task) -> dict[str, str]:
     # by every proof's premises
     base = induction_premises(enc, s0, s1, e, w, watched, occupants=True, rely=True)
     out: dict[str, str] = {} if task.atomic else _packet_kinds_as_atomic(enc, s0, s1, e)
+    shared, commit = hints(enc, s0, s1, e)  # built once: the deployed pool's terms are most of a premise query's Python time
     for name in kinds(task.atomic):
         if name in out:
             continue
-        out[name], m = _admitted(base, predicate(name, s0, e, enc.timeout), hints(enc, s0, s1, e, name))
+        out[name], m = _admitted(base, predicate(name, s0, e, enc.timeout), [*(commit if name == "commit" else []), *shared])
         if m is not None:  # the same state and step may show other kinds too: a model of the premises is a witness for each
             out |= {k: "sat" for k in kinds(task.atomic) if k not in out and z3.is_true(m.eval(predicate(k, s0, e, enc.timeout), model_completion=True))}
     return out
 
 
-def hints(enc: P4lbEncoding, s0: Sym, s1: Sym, e: StepEnc, kind: str) -> list[z3.BoolRef]:
-    """Extra constraints, tried in turn before none: for a commit, from the deployed state to a pool of backend 1
-    alone (a group of one is quick to check); the deployed state; the deployed groups and pool with one place in use,
-    the packet's first candidate (a flow's packet, or another service's, half the time of flows anywhere); the
-    deployed groups and pool with flows anywhere. A model of the premises and a hint is a model of the premises:
-    the hints only make a witness quicker to find, never admit a step the premises exclude."""
+def hints(enc: P4lbEncoding, s0: Sym, s1: Sym, e: StepEnc) -> tuple[list[z3.BoolRef], list[z3.BoolRef]]:
+    """Extra constraints, tried in turn before none: the deployed state; the deployed groups and pool with one place
+    in use, the packet's first candidate (a flow's packet, or another service's, half the time of flows anywhere);
+    the deployed groups and pool with flows anywhere. And, tried first for a commit, from the deployed state to a
+    pool of backend 1 alone (a group of one is quick to check). A model of the premises and a hint is a model of the
+    premises: the hints only make a witness quicker to find, never admit a step the premises exclude."""
     deployed = enc.init(s0)
     fresh = z3.And(enc.deployed_groups(s0), s0.sw["ghost_pc"] == z3.K(B8, z3.IntVal(0)), z3.Not(s0.spec["wrote"]))
     in_use = z3.BitVec(f"in_use_{TAG}", FREE.size())
     one_place = z3.And(fresh, s0.sw["flow_state"] == z3.Store(z3.K(enc.idx, FREE), enc.places.all(e.pkt.key)[0], in_use))
-    alone = [z3.And(deployed, *[s1.spec["active"][bv8(b)] == (b == 1) for b in range(1, enc.n + 1)])] if kind == "commit" else []
-    return [*alone, deployed, one_place, fresh]
+    alone = z3.And(deployed, *[s1.spec["active"][bv8(b)] == (b == 1) for b in range(1, enc.n + 1)])
+    return [deployed, one_place, fresh], [alone]
 
 
 def _admitted(base: list[z3.BoolRef], kind: z3.BoolRef, extra: list[z3.BoolRef]) -> tuple[str, z3.ModelRef | None]:

@@ -446,14 +446,25 @@ class State:
     done: z3.BoolRef  # parser: stopped on an error
 
 
+def _same(a: z3.ExprRef, b: z3.ExprRef) -> bool:
+    """The same term: Z3 shares equal terms, so their pointers are equal (a merge compares some 300,000 pairs)."""
+    return bool(a.ast.value == b.ast.value)
+
+
+def _ite(c: z3.BoolRef, a: z3.ExprRef, b: z3.ExprRef) -> z3.ExprRef:
+    """If(c, a, b) for a and b of one sort, without z3.If's coercions (a merge builds some 80,000 of them)."""
+    ctx = a.ctx
+    return z3.z3._to_expr_ref(z3.z3core.Z3_mk_ite(ctx.ref(), c.as_ast(), a.as_ast(), b.as_ast()), ctx)
+
+
 def _merge_values(edges: Sequence[tuple[z3.BoolRef, z3.ExprRef]]) -> z3.ExprRef:
     """One term for values that differ by incoming edge (the last edge's value is the fallback)."""
     first = edges[0][1]
-    if all(v.eq(first) for _, v in edges[1:]):
+    if all(_same(v, first) for _, v in edges[1:]):
         return first
     out = edges[-1][1]
     for pc, v in reversed(edges[:-1]):
-        out = v if v.eq(out) else z3.If(pc, v, out)
+        out = v if _same(v, out) else _ite(pc, v, out)
     return out
 
 
