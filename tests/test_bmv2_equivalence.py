@@ -18,6 +18,7 @@ from p4lb.model.p4lb import FREE, P4LB, FlowEntry, P4lbState, SlotState, flow_pl
 from p4lb.model.packet import ACK, FIN, PSH, RST, SYN, DropReason, Fate, Packet, key_service
 from p4lb.model.seed import SeedState, seed_packet
 from p4lb.p4 import artifacts
+from p4lb.verify.bmv2 import equivalence
 from p4lb.verify.bmv2.cex import counterexample_file, read_cex, save_counterexample
 from p4lb.verify.bmv2.equivalence import (
     Verdict,
@@ -542,3 +543,33 @@ def test_prove_saves_a_differing_programs_counterexample_and_prints_its_replay(t
     console = Console(record=True, width=200)
     print_compiled([r], console, saved)
     assert f"replay on BMv2: python -m p4lb.lab.replay {saved['p4lb']}" in console.export_text()
+
+
+class _Stalls:
+    """A solver stand-in: unknown ('timeout', or `reason`) with random seed 0, unsat with any other."""
+
+    def __init__(self, timeout: int, reason: str, tries: list[tuple[int, int]]) -> None:
+        self.timeout, self.reason, self.tries, self.seed = timeout, reason, tries, 0
+
+    def set(self, key: str, value: int) -> None:
+        self.seed = value if key == "random_seed" else self.seed
+
+    def add(self, *_: object) -> None:
+        return None
+
+    def check(self) -> z3.CheckSatResult:
+        self.tries.append((self.seed, self.timeout))
+        return z3.unknown if self.seed == 0 else z3.unsat
+
+    def reason_unknown(self) -> str:
+        return self.reason
+
+
+@pytest.mark.parametrize(("reason", "answer", "tries"), [("timeout", "unsat", [(0, 30_000), (1, 60_000)]), ("incomplete quantifiers", "unknown", [(0, 30_000)])])
+def test_a_query_that_times_out_is_asked_again_with_another_seed(monkeypatch: pytest.MonkeyPatch, reason: str, answer: str, tries: list[tuple[int, int]]) -> None:
+    """Z3's time on one query has a heavy tail: a timed-out try is restarted with another seed and twice the time;
+    an unknown for another reason is final."""
+    seen: list[tuple[int, int]] = []
+    monkeypatch.setattr(equivalence, "_solver", lambda ms: _Stalls(ms, reason, seen))
+    chk, _ = equivalence._check("q", [], z3.BoolVal(True), "unsat", 300_000)
+    assert (chk.answer, seen) == (answer, tries)
