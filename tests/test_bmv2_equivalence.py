@@ -8,7 +8,6 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import z3
@@ -31,7 +30,7 @@ from p4lb.verify.bmv2.equivalence import (
 from p4lb.verify.bmv2.program import load, load_json
 from p4lb.verify.bmv2.replay import dry_replay
 from p4lb.verify.bmv2.symbolic import Environment, Executor, Unlisted, fresh_input, value_max
-from p4lb.verify.runner import _pool
+from p4lb.verify.runner import fresh_process
 
 # ---- JSON surgery -------------------------------------------------------------------------------------
 
@@ -178,7 +177,6 @@ MUTANTS: dict[str, Callable[[dict], int]] = {
 }
 
 
-T = TypeVar("T")
 MUTANT_TIMEOUT_MS = 300_000  # a differing query on the multi-way program: 16-250 s from run to run (fin_writes_free, pinned_no_refresh)
 
 
@@ -205,13 +203,6 @@ def test_smaller_builds_equal_model_at_their_shape(bits: int) -> None:
     assert r.verdict is Verdict.EQUIVALENT, (r.failed(), r.counterexample)
     assert all(c.ok for c in r.checks)
     assert {"reachable: refusal", "reachable: dispatch", "(a) equivalence"} <= {c.name for c in r.checks}
-
-
-def fresh_process(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-    """fn(*args, **kwargs) in a fresh process, as the prover runs each check: Z3's time on a differing query depends
-    on what ran before it in the same process (no_wrap: 15 s alone, over 300 s after the tests before it in CI)."""
-    with _pool(2) as pool:
-        return pool.submit(fn, *args, **kwargs).result()
 
 
 @pytest.mark.parametrize("name", sorted(MUTANTS))

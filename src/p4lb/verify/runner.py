@@ -188,6 +188,14 @@ def _pool(jobs: int | None) -> Executor:
     return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1)
 
 
+def fresh_process(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """fn(*args, **kwargs) in a fresh process forked from the prover's server, as the prover runs each check (Z3's
+    time on a differing JSON query depends on what ran before it in the same process: no_wrap took 15 s alone, over
+    300 s after the tests before it in CI)."""
+    with _pool(2) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
+
+
 class _Inline(Executor):
     """An executor that runs each call at once, in this process (--jobs 1: one trace of logs, easy debugging)."""
 
