@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import pytest
+import z3
 
 from p4lb.model.spec import Prop
+from p4lb.verify import engine
 from p4lb.verify.engine import Task, bmc, check_invariant, prove, replay
 from p4lb.verify.mutants import MUTANTS
 from p4lb.verify.results import Result, Verdict
@@ -156,3 +158,37 @@ def test_p7_joins_the_atomic_query_only_when_its_bad_steps_are_that_modes(monkey
     assert not bad_steps_as_atomic(single)
     together = runner._together(atomic, (single,))
     assert together is not None and together.joins == ()
+
+
+class _Answers:
+    """A solver stand-in that gives the listed answers in turn."""
+
+    def __init__(self, answers: list[z3.CheckSatResult]) -> None:
+        self.answers = list(answers)
+
+    def push(self) -> None:
+        return None
+
+    def pop(self) -> None:
+        return None
+
+    def add(self, *_: object) -> None:
+        return None
+
+    def check(self) -> z3.CheckSatResult:
+        return self.answers.pop(0)
+
+
+@pytest.mark.parametrize(
+    ("answers", "broken"),
+    [
+        ([z3.unsat], None),  # the joint query shows every clause
+        ([z3.sat, z3.unsat, z3.sat], ("b", z3.sat)),  # it does not: the clause broken is named
+        ([z3.unknown, z3.unsat, z3.unsat], None),  # it gave up, and each clause is shown alone
+        ([z3.unknown, z3.unknown], ("a", z3.unknown)),  # it gave up, and so did the first clause alone
+    ],
+)
+def test_the_invariant_clauses_are_checked_together_then_one_by_one(answers: list[z3.CheckSatResult], broken: tuple[str, z3.CheckSatResult] | None) -> None:
+    """check_invariant asks for all of a step's clauses in one query, and one by one only when that is not unsat."""
+    x, y = z3.Bools("x y")
+    assert engine._breaks(_Answers(answers), [("a", x), ("b", y)]) == broken
