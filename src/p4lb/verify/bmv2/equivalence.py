@@ -513,7 +513,7 @@ def p4lb_setup(prog: Program, cfg: LbConfig, tag: str = "e") -> P4lbSetup:
 
 
 RESTART_MS = 30_000  # a JSON query's first try; Z3's time on one query has a heavy tail (p4lb at N = 32: backend_open took 124 s with the default seed, 9 and 7 s with seeds 1 and 2)
-SEPARATE = ("backend_open",)  # obligations proven in a query of their own: Z3 takes less for them apart than together (N=64: 6 s + 2 s, not 15 s). Not the flow registers: apart they took 67 s in a fresh process, together with the rest 4 s
+SEPARATE = ("backend_open",)  # obligations proven in a query of their own: apart / together, one run each: N = 4 4.6 + 4.1 / 19 s, N = 16 6.4 + 4.8 / 15 s, N = 64 7.5 + 7.5 / 12 s. Not the flow registers: apart they took 67 s in a fresh process, together with the rest 4 s
 SLOT_CUT = False  # cutting flow_place's slot too: its targets do not yet match the obligations' place terms (main query sat)
 MASKS = ("_lb_match_mask", "_lb_held_mask")  # flow_probe's per-candidate results: match (find) and held
 CHOSEN = ("_lb_found", "_lb_room", "_lb_cand")  # flow_choose's results: found, room, the flow's candidate
